@@ -1,0 +1,153 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The one header that owns the contract between the datapath and the controller:
+ * every struct, constant and map name shared with Rust lives here and nowhere else.
+ * controller/abi mirrors these structs and a test checks the mirror against this
+ * object's BTF, so a layout cannot drift silently.
+ *
+ * Rules: fixed-width types, explicit padding, no bitfields, sizes asserted.
+ * Changing a layout means renaming its map (bump the _vN suffix) so an agent
+ * never reinterprets a pinned map written under the old layout.
+ */
+#ifndef SLUICE_ABI_H
+#define SLUICE_ABI_H
+
+#include <linux/types.h>
+
+/*
+ * Addresses are always 16 bytes; IPv4 is stored v4-mapped (::ffff:a.b.c.d). One map
+ * then serves both families, and a dual-stack socket connecting to a v4-mapped
+ * ClusterIP matches the IPv4 frontend without a second lookup.
+ */
+struct sluice_addr {
+	union {
+		__u8 bytes[16];
+		__u32 words[4]; /* network byte order; lets the datapath compare and copy by word */
+	};
+};
+
+/* Scopes: a frontend has scope EXT always; scope INT only when SVC_F_TWO_SCOPES is set,
+ * i.e. when internal and external traffic policies select different backends. */
+#define SLUICE_SCOPE_EXT 0
+#define SLUICE_SCOPE_INT 1
+
+/* Frontend kinds, kept in slot 0 flags so the datapath can tell who may use it. */
+#define SLUICE_SVC_F_CLUSTER_IP    (1 << 0)
+#define SLUICE_SVC_F_NODE_PORT     (1 << 1)
+#define SLUICE_SVC_F_EXTERNAL_IP   (1 << 2)
+#define SLUICE_SVC_F_LOAD_BALANCER (1 << 3)
+#define SLUICE_SVC_F_TWO_SCOPES    (1 << 4)
+#define SLUICE_SVC_F_AFFINITY      (1 << 5)
+#define SLUICE_SVC_F_EXT_LOCAL     (1 << 6) /* externalTrafficPolicy: Local */
+#define SLUICE_SVC_F_INT_LOCAL     (1 << 7) /* internalTrafficPolicy: Local */
+/* The backend set came from serving+terminating endpoints because none was ready. */
+#define SLUICE_SVC_F_TERMINATING_FALLBACK (1 << 8)
+
+#define SLUICE_LB_ALG_RANDOM 0
+#define SLUICE_LB_ALG_MAGLEV 1
+
+/*
+ * Frontend map: slot 0 is the service header (count of backend slots, flags, rev-NAT id);
+ * slots 1..count each name one backend. Writers fill backends, then slots, then slot 0,
+ * so a reader that sees count N always finds slots 1..N.
+ */
+struct sluice_svc_key {
+	struct sluice_addr addr;
+	__be16 port;
+	__u8 proto; /* IPPROTO_TCP / IPPROTO_UDP */
+	__u8 scope;
+	__u16 slot;
+	__u16 pad;
+};
+
+struct sluice_svc_value {
+	__u32 backend_id;       /* slots 1..n */
+	__u32 affinity_timeout; /* slot 0: seconds, when SVC_F_AFFINITY */
+	__u16 count;            /* slot 0: number of backend slots */
+	__u16 rev_nat_id;       /* slot 0 and slots: the frontend this entry belongs to */
+	__u16 flags;            /* slot 0: SLUICE_SVC_F_* */
+	__u8 lb_alg;            /* slot 0: SLUICE_LB_ALG_* */
+	__u8 pad;
+};
+
+#define SLUICE_BACKEND_F_TERMINATING (1 << 0)
+#define SLUICE_BACKEND_F_LOCAL       (1 << 1)
+
+struct sluice_backend {
+	struct sluice_addr addr;
+	__be16 port;
+	__u8 proto;
+	__u8 flags; /* SLUICE_BACKEND_F_* */
+	__u32 zone; /* reserved for topology-aware routing */
+};
+
+/* rev-NAT: what address a reply or getpeername must show for frontend id N. */
+struct sluice_revnat_key {
+	__u32 id;
+};
+
+struct sluice_revnat_value {
+	struct sluice_addr addr;
+	__be16 port;
+	__u16 pad;
+};
+
+/* Which Service owns rev-NAT id N ("namespace/name"): read only by the CLI, so the maps
+ * alone explain themselves after the agent has stopped. */
+struct sluice_frontend_name {
+	char name[128];
+};
+
+/* Per-socket reverse translation, written at connect/sendmsg, read by recvmsg/getpeername. */
+struct sluice_sock_revnat_key {
+	__u64 cookie;
+	struct sluice_addr addr; /* backend address */
+	__be16 port;             /* backend port */
+	__u16 pad1;
+	__u32 pad2;
+};
+
+struct sluice_sock_revnat_value {
+	struct sluice_addr addr; /* frontend address */
+	__be16 port;
+	__u16 rev_nat_id;
+};
+
+/* Counter indices of the per-CPU counters array. */
+enum sluice_counter {
+	SLUICE_CNT_SOCK_XLATE = 0,    /* connect/sendmsg translated to a backend */
+	SLUICE_CNT_SOCK_NO_BACKEND,   /* rejected with ECONNREFUSED: no usable endpoint */
+	SLUICE_CNT_SOCK_MISSING_SLOT, /* slot or backend absent: should never happen */
+	SLUICE_CNT_SOCK_REVNAT,       /* recvmsg/getpeername reverse-translated */
+	SLUICE_CNT_SOCK_REVNAT_STALE, /* reverse entry found but its frontend is gone */
+	SLUICE_CNT_MAX,
+};
+
+#define SLUICE_COUNTERS_SIZE 64
+
+/* Map names; the _vN suffix is the layout version. */
+#define SLUICE_MAP_SERVICES     sluice_svc_v1
+#define SLUICE_MAP_BACKENDS     sluice_backends_v1
+#define SLUICE_MAP_REVNAT       sluice_revnat_v1
+#define SLUICE_MAP_SOCK_REVNAT  sluice_sock_revnat_v1
+#define SLUICE_MAP_COUNTERS     sluice_counters_v1
+#define SLUICE_MAP_NAMES        sluice_frontend_names_v1
+
+#define SLUICE_SERVICES_MAX    65536
+#define SLUICE_BACKENDS_MAX    65536
+#define SLUICE_REVNAT_MAX      65536
+#define SLUICE_SOCK_REVNAT_MAX 262144
+
+#ifndef __cplusplus
+_Static_assert(sizeof(struct sluice_addr) == 16, "sluice_addr");
+_Static_assert(sizeof(struct sluice_svc_key) == 24, "sluice_svc_key");
+_Static_assert(sizeof(struct sluice_svc_value) == 16, "sluice_svc_value");
+_Static_assert(sizeof(struct sluice_backend) == 24, "sluice_backend");
+_Static_assert(sizeof(struct sluice_revnat_key) == 4, "sluice_revnat_key");
+_Static_assert(sizeof(struct sluice_revnat_value) == 20, "sluice_revnat_value");
+_Static_assert(sizeof(struct sluice_frontend_name) == 128, "sluice_frontend_name");
+_Static_assert(sizeof(struct sluice_sock_revnat_key) == 32, "sluice_sock_revnat_key");
+_Static_assert(sizeof(struct sluice_sock_revnat_value) == 20, "sluice_sock_revnat_value");
+#endif
+
+#endif /* SLUICE_ABI_H */

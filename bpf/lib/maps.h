@@ -1,0 +1,64 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Map definitions shared by every program object. The agent pins each map by its name
+ * under --bpf-root, so all objects (and agent restarts) share one instance. */
+#ifndef SLUICE_MAPS_H
+#define SLUICE_MAPS_H
+
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include "sluice_abi.h"
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct sluice_svc_key);
+	__type(value, struct sluice_svc_value);
+	__uint(max_entries, SLUICE_SERVICES_MAX);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} SLUICE_MAP_SERVICES SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __u32);
+	__type(value, struct sluice_backend);
+	__uint(max_entries, SLUICE_BACKENDS_MAX);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} SLUICE_MAP_BACKENDS SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct sluice_revnat_key);
+	__type(value, struct sluice_revnat_value);
+	__uint(max_entries, SLUICE_REVNAT_MAX);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} SLUICE_MAP_REVNAT SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct sluice_revnat_key);
+	__type(value, struct sluice_frontend_name);
+	__uint(max_entries, SLUICE_REVNAT_MAX);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} SLUICE_MAP_NAMES SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct sluice_sock_revnat_key);
+	__type(value, struct sluice_sock_revnat_value);
+	__uint(max_entries, SLUICE_SOCK_REVNAT_MAX);
+} SLUICE_MAP_SOCK_REVNAT SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(max_entries, SLUICE_COUNTERS_SIZE);
+} SLUICE_MAP_COUNTERS SEC(".maps");
+
+static __always_inline void sluice_count(__u32 idx)
+{
+	__u64 *c = bpf_map_lookup_elem(&SLUICE_MAP_COUNTERS, &idx);
+	if (c)
+		*c += 1;
+}
+
+#endif

@@ -1,0 +1,225 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Socket-level load balancing: the translation happens once, when a socket connects (or an
+ * unconnected UDP socket sends), so no packet of the flow is ever rewritten afterwards.
+ */
+#ifndef SLUICE_SOCK_LB_H
+#define SLUICE_SOCK_LB_H
+
+#include <linux/bpf.h>
+#include <linux/in.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+#include "maps.h"
+
+#ifndef ECONNREFUSED
+#define ECONNREFUSED 111
+#endif
+
+enum sock_xlate_result {
+	SOCK_XLATE_PASS,   /* not a frontend: leave the socket alone */
+	SOCK_XLATE_DONE,   /* rewritten to a backend */
+	SOCK_XLATE_REJECT, /* a frontend without usable backend: kube-proxy rejects */
+};
+
+static __always_inline void addr_set_v4mapped(struct sluice_addr *a, __u32 ip4_be)
+{
+	a->words[0] = 0;
+	a->words[1] = 0;
+	a->words[2] = bpf_htonl(0x0000ffff);
+	a->words[3] = ip4_be;
+}
+
+static __always_inline int addr_is_v4mapped(const struct sluice_addr *a)
+{
+	return a->words[0] == 0 && a->words[1] == 0 && a->words[2] == bpf_htonl(0x0000ffff);
+}
+
+static __always_inline int addr_eq(const struct sluice_addr *a, const struct sluice_addr *b)
+{
+	return a->words[0] == b->words[0] && a->words[1] == b->words[1] &&
+	       a->words[2] == b->words[2] && a->words[3] == b->words[3];
+}
+
+/* Picks a backend for the frontend in key (addr, port, proto set; scope and slot are ours). */
+static __always_inline enum sock_xlate_result
+sock_select_backend(struct sluice_svc_key *key, struct sluice_backend *backend, __u16 *rev_nat_id)
+{
+	struct sluice_svc_value *svc, *slot;
+	struct sluice_backend *be;
+	__u32 backend_id;
+
+	key->scope = SLUICE_SCOPE_EXT;
+	key->slot = 0;
+	svc = bpf_map_lookup_elem(&SLUICE_MAP_SERVICES, key);
+	if (!svc)
+		return SOCK_XLATE_PASS;
+	/* A socket inside the cluster is internal traffic: internalTrafficPolicy decides. */
+	if (svc->flags & SLUICE_SVC_F_TWO_SCOPES) {
+		key->scope = SLUICE_SCOPE_INT;
+		svc = bpf_map_lookup_elem(&SLUICE_MAP_SERVICES, key);
+		if (!svc) {
+			sluice_count(SLUICE_CNT_SOCK_MISSING_SLOT);
+			return SOCK_XLATE_REJECT;
+		}
+	}
+	if (svc->count == 0) {
+		sluice_count(SLUICE_CNT_SOCK_NO_BACKEND);
+		return SOCK_XLATE_REJECT;
+	}
+	*rev_nat_id = svc->rev_nat_id;
+	key->slot = (bpf_get_prandom_u32() % svc->count) + 1;
+	slot = bpf_map_lookup_elem(&SLUICE_MAP_SERVICES, key);
+	if (!slot) {
+		sluice_count(SLUICE_CNT_SOCK_MISSING_SLOT);
+		return SOCK_XLATE_REJECT;
+	}
+	backend_id = slot->backend_id;
+	be = bpf_map_lookup_elem(&SLUICE_MAP_BACKENDS, &backend_id);
+	if (!be) {
+		sluice_count(SLUICE_CNT_SOCK_MISSING_SLOT);
+		return SOCK_XLATE_REJECT;
+	}
+	*backend = *be;
+	return SOCK_XLATE_DONE;
+}
+
+static __always_inline void sock_remember(struct bpf_sock_addr *ctx, const struct sluice_backend *be,
+					  const struct sluice_svc_key *frontend, __u16 rev_nat_id)
+{
+	struct sluice_sock_revnat_key rkey = {};
+	struct sluice_sock_revnat_value rval = {};
+
+	rkey.cookie = bpf_get_socket_cookie(ctx);
+	rkey.addr = be->addr;
+	rkey.port = be->port;
+	rval.addr = frontend->addr;
+	rval.port = frontend->port;
+	rval.rev_nat_id = rev_nat_id;
+	bpf_map_update_elem(&SLUICE_MAP_SOCK_REVNAT, &rkey, &rval, BPF_ANY);
+}
+
+/* Shows the frontend instead of the backend in addr/port; returns 1 when it did. */
+static __always_inline int sock_reverse(struct bpf_sock_addr *ctx, struct sluice_addr *addr, __be16 *port)
+{
+	struct sluice_sock_revnat_key rkey = {};
+	struct sluice_sock_revnat_value *rval;
+	struct sluice_revnat_key fkey = {};
+	struct sluice_revnat_value *frontend;
+
+	rkey.cookie = bpf_get_socket_cookie(ctx);
+	rkey.addr = *addr;
+	rkey.port = *port;
+	rval = bpf_map_lookup_elem(&SLUICE_MAP_SOCK_REVNAT, &rkey);
+	if (!rval)
+		return 0;
+	/* The service may have gone (or its id been reused) since the socket connected. */
+	fkey.id = rval->rev_nat_id;
+	frontend = bpf_map_lookup_elem(&SLUICE_MAP_REVNAT, &fkey);
+	if (!frontend || !addr_eq(&frontend->addr, &rval->addr) || frontend->port != rval->port) {
+		sluice_count(SLUICE_CNT_SOCK_REVNAT_STALE);
+		bpf_map_delete_elem(&SLUICE_MAP_SOCK_REVNAT, &rkey);
+		return 0;
+	}
+	*addr = rval->addr;
+	*port = rval->port;
+	sluice_count(SLUICE_CNT_SOCK_REVNAT);
+	return 1;
+}
+
+static __always_inline int sock4_forward(struct bpf_sock_addr *ctx)
+{
+	struct sluice_svc_key key = {};
+	struct sluice_backend be;
+	__u16 rev_nat_id = 0;
+
+	addr_set_v4mapped(&key.addr, ctx->user_ip4);
+	key.port = (__be16)ctx->user_port;
+	key.proto = (__u8)ctx->protocol;
+	switch (sock_select_backend(&key, &be, &rev_nat_id)) {
+	case SOCK_XLATE_PASS:
+		return 1;
+	case SOCK_XLATE_REJECT:
+		bpf_set_retval(-ECONNREFUSED);
+		return 0;
+	case SOCK_XLATE_DONE:
+		break;
+	}
+	if (!addr_is_v4mapped(&be.addr)) {
+		/* The planner never pairs families; an IPv6 backend here means a corrupt map. */
+		sluice_count(SLUICE_CNT_SOCK_MISSING_SLOT);
+		bpf_set_retval(-ECONNREFUSED);
+		return 0;
+	}
+	ctx->user_ip4 = be.addr.words[3];
+	ctx->user_port = be.port;
+	sock_remember(ctx, &be, &key, rev_nat_id);
+	sluice_count(SLUICE_CNT_SOCK_XLATE);
+	return 1;
+}
+
+static __always_inline int sock6_forward(struct bpf_sock_addr *ctx)
+{
+	struct sluice_svc_key key = {};
+	struct sluice_backend be;
+	__u16 rev_nat_id = 0;
+
+	key.addr.words[0] = ctx->user_ip6[0];
+	key.addr.words[1] = ctx->user_ip6[1];
+	key.addr.words[2] = ctx->user_ip6[2];
+	key.addr.words[3] = ctx->user_ip6[3];
+	key.port = (__be16)ctx->user_port;
+	key.proto = (__u8)ctx->protocol;
+	switch (sock_select_backend(&key, &be, &rev_nat_id)) {
+	case SOCK_XLATE_PASS:
+		return 1;
+	case SOCK_XLATE_REJECT:
+		bpf_set_retval(-ECONNREFUSED);
+		return 0;
+	case SOCK_XLATE_DONE:
+		break;
+	}
+	/* A v4-mapped frontend has v4-mapped backends, which a dual-stack socket reaches as is. */
+	ctx->user_ip6[0] = be.addr.words[0];
+	ctx->user_ip6[1] = be.addr.words[1];
+	ctx->user_ip6[2] = be.addr.words[2];
+	ctx->user_ip6[3] = be.addr.words[3];
+	ctx->user_port = be.port;
+	sock_remember(ctx, &be, &key, rev_nat_id);
+	sluice_count(SLUICE_CNT_SOCK_XLATE);
+	return 1;
+}
+
+static __always_inline int sock4_reverse(struct bpf_sock_addr *ctx)
+{
+	struct sluice_addr addr;
+	__be16 port = (__be16)ctx->user_port;
+
+	addr_set_v4mapped(&addr, ctx->user_ip4);
+	if (sock_reverse(ctx, &addr, &port)) {
+		ctx->user_ip4 = addr.words[3];
+		ctx->user_port = port;
+	}
+	return 1;
+}
+
+static __always_inline int sock6_reverse(struct bpf_sock_addr *ctx)
+{
+	struct sluice_addr addr;
+	__be16 port = (__be16)ctx->user_port;
+
+	addr.words[0] = ctx->user_ip6[0];
+	addr.words[1] = ctx->user_ip6[1];
+	addr.words[2] = ctx->user_ip6[2];
+	addr.words[3] = ctx->user_ip6[3];
+	if (sock_reverse(ctx, &addr, &port)) {
+		ctx->user_ip6[0] = addr.words[0];
+		ctx->user_ip6[1] = addr.words[1];
+		ctx->user_ip6[2] = addr.words[2];
+		ctx->user_ip6[3] = addr.words[3];
+		ctx->user_port = port;
+	}
+	return 1;
+}
+
+#endif

@@ -1,0 +1,32 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* cgroup socket hooks: east-west service translation for IPv4 and IPv6 sockets. */
+#include <linux/bpf.h>
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
+#include "lib/sock_lb.h"
+
+SEC("cgroup/connect4")
+int sluice_connect4(struct bpf_sock_addr *ctx) { return sock4_forward(ctx); }
+
+SEC("cgroup/sendmsg4")
+int sluice_sendmsg4(struct bpf_sock_addr *ctx) { return sock4_forward(ctx); }
+
+SEC("cgroup/recvmsg4")
+int sluice_recvmsg4(struct bpf_sock_addr *ctx) { return sock4_reverse(ctx); }
+
+SEC("cgroup/getpeername4")
+int sluice_getpeername4(struct bpf_sock_addr *ctx) { return sock4_reverse(ctx); }
+
+SEC("cgroup/connect6")
+int sluice_connect6(struct bpf_sock_addr *ctx) { return sock6_forward(ctx); }
+
+SEC("cgroup/sendmsg6")
+int sluice_sendmsg6(struct bpf_sock_addr *ctx) { return sock6_forward(ctx); }
+
+SEC("cgroup/recvmsg6")
+int sluice_recvmsg6(struct bpf_sock_addr *ctx) { return sock6_reverse(ctx); }
+
+SEC("cgroup/getpeername6")
+int sluice_getpeername6(struct bpf_sock_addr *ctx) { return sock6_reverse(ctx); }
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";

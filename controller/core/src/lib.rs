@@ -1,0 +1,47 @@
+//! Sluice's pure core: Kubernetes objects in, the desired contents of the datapath maps out.
+//! No I/O, no clock, no kube client: IDs come in as data, so every plan is reproducible.
+
+pub mod ids;
+mod layout;
+pub mod manifest;
+pub mod state;
+pub mod translate;
+pub mod view;
+
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+
+pub use ids::{BackendIdent, FrontendIdent, Ids};
+pub use layout::Capacity;
+pub use state::LbState;
+pub use translate::{Frontend, NodeContext, Proto, ServiceName, Warning};
+
+#[derive(Debug)]
+pub struct Plan {
+    pub desired: LbState,
+    pub ids: Ids,
+    pub frontends: Vec<Frontend>,
+    pub warnings: Vec<Warning>,
+}
+
+pub fn plan<'a>(
+    services: impl IntoIterator<Item = &'a Service>,
+    slices: impl IntoIterator<Item = &'a EndpointSlice>,
+    node: &NodeContext,
+    previous: &Ids,
+    capacity: Capacity,
+) -> Plan {
+    let translation = translate::translate(services, slices, node);
+    let mut warnings = translation.warnings;
+    let (desired, ids) = layout::lay_out(&translation.frontends, previous, capacity, &mut warnings);
+    Plan { desired, ids, frontends: translation.frontends, warnings }
+}
+
+/// The IDs the maps already hold, so a restarted agent keeps every unchanged entry as it is.
+pub fn ids_from_state(state: &LbState) -> Ids {
+    let backends = state.backends.iter().filter_map(|(id, b)| {
+        Some((BackendIdent { ip: b.addr.ip(), port: b.port(), proto: Proto::from_number(b.proto)? }, *id))
+    });
+    let frontends = state.revnat.iter().map(|(id, r)| (FrontendIdent { ip: r.addr.ip(), port: r.port() }, *id));
+    Ids::restore(backends, frontends)
+}

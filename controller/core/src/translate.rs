@@ -1,0 +1,431 @@
+//! Service + EndpointSlices → logical frontends, following kube-proxy's rules.
+//!
+//! Nothing here fails: input that cannot be used is skipped with a [`Warning`] naming the object,
+//! and one bad Service never holds back another.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::IpAddr;
+
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use sluice_abi as abi;
+
+/// Services carrying this label belong to another proxy (kube-proxy skips them too).
+pub const LABEL_SERVICE_PROXY_NAME: &str = "service.kubernetes.io/service-proxy-name";
+/// Set on objects of headless Services; kube-proxy ignores them.
+pub const LABEL_HEADLESS: &str = "service.kubernetes.io/headless";
+/// Links an EndpointSlice to its Service.
+pub const LABEL_SERVICE_NAME: &str = "kubernetes.io/service-name";
+
+const DEFAULT_AFFINITY_TIMEOUT_SECONDS: u32 = 10800;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Proto {
+    Tcp,
+    Udp,
+}
+
+impl Proto {
+    pub fn number(self) -> u8 {
+        match self {
+            Proto::Tcp => abi::IPPROTO_TCP,
+            Proto::Udp => abi::IPPROTO_UDP,
+        }
+    }
+    pub fn from_number(n: u8) -> Option<Proto> {
+        match n {
+            abi::IPPROTO_TCP => Some(Proto::Tcp),
+            abi::IPPROTO_UDP => Some(Proto::Udp),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Proto {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Proto::Tcp => "TCP",
+            Proto::Udp => "UDP",
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ServiceName {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl fmt::Display for ServiceName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// Something in the input that was skipped, and why.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Warning {
+    /// `Service ns/name` or `EndpointSlice ns/name`.
+    pub object: String,
+    pub message: String,
+}
+
+impl fmt::Display for Warning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.object, self.message)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum FrontendKind {
+    ClusterIp,
+}
+
+/// A backend as the planner sees it: the endpoint's address, the resolved target port and
+/// what the datapath may want to know about it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Target {
+    pub ip: IpAddr,
+    pub port: u16,
+    pub terminating: bool,
+    pub local: bool,
+}
+
+/// One address:port/proto a client can connect to, with the backends each scope selects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frontend {
+    pub service: ServiceName,
+    pub port_name: String,
+    pub kind: FrontendKind,
+    pub ip: IpAddr,
+    pub port: u16,
+    pub proto: Proto,
+    /// `SVC_F_*` flags, without the two-scopes bit (layout adds it).
+    pub flags: u16,
+    pub affinity_timeout: u32,
+    /// Scope EXT: what external traffic (and, for a ClusterIP, all traffic) may use.
+    pub external: Vec<Target>,
+    /// Scope INT, only when internal traffic selects a different set than external traffic.
+    pub internal: Option<Vec<Target>>,
+}
+
+/// What the planner needs to know about the node it programs.
+#[derive(Debug, Clone, Default)]
+pub struct NodeContext {
+    pub node_name: Option<String>,
+}
+
+#[derive(Debug, Default)]
+pub struct Translation {
+    pub frontends: Vec<Frontend>,
+    pub warnings: Vec<Warning>,
+}
+
+fn is_ignored_by_label(labels: Option<&BTreeMap<String, String>>) -> bool {
+    labels.is_some_and(|l| l.contains_key(LABEL_SERVICE_PROXY_NAME) || l.contains_key(LABEL_HEADLESS))
+}
+
+fn ns_name(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> ServiceName {
+    ServiceName {
+        namespace: meta.namespace.clone().unwrap_or_else(|| "default".into()),
+        name: meta.name.clone().unwrap_or_default(),
+    }
+}
+
+struct ServicePort {
+    name: String,
+    port: u16,
+    proto: Proto,
+}
+
+/// An endpoint of one slice, ready to be matched against service ports.
+struct SliceEndpoint {
+    ip: IpAddr,
+    ready: bool,
+    serving: bool,
+    terminating: bool,
+    local: bool,
+}
+
+/// Endpoints grouped by (port name, protocol) → resolved port → endpoints.
+#[derive(Default)]
+struct ServiceEndpoints {
+    by_port: BTreeMap<(String, Proto), Vec<(u16, SliceEndpoint)>>,
+}
+
+pub fn translate<'a>(
+    services: impl IntoIterator<Item = &'a Service>,
+    slices: impl IntoIterator<Item = &'a EndpointSlice>,
+    node: &NodeContext,
+) -> Translation {
+    let mut out = Translation::default();
+    let mut wanted: BTreeMap<ServiceName, &Service> = BTreeMap::new();
+    // Slices of Services we skip on purpose are not "unknown"; remember them to stay quiet.
+    let mut deliberately_skipped: BTreeSet<ServiceName> = BTreeSet::new();
+    for svc in services {
+        let name = ns_name(&svc.metadata);
+        match service_is_proxied(svc) {
+            Ok(()) => {
+                wanted.insert(name, svc);
+            }
+            Err(skip) => {
+                if let Some(message) = skip {
+                    out.warnings.push(Warning { object: format!("Service {name}"), message });
+                }
+                deliberately_skipped.insert(name);
+            }
+        }
+    }
+
+    let mut endpoints: BTreeMap<ServiceName, ServiceEndpoints> = BTreeMap::new();
+    for slice in slices {
+        collect_slice(slice, node, &wanted, &deliberately_skipped, &mut endpoints, &mut out.warnings);
+    }
+
+    for (name, svc) in &wanted {
+        let eps = endpoints.remove(name).unwrap_or_default();
+        translate_service(name, svc, &eps, &mut out);
+    }
+    out.warnings.sort();
+    out.warnings.dedup();
+    out
+}
+
+/// Ok when Sluice programs this Service; Err(Some(reason)) to warn, Err(None) to skip quietly.
+fn service_is_proxied(svc: &Service) -> Result<(), Option<String>> {
+    if is_ignored_by_label(svc.metadata.labels.as_ref()) {
+        return Err(None);
+    }
+    let Some(spec) = &svc.spec else {
+        return Err(Some("no spec".into()));
+    };
+    if spec.type_.as_deref() == Some("ExternalName") {
+        return Err(None);
+    }
+    if spec.cluster_ip.as_deref() == Some("None") {
+        return Err(None);
+    }
+    Ok(())
+}
+
+fn collect_slice(
+    slice: &EndpointSlice,
+    node: &NodeContext,
+    wanted: &BTreeMap<ServiceName, &Service>,
+    skipped: &BTreeSet<ServiceName>,
+    endpoints: &mut BTreeMap<ServiceName, ServiceEndpoints>,
+    warnings: &mut Vec<Warning>,
+) {
+    let slice_name = ns_name(&slice.metadata);
+    let object = format!("EndpointSlice {slice_name}");
+    let mut warn = |message: String| warnings.push(Warning { object: object.clone(), message });
+    if is_ignored_by_label(slice.metadata.labels.as_ref()) {
+        return;
+    }
+    let Some(service) = slice.metadata.labels.as_ref().and_then(|l| l.get(LABEL_SERVICE_NAME)) else {
+        warn(format!("no {LABEL_SERVICE_NAME} label; ignored"));
+        return;
+    };
+    let svc_name = ServiceName { namespace: slice_name.namespace.clone(), name: service.clone() };
+    if !wanted.contains_key(&svc_name) {
+        if !skipped.contains(&svc_name) {
+            warn(format!("its Service {svc_name} is unknown; ignored"));
+        }
+        return;
+    }
+    let v6 = match slice.address_type.as_str() {
+        "IPv4" => false,
+        "IPv6" => true,
+        "FQDN" => return,
+        other => {
+            warn(format!("addressType {other:?} is not IPv4 or IPv6; ignored"));
+            return;
+        }
+    };
+    let mut slice_eps = Vec::new();
+    for ep in &slice.endpoints {
+        // kube-proxy uses the first address only; the others are for future use by the API.
+        let Some(addr) = ep.addresses.first() else { continue };
+        let ip: IpAddr = match addr.parse() {
+            Ok(ip) => ip,
+            Err(_) => {
+                warn(format!("endpoint address {addr:?} is not an IP address; skipped"));
+                continue;
+            }
+        };
+        if ip.is_ipv6() != v6 {
+            warn(format!("endpoint address {addr} does not match addressType {}; skipped", slice.address_type));
+            continue;
+        }
+        let cond = ep.conditions.clone().unwrap_or_default();
+        // API semantics: ready unset means ready; serving unset means "same as ready".
+        let ready = cond.ready.unwrap_or(true);
+        let serving = cond.serving.unwrap_or(ready);
+        let terminating = cond.terminating.unwrap_or(false);
+        let local = match (&node.node_name, &ep.node_name) {
+            (Some(me), Some(theirs)) => me == theirs,
+            _ => false,
+        };
+        slice_eps.push(SliceEndpoint { ip, ready, serving, terminating, local });
+    }
+    let entry = endpoints.entry(svc_name).or_default();
+    let ports = slice.ports.clone().unwrap_or_default();
+    for p in ports {
+        let proto = match p.protocol.as_deref().unwrap_or("TCP") {
+            "TCP" => Proto::Tcp,
+            "UDP" => Proto::Udp,
+            "SCTP" => continue,
+            other => {
+                warn(format!("port protocol {other:?} is unknown; port skipped"));
+                continue;
+            }
+        };
+        let port = match p.port {
+            Some(n) if (1..=65535).contains(&n) => n as u16,
+            other => {
+                let number = other.map_or_else(|| "none".to_string(), |n| n.to_string());
+                warn(format!("port {:?} has number {number}, not 1-65535; port skipped", p.name.clone().unwrap_or_default()));
+                continue;
+            }
+        };
+        let key = (p.name.clone().unwrap_or_default(), proto);
+        let list = entry.by_port.entry(key).or_default();
+        for ep in &slice_eps {
+            list.push((
+                port,
+                SliceEndpoint {
+                    ip: ep.ip,
+                    ready: ep.ready,
+                    serving: ep.serving,
+                    terminating: ep.terminating,
+                    local: ep.local,
+                },
+            ));
+        }
+    }
+}
+
+fn translate_service(name: &ServiceName, svc: &Service, eps: &ServiceEndpoints, out: &mut Translation) {
+    let object = format!("Service {name}");
+    let spec = svc.spec.as_ref().expect("checked by service_is_proxied");
+    let mut warn = |message: String| out.warnings.push(Warning { object: object.clone(), message });
+
+    let mut ips: Vec<IpAddr> = Vec::new();
+    let listed = match &spec.cluster_ips {
+        Some(list) if !list.is_empty() => list.clone(),
+        _ => spec.cluster_ip.iter().cloned().collect(),
+    };
+    for text in listed {
+        if text.is_empty() {
+            continue;
+        }
+        match text.parse::<IpAddr>() {
+            Ok(ip) if ips.iter().any(|known| known.is_ipv6() == ip.is_ipv6()) => {
+                warn(format!("second clusterIP {ip} of the same family; skipped"))
+            }
+            Ok(ip) => ips.push(ip),
+            Err(_) => warn(format!("clusterIP {text:?} is not an IP address; skipped")),
+        }
+    }
+
+    let mut ports: Vec<ServicePort> = Vec::new();
+    for p in spec.ports.iter().flatten() {
+        let pname = p.name.clone().unwrap_or_default();
+        let proto = match p.protocol.as_deref().unwrap_or("TCP") {
+            "TCP" => Proto::Tcp,
+            "UDP" => Proto::Udp,
+            "SCTP" => {
+                warn(format!("port {pname:?}: SCTP is not supported by the datapath yet; skipped"));
+                continue;
+            }
+            other => {
+                warn(format!("port {pname:?}: protocol {other:?} is unknown; skipped"));
+                continue;
+            }
+        };
+        if !(1..=65535).contains(&p.port) {
+            warn(format!("port {pname:?}: number {} is not 1-65535; skipped", p.port));
+            continue;
+        }
+        let port = p.port as u16;
+        if ports.iter().any(|known| known.port == port && known.proto == proto) {
+            warn(format!("port {pname:?}: {port}/{proto} is listed twice; the duplicate is skipped"));
+            continue;
+        }
+        ports.push(ServicePort { name: pname, port, proto });
+    }
+
+    let int_local = spec.internal_traffic_policy.as_deref() == Some("Local");
+    let affinity = spec.session_affinity.as_deref() == Some("ClientIP");
+    let affinity_timeout = if affinity {
+        spec.session_affinity_config
+            .as_ref()
+            .and_then(|c| c.client_ip.as_ref())
+            .and_then(|c| c.timeout_seconds)
+            .and_then(|t| u32::try_from(t).ok())
+            .unwrap_or(DEFAULT_AFFINITY_TIMEOUT_SECONDS)
+    } else {
+        0
+    };
+
+    for ip in &ips {
+        for sp in &ports {
+            let candidates: Vec<&(u16, SliceEndpoint)> = eps
+                .by_port
+                .get(&(sp.name.clone(), sp.proto))
+                .map(|v| v.iter().filter(|(_, ep)| ep.ip.is_ipv6() == ip.is_ipv6()).collect())
+                .unwrap_or_default();
+            let (cluster, cluster_fallback) = usable(&candidates, |_| true);
+            let (local, local_fallback) = usable(&candidates, |ep| ep.local);
+            // A ClusterIP is only ever reached from inside the cluster, so internalTrafficPolicy
+            // alone decides its (single) scope.
+            let (external, fallback) = if int_local { (local, local_fallback) } else { (cluster, cluster_fallback) };
+            let mut flags = abi::SVC_F_CLUSTER_IP;
+            if int_local {
+                flags |= abi::SVC_F_INT_LOCAL;
+            }
+            if affinity {
+                flags |= abi::SVC_F_AFFINITY;
+            }
+            if fallback {
+                flags |= abi::SVC_F_TERMINATING_FALLBACK;
+            }
+            out.frontends.push(Frontend {
+                service: name.clone(),
+                port_name: sp.name.clone(),
+                kind: FrontendKind::ClusterIp,
+                ip: *ip,
+                port: sp.port,
+                proto: sp.proto,
+                flags,
+                affinity_timeout,
+                external,
+                internal: None,
+            });
+        }
+    }
+}
+
+/// kube-proxy's categorisation: ready endpoints; only when none is ready, the serving
+/// terminating ones. Returns the set and whether it is that fallback.
+fn usable(candidates: &[&(u16, SliceEndpoint)], filter: impl Fn(&SliceEndpoint) -> bool) -> (Vec<Target>, bool) {
+    let pick = |want: &dyn Fn(&SliceEndpoint) -> bool| -> Vec<Target> {
+        let mut set: Vec<Target> = candidates
+            .iter()
+            .filter(|(_, ep)| filter(ep) && want(ep))
+            .map(|(port, ep)| Target { ip: ep.ip, port: *port, terminating: ep.terminating, local: ep.local })
+            .collect();
+        set.sort();
+        // The same address can appear in two slices while the controller moves it.
+        set.dedup_by(|a, b| a.ip == b.ip && a.port == b.port);
+        set
+    };
+    let ready = pick(&|ep| ep.ready);
+    if !ready.is_empty() {
+        return (ready, false);
+    }
+    let terminating = pick(&|ep| ep.serving && ep.terminating);
+    let fallback = !terminating.is_empty();
+    (terminating, fallback)
+}

@@ -1,0 +1,58 @@
+//! Golden tests: Kubernetes YAML in → a text dump of the maps out. Each `golden/NAME.yaml`
+//! has a `NAME.golden` beside it. `UPDATE_GOLDEN=1 cargo test -p sluice-core --test golden`
+//! rewrites them; review the diff before committing.
+//!
+//! A `# node: NAME` line in the YAML sets the node the plan is made for.
+
+use std::fs;
+use std::path::Path;
+
+use sluice_core::manifest::{self, Objects};
+use sluice_core::{Capacity, Ids, NodeContext, plan, view};
+
+fn render_case(yaml: &str) -> String {
+    let node_name = yaml.lines().find_map(|l| l.strip_prefix("# node: ")).map(|s| s.trim().to_string());
+    let mut objects = Objects::default();
+    let mut warnings = Vec::new();
+    manifest::parse("input", yaml, &mut objects, &mut warnings);
+    let p = plan(&objects.services, &objects.slices, &NodeContext { node_name }, &Ids::default(), Capacity::default());
+    let mut out = view::render_text(&view::frontends(&p.desired));
+    for w in warnings.iter().chain(&p.warnings) {
+        out.push_str(&format!("warning: {w}\n"));
+    }
+    out
+}
+
+#[test]
+fn golden_cases() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    let update = std::env::var_os("UPDATE_GOLDEN").is_some();
+    let mut cases: Vec<_> = fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "yaml")).collect();
+    cases.sort();
+    assert!(cases.len() >= 10, "golden cases went missing from {}", dir.display());
+    let mut failures = Vec::new();
+    for case in cases {
+        let got = render_case(&fs::read_to_string(&case).unwrap());
+        let golden = case.with_extension("golden");
+        if update {
+            fs::write(&golden, &got).unwrap();
+            continue;
+        }
+        let want = fs::read_to_string(&golden).unwrap_or_default();
+        if got != want {
+            failures.push(format!("{}:\n--- want\n{want}--- got\n{got}", case.display()));
+        }
+    }
+    assert!(failures.is_empty(), "golden mismatches (UPDATE_GOLDEN=1 to accept):\n{}", failures.join("\n"));
+}
+
+#[test]
+fn the_plan_is_deterministic() {
+    for case in fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden")).unwrap() {
+        let path = case.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            let yaml = fs::read_to_string(&path).unwrap();
+            assert_eq!(render_case(&yaml), render_case(&yaml), "{}", path.display());
+        }
+    }
+}
