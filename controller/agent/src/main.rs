@@ -1,1 +1,67 @@
-fn main() {}
+//! `sluice`: the node agent and the tools to look inside the datapath it programs.
+
+mod agent;
+mod cli;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+pub const DEFAULT_BPF_ROOT: &str = "/sys/fs/bpf/sluice";
+
+#[derive(Parser)]
+#[command(name = "sluice", version, about = "eBPF kube-proxy replacement")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the node agent: watch Services and EndpointSlices, program the datapath.
+    Agent(agent::AgentArgs),
+    /// Inspect the programmed services.
+    Service {
+        #[command(subcommand)]
+        command: ServiceCommand,
+    },
+    /// Show the programs, maps and datapath counters.
+    Status(ReadArgs),
+}
+
+#[derive(Subcommand)]
+enum ServiceCommand {
+    /// List every frontend with its backends, read from the pinned maps.
+    List(ReadArgs),
+}
+
+#[derive(clap::Args)]
+pub struct ReadArgs {
+    /// Where the agent pinned its maps.
+    #[arg(long, default_value = DEFAULT_BPF_ROOT)]
+    pub bpf_root: PathBuf,
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum Output {
+    Table,
+    Json,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Agent(args) => agent::main(args),
+        Command::Service { command: ServiceCommand::List(args) } => cli::service_list(&args),
+        Command::Status(args) => cli::status(&args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sluice: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,193 @@
+//! The node agent: load and attach the datapath (reusing whatever an earlier run pinned),
+//! then plan and reconcile whenever the sources report a change.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use sluice_core::{Capacity, NodeContext, ids_from_state, plan};
+use sluice_datapath::{BpfMaps, Reconciler, loader};
+use sluice_k8s::{Shared, manifests, watch};
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::DEFAULT_BPF_ROOT;
+
+#[derive(clap::Args, Debug)]
+pub struct AgentArgs {
+    /// Standalone mode: read Services and EndpointSlices from YAML files in this directory
+    /// (re-read on change) instead of a kube-apiserver.
+    #[arg(long)]
+    pub manifests: Option<PathBuf>,
+    /// Kubeconfig to use; without it, $KUBECONFIG, ~/.kube/config or the in-cluster config.
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// The cgroup v2 directory whose processes get socket load-balancing [default: the cgroup v2 mount]
+    #[arg(long)]
+    pub cgroup_root: Option<PathBuf>,
+    /// Where maps and program links are pinned (on a bpffs).
+    #[arg(long, default_value = DEFAULT_BPF_ROOT)]
+    pub bpf_root: PathBuf,
+    /// This node's name, for node-local endpoint selection.
+    #[arg(long, env = "NODE_NAME")]
+    pub node_name: Option<String>,
+}
+
+pub fn main(args: AgentArgs) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,kube=warn,tower=warn,hyper=warn".into()),
+        )
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?
+        .block_on(run(args))
+}
+
+/// The cgroup v2 mount point, read from /proc/mounts (hybrid hierarchies put it elsewhere
+/// than /sys/fs/cgroup).
+fn cgroup2_mount() -> anyhow::Result<PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/mounts")?;
+    mounts
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.get(2) == Some(&"cgroup2")).then(|| PathBuf::from(f[1]))
+        })
+        .context("no cgroup2 filesystem is mounted; pass --cgroup-root")
+}
+
+fn raise_memlock() {
+    // Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; later ones ignore it.
+    let unlimited = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    // SAFETY: plain syscall with a valid struct.
+    unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) };
+}
+
+async fn kube_client(kubeconfig: Option<&Path>) -> anyhow::Result<kube::Client> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path).with_context(|| format!("reading {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await?
+        }
+        None => kube::Config::infer().await.context("no kubeconfig and not in a cluster; pass --kubeconfig or --manifests")?,
+    };
+    Ok(kube::Client::try_from(config)?)
+}
+
+async fn run(args: AgentArgs) -> anyhow::Result<()> {
+    raise_memlock();
+    let cgroup = match &args.cgroup_root {
+        Some(p) => p.clone(),
+        None => cgroup2_mount()?,
+    };
+    if !cgroup.join("cgroup.procs").exists() {
+        bail!("--cgroup-root {} is not a cgroup v2 directory", cgroup.display());
+    }
+    let root = args.bpf_root.clone();
+
+    let mut ebpf = loader::load_sock_lb(&root).context("loading the socket-LB programs")?;
+    let mut maps = BpfMaps::open(&root)?;
+    let mut reconciler = Reconciler::from_maps(&maps)?;
+    let mut ids = ids_from_state(reconciler.current());
+    tracing::info!(
+        bpf_root = %root.display(),
+        services = reconciler.current().revnat.len(),
+        backends = reconciler.current().backends.len(),
+        "maps ready (entries found in pinned maps are kept until the first full plan)"
+    );
+    let reports = loader::attach_sock_lb(&mut ebpf, &root, &cgroup).context("attaching socket hooks")?;
+    let replaced = reports.iter().filter(|r| r.how == loader::Attachment::Replaced).count();
+    tracing::info!(cgroup = %cgroup.display(), attached = reports.len() - replaced, replaced, "socket hooks in place");
+    for old in loader::prune_other_cgroup_links(&root, &cgroup)? {
+        tracing::info!(links = %old.display(), "detached hooks from a cgroup this agent no longer serves");
+    }
+
+    let shared = Shared::default();
+    let client_errors = Arc::new(watch::ClientErrors::default());
+    let source = match &args.manifests {
+        Some(dir) => {
+            tracing::info!(dir = %dir.display(), "standalone mode: reading manifests");
+            tokio::spawn(manifests::run(dir.clone(), shared.clone()))
+        }
+        None => {
+            let client = kube_client(args.kubeconfig.as_deref()).await?;
+            tracing::info!("cluster mode: watching Services and EndpointSlices");
+            tokio::spawn(watch::run(client, shared.clone(), client_errors.clone()))
+        }
+    };
+
+    let node = NodeContext { node_name: args.node_name.clone() };
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut last_warnings: BTreeSet<String> = BTreeSet::new();
+    let mut retry: Option<Instant> = None;
+    let mut first_sync_done = false;
+    loop {
+        let retry_sleep = async {
+            match retry {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = shared.changed.notified() => {}
+            _ = retry_sleep => {}
+            _ = sigterm.recv() => break,
+            _ = sigint.recv() => break,
+        }
+        retry = None;
+        let started = Instant::now();
+        let (p, pending, generation) = {
+            let mut index = shared.index.lock().expect("index lock");
+            if !index.complete() {
+                continue;
+            }
+            let p = plan(index.services.values(), index.slices.values(), &node, &ids, Capacity::default());
+            (p, index.take_pending(), index.generation)
+        };
+        let planned = started.elapsed();
+        let warnings: BTreeSet<String> = p.warnings.iter().map(|w| w.to_string()).collect();
+        for w in warnings.difference(&last_warnings) {
+            tracing::warn!("{w}");
+        }
+        last_warnings = warnings;
+        match reconciler.sync(&mut maps, &p.desired) {
+            Ok(stats) => {
+                ids = p.ids;
+                let latency = pending.map(|t| t.elapsed());
+                if stats.writes + stats.deletes > 0 || !first_sync_done {
+                    tracing::info!(
+                        generation,
+                        frontends = p.frontends.len(),
+                        writes = stats.writes,
+                        deletes = stats.deletes,
+                        plan_ms = planned.as_secs_f64() * 1e3,
+                        sync_ms = started.elapsed().as_secs_f64() * 1e3,
+                        programming_latency_ms = latency.map(|l| l.as_secs_f64() * 1e3),
+                        "datapath synced"
+                    );
+                }
+                first_sync_done = true;
+            }
+            Err(e) => {
+                // Only what landed is in the mirror; the maps' own ids are the truth now.
+                ids = ids_from_state(reconciler.current());
+                tracing::error!("sync failed, retrying in 1s: {e}");
+                shared.index.lock().expect("index lock").pending_since.get_or_insert(pending.unwrap_or_else(Instant::now));
+                retry = Some(Instant::now() + Duration::from_secs(1));
+            }
+        }
+    }
+    source.abort();
+    let errors = client_errors.0.load(std::sync::atomic::Ordering::Relaxed);
+    tracing::info!(kube_client_errors = errors, "stopping; programs and maps stay pinned and keep serving");
+    drop(ebpf);
+    Ok(())
+}

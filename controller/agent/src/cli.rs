@@ -1,0 +1,114 @@
+//! Read-only views of the pinned datapath; they work whether or not an agent is running.
+
+use anyhow::Context;
+use sluice_core::view;
+use sluice_datapath::{BpfMaps, LbMaps, counters};
+
+use crate::{Output, ReadArgs};
+
+pub fn service_list(args: &ReadArgs) -> anyhow::Result<()> {
+    let maps = BpfMaps::open(&args.bpf_root)?;
+    let state = maps.dump().context("reading the service maps")?;
+    let views = view::frontends(&state);
+    match args.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&views)?),
+        Output::Table => print!("{}", table(&views)),
+    }
+    Ok(())
+}
+
+fn hostport(addr: &str, port: u16) -> String {
+    if addr.contains(':') { format!("[{addr}]:{port}") } else { format!("{addr}:{port}") }
+}
+
+fn table(views: &[view::FrontendView]) -> String {
+    let mut rows: Vec<[String; 5]> = vec![[
+        "SERVICE".into(),
+        "FRONTEND".into(),
+        "SCOPE".into(),
+        "FLAGS".into(),
+        "BACKENDS".into(),
+    ]];
+    for v in views {
+        let backends = if v.backends.is_empty() {
+            "(none: connections are refused)".to_string()
+        } else {
+            v.backends
+                .iter()
+                .map(|b| {
+                    let mut s = hostport(&b.address, b.port);
+                    if !b.flags.is_empty() {
+                        s.push_str(&format!(" ({})", b.flags.join(",")));
+                    }
+                    s
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        rows.push([
+            v.service.clone(),
+            format!("{}/{}", hostport(&v.address, v.port), v.protocol),
+            v.scope.to_string(),
+            v.flags.join(","),
+            backends,
+        ]);
+    }
+    let widths: Vec<usize> = (0..4).map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0)).collect();
+    let mut out = String::new();
+    for r in rows {
+        for c in 0..4 {
+            out.push_str(&format!("{:<w$}  ", r[c], w = widths[c]));
+        }
+        out.push_str(&r[4]);
+        out.push('\n');
+    }
+    out
+}
+
+pub fn status(args: &ReadArgs) -> anyhow::Result<()> {
+    let maps = BpfMaps::open(&args.bpf_root)?;
+    let state = maps.dump()?;
+    let counters = counters::read(&args.bpf_root)?;
+    let mut links = Vec::new();
+    if let Ok(dirs) = std::fs::read_dir(args.bpf_root.join("links")) {
+        for dir in dirs.flatten() {
+            for link in std::fs::read_dir(dir.path()).into_iter().flatten().flatten() {
+                links.push(format!("{}/{}", dir.file_name().to_string_lossy(), link.file_name().to_string_lossy()));
+            }
+        }
+    }
+    links.sort();
+    let map_sizes = [
+        (sluice_abi::MAP_SERVICES, state.services.len()),
+        (sluice_abi::MAP_BACKENDS, state.backends.len()),
+        (sluice_abi::MAP_REVNAT, state.revnat.len()),
+        (sluice_abi::MAP_NAMES, state.names.len()),
+    ];
+    match args.output {
+        Output::Json => {
+            let v = serde_json::json!({
+                "bpf_root": args.bpf_root,
+                "links": links,
+                "maps": map_sizes.iter().map(|(n, c)| serde_json::json!({"name": n, "entries": c})).collect::<Vec<_>>(),
+                "counters": counters.iter().map(|(c, v)| (c.name(), *v)).collect::<std::collections::BTreeMap<_, _>>(),
+            });
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+        Output::Table => {
+            println!("bpf root: {}", args.bpf_root.display());
+            println!("attached programs (pinned links): {}", links.len());
+            for l in &links {
+                println!("  {l}");
+            }
+            println!("maps:");
+            for (n, c) in map_sizes {
+                println!("  {n:<28} {c} entries");
+            }
+            println!("counters:");
+            for (c, v) in counters {
+                println!("  {:<28} {v}", c.name());
+            }
+        }
+    }
+    Ok(())
+}

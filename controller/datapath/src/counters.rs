@@ -1,0 +1,23 @@
+//! Reading the per-CPU datapath counters.
+
+use std::path::Path;
+
+use aya::maps::{MapData, PerCpuArray};
+use sluice_abi::{self as abi, Counter};
+
+use crate::maps::{MapError, open_pinned};
+
+/// Each counter summed over CPUs.
+pub fn read(root: &Path) -> Result<Vec<(Counter, u64)>, MapError> {
+    let map = open_pinned(root, abi::MAP_COUNTERS)?;
+    let array: PerCpuArray<MapData, u64> =
+        PerCpuArray::try_from(map).map_err(|source| MapError::Open { path: root.join(abi::MAP_COUNTERS), source })?;
+    let mut out = Vec::new();
+    for c in Counter::ALL {
+        let values = array
+            .get(&(c as u32), 0)
+            .map_err(|source| MapError::Kernel { map: abi::MAP_COUNTERS, op: "read".into(), source })?;
+        out.push((c, values.iter().sum()));
+    }
+    Ok(out)
+}

@@ -1,0 +1,262 @@
+//! Desired state vs what the maps hold → the ordered writes that get from one to the other.
+//!
+//! Order is what keeps every lookup whole: backends and rev-NAT entries exist before any slot
+//! names them; slots exist before the slot-0 count that makes them reachable; on removal the
+//! reverse. Only entries whose value changed are written.
+
+use sluice_abi::SvcKey;
+use sluice_core::LbState;
+
+use crate::maps::{LbMaps, MapError, Op};
+
+/// The ordered operations turning `current` into `desired`.
+pub fn diff(desired: &LbState, current: &LbState) -> Vec<Op> {
+    let mut ops = Vec::new();
+    for (id, b) in &desired.backends {
+        if current.backends.get(id) != Some(b) {
+            ops.push(Op::PutBackend(*id, *b));
+        }
+    }
+    for (id, r) in &desired.revnat {
+        if current.revnat.get(id) != Some(r) {
+            ops.push(Op::PutRevNat(*id, *r));
+        }
+    }
+    for (id, n) in &desired.names {
+        if current.names.get(id) != Some(n) {
+            ops.push(Op::PutName(*id, *n));
+        }
+    }
+    let changed = |k: &SvcKey, v| current.services.get(k) != Some(v);
+    for (k, v) in desired.services.iter().filter(|(k, _)| k.slot != 0) {
+        if changed(k, v) {
+            ops.push(Op::PutService(*k, *v));
+        }
+    }
+    for (k, v) in desired.services.iter().filter(|(k, _)| k.slot == 0) {
+        if changed(k, v) {
+            ops.push(Op::PutService(*k, *v));
+        }
+    }
+    // Headers go first so no reader follows a count into slots that are being removed.
+    for k in current.services.keys().filter(|k| k.slot == 0 && !desired.services.contains_key(k)) {
+        ops.push(Op::DelService(*k));
+    }
+    for k in current.services.keys().filter(|k| k.slot != 0 && !desired.services.contains_key(k)) {
+        ops.push(Op::DelService(*k));
+    }
+    for id in current.revnat.keys().filter(|id| !desired.revnat.contains_key(id)) {
+        ops.push(Op::DelRevNat(*id));
+    }
+    for id in current.names.keys().filter(|id| !desired.names.contains_key(id)) {
+        ops.push(Op::DelName(*id));
+    }
+    for id in current.backends.keys().filter(|id| !desired.backends.contains_key(id)) {
+        ops.push(Op::DelBackend(*id));
+    }
+    ops
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SyncStats {
+    pub writes: usize,
+    pub deletes: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{applied} of {total} map operations applied, then: {source}")]
+pub struct SyncError {
+    pub applied: usize,
+    pub total: usize,
+    #[source]
+    pub source: MapError,
+}
+
+/// Keeps a mirror of what the maps hold so each sync only diffs, never re-reads the kernel.
+pub struct Reconciler {
+    current: LbState,
+}
+
+impl Reconciler {
+    /// Starts from what the (possibly pinned, pre-existing) maps hold.
+    pub fn from_maps(maps: &dyn LbMaps) -> Result<Self, MapError> {
+        Ok(Reconciler { current: maps.dump()? })
+    }
+
+    pub fn current(&self) -> &LbState {
+        &self.current
+    }
+
+    /// Applies the ops in order; on the first failure it stops, so the maps stay consistent and
+    /// the mirror records exactly what landed. The next sync retries the rest.
+    pub fn sync(&mut self, maps: &mut dyn LbMaps, desired: &LbState) -> Result<SyncStats, SyncError> {
+        let ops = diff(desired, &self.current);
+        let mut stats = SyncStats::default();
+        for (i, op) in ops.iter().enumerate() {
+            if let Err(source) = maps.apply(op) {
+                return Err(SyncError { applied: i, total: ops.len(), source });
+            }
+            op.apply_to(&mut self.current);
+            match op {
+                Op::DelService(_) | Op::DelRevNat(_) | Op::DelName(_) | Op::DelBackend(_) => stats.deletes += 1,
+                _ => stats.writes += 1,
+            }
+        }
+        Ok(stats)
+    }
+}
+
+/// Checks the invariant the datapath relies on: every reachable slot and backend exists.
+pub fn check_consistent(state: &LbState) -> Result<(), String> {
+    for (k, head) in state.services.iter().filter(|(k, _)| k.slot == 0) {
+        for slot in 1..=head.count {
+            let Some(entry) = state.services.get(&SvcKey { slot, ..*k }) else {
+                return Err(format!("{k:?} counts {} slots but slot {slot} is missing", head.count));
+            };
+            if !state.backends.contains_key(&entry.backend_id) {
+                return Err(format!("{k:?} slot {slot} names missing backend {}", entry.backend_id));
+            }
+        }
+        if !state.revnat.contains_key(&u32::from(head.rev_nat_id)) {
+            return Err(format!("{k:?} names missing rev-NAT {}", head.rev_nat_id));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::maps::{FakeMaps, FaultyMaps};
+    use k8s_openapi::api::core::v1::Service;
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+    use sluice_core::{Capacity, Ids, NodeContext, manifest, plan};
+
+    fn objects(yaml: &str) -> (Vec<Service>, Vec<EndpointSlice>) {
+        let mut o = manifest::Objects::default();
+        let mut w = Vec::new();
+        manifest::parse("test", yaml, &mut o, &mut w);
+        assert!(w.is_empty(), "{w:?}");
+        (o.services, o.slices)
+    }
+
+    fn service_yaml(i: usize, endpoints: &[String]) -> String {
+        let (a, b) = (i / 250, i % 250 + 1);
+        let eps: String = endpoints.iter().map(|e| format!("- addresses: [{e}]\n")).collect();
+        format!(
+            "---\napiVersion: v1\nkind: Service\nmetadata: {{name: s{i}, namespace: bench}}\nspec: {{clusterIP: 10.96.{a}.{b}, ports: [{{port: 80, targetPort: 8080}}]}}\n\
+             ---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: s{i}-x, namespace: bench, labels: {{kubernetes.io/service-name: s{i}}}}}\n\
+             addressType: IPv4\nports: [{{port: 8080}}]\nendpoints:\n{eps}"
+        )
+    }
+
+    fn eps(i: usize) -> Vec<String> {
+        vec![format!("10.{}.{}.1", 100 + i / 250, i % 250), format!("10.{}.{}.2", 100 + i / 250, i % 250)]
+    }
+
+    /// Applies each op of a sync to a copy and checks the invariant after every single one,
+    /// as a datapath lookup racing the reconciler would see it.
+    fn assert_every_step_consistent(before: &LbState, ops: &[Op]) {
+        let mut s = before.clone();
+        for (i, op) in ops.iter().enumerate() {
+            op.apply_to(&mut s);
+            check_consistent(&s).unwrap_or_else(|e| panic!("after op {i} {op:?}: {e}"));
+        }
+    }
+
+    #[test]
+    fn one_endpoint_change_among_10000_services_writes_a_constant_number_of_entries() {
+        let n = 10_000;
+        let mut yaml: String = (0..n).map(|i| service_yaml(i, &eps(i))).collect();
+        let (svcs, slices) = objects(&yaml);
+        let node = NodeContext::default();
+        let p1 = plan(&svcs, &slices, &node, &Ids::default(), Capacity::default());
+        assert_eq!(p1.frontends.len(), n);
+        let mut maps = FakeMaps::default();
+        let mut rec = Reconciler::from_maps(&maps).unwrap();
+        rec.sync(&mut maps, &p1.desired).unwrap();
+        let full = maps.writes;
+        assert!(full > 4 * n, "initial sync wrote {full}");
+
+        // Replace the second endpoint of service 4242.
+        let mut changed = eps(4242);
+        changed[1] = "10.250.0.99".into();
+        yaml = (0..n).map(|i| if i == 4242 { service_yaml(i, &changed) } else { service_yaml(i, &eps(i)) }).collect();
+        let (svcs, slices) = objects(&yaml);
+        let p2 = plan(&svcs, &slices, &node, &p1.ids, Capacity::default());
+        let before = maps.state.clone();
+        let ops = diff(&p2.desired, rec.current());
+        assert_every_step_consistent(&before, &ops);
+        maps.writes = 0;
+        let stats = rec.sync(&mut maps, &p2.desired).unwrap();
+        // new backend, its slot, and the old backend's removal: nothing else may be touched.
+        assert_eq!(maps.writes, 3, "ops: {ops:?}");
+        assert_eq!(stats, SyncStats { writes: 2, deletes: 1 });
+        assert_eq!(maps.state, p2.desired);
+    }
+
+    const TWO: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: a, namespace: d}\nspec: {clusterIP: 10.96.0.1, ports: [{port: 80}, {name: u, port: 53, protocol: UDP}]}\n---\n\
+        apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: a-1, namespace: d, labels: {kubernetes.io/service-name: a}}\naddressType: IPv4\n\
+        ports: [{port: 80}, {name: u, port: 53, protocol: UDP}]\nendpoints: [{addresses: [10.0.0.1]}, {addresses: [10.0.0.2]}, {addresses: [10.0.0.3]}]\n";
+
+    fn plan_of(yaml: &str, ids: &Ids) -> sluice_core::Plan {
+        let (s, e) = objects(yaml);
+        plan(&s, &e, &NodeContext::default(), ids, Capacity::default())
+    }
+
+    #[test]
+    fn every_intermediate_state_is_consistent_when_growing_shrinking_and_deleting() {
+        let empty = Ids::default();
+        let p3 = plan_of(TWO, &empty);
+        let one = TWO.replace(", {addresses: [10.0.0.2]}, {addresses: [10.0.0.3]}", "");
+        let p1 = plan_of(&one, &p3.ids);
+        let none = LbState::default();
+        for (from, to) in [(&none, &p3.desired), (&p3.desired, &p1.desired), (&p1.desired, &p3.desired), (&p3.desired, &none)] {
+            let ops = diff(to, from);
+            assert_every_step_consistent(from, &ops);
+            let mut end = from.clone();
+            ops.iter().for_each(|o| o.apply_to(&mut end));
+            assert_eq!(&end, to);
+        }
+    }
+
+    #[test]
+    fn an_unchanged_plan_writes_nothing() {
+        let p = plan_of(TWO, &Ids::default());
+        let mut maps = FakeMaps::default();
+        let mut rec = Reconciler::from_maps(&maps).unwrap();
+        rec.sync(&mut maps, &p.desired).unwrap();
+        let again = plan_of(TWO, &sluice_core::ids_from_state(&maps.state));
+        maps.writes = 0;
+        rec.sync(&mut maps, &again.desired).unwrap();
+        assert_eq!(maps.writes, 0, "a restart-style replan from restored ids must not rewrite anything");
+    }
+
+    #[test]
+    fn a_failed_write_leaves_the_maps_consistent_and_the_next_sync_converges() {
+        let p = plan_of(TWO, &Ids::default());
+        let total = diff(&p.desired, &LbState::default()).len();
+        for fail_at in 0..total {
+            let mut maps = FaultyMaps::failing_at(fail_at);
+            let mut rec = Reconciler::from_maps(&maps).unwrap();
+            let err = rec.sync(&mut maps, &p.desired).unwrap_err();
+            assert_eq!(err.applied, fail_at);
+            check_consistent(&maps.inner.state).unwrap();
+            assert_eq!(rec.current(), &maps.inner.state, "mirror must match what landed");
+            rec.sync(&mut maps, &p.desired).unwrap();
+            assert_eq!(maps.inner.state, p.desired);
+        }
+    }
+
+    #[test]
+    fn leftovers_from_an_earlier_run_are_pruned() {
+        let p = plan_of(TWO, &Ids::default());
+        let mut maps = FakeMaps::default();
+        let mut rec = Reconciler::from_maps(&maps).unwrap();
+        rec.sync(&mut maps, &p.desired).unwrap();
+        // A restarted agent whose manifests no longer have the service.
+        let mut rec = Reconciler::from_maps(&maps).unwrap();
+        rec.sync(&mut maps, &LbState::default()).unwrap();
+        assert_eq!(maps.state, LbState::default());
+    }
+}

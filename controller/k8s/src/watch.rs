@@ -1,0 +1,86 @@
+//! Cluster mode: kube-runtime watchers on Services and EndpointSlices. Each watcher buffers its
+//! (re)list and swaps it into the index whole at InitDone, so a relist never exposes a half list.
+
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::WatchStreamExt;
+use kube::{Api, Client};
+
+use crate::{Index, Shared};
+
+/// Objects of another proxy and of headless Services are never sent to us (kube-proxy's filter).
+pub const LABEL_SELECTOR: &str = "!service.kubernetes.io/service-proxy-name,!service.kubernetes.io/headless";
+
+trait Indexed: Sized {
+    fn apply(index: &mut Index, obj: Self);
+    fn delete(index: &mut Index, obj: &Self);
+    fn reset(index: &mut Index, all: Vec<Self>);
+}
+
+impl Indexed for Service {
+    fn apply(index: &mut Index, obj: Self) {
+        index.apply_service(obj)
+    }
+    fn delete(index: &mut Index, obj: &Self) {
+        index.delete_service(obj)
+    }
+    fn reset(index: &mut Index, all: Vec<Self>) {
+        index.reset_services(all)
+    }
+}
+
+impl Indexed for EndpointSlice {
+    fn apply(index: &mut Index, obj: Self) {
+        index.apply_slice(obj)
+    }
+    fn delete(index: &mut Index, obj: &Self) {
+        index.delete_slice(obj)
+    }
+    fn reset(index: &mut Index, all: Vec<Self>) {
+        index.reset_slices(all)
+    }
+}
+
+/// Counts of Kubernetes client errors, for logs now and metrics later.
+#[derive(Debug, Default)]
+pub struct ClientErrors(pub std::sync::atomic::AtomicU64);
+
+async fn run_one<K>(api: Api<K>, shared: Shared, kind: &'static str, errors: std::sync::Arc<ClientErrors>)
+where
+    K: Indexed + kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+{
+    let config = watcher::Config::default().labels(LABEL_SELECTOR);
+    let mut stream = watcher::watcher(api, config).default_backoff().boxed();
+    let mut buffer: Vec<K> = Vec::new();
+    loop {
+        match stream.try_next().await {
+            Ok(Some(Event::Init)) => buffer.clear(),
+            Ok(Some(Event::InitApply(obj))) => buffer.push(obj),
+            Ok(Some(Event::InitDone)) => {
+                let all = std::mem::take(&mut buffer);
+                tracing::info!(kind, count = all.len(), "initial list complete");
+                shared.update(|i| K::reset(i, all));
+            }
+            Ok(Some(Event::Apply(obj))) => shared.update(|i| K::apply(i, obj)),
+            Ok(Some(Event::Delete(obj))) => shared.update(|i| K::delete(i, &obj)),
+            Ok(None) => {
+                tracing::error!(kind, "watch stream ended");
+                return;
+            }
+            Err(e) => {
+                errors.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                // The backoff wrapper retries; the index keeps serving the last known state.
+                tracing::warn!(kind, "watch error (retrying): {e}");
+            }
+        }
+    }
+}
+
+/// Runs both watchers until the process ends.
+pub async fn run(client: Client, shared: Shared, errors: std::sync::Arc<ClientErrors>) {
+    let services = run_one(Api::<Service>::all(client.clone()), shared.clone(), "Service", errors.clone());
+    let slices = run_one(Api::<EndpointSlice>::all(client), shared, "EndpointSlice", errors);
+    futures::join!(services, slices);
+}
