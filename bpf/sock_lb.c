@@ -29,4 +29,10 @@ int sluice_recvmsg6(struct bpf_sock_addr *ctx) { return sock6_reverse(ctx); }
 SEC("cgroup/getpeername6")
 int sluice_getpeername6(struct bpf_sock_addr *ctx) { return sock6_reverse(ctx); }
 
+SEC("cgroup/post_bind4")
+int sluice_post_bind4(struct bpf_sock *ctx) { return sock_post_bind(ctx); }
+
+SEC("cgroup/post_bind6")
+int sluice_post_bind6(struct bpf_sock *ctx) { return sock_post_bind(ctx); }
+
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

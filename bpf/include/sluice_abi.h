@@ -42,6 +42,8 @@ struct sluice_addr {
 #define SLUICE_SVC_F_INT_LOCAL     (1 << 7) /* internalTrafficPolicy: Local */
 /* The backend set came from serving+terminating endpoints because none was ready. */
 #define SLUICE_SVC_F_TERMINATING_FALLBACK (1 << 8)
+/* loadBalancerSourceRanges apply: the source must match sluice_src_ranges for this rev-NAT id. */
+#define SLUICE_SVC_F_SOURCE_RANGES (1 << 9)
 
 #define SLUICE_LB_ALG_RANDOM 0
 #define SLUICE_LB_ALG_MAGLEV 1
@@ -113,6 +115,71 @@ struct sluice_sock_revnat_value {
 	__u16 rev_nat_id;
 };
 
+/*
+ * loadBalancerSourceRanges: LPM key. The prefix covers rev_nat_id (always all 32 bits of it)
+ * and then the source address, so one trie holds every service's ranges.
+ */
+struct sluice_src_range_key {
+	__u32 prefixlen; /* 32 + bits of addr that must match */
+	__u32 rev_nat_id;
+	struct sluice_addr addr;
+};
+
+/* Addresses that belong to LoadBalancer and ExternalIP frontends: traffic to them on a port
+ * no service uses is dropped in XDP. */
+struct sluice_frontend_addr_value {
+	__u32 flags; /* SLUICE_SVC_F_* of the kinds using this address */
+};
+
+/* NodePorts, for bind protection: a host process may not bind a port a NodePort owns. */
+struct sluice_nodeport_key {
+	__u16 port; /* host byte order */
+	__u8 proto;
+	__u8 pad;
+};
+
+/*
+ * Conntrack for north-south flows. Each flow has two entries:
+ *  forward  {client -> frontend}:            addr1:port1 = backend, addr2:port2 = SNAT source (if SNAT)
+ *  reverse  {backend -> client or SNAT addr}: addr1:port1 = frontend (new source),
+ *                                            addr2:port2 = client (new destination, if SNAT)
+ */
+#define SLUICE_CT_FORWARD 0
+#define SLUICE_CT_REVERSE 1
+
+#define SLUICE_CT_F_SNAT  (1 << 0)
+#define SLUICE_CT_F_LOCAL (1 << 1) /* backend is on this node */
+
+struct sluice_ct_key {
+	struct sluice_addr saddr;
+	struct sluice_addr daddr;
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 dir;
+	__u16 pad;
+};
+
+struct sluice_ct_value {
+	struct sluice_addr addr1;
+	struct sluice_addr addr2;
+	__be16 port1;
+	__be16 port2;
+	__u16 rev_nat_id;
+	__u8 flags;
+	__u8 pad;
+};
+
+/* Node-wide settings the datapath needs (one entry, key 0). */
+#define SLUICE_CFG_F_XDP_ACCEL (1 << 0) /* translate NodePort/LB flows to remote backends in XDP */
+
+struct sluice_config {
+	struct sluice_addr node_ip4; /* SNAT source for IPv4 (v4-mapped); zero: none */
+	struct sluice_addr node_ip6; /* SNAT source for IPv6; zero: none */
+	__u32 flags;                 /* SLUICE_CFG_F_* */
+	__u32 pad;
+};
+
 /* Counter indices of the per-CPU counters array. */
 enum sluice_counter {
 	SLUICE_CNT_SOCK_XLATE = 0,    /* connect/sendmsg translated to a backend */
@@ -120,6 +187,20 @@ enum sluice_counter {
 	SLUICE_CNT_SOCK_MISSING_SLOT, /* slot or backend absent: should never happen */
 	SLUICE_CNT_SOCK_REVNAT,       /* recvmsg/getpeername reverse-translated */
 	SLUICE_CNT_SOCK_REVNAT_STALE, /* reverse entry found but its frontend is gone */
+	SLUICE_CNT_NP_NEW_FLOW,       /* tc: new north-south flow translated */
+	SLUICE_CNT_NP_FORWARD,        /* tc: packet of a known flow translated */
+	SLUICE_CNT_NP_REVERSE,        /* tc: reply reverse-translated */
+	SLUICE_CNT_NP_ICMP_ERROR,     /* tc: ICMP error of a tracked flow translated */
+	SLUICE_CNT_NP_DROP_NO_BACKEND,/* tc: frontend without usable backend */
+	SLUICE_CNT_NP_DROP_LOCAL_NONE,/* tc: externalTrafficPolicy Local, no local backend */
+	SLUICE_CNT_NP_DROP_SNAT_PORT, /* tc: no free SNAT port */
+	SLUICE_CNT_NP_FIB_FAIL,       /* tc: no route to the backend; left to the stack */
+	SLUICE_CNT_XDP_DROP_SOURCE_RANGE, /* xdp: source outside loadBalancerSourceRanges */
+	SLUICE_CNT_XDP_DROP_UNKNOWN_PORT, /* xdp: frontend address, port no service uses */
+	SLUICE_CNT_XDP_FORWARD,       /* xdp: translated and sent out from XDP */
+	SLUICE_CNT_XDP_REVERSE,       /* xdp: reply reverse-translated in XDP */
+	SLUICE_CNT_XDP_PASS_LOCAL,    /* xdp: local backend, passed on to tc */
+	SLUICE_CNT_BIND_DENIED,       /* post_bind: a host bind on a NodePort refused */
 	SLUICE_CNT_MAX,
 };
 
@@ -132,11 +213,20 @@ enum sluice_counter {
 #define SLUICE_MAP_SOCK_REVNAT  sluice_sock_revnat_v1
 #define SLUICE_MAP_COUNTERS     sluice_counters_v1
 #define SLUICE_MAP_NAMES        sluice_frontend_names_v1
+#define SLUICE_MAP_SRC_RANGES   sluice_src_ranges_v1
+#define SLUICE_MAP_LB_ADDRS     sluice_lb_addrs_v1
+#define SLUICE_MAP_NODEPORTS    sluice_nodeports_v1
+#define SLUICE_MAP_CT           sluice_ct_v1
+#define SLUICE_MAP_CONFIG       sluice_config_v1
 
 #define SLUICE_SERVICES_MAX    65536
 #define SLUICE_BACKENDS_MAX    65536
 #define SLUICE_REVNAT_MAX      65536
 #define SLUICE_SOCK_REVNAT_MAX 262144
+#define SLUICE_SRC_RANGES_MAX  16384
+#define SLUICE_LB_ADDRS_MAX    16384
+#define SLUICE_NODEPORTS_MAX   32768
+#define SLUICE_CT_MAX          262144
 
 #ifndef __cplusplus
 _Static_assert(sizeof(struct sluice_addr) == 16, "sluice_addr");
@@ -148,6 +238,12 @@ _Static_assert(sizeof(struct sluice_revnat_value) == 20, "sluice_revnat_value");
 _Static_assert(sizeof(struct sluice_frontend_name) == 128, "sluice_frontend_name");
 _Static_assert(sizeof(struct sluice_sock_revnat_key) == 32, "sluice_sock_revnat_key");
 _Static_assert(sizeof(struct sluice_sock_revnat_value) == 20, "sluice_sock_revnat_value");
+_Static_assert(sizeof(struct sluice_src_range_key) == 24, "sluice_src_range_key");
+_Static_assert(sizeof(struct sluice_frontend_addr_value) == 4, "sluice_frontend_addr_value");
+_Static_assert(sizeof(struct sluice_nodeport_key) == 4, "sluice_nodeport_key");
+_Static_assert(sizeof(struct sluice_ct_key) == 40, "sluice_ct_key");
+_Static_assert(sizeof(struct sluice_ct_value) == 40, "sluice_ct_value");
+_Static_assert(sizeof(struct sluice_config) == 40, "sluice_config");
 #endif
 
 #endif /* SLUICE_ABI_H */

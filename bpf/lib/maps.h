@@ -48,11 +48,49 @@ struct {
 } SLUICE_MAP_SOCK_REVNAT SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__type(key, struct sluice_src_range_key);
+	__type(value, __u8);
+	__uint(max_entries, SLUICE_SRC_RANGES_MAX);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} SLUICE_MAP_SRC_RANGES SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct sluice_addr);
+	__type(value, struct sluice_frontend_addr_value);
+	__uint(max_entries, SLUICE_LB_ADDRS_MAX);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} SLUICE_MAP_LB_ADDRS SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct sluice_nodeport_key);
+	__type(value, __u8);
+	__uint(max_entries, SLUICE_NODEPORTS_MAX);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} SLUICE_MAP_NODEPORTS SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct sluice_ct_key);
+	__type(value, struct sluice_ct_value);
+	__uint(max_entries, SLUICE_CT_MAX);
+} SLUICE_MAP_CT SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__type(key, __u32);
 	__type(value, __u64);
 	__uint(max_entries, SLUICE_COUNTERS_SIZE);
 } SLUICE_MAP_COUNTERS SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct sluice_config);
+	__uint(max_entries, 1);
+} SLUICE_MAP_CONFIG SEC(".maps");
 
 static __always_inline void sluice_count(__u32 idx)
 {

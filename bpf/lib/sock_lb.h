@@ -10,7 +10,7 @@
 #include <linux/in.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
-#include "maps.h"
+#include "lb.h"
 
 #ifndef ECONNREFUSED
 #define ECONNREFUSED 111
@@ -22,66 +22,31 @@ enum sock_xlate_result {
 	SOCK_XLATE_REJECT, /* a frontend without usable backend: kube-proxy rejects */
 };
 
-static __always_inline void addr_set_v4mapped(struct sluice_addr *a, __u32 ip4_be)
-{
-	a->words[0] = 0;
-	a->words[1] = 0;
-	a->words[2] = bpf_htonl(0x0000ffff);
-	a->words[3] = ip4_be;
-}
-
-static __always_inline int addr_is_v4mapped(const struct sluice_addr *a)
-{
-	return a->words[0] == 0 && a->words[1] == 0 && a->words[2] == bpf_htonl(0x0000ffff);
-}
-
-static __always_inline int addr_eq(const struct sluice_addr *a, const struct sluice_addr *b)
-{
-	return a->words[0] == b->words[0] && a->words[1] == b->words[1] &&
-	       a->words[2] == b->words[2] && a->words[3] == b->words[3];
-}
-
 /* Picks a backend for the frontend in key (addr, port, proto set; scope and slot are ours). */
 static __always_inline enum sock_xlate_result
 sock_select_backend(struct sluice_svc_key *key, struct sluice_backend *backend, __u16 *rev_nat_id)
 {
-	struct sluice_svc_value *svc, *slot;
-	struct sluice_backend *be;
-	__u32 backend_id;
+	struct sluice_svc_value *svc = lb_header(key, 1);
 
-	key->scope = SLUICE_SCOPE_EXT;
-	key->slot = 0;
-	svc = bpf_map_lookup_elem(&SLUICE_MAP_SERVICES, key);
-	if (!svc)
-		return SOCK_XLATE_PASS;
-	/* A socket inside the cluster is internal traffic: internalTrafficPolicy decides. */
-	if (svc->flags & SLUICE_SVC_F_TWO_SCOPES) {
-		key->scope = SLUICE_SCOPE_INT;
-		svc = bpf_map_lookup_elem(&SLUICE_MAP_SERVICES, key);
-		if (!svc) {
+	if (!svc) {
+		if (key->scope == SLUICE_SCOPE_INT) {
+			/* two scopes announced, internal one absent: a half-written service */
 			sluice_count(SLUICE_CNT_SOCK_MISSING_SLOT);
 			return SOCK_XLATE_REJECT;
 		}
-	}
-	if (svc->count == 0) {
-		sluice_count(SLUICE_CNT_SOCK_NO_BACKEND);
-		return SOCK_XLATE_REJECT;
+		return SOCK_XLATE_PASS;
 	}
 	*rev_nat_id = svc->rev_nat_id;
-	key->slot = (bpf_get_prandom_u32() % svc->count) + 1;
-	slot = bpf_map_lookup_elem(&SLUICE_MAP_SERVICES, key);
-	if (!slot) {
+	switch (lb_pick(key, svc, backend)) {
+	case LB_PICKED:
+		return SOCK_XLATE_DONE;
+	case LB_NO_BACKEND:
+		sluice_count(SLUICE_CNT_SOCK_NO_BACKEND);
+		return SOCK_XLATE_REJECT;
+	default:
 		sluice_count(SLUICE_CNT_SOCK_MISSING_SLOT);
 		return SOCK_XLATE_REJECT;
 	}
-	backend_id = slot->backend_id;
-	be = bpf_map_lookup_elem(&SLUICE_MAP_BACKENDS, &backend_id);
-	if (!be) {
-		sluice_count(SLUICE_CNT_SOCK_MISSING_SLOT);
-		return SOCK_XLATE_REJECT;
-	}
-	*backend = *be;
-	return SOCK_XLATE_DONE;
 }
 
 static __always_inline void sock_remember(struct bpf_sock_addr *ctx, const struct sluice_backend *be,
@@ -218,6 +183,21 @@ static __always_inline int sock6_reverse(struct bpf_sock_addr *ctx)
 		ctx->user_ip6[2] = addr.words[2];
 		ctx->user_ip6[3] = addr.words[3];
 		ctx->user_port = port;
+	}
+	return 1;
+}
+
+/* Bind protection: a host process must not take a port a NodePort owns, or the NodePort would
+ * be shadowed for traffic the socket layer sees first. */
+static __always_inline int sock_post_bind(struct bpf_sock *ctx)
+{
+	struct sluice_nodeport_key key = {};
+
+	key.port = (__u16)ctx->src_port;
+	key.proto = (__u8)ctx->protocol;
+	if (bpf_map_lookup_elem(&SLUICE_MAP_NODEPORTS, &key)) {
+		sluice_count(SLUICE_CNT_BIND_DENIED);
+		return 0;
 	}
 	return 1;
 }

@@ -16,6 +16,14 @@ pub const SVC_F_AFFINITY: u16 = 1 << 5;
 pub const SVC_F_EXT_LOCAL: u16 = 1 << 6;
 pub const SVC_F_INT_LOCAL: u16 = 1 << 7;
 pub const SVC_F_TERMINATING_FALLBACK: u16 = 1 << 8;
+pub const SVC_F_SOURCE_RANGES: u16 = 1 << 9;
+
+pub const CT_F_SNAT: u8 = 1 << 0;
+pub const CT_F_LOCAL: u8 = 1 << 1;
+pub const CT_FORWARD: u8 = 0;
+pub const CT_REVERSE: u8 = 1;
+
+pub const CFG_F_XDP_ACCEL: u32 = 1 << 0;
 
 pub const LB_ALG_RANDOM: u8 = 0;
 pub const LB_ALG_MAGLEV: u8 = 1;
@@ -33,42 +41,118 @@ pub const MAP_REVNAT: &str = "sluice_revnat_v1";
 pub const MAP_SOCK_REVNAT: &str = "sluice_sock_revnat_v1";
 pub const MAP_COUNTERS: &str = "sluice_counters_v1";
 pub const MAP_NAMES: &str = "sluice_frontend_names_v1";
+pub const MAP_SRC_RANGES: &str = "sluice_src_ranges_v1";
+pub const MAP_LB_ADDRS: &str = "sluice_lb_addrs_v1";
+pub const MAP_NODEPORTS: &str = "sluice_nodeports_v1";
+pub const MAP_CT: &str = "sluice_ct_v1";
+pub const MAP_CONFIG: &str = "sluice_config_v1";
 /// Every map the agent pins; the CLI opens them by these names.
-pub const ALL_MAPS: [&str; 6] =
-    [MAP_SERVICES, MAP_BACKENDS, MAP_REVNAT, MAP_SOCK_REVNAT, MAP_COUNTERS, MAP_NAMES];
+pub const ALL_MAPS: [&str; 11] = [
+    MAP_SERVICES,
+    MAP_BACKENDS,
+    MAP_REVNAT,
+    MAP_SOCK_REVNAT,
+    MAP_COUNTERS,
+    MAP_NAMES,
+    MAP_SRC_RANGES,
+    MAP_LB_ADDRS,
+    MAP_NODEPORTS,
+    MAP_CT,
+    MAP_CONFIG,
+];
 
 pub const SERVICES_MAX: u32 = 65536;
 pub const BACKENDS_MAX: u32 = 65536;
 pub const REVNAT_MAX: u32 = 65536;
+pub const SRC_RANGES_MAX: u32 = 16384;
+pub const LB_ADDRS_MAX: u32 = 16384;
+pub const NODEPORTS_MAX: u32 = 32768;
+pub const CT_MAX: u32 = 262144;
 
-/// Per-CPU counter indices (`enum sluice_counter`).
+/// Per-CPU counter indices (`enum sluice_counter`), in the header's order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u32)]
 pub enum Counter {
     SockXlate = 0,
-    SockNoBackend = 1,
-    SockMissingSlot = 2,
-    SockRevnat = 3,
-    SockRevnatStale = 4,
+    SockNoBackend,
+    SockMissingSlot,
+    SockRevnat,
+    SockRevnatStale,
+    NpNewFlow,
+    NpForward,
+    NpReverse,
+    NpIcmpError,
+    NpDropNoBackend,
+    NpDropLocalNone,
+    NpDropSnatPort,
+    NpFibFail,
+    XdpDropSourceRange,
+    XdpDropUnknownPort,
+    XdpForward,
+    XdpReverse,
+    XdpPassLocal,
+    BindDenied,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 5] = [
+    pub const ALL: [Counter; 19] = [
         Counter::SockXlate,
         Counter::SockNoBackend,
         Counter::SockMissingSlot,
         Counter::SockRevnat,
         Counter::SockRevnatStale,
+        Counter::NpNewFlow,
+        Counter::NpForward,
+        Counter::NpReverse,
+        Counter::NpIcmpError,
+        Counter::NpDropNoBackend,
+        Counter::NpDropLocalNone,
+        Counter::NpDropSnatPort,
+        Counter::NpFibFail,
+        Counter::XdpDropSourceRange,
+        Counter::XdpDropUnknownPort,
+        Counter::XdpForward,
+        Counter::XdpReverse,
+        Counter::XdpPassLocal,
+        Counter::BindDenied,
     ];
 
     pub fn name(self) -> &'static str {
         match self {
             Counter::SockXlate => "sock_translated",
             Counter::SockNoBackend => "sock_rejected_no_backend",
-            Counter::SockMissingSlot => "sock_missing_slot",
+            Counter::SockMissingSlot => "missing_slot",
             Counter::SockRevnat => "sock_reverse_translated",
             Counter::SockRevnatStale => "sock_reverse_stale",
+            Counter::NpNewFlow => "nodeport_new_flow",
+            Counter::NpForward => "nodeport_forward",
+            Counter::NpReverse => "nodeport_reverse",
+            Counter::NpIcmpError => "nodeport_icmp_error_translated",
+            Counter::NpDropNoBackend => "nodeport_drop_no_backend",
+            Counter::NpDropLocalNone => "nodeport_drop_no_local_backend",
+            Counter::NpDropSnatPort => "nodeport_drop_no_snat_port",
+            Counter::NpFibFail => "nodeport_fib_miss",
+            Counter::XdpDropSourceRange => "xdp_drop_source_range",
+            Counter::XdpDropUnknownPort => "xdp_drop_unknown_port",
+            Counter::XdpForward => "xdp_forward",
+            Counter::XdpReverse => "xdp_reverse",
+            Counter::XdpPassLocal => "xdp_pass_local_backend",
+            Counter::BindDenied => "bind_denied",
         }
+    }
+
+    /// Whether the counter counts packets or connections the datapath dropped or refused.
+    pub fn is_drop(self) -> bool {
+        matches!(
+            self,
+            Counter::SockNoBackend
+                | Counter::NpDropNoBackend
+                | Counter::NpDropLocalNone
+                | Counter::NpDropSnatPort
+                | Counter::XdpDropSourceRange
+                | Counter::XdpDropUnknownPort
+                | Counter::BindDenied
+        )
     }
 }
 
@@ -228,6 +312,94 @@ pub struct SockRevNatValue {
     pub rev_nat_id: u16,
 }
 
+/// `struct sluice_src_range_key` (LPM trie key).
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Default)]
+pub struct SrcRangeKey {
+    pub prefixlen: u32,
+    pub rev_nat_id: u32,
+    pub addr: Addr,
+}
+
+impl SrcRangeKey {
+    /// `bits` of `ip` (counted in its own family) for frontend `rev_nat_id`.
+    pub fn new(rev_nat_id: u32, ip: IpAddr, bits: u8) -> Self {
+        let bits = u32::from(bits) + if ip.is_ipv4() { 96 } else { 0 };
+        SrcRangeKey { prefixlen: 32 + bits, rev_nat_id, addr: ip.into() }
+    }
+    /// The part after the prefix length, as aya's LPM `Key` wants it.
+    pub fn data(&self) -> SrcRangeData {
+        SrcRangeData { rev_nat_id: self.rev_nat_id, addr: self.addr }
+    }
+    pub fn from_parts(prefixlen: u32, data: SrcRangeData) -> Self {
+        SrcRangeKey { prefixlen, rev_nat_id: data.rev_nat_id, addr: data.addr }
+    }
+    pub fn prefix_bits(&self) -> u32 {
+        let bits = self.prefixlen.saturating_sub(32);
+        if self.addr.ip().is_ipv4() { bits.saturating_sub(96) } else { bits }
+    }
+}
+
+/// The data part of a [`SrcRangeKey`] (everything after `prefixlen`).
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
+pub struct SrcRangeData {
+    pub rev_nat_id: u32,
+    pub addr: Addr,
+}
+
+/// `struct sluice_frontend_addr_value`.
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
+pub struct FrontendAddrValue {
+    pub flags: u32,
+}
+
+/// `struct sluice_nodeport_key`.
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Default)]
+pub struct NodePortKey {
+    pub port: u16,
+    pub proto: u8,
+    pub pad: u8,
+}
+
+/// `struct sluice_ct_key`.
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
+pub struct CtKey {
+    pub saddr: Addr,
+    pub daddr: Addr,
+    pub sport_be: u16,
+    pub dport_be: u16,
+    pub proto: u8,
+    pub dir: u8,
+    pub pad: u16,
+}
+
+/// `struct sluice_ct_value`.
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
+pub struct CtValue {
+    pub addr1: Addr,
+    pub addr2: Addr,
+    pub port1_be: u16,
+    pub port2_be: u16,
+    pub rev_nat_id: u16,
+    pub flags: u8,
+    pub pad: u8,
+}
+
+/// `struct sluice_config`.
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
+pub struct Config {
+    pub node_ip4: Addr,
+    pub node_ip6: Addr,
+    pub flags: u32,
+    pub pad: u32,
+}
+
 /// Field offsets and sizes of each mirror, in the names the C header uses, for the BTF check.
 pub fn layouts() -> Vec<(&'static str, usize, Vec<(&'static str, usize)>)> {
     use std::mem::{offset_of, size_of};
@@ -300,6 +472,57 @@ pub fn layouts() -> Vec<(&'static str, usize, Vec<(&'static str, usize)>)> {
                 ("rev_nat_id", offset_of!(SockRevNatValue, rev_nat_id)),
             ],
         ),
+        (
+            "sluice_src_range_key",
+            size_of::<SrcRangeKey>(),
+            vec![
+                ("prefixlen", offset_of!(SrcRangeKey, prefixlen)),
+                ("rev_nat_id", offset_of!(SrcRangeKey, rev_nat_id)),
+                ("addr", offset_of!(SrcRangeKey, addr)),
+            ],
+        ),
+        ("sluice_frontend_addr_value", size_of::<FrontendAddrValue>(), vec![("flags", offset_of!(FrontendAddrValue, flags))]),
+        (
+            "sluice_nodeport_key",
+            size_of::<NodePortKey>(),
+            vec![("port", offset_of!(NodePortKey, port)), ("proto", offset_of!(NodePortKey, proto)), ("pad", offset_of!(NodePortKey, pad))],
+        ),
+        (
+            "sluice_ct_key",
+            size_of::<CtKey>(),
+            vec![
+                ("saddr", offset_of!(CtKey, saddr)),
+                ("daddr", offset_of!(CtKey, daddr)),
+                ("sport", offset_of!(CtKey, sport_be)),
+                ("dport", offset_of!(CtKey, dport_be)),
+                ("proto", offset_of!(CtKey, proto)),
+                ("dir", offset_of!(CtKey, dir)),
+                ("pad", offset_of!(CtKey, pad)),
+            ],
+        ),
+        (
+            "sluice_ct_value",
+            size_of::<CtValue>(),
+            vec![
+                ("addr1", offset_of!(CtValue, addr1)),
+                ("addr2", offset_of!(CtValue, addr2)),
+                ("port1", offset_of!(CtValue, port1_be)),
+                ("port2", offset_of!(CtValue, port2_be)),
+                ("rev_nat_id", offset_of!(CtValue, rev_nat_id)),
+                ("flags", offset_of!(CtValue, flags)),
+                ("pad", offset_of!(CtValue, pad)),
+            ],
+        ),
+        (
+            "sluice_config",
+            size_of::<Config>(),
+            vec![
+                ("node_ip4", offset_of!(Config, node_ip4)),
+                ("node_ip6", offset_of!(Config, node_ip6)),
+                ("flags", offset_of!(Config, flags)),
+                ("pad", offset_of!(Config, pad)),
+            ],
+        ),
     ]
 }
 
@@ -316,6 +539,13 @@ mod pod {
     unsafe impl aya::Pod for super::FrontendName {}
     unsafe impl aya::Pod for super::SockRevNatKey {}
     unsafe impl aya::Pod for super::SockRevNatValue {}
+    unsafe impl aya::Pod for super::SrcRangeKey {}
+    unsafe impl aya::Pod for super::SrcRangeData {}
+    unsafe impl aya::Pod for super::FrontendAddrValue {}
+    unsafe impl aya::Pod for super::NodePortKey {}
+    unsafe impl aya::Pod for super::CtKey {}
+    unsafe impl aya::Pod for super::CtValue {}
+    unsafe impl aya::Pod for super::Config {}
 }
 
 #[cfg(test)]
@@ -347,6 +577,12 @@ mod tests {
                 ("sluice_frontend_name", 128),
                 ("sluice_sock_revnat_key", 32),
                 ("sluice_sock_revnat_value", 20),
+                ("sluice_src_range_key", 24),
+                ("sluice_frontend_addr_value", 4),
+                ("sluice_nodeport_key", 4),
+                ("sluice_ct_key", 40),
+                ("sluice_ct_value", 40),
+                ("sluice_config", 40),
             ]
         );
     }

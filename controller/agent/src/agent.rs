@@ -32,6 +32,90 @@ pub struct AgentArgs {
     /// This node's name, for node-local endpoint selection.
     #[arg(long, env = "NODE_NAME")]
     pub node_name: Option<String>,
+    /// The node's external devices, where NodePort/ExternalIP/LoadBalancer traffic is handled by
+    /// tc and XDP [default: the device of the default route; none: no north-south datapath]
+    #[arg(long, value_delimiter = ',')]
+    pub devices: Vec<String>,
+    /// Addresses NodePorts are served on, also the SNAT source for remote backends
+    /// [default: the IPv4 and global IPv6 addresses of the devices]
+    #[arg(long, value_delimiter = ',')]
+    pub node_ip: Vec<std::net::IpAddr>,
+    /// Translate NodePort/LoadBalancer traffic to remote backends in XDP: disabled, native
+    /// (fail unless the driver runs XDP) or best-effort.
+    #[arg(long, value_enum, default_value_t = AccelerationArg::Disabled)]
+    pub nodeport_acceleration: AccelerationArg,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AccelerationArg {
+    Disabled,
+    Native,
+    BestEffort,
+}
+
+impl From<AccelerationArg> for loader::Acceleration {
+    fn from(a: AccelerationArg) -> Self {
+        match a {
+            AccelerationArg::Disabled => loader::Acceleration::Disabled,
+            AccelerationArg::Native => loader::Acceleration::Native,
+            AccelerationArg::BestEffort => loader::Acceleration::BestEffort,
+        }
+    }
+}
+
+/// The north-south side: devices with tc and XDP, and the addresses NodePorts use.
+struct NorthSouth {
+    devices: Vec<String>,
+    node_ips: Vec<std::net::IpAddr>,
+    /// Kept alive so the programs stay owned by this agent generation (the links are pinned).
+    _objects: Vec<aya::Ebpf>,
+}
+
+fn setup_north_south(args: &AgentArgs, root: &Path) -> anyhow::Result<NorthSouth> {
+    let devices: Vec<String> = match args.devices.as_slice() {
+        [] => crate::netinfo::default_route_device().into_iter().collect(),
+        [none] if none == "none" => Vec::new(),
+        list => list.to_vec(),
+    };
+    let mut node_ips = args.node_ip.clone();
+    if node_ips.is_empty() {
+        for d in &devices {
+            node_ips.extend(crate::netinfo::device_addresses(d));
+        }
+    }
+    if devices.is_empty() {
+        tracing::info!("no devices (no default route and no --devices): NodePort, ExternalIP and LoadBalancer traffic is not handled");
+        return Ok(NorthSouth { devices, node_ips, _objects: Vec::new() });
+    }
+    let accel: loader::Acceleration = args.nodeport_acceleration.into();
+    let mut tc = loader::load_object(root, sluice_datapath::NODEPORT_OBJECT).context("loading the tc programs")?;
+    let mut xdp = loader::load_object(root, sluice_datapath::XDP_OBJECT).context("loading the XDP program")?;
+    let first = |v6: bool| node_ips.iter().find(|ip| ip.is_ipv6() == v6).map(|ip| sluice_abi::Addr::from(*ip)).unwrap_or_default();
+    let config = sluice_abi::Config {
+        node_ip4: first(false),
+        node_ip6: first(true),
+        flags: if accel == loader::Acceleration::Disabled { 0 } else { sluice_abi::CFG_F_XDP_ACCEL },
+        pad: 0,
+    };
+    loader::write_config(&mut tc, config)?;
+    for device in &devices {
+        let reports = loader::attach_tc(&mut tc, root, device).with_context(|| format!("attaching tc on {device}"))?;
+        let (xdp_report, native) =
+            loader::attach_xdp(&mut xdp, root, device, accel).with_context(|| format!("attaching XDP on {device}"))?;
+        tracing::info!(
+            device,
+            tc = ?reports.iter().map(|r| &r.how).collect::<Vec<_>>(),
+            xdp = ?xdp_report.how,
+            xdp_mode = if native { "native" } else { "generic" },
+            acceleration = ?accel,
+            "north-south programs in place"
+        );
+        if !native && accel != loader::Acceleration::Disabled {
+            tracing::warn!(device, "no native XDP on this device: acceleration runs in generic mode");
+        }
+    }
+    tracing::info!(node_ips = ?node_ips, "NodePorts served on these addresses");
+    Ok(NorthSouth { devices, node_ips, _objects: vec![tc, xdp] })
 }
 
 pub fn main(args: AgentArgs) -> anyhow::Result<()> {
@@ -105,8 +189,11 @@ async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let reports = loader::attach_sock_lb(&mut ebpf, &root, &cgroup).context("attaching socket hooks")?;
     let replaced = reports.iter().filter(|r| r.how == loader::Attachment::Replaced).count();
     tracing::info!(cgroup = %cgroup.display(), attached = reports.len() - replaced, replaced, "socket hooks in place");
-    for old in loader::prune_other_cgroup_links(&root, &cgroup)? {
-        tracing::info!(links = %old.display(), "detached hooks from a cgroup this agent no longer serves");
+    let north_south = setup_north_south(&args, &root)?;
+    let mut keep = vec![loader::links_dir(&root, &cgroup)?];
+    keep.extend(north_south.devices.iter().map(|d| loader::device_links(&root, d)));
+    for old in loader::prune_links(&root, &keep)? {
+        tracing::info!(links = %old.display(), "detached programs from a hook this agent no longer serves");
     }
 
     let shared = Shared::default();
@@ -123,7 +210,8 @@ async fn run(args: AgentArgs) -> anyhow::Result<()> {
         }
     };
 
-    let node = NodeContext { node_name: args.node_name.clone() };
+    let node = NodeContext { node_name: args.node_name.clone(), node_ips: north_south.node_ips.clone() };
+    let mut health = crate::health::HealthServers::default();
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut last_warnings: BTreeSet<String> = BTreeSet::new();
@@ -158,6 +246,7 @@ async fn run(args: AgentArgs) -> anyhow::Result<()> {
             tracing::warn!("{w}");
         }
         last_warnings = warnings;
+        health.update(&p.health_checks);
         match reconciler.sync(&mut maps, &p.desired) {
             Ok(stats) => {
                 ids = p.ids;

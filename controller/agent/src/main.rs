@@ -2,6 +2,8 @@
 
 mod agent;
 mod cli;
+mod health;
+mod netinfo;
 
 use std::path::PathBuf;
 

@@ -1,6 +1,8 @@
 //! Logical frontends + IDs → map entries (the slot scheme of DESIGN.md §3).
 
-use sluice_abi::{self as abi, Backend, FrontendName, RevNatValue, SvcKey, SvcValue};
+use sluice_abi::{self as abi, Backend, FrontendAddrValue, FrontendName, NodePortKey, RevNatValue, SrcRangeKey, SvcKey, SvcValue};
+
+use crate::translate::FrontendKind;
 
 use crate::ids::{Allocator, BackendIdent, FrontendIdent, Ids};
 use crate::state::LbState;
@@ -47,6 +49,15 @@ pub(crate) fn lay_out(frontends: &[Frontend], previous: &Ids, cap: Capacity, war
         state.revnat.insert(u32::from(rev_nat_id), RevNatValue::new(fe.ip, fe.port));
         state.names.insert(u32::from(rev_nat_id), FrontendName::new(&fe.service.to_string()));
 
+        for (net, bits) in &fe.source_ranges {
+            state.src_ranges.insert(SrcRangeKey::new(u32::from(rev_nat_id), *net, *bits));
+        }
+        if matches!(fe.kind, FrontendKind::LoadBalancer | FrontendKind::ExternalIp) {
+            state.lb_addrs.entry(fe.ip.into()).or_insert(FrontendAddrValue { flags: 0 }).flags |= u32::from(fe.flags);
+        }
+        if fe.kind == FrontendKind::NodePort {
+            state.nodeports.insert(NodePortKey { port: fe.port, proto: fe.proto.number(), pad: 0 });
+        }
         let mut flags = fe.flags;
         if fe.internal.is_some() {
             flags |= abi::SVC_F_TWO_SCOPES;

@@ -14,13 +14,14 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 pub use ids::{BackendIdent, FrontendIdent, Ids};
 pub use layout::Capacity;
 pub use state::LbState;
-pub use translate::{Frontend, NodeContext, Proto, ServiceName, Warning};
+pub use translate::{Frontend, FrontendKind, HealthCheck, NodeContext, Proto, ServiceName, Warning};
 
 #[derive(Debug)]
 pub struct Plan {
     pub desired: LbState,
     pub ids: Ids,
     pub frontends: Vec<Frontend>,
+    pub health_checks: Vec<HealthCheck>,
     pub warnings: Vec<Warning>,
 }
 
@@ -34,7 +35,7 @@ pub fn plan<'a>(
     let translation = translate::translate(services, slices, node);
     let mut warnings = translation.warnings;
     let (desired, ids) = layout::lay_out(&translation.frontends, previous, capacity, &mut warnings);
-    Plan { desired, ids, frontends: translation.frontends, warnings }
+    Plan { desired, ids, frontends: translation.frontends, health_checks: translation.health_checks, warnings }
 }
 
 /// The IDs the maps already hold, so a restarted agent keeps every unchanged entry as it is.

@@ -1,9 +1,9 @@
 //! The contents of the load-balancing maps as plain data: what the planner wants, what the
 //! reconciler believes is in the kernel, and what the CLI reads back are all an [`LbState`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-use sluice_abi::{Backend, FrontendName, RevNatValue, SvcKey, SvcValue};
+use sluice_abi::{Addr, Backend, FrontendAddrValue, FrontendName, NodePortKey, RevNatValue, SrcRangeKey, SvcKey, SvcValue};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LbState {
@@ -11,10 +11,22 @@ pub struct LbState {
     pub backends: BTreeMap<u32, Backend>,
     pub revnat: BTreeMap<u32, RevNatValue>,
     pub names: BTreeMap<u32, FrontendName>,
+    /// loadBalancerSourceRanges per rev-NAT id (LPM keys; the value is always 1).
+    pub src_ranges: BTreeSet<SrcRangeKey>,
+    /// LoadBalancer and ExternalIP addresses, for dropping unknown ports early.
+    pub lb_addrs: BTreeMap<Addr, FrontendAddrValue>,
+    /// NodePorts, for bind protection.
+    pub nodeports: BTreeSet<NodePortKey>,
 }
 
 impl LbState {
     pub fn entry_count(&self) -> usize {
-        self.services.len() + self.backends.len() + self.revnat.len() + self.names.len()
+        self.services.len()
+            + self.backends.len()
+            + self.revnat.len()
+            + self.names.len()
+            + self.src_ranges.len()
+            + self.lb_addrs.len()
+            + self.nodeports.len()
     }
 }

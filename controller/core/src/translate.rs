@@ -80,6 +80,20 @@ impl fmt::Display for Warning {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum FrontendKind {
     ClusterIp,
+    NodePort,
+    ExternalIp,
+    LoadBalancer,
+}
+
+impl FrontendKind {
+    fn flag(self) -> u16 {
+        match self {
+            FrontendKind::ClusterIp => abi::SVC_F_CLUSTER_IP,
+            FrontendKind::NodePort => abi::SVC_F_NODE_PORT,
+            FrontendKind::ExternalIp => abi::SVC_F_EXTERNAL_IP,
+            FrontendKind::LoadBalancer => abi::SVC_F_LOAD_BALANCER,
+        }
+    }
 }
 
 /// A backend as the planner sees it: the endpoint's address, the resolved target port and
@@ -108,17 +122,30 @@ pub struct Frontend {
     pub external: Vec<Target>,
     /// Scope INT, only when internal traffic selects a different set than external traffic.
     pub internal: Option<Vec<Target>>,
+    /// loadBalancerSourceRanges (LoadBalancer frontends only): (network address, prefix bits).
+    pub source_ranges: Vec<(IpAddr, u8)>,
 }
 
 /// What the planner needs to know about the node it programs.
 #[derive(Debug, Clone, Default)]
 pub struct NodeContext {
     pub node_name: Option<String>,
+    /// Addresses NodePorts are served on (kube-proxy's --nodeport-addresses).
+    pub node_ips: Vec<IpAddr>,
+}
+
+/// A healthCheckNodePort to answer (externalTrafficPolicy Local LoadBalancer services).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    pub port: u16,
+    pub service: ServiceName,
+    pub local_endpoints: usize,
 }
 
 #[derive(Debug, Default)]
 pub struct Translation {
     pub frontends: Vec<Frontend>,
+    pub health_checks: Vec<HealthCheck>,
     pub warnings: Vec<Warning>,
 }
 
@@ -137,6 +164,7 @@ struct ServicePort {
     name: String,
     port: u16,
     proto: Proto,
+    node_port: Option<u16>,
 }
 
 /// An endpoint of one slice, ready to be matched against service ports.
@@ -185,7 +213,7 @@ pub fn translate<'a>(
 
     for (name, svc) in &wanted {
         let eps = endpoints.remove(name).unwrap_or_default();
-        translate_service(name, svc, &eps, &mut out);
+        translate_service(name, svc, &eps, node, &mut out);
     }
     out.warnings.sort();
     out.warnings.dedup();
@@ -306,7 +334,7 @@ fn collect_slice(
     }
 }
 
-fn translate_service(name: &ServiceName, svc: &Service, eps: &ServiceEndpoints, out: &mut Translation) {
+fn translate_service(name: &ServiceName, svc: &Service, eps: &ServiceEndpoints, node: &NodeContext, out: &mut Translation) {
     let object = format!("Service {name}");
     let spec = svc.spec.as_ref().expect("checked by service_is_proxied");
     let mut warn = |message: String| out.warnings.push(Warning { object: object.clone(), message });
@@ -353,10 +381,15 @@ fn translate_service(name: &ServiceName, svc: &Service, eps: &ServiceEndpoints, 
             warn(format!("port {pname:?}: {port}/{proto} is listed twice; the duplicate is skipped"));
             continue;
         }
-        ports.push(ServicePort { name: pname, port, proto });
+        let node_port = p.node_port.and_then(|n| u16::try_from(n).ok()).filter(|n| *n != 0);
+        ports.push(ServicePort { name: pname, port, proto, node_port });
     }
 
     let int_local = spec.internal_traffic_policy.as_deref() == Some("Local");
+    let ext_local = spec.external_traffic_policy.as_deref() == Some("Local");
+    let type_ = spec.type_.as_deref().unwrap_or("ClusterIP");
+    let is_lb = type_ == "LoadBalancer";
+    let has_node_ports = type_ == "NodePort" || is_lb;
     let affinity = spec.session_affinity.as_deref() == Some("ClientIP");
     let affinity_timeout = if affinity {
         spec.session_affinity_config
@@ -369,42 +402,123 @@ fn translate_service(name: &ServiceName, svc: &Service, eps: &ServiceEndpoints, 
         0
     };
 
-    for ip in &ips {
+    // Addresses of the external kinds, checked against the Service's families.
+    let same_family = |ip: &IpAddr| ips.iter().any(|c| c.is_ipv6() == ip.is_ipv6());
+    let mut externals: Vec<(FrontendKind, IpAddr)> = Vec::new();
+    for text in spec.external_ips.iter().flatten() {
+        match text.parse::<IpAddr>() {
+            Ok(ip) if same_family(&ip) => externals.push((FrontendKind::ExternalIp, ip)),
+            Ok(ip) => warn(format!("externalIP {ip} is not of the Service's IP families; skipped")),
+            Err(_) => warn(format!("externalIP {text:?} is not an IP address; skipped")),
+        }
+    }
+    if is_lb {
+        let ingress = svc.status.as_ref().and_then(|s| s.load_balancer.as_ref()).and_then(|l| l.ingress.as_ref());
+        for ing in ingress.into_iter().flatten() {
+            // ipMode Proxy means the load balancer terminates traffic itself: kube-proxy leaves it alone.
+            if ing.ip_mode.as_deref().is_some_and(|m| m != "VIP") {
+                continue;
+            }
+            let Some(text) = &ing.ip else { continue };
+            match text.parse::<IpAddr>() {
+                Ok(ip) if same_family(&ip) => externals.push((FrontendKind::LoadBalancer, ip)),
+                Ok(ip) => warn(format!("load balancer ingress {ip} is not of the Service's IP families; skipped")),
+                Err(_) => warn(format!("load balancer ingress {text:?} is not an IP address; skipped")),
+            }
+        }
+    }
+    let mut source_ranges: Vec<(IpAddr, u8)> = Vec::new();
+    if is_lb {
+        for text in spec.load_balancer_source_ranges.iter().flatten() {
+            match parse_cidr(text) {
+                Some(r) => source_ranges.push(r),
+                None => warn(format!("loadBalancerSourceRanges entry {text:?} is not a CIDR; skipped")),
+            }
+        }
+    }
+    let node_ips: Vec<IpAddr> = node.node_ips.iter().copied().filter(|ip| same_family(ip)).collect();
+
+    let mut health_local: Option<usize> = None;
+    for family_ip in &ips {
         for sp in &ports {
             let candidates: Vec<&(u16, SliceEndpoint)> = eps
                 .by_port
                 .get(&(sp.name.clone(), sp.proto))
-                .map(|v| v.iter().filter(|(_, ep)| ep.ip.is_ipv6() == ip.is_ipv6()).collect())
+                .map(|v| v.iter().filter(|(_, ep)| ep.ip.is_ipv6() == family_ip.is_ipv6()).collect())
                 .unwrap_or_default();
-            let (cluster, cluster_fallback) = usable(&candidates, |_| true);
-            let (local, local_fallback) = usable(&candidates, |ep| ep.local);
-            // A ClusterIP is only ever reached from inside the cluster, so internalTrafficPolicy
-            // alone decides its (single) scope.
-            let (external, fallback) = if int_local { (local, local_fallback) } else { (cluster, cluster_fallback) };
-            let mut flags = abi::SVC_F_CLUSTER_IP;
+            let cluster = usable(&candidates, |_| true);
+            let local = usable(&candidates, |ep| ep.local);
+            if health_local.is_none() {
+                health_local = Some(local.0.iter().map(|t| t.ip).collect::<BTreeSet<_>>().len());
+            }
+            let internal = if int_local { &local } else { &cluster };
+            let external = if ext_local { &local } else { &cluster };
+            let mut common = 0;
             if int_local {
-                flags |= abi::SVC_F_INT_LOCAL;
+                common |= abi::SVC_F_INT_LOCAL;
             }
             if affinity {
-                flags |= abi::SVC_F_AFFINITY;
+                common |= abi::SVC_F_AFFINITY;
             }
-            if fallback {
-                flags |= abi::SVC_F_TERMINATING_FALLBACK;
+            let frontend = |kind: FrontendKind, ip: IpAddr, port: u16, ext: &(Vec<Target>, bool), int: Option<&(Vec<Target>, bool)>| {
+                let mut flags = common | kind.flag();
+                if kind != FrontendKind::ClusterIp && ext_local {
+                    flags |= abi::SVC_F_EXT_LOCAL;
+                }
+                if ext.1 {
+                    flags |= abi::SVC_F_TERMINATING_FALLBACK;
+                }
+                let ranges = if kind == FrontendKind::LoadBalancer { source_ranges.clone() } else { Vec::new() };
+                if !ranges.is_empty() {
+                    flags |= abi::SVC_F_SOURCE_RANGES;
+                }
+                Frontend {
+                    service: name.clone(),
+                    port_name: sp.name.clone(),
+                    kind,
+                    ip,
+                    port,
+                    proto: sp.proto,
+                    flags,
+                    affinity_timeout,
+                    external: ext.0.clone(),
+                    internal: int.filter(|i| i.0 != ext.0).map(|i| i.0.clone()),
+                    source_ranges: ranges,
+                }
+            };
+            // A ClusterIP is only ever reached from inside the cluster: one scope, the internal policy's.
+            out.frontends.push(frontend(FrontendKind::ClusterIp, *family_ip, sp.port, internal, None));
+            for (kind, ip) in externals.iter().filter(|(_, ip)| ip.is_ipv6() == family_ip.is_ipv6()) {
+                out.frontends.push(frontend(*kind, *ip, sp.port, external, Some(internal)));
             }
-            out.frontends.push(Frontend {
-                service: name.clone(),
-                port_name: sp.name.clone(),
-                kind: FrontendKind::ClusterIp,
-                ip: *ip,
-                port: sp.port,
-                proto: sp.proto,
-                flags,
-                affinity_timeout,
-                external,
-                internal: None,
-            });
+            if has_node_ports {
+                match sp.node_port {
+                    Some(np) => {
+                        for ip in node_ips.iter().filter(|ip| ip.is_ipv6() == family_ip.is_ipv6()) {
+                            out.frontends.push(frontend(FrontendKind::NodePort, *ip, np, external, Some(internal)));
+                        }
+                    }
+                    None if type_ == "NodePort" => {
+                        warn(format!("port {:?}: type NodePort without a nodePort; no NodePort frontend", sp.name))
+                    }
+                    None => {}
+                }
+            }
         }
     }
+    if is_lb && ext_local {
+        if let Some(port) = spec.health_check_node_port.and_then(|p| u16::try_from(p).ok()).filter(|p| *p != 0) {
+            out.health_checks.push(HealthCheck { port, service: name.clone(), local_endpoints: health_local.unwrap_or(0) });
+        }
+    }
+}
+
+fn parse_cidr(text: &str) -> Option<(IpAddr, u8)> {
+    let (addr, bits) = text.trim().split_once('/')?;
+    let ip: IpAddr = addr.parse().ok()?;
+    let bits: u8 = bits.parse().ok()?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    (bits <= max).then_some((ip, bits))
 }
 
 /// kube-proxy's categorisation: ready endpoints; only when none is ready, the serving

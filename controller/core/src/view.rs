@@ -29,10 +29,12 @@ pub struct FrontendView {
     pub rev_nat_id: u16,
     pub flags: Vec<&'static str>,
     pub affinity_timeout_seconds: Option<u32>,
+    /// loadBalancerSourceRanges, as CIDRs.
+    pub source_ranges: Vec<String>,
     pub backends: Vec<BackendView>,
 }
 
-const SVC_FLAG_NAMES: [(u16, &str); 9] = [
+const SVC_FLAG_NAMES: [(u16, &str); 10] = [
     (abi::SVC_F_CLUSTER_IP, "ClusterIP"),
     (abi::SVC_F_NODE_PORT, "NodePort"),
     (abi::SVC_F_EXTERNAL_IP, "ExternalIP"),
@@ -42,6 +44,7 @@ const SVC_FLAG_NAMES: [(u16, &str); 9] = [
     (abi::SVC_F_EXT_LOCAL, "ext-local"),
     (abi::SVC_F_INT_LOCAL, "int-local"),
     (abi::SVC_F_TERMINATING_FALLBACK, "terminating-fallback"),
+    (abi::SVC_F_SOURCE_RANGES, "source-ranges"),
 ];
 
 pub fn frontends(state: &LbState) -> Vec<FrontendView> {
@@ -87,6 +90,12 @@ pub fn frontends(state: &LbState) -> Vec<FrontendView> {
             rev_nat_id: head.rev_nat_id,
             flags: SVC_FLAG_NAMES.iter().filter(|(bit, _)| head.flags & bit != 0).map(|(_, n)| *n).collect(),
             affinity_timeout_seconds: (head.flags & abi::SVC_F_AFFINITY != 0).then_some(head.affinity_timeout),
+            source_ranges: state
+                .src_ranges
+                .iter()
+                .filter(|r| r.rev_nat_id == u32::from(head.rev_nat_id))
+                .map(|r| format!("{}/{}", r.addr.ip(), r.prefix_bits()))
+                .collect(),
             backends,
         });
     }
@@ -115,6 +124,9 @@ pub fn render_text(views: &[FrontendView]) -> String {
         );
         if let Some(t) = v.affinity_timeout_seconds {
             let _ = write!(s, " affinity={t}s");
+        }
+        if !v.source_ranges.is_empty() {
+            let _ = write!(s, " source-ranges={}", v.source_ranges.join(","));
         }
         s.push('\n');
         for b in &v.backends {

@@ -2,7 +2,8 @@
 //! has a `NAME.golden` beside it. `UPDATE_GOLDEN=1 cargo test -p sluice-core --test golden`
 //! rewrites them; review the diff before committing.
 //!
-//! A `# node: NAME` line in the YAML sets the node the plan is made for.
+//! A `# node: NAME` line in the YAML sets the node the plan is made for, and
+//! `# node-ips: IP,IP` the addresses its NodePorts are served on.
 
 use std::fs;
 use std::path::Path;
@@ -12,11 +13,25 @@ use sluice_core::{Capacity, Ids, NodeContext, plan, view};
 
 fn render_case(yaml: &str) -> String {
     let node_name = yaml.lines().find_map(|l| l.strip_prefix("# node: ")).map(|s| s.trim().to_string());
+    let node_ips = yaml
+        .lines()
+        .find_map(|l| l.strip_prefix("# node-ips: "))
+        .map(|s| s.split(',').map(|ip| ip.trim().parse().unwrap()).collect())
+        .unwrap_or_default();
     let mut objects = Objects::default();
     let mut warnings = Vec::new();
     manifest::parse("input", yaml, &mut objects, &mut warnings);
-    let p = plan(&objects.services, &objects.slices, &NodeContext { node_name }, &Ids::default(), Capacity::default());
+    let p = plan(&objects.services, &objects.slices, &NodeContext { node_name, node_ips }, &Ids::default(), Capacity::default());
     let mut out = view::render_text(&view::frontends(&p.desired));
+    for (addr, v) in &p.desired.lb_addrs {
+        out.push_str(&format!("frontend address {:?} flags={:#x}\n", addr, v.flags));
+    }
+    for np in &p.desired.nodeports {
+        out.push_str(&format!("nodeport {}/{} (bind-protected)\n", np.port, np.proto));
+    }
+    for hc in &p.health_checks {
+        out.push_str(&format!("health check :{} for {} local endpoints={}\n", hc.port, hc.service, hc.local_endpoints));
+    }
     for w in warnings.iter().chain(&p.warnings) {
         out.push_str(&format!("warning: {w}\n"));
     }

@@ -7,8 +7,11 @@ pub mod maps;
 pub mod reconcile;
 mod sys;
 
-/// The compiled socket-LB object (bpf/sock_lb.c), embedded at build time.
+/// The compiled objects, embedded at build time: socket hooks (bpf/sock_lb.c), tc programs
+/// (bpf/nodeport.c) and XDP (bpf/xdp.c).
 pub static SOCK_LB_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sock_lb.o"));
+pub static NODEPORT_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/nodeport.o"));
+pub static XDP_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xdp.o"));
 
 pub use maps::{BpfMaps, FakeMaps, FaultyMaps, LbMaps, MapError, Op};
 pub use reconcile::{Reconciler, SyncStats};

@@ -3,11 +3,14 @@
 //! programs onto those links (BPF_LINK_UPDATE) instead of detaching anything.
 
 use std::fs;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use aya::programs::{CgroupAttachMode, CgroupSockAddr, links::FdLink};
+use aya::maps::{Array, MapData};
+use aya::programs::links::FdLink;
+use aya::programs::tc::{SchedClassifier, TcAttachOptions, TcAttachType};
+use aya::programs::{CgroupAttachMode, CgroupSock, CgroupSockAddr, LinkOrder, ProgramError, Xdp, XdpMode};
 use aya::{Ebpf, EbpfLoader};
 use sluice_abi as abi;
 
@@ -16,7 +19,7 @@ use crate::sys;
 const BPF_FS_MAGIC: i64 = 0xcafe4a11;
 
 /// The socket-LB programs in bpf/sock_lb.c, by function name.
-pub const SOCK_LB_PROGRAMS: [&str; 8] = [
+pub const SOCK_ADDR_PROGRAMS: [&str; 8] = [
     "sluice_connect4",
     "sluice_sendmsg4",
     "sluice_recvmsg4",
@@ -26,6 +29,11 @@ pub const SOCK_LB_PROGRAMS: [&str; 8] = [
     "sluice_recvmsg6",
     "sluice_getpeername6",
 ];
+/// Bind protection (bpf/sock_lb.c).
+pub const SOCK_PROGRAMS: [&str; 2] = ["sluice_post_bind4", "sluice_post_bind6"];
+pub const TC_INGRESS: &str = "sluice_nodeport_ingress";
+pub const TC_EGRESS: &str = "sluice_nodeport_egress";
+pub const XDP_PROGRAM: &str = "sluice_xdp";
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -43,7 +51,7 @@ pub enum LoadError {
     Program {
         name: &'static str,
         #[source]
-        source: aya::programs::ProgramError,
+        source: ProgramError,
     },
     #[error("program {name}: pinning its link at {path}: {source}")]
     Pin {
@@ -52,6 +60,8 @@ pub enum LoadError {
         #[source]
         source: aya::pin::PinError,
     },
+    #[error("writing the datapath configuration: {0}")]
+    Config(#[source] aya::maps::MapError),
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> LoadError {
@@ -62,7 +72,7 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> LoadError {
 /// How a program got onto its hook.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Attachment {
-    /// First start on this cgroup: a new link, now pinned.
+    /// First start on this hook: a new link, now pinned.
     Attached,
     /// The pinned link existed: the program behind it was swapped in place.
     Replaced,
@@ -71,6 +81,7 @@ pub enum Attachment {
 #[derive(Debug, Clone)]
 pub struct AttachReport {
     pub program: &'static str,
+    pub hook: String,
     pub how: Attachment,
 }
 
@@ -82,8 +93,9 @@ fn is_bpffs(path: &Path) -> bool {
     r == 0 && st.f_type as i64 == BPF_FS_MAGIC
 }
 
-/// Loads the socket-LB object with every map pinned under `root` (reusing pins that exist).
-pub fn load_sock_lb(root: &Path) -> Result<Ebpf, LoadError> {
+/// Loads an object with every map pinned under `root` (reusing pins that exist), so every object
+/// and every agent generation shares one instance of each map.
+pub fn load_object(root: &Path, object: &[u8]) -> Result<Ebpf, LoadError> {
     fs::create_dir_all(root).map_err(io(format!("creating {}", root.display())))?;
     if !is_bpffs(root) {
         return Err(LoadError::NotBpffs { path: root.to_path_buf() });
@@ -93,7 +105,40 @@ pub fn load_sock_lb(root: &Path) -> Result<Ebpf, LoadError> {
     for (name, path) in &pins {
         loader.map_pin_path(name, path.as_path());
     }
-    Ok(loader.load(crate::SOCK_LB_OBJECT)?)
+    Ok(loader.load(object)?)
+}
+
+pub fn load_sock_lb(root: &Path) -> Result<Ebpf, LoadError> {
+    load_object(root, crate::SOCK_LB_OBJECT)
+}
+
+/// Swaps `prog` onto the link pinned at `pin`, or attaches it with `attach` and pins the link.
+/// A pinned link whose hook has gone (its device was deleted) is replaced by a fresh one.
+fn attach_pinned(
+    name: &'static str,
+    prog_fd: BorrowedFd<'_>,
+    pin: &Path,
+    attach: impl FnOnce() -> Result<FdLink, LoadError>,
+) -> Result<Attachment, LoadError> {
+    if pin.exists() {
+        let link = sys::obj_get(pin).map_err(io(format!("opening pinned link {}", pin.display())))?;
+        match sys::link_update(link.as_fd(), prog_fd) {
+            Ok(()) => return Ok(Attachment::Replaced),
+            Err(e) if e.raw_os_error() == Some(libc::ENOLINK) => {
+                fs::remove_file(pin).map_err(io(format!("removing defunct link {}", pin.display())))?;
+            }
+            Err(e) => return Err(LoadError::Io { what: format!("BPF_LINK_UPDATE on {}", pin.display()), source: e }),
+        }
+    }
+    attach()?.pin(pin).map_err(|source| LoadError::Pin { name, path: pin.to_path_buf(), source })?;
+    Ok(Attachment::Attached)
+}
+
+fn fd_link<L>(name: &'static str, link: L) -> Result<FdLink, LoadError>
+where
+    FdLink: TryFrom<L, Error = aya::programs::links::LinkError>,
+{
+    FdLink::try_from(link).map_err(|e| LoadError::Io { what: format!("{name}: link"), source: std::io::Error::other(e) })
 }
 
 /// Where the links for one cgroup are pinned. Keyed by the cgroup's inode so that pointing
@@ -103,52 +148,131 @@ pub fn links_dir(root: &Path, cgroup: &Path) -> Result<PathBuf, LoadError> {
     Ok(root.join("links").join(format!("cgroup-{ino}")))
 }
 
-/// Attaches (or swaps in) every socket-LB program on `cgroup`.
+/// Attaches (or swaps in) every socket program, bind protection included, on `cgroup`.
 pub fn attach_sock_lb(ebpf: &mut Ebpf, root: &Path, cgroup: &Path) -> Result<Vec<AttachReport>, LoadError> {
     let dir = links_dir(root, cgroup)?;
     fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
     let cgroup_file = fs::File::open(cgroup).map_err(io(format!("opening cgroup {}", cgroup.display())))?;
+    let hook = format!("cgroup {}", cgroup.display());
     let mut reports = Vec::new();
-    for name in SOCK_LB_PROGRAMS {
+    for name in SOCK_ADDR_PROGRAMS {
         let err = |source| LoadError::Program { name, source };
-        let prog: &mut CgroupSockAddr = ebpf
-            .program_mut(name)
-            .ok_or(LoadError::Program { name, source: aya::programs::ProgramError::NotLoaded })?
-            .try_into()
-            .map_err(err)?;
+        let prog: &mut CgroupSockAddr =
+            ebpf.program_mut(name).ok_or(err(ProgramError::NotLoaded))?.try_into().map_err(err)?;
         prog.load().map_err(err)?;
-        let pin = dir.join(name);
-        let how = if pin.exists() {
-            let link = sys::obj_get(&pin).map_err(io(format!("opening pinned link {}", pin.display())))?;
-            let prog_fd = prog.fd().map_err(err)?;
-            sys::link_update(link.as_fd(), prog_fd.as_fd()).map_err(io(format!("BPF_LINK_UPDATE on {}", pin.display())))?;
-            Attachment::Replaced
-        } else {
-            // With bpf_link the kernel always allows other programs beside ours (and rejects
-            // attach flags), so Single here still coexists with other tools' hooks.
+        let fd = prog.fd().map_err(err)?.try_clone().map_err(io(format!("{name}: program fd")))?;
+        // With bpf_link the kernel always lets other programs run beside ours (and rejects
+        // attach flags), so Single still coexists with other tools' hooks.
+        let how = attach_pinned(name, fd.as_fd(), &dir.join(name), || {
             let id = prog.attach(&cgroup_file, CgroupAttachMode::Single).map_err(err)?;
-            let link: FdLink = prog
-                .take_link(id)
-                .map_err(err)?
-                .try_into()
-                .map_err(|e: aya::programs::links::LinkError| LoadError::Io { what: format!("{name}: link"), source: std::io::Error::other(e) })?;
-            link.pin(&pin).map_err(|source| LoadError::Pin { name, path: pin.clone(), source })?;
-            Attachment::Attached
-        };
-        reports.push(AttachReport { program: name, how });
+            fd_link(name, prog.take_link(id).map_err(err)?)
+        })?;
+        reports.push(AttachReport { program: name, hook: hook.clone(), how });
+    }
+    for name in SOCK_PROGRAMS {
+        let err = |source| LoadError::Program { name, source };
+        let prog: &mut CgroupSock = ebpf.program_mut(name).ok_or(err(ProgramError::NotLoaded))?.try_into().map_err(err)?;
+        prog.load().map_err(err)?;
+        let fd = prog.fd().map_err(err)?.try_clone().map_err(io(format!("{name}: program fd")))?;
+        let how = attach_pinned(name, fd.as_fd(), &dir.join(name), || {
+            let id = prog.attach(&cgroup_file, CgroupAttachMode::Single).map_err(err)?;
+            fd_link(name, prog.take_link(id).map_err(err)?)
+        })?;
+        reports.push(AttachReport { program: name, hook: hook.clone(), how });
     }
     Ok(reports)
 }
 
-/// Removes the links this agent pinned for cgroups other than `keep` (the agent was moved to
-/// another cgroup), which detaches those programs.
-pub fn prune_other_cgroup_links(root: &Path, keep: &Path) -> Result<Vec<PathBuf>, LoadError> {
-    let keep = links_dir(root, keep)?;
+fn device_dir(root: &Path, device: &str) -> Result<PathBuf, LoadError> {
+    let dir = root.join("links").join(format!("dev-{device}"));
+    fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
+    Ok(dir)
+}
+
+/// Attaches (or swaps in) the tc programs on `device`'s ingress and egress through tcx.
+pub fn attach_tc(ebpf: &mut Ebpf, root: &Path, device: &str) -> Result<Vec<AttachReport>, LoadError> {
+    let dir = device_dir(root, device)?;
+    let mut reports = Vec::new();
+    for (name, attach_type) in [(TC_INGRESS, TcAttachType::Ingress), (TC_EGRESS, TcAttachType::Egress)] {
+        let err = |source| LoadError::Program { name, source };
+        let prog: &mut SchedClassifier =
+            ebpf.program_mut(name).ok_or(err(ProgramError::NotLoaded))?.try_into().map_err(err)?;
+        prog.load().map_err(err)?;
+        let fd = prog.fd().map_err(err)?.try_clone().map_err(io(format!("{name}: program fd")))?;
+        let how = attach_pinned(name, fd.as_fd(), &dir.join(name), || {
+            let id = prog
+                .attach_with_options(device, attach_type, TcAttachOptions::TcxOrder(LinkOrder::default()))
+                .map_err(err)?;
+            fd_link(name, prog.take_link(id).map_err(err)?)
+        })?;
+        reports.push(AttachReport { program: name, hook: format!("tcx {device} {attach_type:?}"), how });
+    }
+    Ok(reports)
+}
+
+/// `--nodeport-acceleration`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Acceleration {
+    Disabled,
+    Native,
+    BestEffort,
+}
+
+/// Attaches XDP on `device`: native (driver) mode when the device supports it; generic mode
+/// otherwise unless `Native` was demanded. Returns the report and whether it runs natively.
+pub fn attach_xdp(ebpf: &mut Ebpf, root: &Path, device: &str, accel: Acceleration) -> Result<(AttachReport, bool), LoadError> {
+    let name = XDP_PROGRAM;
+    let dir = device_dir(root, device)?;
+    let err = |source| LoadError::Program { name, source };
+    let prog: &mut Xdp = ebpf.program_mut(name).ok_or(err(ProgramError::NotLoaded))?.try_into().map_err(err)?;
+    prog.load().map_err(err)?;
+    let fd = prog.fd().map_err(err)?.try_clone().map_err(io(format!("{name}: program fd")))?;
+    let native_pin = dir.join(format!("{name}.native"));
+    let generic_pin = dir.join(format!("{name}.generic"));
+    // A link keeps the mode it was created in; reuse whichever this device already has.
+    if native_pin.exists() || generic_pin.exists() {
+        let native = native_pin.exists();
+        let pin = if native { &native_pin } else { &generic_pin };
+        let how = attach_pinned(name, fd.as_fd(), pin, || {
+            let id = prog.attach(device, if native { XdpMode::Driver } else { XdpMode::Skb }).map_err(err)?;
+            fd_link(name, prog.take_link(id).map_err(err)?)
+        })?;
+        return Ok((AttachReport { program: name, hook: format!("xdp {device}"), how }, native));
+    }
+    let native = match prog.attach(device, XdpMode::Driver) {
+        Ok(id) => {
+            fd_link(name, prog.take_link(id).map_err(err)?)?
+                .pin(&native_pin)
+                .map_err(|source| LoadError::Pin { name, path: native_pin.clone(), source })?;
+            true
+        }
+        Err(e) if accel == Acceleration::Native => return Err(err(e)),
+        Err(_) => {
+            let id = prog.attach(device, XdpMode::Skb).map_err(err)?;
+            fd_link(name, prog.take_link(id).map_err(err)?)?
+                .pin(&generic_pin)
+                .map_err(|source| LoadError::Pin { name, path: generic_pin.clone(), source })?;
+            false
+        }
+    };
+    Ok((AttachReport { program: name, hook: format!("xdp {device}"), how: Attachment::Attached }, native))
+}
+
+/// Writes the node-wide datapath settings (SNAT addresses, XDP acceleration).
+pub fn write_config(ebpf: &mut Ebpf, config: abi::Config) -> Result<(), LoadError> {
+    let map = ebpf.map_mut(abi::MAP_CONFIG).ok_or(LoadError::Config(aya::maps::MapError::InvalidName { name: abi::MAP_CONFIG.into() }))?;
+    let mut array: Array<&mut MapData, abi::Config> = Array::try_from(map).map_err(LoadError::Config)?;
+    array.set(0, config, 0).map_err(LoadError::Config)
+}
+
+/// Removes the links this agent pinned for hooks it no longer serves (another cgroup, a device
+/// no longer in --devices), which detaches those programs.
+pub fn prune_links(root: &Path, keep: &[PathBuf]) -> Result<Vec<PathBuf>, LoadError> {
     let mut removed = Vec::new();
     let Ok(entries) = fs::read_dir(root.join("links")) else { return Ok(removed) };
     for entry in entries.flatten() {
         let path = entry.path();
-        if path != keep {
+        if !keep.contains(&path) {
             fs::remove_dir_all(&path).map_err(io(format!("removing {}", path.display())))?;
             removed.push(path);
         }
@@ -156,10 +280,7 @@ pub fn prune_other_cgroup_links(root: &Path, keep: &Path) -> Result<Vec<PathBuf>
     Ok(removed)
 }
 
-/// Detaches everything and unpins every map: what `sluice uninstall` (and test cleanup) does.
-pub fn remove_all(root: &Path) -> Result<(), LoadError> {
-    if root.exists() {
-        fs::remove_dir_all(root).map_err(io(format!("removing {}", root.display())))?;
-    }
-    Ok(())
+/// The links directory a device's programs are pinned under (for [`prune_links`]).
+pub fn device_links(root: &Path, device: &str) -> PathBuf {
+    root.join("links").join(format!("dev-{device}"))
 }

@@ -3,8 +3,12 @@
 
 use std::path::{Path, PathBuf};
 
+use aya::maps::lpm_trie::{Key as LpmKey, LpmTrie};
 use aya::maps::{HashMap, Map, MapData};
-use sluice_abi::{self as abi, Backend, FrontendName, RevNatKey, RevNatValue, SvcKey, SvcValue};
+use sluice_abi::{
+    self as abi, Addr, Backend, FrontendAddrValue, FrontendName, NodePortKey, RevNatKey, RevNatValue, SrcRangeData, SrcRangeKey,
+    SvcKey, SvcValue,
+};
 use sluice_core::LbState;
 
 /// One write to one map.
@@ -13,8 +17,14 @@ pub enum Op {
     PutBackend(u32, Backend),
     PutRevNat(u32, RevNatValue),
     PutName(u32, FrontendName),
+    PutSrcRange(SrcRangeKey),
+    PutLbAddr(Addr, FrontendAddrValue),
+    PutNodePort(NodePortKey),
     PutService(SvcKey, SvcValue),
     DelService(SvcKey),
+    DelLbAddr(Addr),
+    DelNodePort(NodePortKey),
+    DelSrcRange(SrcRangeKey),
     DelRevNat(u32),
     DelName(u32),
     DelBackend(u32),
@@ -48,7 +58,38 @@ impl Op {
             Op::DelBackend(id) => {
                 state.backends.remove(id);
             }
+            Op::PutSrcRange(k) => {
+                state.src_ranges.insert(*k);
+            }
+            Op::DelSrcRange(k) => {
+                state.src_ranges.remove(k);
+            }
+            Op::PutLbAddr(a, v) => {
+                state.lb_addrs.insert(*a, *v);
+            }
+            Op::DelLbAddr(a) => {
+                state.lb_addrs.remove(a);
+            }
+            Op::PutNodePort(k) => {
+                state.nodeports.insert(*k);
+            }
+            Op::DelNodePort(k) => {
+                state.nodeports.remove(k);
+            }
         }
+    }
+
+    pub fn is_delete(&self) -> bool {
+        matches!(
+            self,
+            Op::DelService(_)
+                | Op::DelLbAddr(_)
+                | Op::DelNodePort(_)
+                | Op::DelSrcRange(_)
+                | Op::DelRevNat(_)
+                | Op::DelName(_)
+                | Op::DelBackend(_)
+        )
     }
 }
 
@@ -83,6 +124,9 @@ pub struct BpfMaps {
     backends: HashMap<MapData, u32, Backend>,
     revnat: HashMap<MapData, RevNatKey, RevNatValue>,
     names: HashMap<MapData, RevNatKey, FrontendName>,
+    src_ranges: LpmTrie<MapData, SrcRangeData, u8>,
+    lb_addrs: HashMap<MapData, Addr, FrontendAddrValue>,
+    nodeports: HashMap<MapData, NodePortKey, u8>,
 }
 
 pub(crate) fn open_pinned(root: &Path, name: &str) -> Result<Map, MapError> {
@@ -104,6 +148,12 @@ impl BpfMaps {
             backends: open_hash(root, abi::MAP_BACKENDS)?,
             revnat: open_hash(root, abi::MAP_REVNAT)?,
             names: open_hash(root, abi::MAP_NAMES)?,
+            src_ranges: {
+                let map = open_pinned(root, abi::MAP_SRC_RANGES)?;
+                LpmTrie::try_from(map).map_err(|source| MapError::Open { path: root.join(abi::MAP_SRC_RANGES), source })?
+            },
+            lb_addrs: open_hash(root, abi::MAP_LB_ADDRS)?,
+            nodeports: open_hash(root, abi::MAP_NODEPORTS)?,
         })
     }
 }
@@ -137,6 +187,15 @@ impl LbMaps for BpfMaps {
             Op::DelRevNat(id) => ignore_missing(self.revnat.remove(&RevNatKey { id: *id })).map_err(kernel(abi::MAP_REVNAT, op)),
             Op::DelName(id) => ignore_missing(self.names.remove(&RevNatKey { id: *id })).map_err(kernel(abi::MAP_NAMES, op)),
             Op::DelBackend(id) => ignore_missing(self.backends.remove(id)).map_err(kernel(abi::MAP_BACKENDS, op)),
+            Op::PutSrcRange(k) => {
+                self.src_ranges.insert(&LpmKey::new(k.prefixlen, k.data()), 1, 0).map_err(kernel(abi::MAP_SRC_RANGES, op))
+            }
+            Op::DelSrcRange(k) => ignore_missing(self.src_ranges.remove(&LpmKey::new(k.prefixlen, k.data())))
+                .map_err(kernel(abi::MAP_SRC_RANGES, op)),
+            Op::PutLbAddr(a, v) => self.lb_addrs.insert(a, v, 0).map_err(kernel(abi::MAP_LB_ADDRS, op)),
+            Op::DelLbAddr(a) => ignore_missing(self.lb_addrs.remove(a)).map_err(kernel(abi::MAP_LB_ADDRS, op)),
+            Op::PutNodePort(k) => self.nodeports.insert(k, 1, 0).map_err(kernel(abi::MAP_NODEPORTS, op)),
+            Op::DelNodePort(k) => ignore_missing(self.nodeports.remove(k)).map_err(kernel(abi::MAP_NODEPORTS, op)),
         }
     }
 
@@ -146,6 +205,16 @@ impl LbMaps for BpfMaps {
             backends: dump_hash(&self.backends, abi::MAP_BACKENDS, |k| k)?,
             revnat: dump_hash(&self.revnat, abi::MAP_REVNAT, |k: RevNatKey| k.id)?,
             names: dump_hash(&self.names, abi::MAP_NAMES, |k: RevNatKey| k.id)?,
+            src_ranges: {
+                let mut out = std::collections::BTreeSet::new();
+                for item in self.src_ranges.iter() {
+                    let (k, _) = item.map_err(|source| MapError::Kernel { map: abi::MAP_SRC_RANGES, op: "iterate".into(), source })?;
+                    out.insert(SrcRangeKey::from_parts(k.prefix_len(), k.data()));
+                }
+                out
+            },
+            lb_addrs: dump_hash(&self.lb_addrs, abi::MAP_LB_ADDRS, |k| k)?,
+            nodeports: dump_hash(&self.nodeports, abi::MAP_NODEPORTS, |k| k)?.into_keys().collect(),
         })
     }
 }

@@ -4,56 +4,55 @@
 //! names them; slots exist before the slot-0 count that makes them reachable; on removal the
 //! reverse. Only entries whose value changed are written.
 
-use sluice_abi::SvcKey;
+use std::collections::{BTreeMap, BTreeSet};
+
+use sluice_abi::{SvcKey, SvcValue};
 use sluice_core::LbState;
 
 use crate::maps::{LbMaps, MapError, Op};
 
+fn puts<K: Ord + Copy, V: PartialEq + Copy>(
+    desired: &BTreeMap<K, V>,
+    current: &BTreeMap<K, V>,
+    op: impl Fn(K, V) -> Op,
+    ops: &mut Vec<Op>,
+) {
+    ops.extend(desired.iter().filter(|(k, v)| current.get(k) != Some(v)).map(|(k, v)| op(*k, *v)));
+}
+
+fn dels<K: Ord + Copy, V>(desired: &BTreeMap<K, V>, current: &BTreeMap<K, V>, op: impl Fn(K) -> Op, ops: &mut Vec<Op>) {
+    ops.extend(current.keys().filter(|k| !desired.contains_key(k)).map(|k| op(*k)));
+}
+
+fn set_puts<K: Ord + Copy>(desired: &BTreeSet<K>, current: &BTreeSet<K>, op: impl Fn(K) -> Op, ops: &mut Vec<Op>) {
+    ops.extend(desired.difference(current).map(|k| op(*k)));
+}
+
 /// The ordered operations turning `current` into `desired`.
 pub fn diff(desired: &LbState, current: &LbState) -> Vec<Op> {
     let mut ops = Vec::new();
-    for (id, b) in &desired.backends {
-        if current.backends.get(id) != Some(b) {
-            ops.push(Op::PutBackend(*id, *b));
-        }
-    }
-    for (id, r) in &desired.revnat {
-        if current.revnat.get(id) != Some(r) {
-            ops.push(Op::PutRevNat(*id, *r));
-        }
-    }
-    for (id, n) in &desired.names {
-        if current.names.get(id) != Some(n) {
-            ops.push(Op::PutName(*id, *n));
-        }
-    }
-    let changed = |k: &SvcKey, v| current.services.get(k) != Some(v);
-    for (k, v) in desired.services.iter().filter(|(k, _)| k.slot != 0) {
-        if changed(k, v) {
-            ops.push(Op::PutService(*k, *v));
-        }
-    }
-    for (k, v) in desired.services.iter().filter(|(k, _)| k.slot == 0) {
-        if changed(k, v) {
-            ops.push(Op::PutService(*k, *v));
-        }
-    }
+    // What slots and headers point at exists before they do.
+    puts(&desired.backends, &current.backends, Op::PutBackend, &mut ops);
+    puts(&desired.revnat, &current.revnat, Op::PutRevNat, &mut ops);
+    puts(&desired.names, &current.names, Op::PutName, &mut ops);
+    set_puts(&desired.src_ranges, &current.src_ranges, Op::PutSrcRange, &mut ops);
+    set_puts(&desired.nodeports, &current.nodeports, Op::PutNodePort, &mut ops);
+    let (slots, heads): (BTreeMap<SvcKey, SvcValue>, BTreeMap<SvcKey, SvcValue>) =
+        desired.services.iter().map(|(k, v)| (*k, *v)).partition(|(k, _)| k.slot != 0);
+    puts(&slots, &current.services, Op::PutService, &mut ops);
+    puts(&heads, &current.services, Op::PutService, &mut ops);
+    // An address starts dropping unknown ports only once its frontends answer.
+    puts(&desired.lb_addrs, &current.lb_addrs, Op::PutLbAddr, &mut ops);
+
+    dels(&desired.lb_addrs, &current.lb_addrs, Op::DelLbAddr, &mut ops);
     // Headers go first so no reader follows a count into slots that are being removed.
-    for k in current.services.keys().filter(|k| k.slot == 0 && !desired.services.contains_key(k)) {
-        ops.push(Op::DelService(*k));
-    }
-    for k in current.services.keys().filter(|k| k.slot != 0 && !desired.services.contains_key(k)) {
-        ops.push(Op::DelService(*k));
-    }
-    for id in current.revnat.keys().filter(|id| !desired.revnat.contains_key(id)) {
-        ops.push(Op::DelRevNat(*id));
-    }
-    for id in current.names.keys().filter(|id| !desired.names.contains_key(id)) {
-        ops.push(Op::DelName(*id));
-    }
-    for id in current.backends.keys().filter(|id| !desired.backends.contains_key(id)) {
-        ops.push(Op::DelBackend(*id));
-    }
+    ops.extend(current.services.keys().filter(|k| k.slot == 0 && !desired.services.contains_key(k)).map(|k| Op::DelService(*k)));
+    ops.extend(current.services.keys().filter(|k| k.slot != 0 && !desired.services.contains_key(k)).map(|k| Op::DelService(*k)));
+    set_puts(&current.nodeports, &desired.nodeports, Op::DelNodePort, &mut ops);
+    set_puts(&current.src_ranges, &desired.src_ranges, Op::DelSrcRange, &mut ops);
+    dels(&desired.revnat, &current.revnat, Op::DelRevNat, &mut ops);
+    dels(&desired.names, &current.names, Op::DelName, &mut ops);
+    dels(&desired.backends, &current.backends, Op::DelBackend, &mut ops);
     ops
 }
 
@@ -97,9 +96,10 @@ impl Reconciler {
                 return Err(SyncError { applied: i, total: ops.len(), source });
             }
             op.apply_to(&mut self.current);
-            match op {
-                Op::DelService(_) | Op::DelRevNat(_) | Op::DelName(_) | Op::DelBackend(_) => stats.deletes += 1,
-                _ => stats.writes += 1,
+            if op.is_delete() {
+                stats.deletes += 1;
+            } else {
+                stats.writes += 1;
             }
         }
         Ok(stats)
@@ -119,6 +119,16 @@ pub fn check_consistent(state: &LbState) -> Result<(), String> {
         }
         if !state.revnat.contains_key(&u32::from(head.rev_nat_id)) {
             return Err(format!("{k:?} names missing rev-NAT {}", head.rev_nat_id));
+        }
+        if head.flags & sluice_abi::SVC_F_SOURCE_RANGES != 0
+            && !state.src_ranges.iter().any(|r| r.rev_nat_id == u32::from(head.rev_nat_id))
+        {
+            return Err(format!("{k:?} enforces source ranges but has none"));
+        }
+    }
+    for addr in state.lb_addrs.keys() {
+        if !state.services.keys().any(|k| k.slot == 0 && k.addr == *addr) {
+            return Err(format!("frontend address {addr:?} drops traffic but has no frontend"));
         }
     }
     Ok(())

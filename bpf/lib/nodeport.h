@@ -1,0 +1,368 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * North-south load balancing (NodePort, ExternalIP, LoadBalancer): conntrack, DNAT to a backend,
+ * SNAT to the node address for remote backends, reverse NAT of replies, FIB-based forwarding.
+ * Shared by the tc programs and, for remote backends, by XDP acceleration.
+ */
+#ifndef SLUICE_NODEPORT_H
+#define SLUICE_NODEPORT_H
+
+#include "nat.h"
+
+#define AF_INET 2
+#define AF_INET6 10
+
+enum ns_action {
+	NS_PASS,     /* not ours: leave the packet alone */
+	NS_DROP,
+	NS_TO_STACK, /* translated; the stack delivers it (local backend, or reply to it) */
+	NS_REDIRECT, /* translated; forward it out of the device the FIB picks */
+};
+
+static __always_inline struct sluice_config *ns_config(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&SLUICE_MAP_CONFIG, &zero);
+}
+
+static __always_inline void ct_key_of(struct sluice_ct_key *k, const struct pkt *p, __u8 dir)
+{
+	k->saddr = p->saddr;
+	k->daddr = p->daddr;
+	k->sport = p->sport;
+	k->dport = p->dport;
+	k->proto = p->proto;
+	k->dir = dir;
+	k->pad = 0;
+}
+
+/* Finds a source port on the node address that no other flow to this backend uses. */
+static __always_inline int snat_port(const struct pkt *p, const struct sluice_backend *be,
+				     const struct sluice_addr *snat, __be16 *port)
+{
+	struct sluice_ct_key rk = {};
+	struct sluice_ct_value *taken;
+	__u16 candidate = bpf_ntohs(p->sport);
+
+	rk.saddr = be->addr;
+	rk.daddr = *snat;
+	rk.sport = be->port;
+	rk.proto = p->proto;
+	rk.dir = SLUICE_CT_REVERSE;
+#pragma unroll
+	for (int i = 0; i < 4; i++) {
+		rk.dport = bpf_htons(candidate);
+		taken = bpf_map_lookup_elem(&SLUICE_MAP_CT, &rk);
+		/* Free, or ours already (a retransmitted SYN of this very flow). */
+		if (!taken || (addr_eq(&taken->addr2, &p->saddr) && taken->port2 == p->sport)) {
+			*port = rk.dport;
+			return 0;
+		}
+		candidate = 32768 + (bpf_get_prandom_u32() % 28232);
+	}
+	return -1;
+}
+
+/* A packet from a client to a frontend: find or create its flow, then translate. */
+static __always_inline enum ns_action ns_forward(void *ctx, int xdp, struct pkt *p)
+{
+	struct sluice_ct_key fk = {};
+	struct sluice_ct_value *found, fwd = {};
+
+	ct_key_of(&fk, p, SLUICE_CT_FORWARD);
+	found = bpf_map_lookup_elem(&SLUICE_MAP_CT, &fk);
+	if (found) {
+		fwd = *found;
+		if (xdp && (fwd.flags & SLUICE_CT_F_LOCAL))
+			return NS_PASS; /* tc delivers to local backends */
+		sluice_count(xdp ? SLUICE_CNT_XDP_FORWARD : SLUICE_CNT_NP_FORWARD);
+	} else {
+		struct sluice_svc_key key = {};
+		struct sluice_svc_value *svc;
+		struct sluice_backend be;
+		struct sluice_ct_key rk = {};
+		struct sluice_ct_value rev = {};
+		__u16 flags, rev_nat_id;
+
+		key.addr = p->daddr;
+		key.port = p->dport;
+		key.proto = p->proto;
+		svc = lb_header(&key, 0);
+		if (!svc)
+			return NS_PASS;
+		flags = svc->flags;
+		rev_nat_id = svc->rev_nat_id;
+		switch (lb_pick(&key, svc, &be)) {
+		case LB_PICKED:
+			break;
+		case LB_NO_BACKEND:
+			/* externalTrafficPolicy Local without a local endpoint drops, as kube-proxy does */
+			sluice_count(flags & SLUICE_SVC_F_EXT_LOCAL ? SLUICE_CNT_NP_DROP_LOCAL_NONE : SLUICE_CNT_NP_DROP_NO_BACKEND);
+			return NS_DROP;
+		default:
+			sluice_count(SLUICE_CNT_SOCK_MISSING_SLOT);
+			return NS_DROP;
+		}
+		if (addr_is_v4mapped(&be.addr) == p->v6)
+			return NS_DROP;
+		fwd.addr1 = be.addr;
+		fwd.port1 = be.port;
+		fwd.rev_nat_id = rev_nat_id;
+		rev.addr1 = p->daddr;
+		rev.port1 = p->dport;
+		rev.addr2 = p->saddr;
+		rev.port2 = p->sport;
+		rev.rev_nat_id = rev_nat_id;
+		rk.saddr = be.addr;
+		rk.sport = be.port;
+		rk.proto = p->proto;
+		rk.dir = SLUICE_CT_REVERSE;
+		if (be.flags & SLUICE_BACKEND_F_LOCAL) {
+			if (xdp) {
+				sluice_count(SLUICE_CNT_XDP_PASS_LOCAL);
+				return NS_PASS;
+			}
+			fwd.flags = SLUICE_CT_F_LOCAL;
+			rev.flags = SLUICE_CT_F_LOCAL;
+			rk.daddr = p->saddr;
+			rk.dport = p->sport;
+		} else {
+			struct sluice_config *cfg = ns_config();
+			struct sluice_addr snat;
+
+			if (!cfg)
+				return NS_DROP;
+			snat = p->v6 ? cfg->node_ip6 : cfg->node_ip4;
+			if (snat.words[3] == 0 || snat_port(p, &be, &snat, &fwd.port2)) {
+				sluice_count(SLUICE_CNT_NP_DROP_SNAT_PORT);
+				return NS_DROP;
+			}
+			fwd.addr2 = snat;
+			fwd.flags = SLUICE_CT_F_SNAT;
+			rev.flags = SLUICE_CT_F_SNAT;
+			rk.daddr = snat;
+			rk.dport = fwd.port2;
+		}
+		/* The reply path first, so no reply can arrive before it is known. */
+		if (bpf_map_update_elem(&SLUICE_MAP_CT, &rk, &rev, BPF_ANY) ||
+		    bpf_map_update_elem(&SLUICE_MAP_CT, &fk, &fwd, BPF_ANY))
+			return NS_DROP;
+		sluice_count(xdp ? SLUICE_CNT_XDP_FORWARD : SLUICE_CNT_NP_NEW_FLOW);
+	}
+	if (set_addr(ctx, xdp, p, DIR_DST, &p->daddr, &fwd.addr1) ||
+	    set_port(ctx, xdp, p, DIR_DST, p->dport, fwd.port1))
+		return NS_DROP;
+	if (fwd.flags & SLUICE_CT_F_SNAT) {
+		if (set_addr(ctx, xdp, p, DIR_SRC, &p->saddr, &fwd.addr2) ||
+		    set_port(ctx, xdp, p, DIR_SRC, p->sport, fwd.port2))
+			return NS_DROP;
+		return NS_REDIRECT;
+	}
+	return NS_TO_STACK;
+}
+
+/* A reply from a backend: on ingress the SNATed ones (remote backends), on egress the ones
+ * from local backends. Restores the frontend as source (and the client as destination). */
+static __always_inline enum ns_action ns_reverse(void *ctx, int xdp, struct pkt *p, int egress)
+{
+	struct sluice_ct_key rk = {};
+	struct sluice_ct_value *found, rev;
+	int snat;
+
+	ct_key_of(&rk, p, SLUICE_CT_REVERSE);
+	found = bpf_map_lookup_elem(&SLUICE_MAP_CT, &rk);
+	if (!found)
+		return NS_PASS;
+	rev = *found;
+	snat = !!(rev.flags & SLUICE_CT_F_SNAT);
+	if (snat == egress)
+		return NS_PASS;
+	if (set_addr(ctx, xdp, p, DIR_SRC, &p->saddr, &rev.addr1) ||
+	    set_port(ctx, xdp, p, DIR_SRC, p->sport, rev.port1))
+		return NS_DROP;
+	if (snat) {
+		if (set_addr(ctx, xdp, p, DIR_DST, &p->daddr, &rev.addr2) ||
+		    set_port(ctx, xdp, p, DIR_DST, p->dport, rev.port2))
+			return NS_DROP;
+	}
+	sluice_count(xdp ? SLUICE_CNT_XDP_REVERSE : SLUICE_CNT_NP_REVERSE);
+	return snat ? NS_REDIRECT : NS_TO_STACK;
+}
+
+/* Fills a FIB query from the (already translated) IP header; 0 on success. */
+static __always_inline int fib_params(void *data, void *data_end, int v6, struct bpf_fib_lookup *fib)
+{
+	if (!v6) {
+		struct iphdr *ip = data + L3_OFF;
+
+		if ((void *)(ip + 1) > data_end)
+			return -1;
+		fib->family = AF_INET;
+		fib->tos = ip->tos;
+		fib->l4_protocol = ip->protocol;
+		fib->tot_len = bpf_ntohs(ip->tot_len);
+		fib->ipv4_src = ip->saddr;
+		fib->ipv4_dst = ip->daddr;
+		return 0;
+	}
+	struct ipv6hdr *ip6 = data + L3_OFF;
+
+	if ((void *)(ip6 + 1) > data_end)
+		return -1;
+	fib->family = AF_INET6;
+	fib->l4_protocol = ip6->nexthdr;
+	fib->tot_len = bpf_ntohs(ip6->payload_len) + sizeof(*ip6);
+	__builtin_memcpy(fib->ipv6_src, &ip6->saddr, 16);
+	__builtin_memcpy(fib->ipv6_dst, &ip6->daddr, 16);
+	return 0;
+}
+
+static __always_inline int set_macs(void *data, void *data_end, const struct bpf_fib_lookup *fib)
+{
+	struct ethhdr *eth = data;
+
+	if ((void *)(eth + 1) > data_end)
+		return -1;
+	__builtin_memcpy(eth->h_dest, fib->dmac, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, fib->smac, ETH_ALEN);
+	return 0;
+}
+
+static __always_inline int tc_forward(struct __sk_buff *skb, int v6)
+{
+	struct bpf_fib_lookup fib = {};
+	long rc;
+
+	if (fib_params((void *)(long)skb->data, (void *)(long)skb->data_end, v6, &fib))
+		return TC_ACT_SHOT;
+	fib.ifindex = skb->ingress_ifindex ? skb->ingress_ifindex : skb->ifindex;
+	rc = bpf_fib_lookup(skb, &fib, sizeof(fib), 0);
+	if (rc == BPF_FIB_LKUP_RET_SUCCESS) {
+		if (set_macs((void *)(long)skb->data, (void *)(long)skb->data_end, &fib))
+			return TC_ACT_SHOT;
+		return bpf_redirect(fib.ifindex, 0);
+	}
+	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH)
+		return bpf_redirect_neigh(fib.ifindex, 0, 0, 0);
+	/* No route known to the FIB helper: let the stack try. */
+	sluice_count(SLUICE_CNT_NP_FIB_FAIL);
+	return TC_ACT_OK;
+}
+
+static __always_inline int xdp_forward(struct xdp_md *ctx, int v6)
+{
+	void *data = (void *)(long)ctx->data, *data_end = (void *)(long)ctx->data_end;
+	struct bpf_fib_lookup fib = {};
+	long rc;
+
+	if (fib_params(data, data_end, v6, &fib))
+		return XDP_DROP;
+	fib.ifindex = ctx->ingress_ifindex;
+	rc = bpf_fib_lookup(ctx, &fib, sizeof(fib), 0);
+	if (rc != BPF_FIB_LKUP_RET_SUCCESS) {
+		/* Already translated; the stack forwards it and resolves the neighbour. */
+		sluice_count(SLUICE_CNT_NP_FIB_FAIL);
+		return XDP_PASS;
+	}
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	if (set_macs(data, data_end, &fib))
+		return XDP_DROP;
+	if (fib.ifindex == ctx->ingress_ifindex)
+		return XDP_TX;
+	return bpf_redirect(fib.ifindex, 0);
+}
+
+/*
+ * An ICMPv4 error quoting a tracked flow (fragmentation needed, unreachable, time exceeded):
+ * the quoted packet is rewritten to what the client sent, the ICMP and inner IP checksums are
+ * fixed, and the outer destination becomes the client. Returns the action, NS_PASS if untracked.
+ */
+static __always_inline enum ns_action tc_icmp4_error(struct __sk_buff *skb, struct pkt *p, int egress)
+{
+	const __u32 icmp_csum = L4_OFF_V4 + offsetof(struct icmphdr, checksum);
+	const __u32 inner = L4_OFF_V4 + sizeof(struct icmphdr);
+	const __u32 inner_ports = inner + sizeof(struct iphdr);
+	struct sluice_ct_key rk = {};
+	struct sluice_ct_value *found, rev;
+	void *data, *data_end;
+	struct iphdr *iip;
+	__be16 *iports;
+	__be32 old_isrc, old_idst, new_isrc, new_idst, outer_src, outer_dst;
+	__be16 old_isport, old_idport, new_isport, new_idport;
+	__sum16 old_icheck, new_icheck;
+	int snat;
+
+	if (p->icmp_type != ICMP_DEST_UNREACH && p->icmp_type != ICMP_TIME_EXCEEDED)
+		return NS_PASS;
+	data = (void *)(long)skb->data;
+	data_end = (void *)(long)skb->data_end;
+	iip = data + inner;
+	iports = data + inner_ports;
+	if ((void *)(iports + 2) > data_end || iip->ihl != 5 ||
+	    (iip->protocol != IPPROTO_TCP && iip->protocol != IPPROTO_UDP))
+		return NS_PASS;
+	/* The quoted packet went backend-ward; its reverse entry is keyed the other way round. */
+	addr_set_v4mapped(&rk.saddr, iip->daddr);
+	addr_set_v4mapped(&rk.daddr, iip->saddr);
+	rk.sport = iports[1];
+	rk.dport = iports[0];
+	rk.proto = iip->protocol;
+	rk.dir = SLUICE_CT_REVERSE;
+	found = bpf_map_lookup_elem(&SLUICE_MAP_CT, &rk);
+	if (!found)
+		return NS_PASS;
+	rev = *found;
+	snat = !!(rev.flags & SLUICE_CT_F_SNAT);
+	if (snat == egress)
+		return NS_PASS;
+	old_isrc = iip->saddr;
+	old_idst = iip->daddr;
+	old_isport = iports[0];
+	old_idport = iports[1];
+	old_icheck = iip->check;
+	outer_src = p->saddr.words[3];
+	outer_dst = p->daddr.words[3];
+	new_idst = rev.addr1.words[3];
+	new_idport = rev.port1;
+	new_isrc = snat ? rev.addr2.words[3] : old_isrc;
+	new_isport = snat ? rev.port2 : old_isport;
+
+	/* Inner header: addresses (with its own checksum), then ports. */
+	if (bpf_l3_csum_replace(skb, inner + offsetof(struct iphdr, check), old_idst, new_idst, 4) ||
+	    bpf_l3_csum_replace(skb, inner + offsetof(struct iphdr, check), old_isrc, new_isrc, 4) ||
+	    bpf_skb_store_bytes(skb, inner + offsetof(struct iphdr, daddr), &new_idst, 4, 0) ||
+	    bpf_skb_store_bytes(skb, inner + offsetof(struct iphdr, saddr), &new_isrc, 4, 0) ||
+	    bpf_skb_store_bytes(skb, inner_ports, &new_isport, 2, 0) ||
+	    bpf_skb_store_bytes(skb, inner_ports + 2, &new_idport, 2, 0))
+		return NS_DROP;
+	data = (void *)(long)skb->data;
+	data_end = (void *)(long)skb->data_end;
+	iip = data + inner;
+	if ((void *)(iip + 1) > data_end)
+		return NS_DROP;
+	new_icheck = iip->check;
+	/* The ICMP checksum covers every byte that changed inside it. */
+	if (bpf_l4_csum_replace(skb, icmp_csum, old_idst, new_idst, 4) ||
+	    bpf_l4_csum_replace(skb, icmp_csum, old_isrc, new_isrc, 4) ||
+	    bpf_l4_csum_replace(skb, icmp_csum, old_isport, new_isport, 2) ||
+	    bpf_l4_csum_replace(skb, icmp_csum, old_idport, new_idport, 2) ||
+	    bpf_l4_csum_replace(skb, icmp_csum, old_icheck, new_icheck, 2))
+		return NS_DROP;
+	/* Outer header: an error the backend itself sent appears to come from the frontend. */
+	if (outer_src == old_idst) {
+		if (bpf_l3_csum_replace(skb, L3_OFF + offsetof(struct iphdr, check), outer_src, new_idst, 4) ||
+		    bpf_skb_store_bytes(skb, L3_OFF + offsetof(struct iphdr, saddr), &new_idst, 4, 0))
+			return NS_DROP;
+	}
+	if (snat) {
+		if (bpf_l3_csum_replace(skb, L3_OFF + offsetof(struct iphdr, check), outer_dst, new_isrc, 4) ||
+		    bpf_skb_store_bytes(skb, L3_OFF + offsetof(struct iphdr, daddr), &new_isrc, 4, 0))
+			return NS_DROP;
+	}
+	sluice_count(SLUICE_CNT_NP_ICMP_ERROR);
+	return snat ? NS_REDIRECT : NS_TO_STACK;
+}
+
+#endif

@@ -1,0 +1,120 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Parsing shared by tc and XDP. Only the common shapes are handled (Ethernet, IPv4 without
+ * options, IPv6 without extension headers); anything else is passed on untouched, which keeps
+ * every header at a constant offset the verifier can check once. */
+#ifndef SLUICE_PACKET_H
+#define SLUICE_PACKET_H
+
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <linux/in.h>
+#include <linux/tcp.h>
+#include <linux/udp.h>
+#include <bpf/bpf_endian.h>
+#include "lb.h"
+
+/* linux/icmp.h drags in libc headers that do not exist for the BPF target; these are all we use. */
+struct icmphdr {
+	__u8 type;
+	__u8 code;
+	__sum16 checksum;
+	__be32 rest;
+};
+#define ICMP_DEST_UNREACH 3
+#define ICMP_TIME_EXCEEDED 11
+#define ICMP6_CSUM_OFF 2
+
+#define L3_OFF ETH_HLEN
+#define L4_OFF_V4 (ETH_HLEN + sizeof(struct iphdr))
+#define L4_OFF_V6 (ETH_HLEN + sizeof(struct ipv6hdr))
+
+struct pkt {
+	struct sluice_addr saddr;
+	struct sluice_addr daddr;
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 v6;
+	__u8 icmp_type; /* when proto is ICMP/ICMPv6 */
+	__u8 pad;
+	__u32 l4_off;
+};
+
+enum parse_result {
+	PARSE_OK,
+	PARSE_OTHER, /* not something we translate */
+};
+
+static __always_inline enum parse_result parse(void *data, void *data_end, struct pkt *p)
+{
+	struct ethhdr *eth = data;
+
+	if ((void *)(eth + 1) > data_end)
+		return PARSE_OTHER;
+	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
+		struct iphdr *ip = (void *)(eth + 1);
+
+		if ((void *)(ip + 1) > data_end || ip->ihl != 5)
+			return PARSE_OTHER;
+		/* Later fragments carry no ports. */
+		if (ip->frag_off & bpf_htons(0x1fff))
+			return PARSE_OTHER;
+		addr_set_v4mapped(&p->saddr, ip->saddr);
+		addr_set_v4mapped(&p->daddr, ip->daddr);
+		p->proto = ip->protocol;
+		p->v6 = 0;
+		p->l4_off = L4_OFF_V4;
+	} else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr *ip6 = (void *)(eth + 1);
+
+		if ((void *)(ip6 + 1) > data_end)
+			return PARSE_OTHER;
+		__builtin_memcpy(&p->saddr, &ip6->saddr, 16);
+		__builtin_memcpy(&p->daddr, &ip6->daddr, 16);
+		p->proto = ip6->nexthdr;
+		p->v6 = 1;
+		p->l4_off = L4_OFF_V6;
+	} else {
+		return PARSE_OTHER;
+	}
+	if (p->proto == IPPROTO_TCP || p->proto == IPPROTO_UDP) {
+		/* TCP and UDP both start with the two ports. */
+		__be16 *ports = data + p->l4_off;
+
+		if ((void *)(ports + 2) > data_end)
+			return PARSE_OTHER;
+		p->sport = ports[0];
+		p->dport = ports[1];
+		return PARSE_OK;
+	}
+	if (p->proto == IPPROTO_ICMP || p->proto == IPPROTO_ICMPV6) {
+		__u8 *type = data + p->l4_off;
+
+		if ((void *)(type + 1) > data_end)
+			return PARSE_OTHER;
+		p->icmp_type = *type;
+		p->sport = 0;
+		p->dport = 0;
+		return PARSE_OK;
+	}
+	return PARSE_OTHER;
+}
+
+/* Offset of the L4 checksum field, or 0 when there is none to fix. */
+static __always_inline __u32 l4_csum_off(const struct pkt *p)
+{
+	switch (p->proto) {
+	case IPPROTO_TCP:
+		return p->l4_off + offsetof(struct tcphdr, check);
+	case IPPROTO_UDP:
+		return p->l4_off + offsetof(struct udphdr, check);
+	case IPPROTO_ICMPV6:
+		return p->l4_off + ICMP6_CSUM_OFF;
+	default:
+		return 0; /* ICMPv4's checksum does not cover the IP header */
+	}
+}
+
+#endif

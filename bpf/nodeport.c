@@ -1,0 +1,61 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* tc (tcx) programs on the node's external devices: NodePort, ExternalIP, LoadBalancer. */
+#include "lib/nodeport.h"
+
+/* Headers we read must be in the linear part of the skb. */
+static __always_inline void pull_headers(struct __sk_buff *skb)
+{
+	__u32 want = L4_OFF_V6 + 48;
+
+	bpf_skb_pull_data(skb, skb->len < want ? skb->len : want);
+}
+
+static __always_inline int tc_verdict(struct __sk_buff *skb, enum ns_action act, int v6)
+{
+	switch (act) {
+	case NS_DROP:
+		return TC_ACT_SHOT;
+	case NS_REDIRECT:
+		return tc_forward(skb, v6);
+	case NS_TO_STACK:
+		return TC_ACT_OK;
+	default:
+		return TC_ACT_UNSPEC; /* untouched: next program, or the stack */
+	}
+}
+
+SEC("classifier")
+int sluice_nodeport_ingress(struct __sk_buff *skb)
+{
+	struct pkt p = {};
+	enum ns_action act;
+
+	pull_headers(skb);
+	if (parse((void *)(long)skb->data, (void *)(long)skb->data_end, &p) != PARSE_OK)
+		return TC_ACT_UNSPEC;
+	if (p.proto == IPPROTO_ICMP)
+		return tc_verdict(skb, tc_icmp4_error(skb, &p, 0), 0);
+	if (p.proto != IPPROTO_TCP && p.proto != IPPROTO_UDP)
+		return TC_ACT_UNSPEC;
+	act = ns_reverse(skb, 0, &p, 0);
+	if (act == NS_PASS)
+		act = ns_forward(skb, 0, &p);
+	return tc_verdict(skb, act, p.v6);
+}
+
+SEC("classifier")
+int sluice_nodeport_egress(struct __sk_buff *skb)
+{
+	struct pkt p = {};
+
+	pull_headers(skb);
+	if (parse((void *)(long)skb->data, (void *)(long)skb->data_end, &p) != PARSE_OK)
+		return TC_ACT_UNSPEC;
+	if (p.proto == IPPROTO_ICMP)
+		return tc_verdict(skb, tc_icmp4_error(skb, &p, 1), 0);
+	if (p.proto != IPPROTO_TCP && p.proto != IPPROTO_UDP)
+		return TC_ACT_UNSPEC;
+	return tc_verdict(skb, ns_reverse(skb, 0, &p, 1), p.v6);
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";

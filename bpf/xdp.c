@@ -1,0 +1,62 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * XDP on the node's external devices: the earliest point a packet can be judged. Drops what
+ * must be dropped (loadBalancerSourceRanges, unknown ports on frontend addresses) before the
+ * kernel allocates anything, and with acceleration on, translates flows to remote backends and
+ * sends them back out without entering the stack. Local backends are left to tc.
+ */
+#include "lib/nodeport.h"
+
+SEC("xdp")
+int sluice_xdp(struct xdp_md *ctx)
+{
+	struct sluice_svc_key key = {};
+	struct sluice_svc_value *svc;
+	struct sluice_config *cfg;
+	struct pkt p = {};
+	int accel;
+
+	if (parse((void *)(long)ctx->data, (void *)(long)ctx->data_end, &p) != PARSE_OK)
+		return XDP_PASS;
+	if (p.proto != IPPROTO_TCP && p.proto != IPPROTO_UDP)
+		return XDP_PASS;
+	cfg = ns_config();
+	accel = cfg && (cfg->flags & SLUICE_CFG_F_XDP_ACCEL);
+
+	key.addr = p.daddr;
+	key.port = p.dport;
+	key.proto = p.proto;
+	svc = lb_header(&key, 0);
+	if (!svc) {
+		if (bpf_map_lookup_elem(&SLUICE_MAP_LB_ADDRS, &p.daddr)) {
+			sluice_count(SLUICE_CNT_XDP_DROP_UNKNOWN_PORT);
+			return XDP_DROP;
+		}
+		if (accel && ns_reverse(ctx, 1, &p, 0) == NS_REDIRECT)
+			return xdp_forward(ctx, p.v6);
+		return XDP_PASS;
+	}
+	if (svc->flags & SLUICE_SVC_F_SOURCE_RANGES) {
+		struct sluice_src_range_key rk = {};
+
+		rk.prefixlen = 32 + 128;
+		rk.rev_nat_id = svc->rev_nat_id;
+		rk.addr = p.saddr;
+		if (!bpf_map_lookup_elem(&SLUICE_MAP_SRC_RANGES, &rk)) {
+			sluice_count(SLUICE_CNT_XDP_DROP_SOURCE_RANGE);
+			return XDP_DROP;
+		}
+	}
+	if (!accel)
+		return XDP_PASS;
+	switch (ns_forward(ctx, 1, &p)) {
+	case NS_REDIRECT:
+		return xdp_forward(ctx, p.v6);
+	case NS_DROP:
+		return XDP_DROP;
+	default:
+		return XDP_PASS;
+	}
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";

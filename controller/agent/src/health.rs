@@ -1,0 +1,93 @@
+//! healthCheckNodePort servers, answering as kube-proxy's do: 200 with the local endpoint count
+//! while this node has local endpoints for the Service, 503 when it has none, so an external
+//! load balancer only sends externalTrafficPolicy Local traffic to nodes that can serve it.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use sluice_core::HealthCheck;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+#[derive(Default)]
+pub struct HealthServers {
+    state: Arc<Mutex<BTreeMap<u16, HealthCheck>>>,
+    servers: BTreeMap<u16, JoinHandle<()>>,
+}
+
+pub fn response(hc: &HealthCheck) -> String {
+    let body = serde_json::json!({
+        "service": {"namespace": hc.service.namespace, "name": hc.service.name},
+        "localEndpoints": hc.local_endpoints,
+        "serviceProxyHealthy": true,
+    })
+    .to_string();
+    let status = if hc.local_endpoints > 0 { "200 OK" } else { "503 Service Unavailable" };
+    format!(
+        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nX-Content-Type-Options: nosniff\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+async fn serve(port: u16, state: Arc<Mutex<BTreeMap<u16, HealthCheck>>>) {
+    let listener = match TcpListener::bind(("::", port)).await {
+        Ok(l) => l,
+        Err(_) => match TcpListener::bind(("0.0.0.0", port)).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(port, "cannot serve healthCheckNodePort: {e}");
+                return;
+            }
+        },
+    };
+    loop {
+        let Ok((mut conn, _)) = listener.accept().await else { continue };
+        let state = state.clone();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 1024];
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), conn.read(&mut buf)).await;
+            let reply = state.lock().expect("health state").get(&port).map(response);
+            if let Some(reply) = reply {
+                let _ = conn.write_all(reply.as_bytes()).await;
+            }
+            let _ = conn.shutdown().await;
+        });
+    }
+}
+
+impl HealthServers {
+    /// Serves exactly the given checks: new ports get a server, gone ports lose theirs.
+    pub fn update(&mut self, checks: &[HealthCheck]) {
+        let wanted: BTreeMap<u16, HealthCheck> = checks.iter().map(|h| (h.port, h.clone())).collect();
+        *self.state.lock().expect("health state") = wanted.clone();
+        self.servers.retain(|port, task| {
+            let keep = wanted.contains_key(port);
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+        for port in wanted.keys() {
+            if !self.servers.contains_key(port) {
+                self.servers.insert(*port, tokio::spawn(serve(*port, self.state.clone())));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_core::ServiceName;
+
+    #[test]
+    fn answers_like_kube_proxy() {
+        let mut hc = HealthCheck { port: 32000, service: ServiceName { namespace: "ns".into(), name: "lb".into() }, local_endpoints: 2 };
+        let ok = response(&hc);
+        assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
+        assert!(ok.ends_with(r#"{"localEndpoints":2,"service":{"name":"lb","namespace":"ns"},"serviceProxyHealthy":true}"#), "{ok}");
+        hc.local_endpoints = 0;
+        assert!(response(&hc).starts_with("HTTP/1.1 503 Service Unavailable\r\n"));
+    }
+}
