@@ -73,6 +73,16 @@ start_bg() {
 	die "$name did not start (log: $logf)"
 }
 
+# start_agent NODE: the node's sluice agent, as the DaemonSet would run it (state must be loaded).
+start_agent() {
+	local n=$1
+	# shellcheck disable=SC2086
+	start_bg "agent-$n" "$CG_RUN/system/agent-$n" "$RUN/logs/agent-$n.log" \
+		nsenter --net="/run/netns/$(node_netns "$n")" -- \
+		"$SLUICE_BIN" agent --kubeconfig "$AGENT_KC" --node-name "$n" \
+		--cgroup-root "$CG_RUN/$n" --bpf-root "$BPF_RUN/$n" ${SLUICE_AGENT_ARGS:-}
+}
+
 # proc_alive PID: running and not a zombie (daemons are reparented to init or
 # a subreaper, which may reap late).
 proc_alive() {

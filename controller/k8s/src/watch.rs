@@ -6,6 +6,7 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
+use kube::runtime::utils::Backoff;
 use kube::{Api, Client};
 
 use crate::{Index, Shared};
@@ -43,6 +44,42 @@ impl Indexed for EndpointSlice {
     }
 }
 
+/// Retry delays for a broken watch: 200 ms doubling to at most 2 s. kube-runtime's default
+/// grows to 30 s, which after an apiserver outage leaves a node's datapath that long behind;
+/// a proxy wants to catch up within seconds. Jitter (±25%) spreads the reconnects of many
+/// nodes hitting a recovering apiserver.
+pub struct CatchUpBackoff {
+    next: std::time::Duration,
+}
+
+impl CatchUpBackoff {
+    const FIRST: std::time::Duration = std::time::Duration::from_millis(200);
+    const MAX: std::time::Duration = std::time::Duration::from_secs(2);
+}
+
+impl Default for CatchUpBackoff {
+    fn default() -> Self {
+        CatchUpBackoff { next: Self::FIRST }
+    }
+}
+
+impl Iterator for CatchUpBackoff {
+    type Item = std::time::Duration;
+    fn next(&mut self) -> Option<std::time::Duration> {
+        let base = self.next;
+        self.next = (self.next * 2).min(Self::MAX);
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+        let jitter = 0.75 + f64::from(nanos % 1000) / 2000.0;
+        Some(base.mul_f64(jitter))
+    }
+}
+
+impl Backoff for CatchUpBackoff {
+    fn reset(&mut self) {
+        self.next = Self::FIRST;
+    }
+}
+
 /// Counts of Kubernetes client errors, for logs now and metrics later.
 #[derive(Debug, Default)]
 pub struct ClientErrors(pub std::sync::atomic::AtomicU64);
@@ -52,7 +89,7 @@ where
     K: Indexed + kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
 {
     let config = watcher::Config::default().labels(LABEL_SELECTOR);
-    let mut stream = watcher::watcher(api, config).default_backoff().boxed();
+    let mut stream = watcher::watcher(api, config).backoff(CatchUpBackoff::default()).boxed();
     let mut buffer: Vec<K> = Vec::new();
     loop {
         match stream.try_next().await {
@@ -83,4 +120,20 @@ pub async fn run(client: Client, shared: Shared, errors: std::sync::Arc<ClientEr
     let services = run_one(Api::<Service>::all(client.clone()), shared.clone(), "Service", errors.clone());
     let slices = run_one(Api::<EndpointSlice>::all(client), shared, "EndpointSlice", errors);
     futures::join!(services, slices);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_to_two_seconds_and_resets() {
+        let mut b = CatchUpBackoff::default();
+        let delays: Vec<_> = (&mut b).take(8).collect();
+        assert!(delays[0] <= std::time::Duration::from_millis(250));
+        assert!(delays.iter().all(|d| *d <= std::time::Duration::from_millis(2500)));
+        assert!(delays[7] >= std::time::Duration::from_millis(1500));
+        b.reset();
+        assert!(b.next().unwrap() <= std::time::Duration::from_millis(250));
+    }
 }

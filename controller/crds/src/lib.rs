@@ -1,0 +1,433 @@
+//! Sluice's custom resources (API group `sluice.dev`, version `v1alpha1`).
+//!
+//! - [`ProxyConfig`]: the cluster's one proxy configuration, named `default`.
+//! - [`SluiceNode`]: what each node's agent reports about its datapath (status only).
+//! - [`SourceBlocklist`]: CIDRs (optionally per port and protocol) dropped in XDP.
+//!
+//! The CRD YAML in `manifests/crds/` and `charts/sluice/crds/` is generated from these types by
+//! [`crd_files`]; the `drift` test fails when the committed files differ
+//! (`UPDATE_CRDS=1 cargo test -p sluice-crds` rewrites them). Validation lives in the schema
+//! (OpenAPI bounds and enums, and CEL rules) so that the apiserver refuses a bad object with a clear
+//! message before any agent sees it.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::{CustomResource, CustomResourceExt, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+pub const GROUP: &str = "sluice.dev";
+pub const VERSION: &str = "v1alpha1";
+/// The name of the one [`ProxyConfig`] object.
+pub const PROXY_CONFIG_NAME: &str = "default";
+
+// ---------------------------------------------------------------------------------------------
+// Shared status pieces
+// ---------------------------------------------------------------------------------------------
+
+/// A condition in the shape of `metav1.Condition` (kept local so the schema does not depend on
+/// k8s-openapi's optional schemars support).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    /// Type of the condition, e.g. `Ready` or `Applied`.
+    #[schemars(length(min = 1, max = 316))]
+    pub r#type: String,
+    /// `True`, `False` or `Unknown`.
+    pub status: ConditionStatus,
+    /// The `.metadata.generation` the condition was set for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub observed_generation: Option<i64>,
+    /// When the condition last changed status (RFC 3339).
+    #[schemars(extend("format" = "date-time"))]
+    pub last_transition_time: String,
+    /// A CamelCase reason for the last transition.
+    #[schemars(length(min = 1, max = 1024))]
+    pub reason: String,
+    /// A human-readable message about the transition.
+    #[serde(default)]
+    #[schemars(length(max = 32768))]
+    pub message: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum ConditionStatus {
+    True,
+    False,
+    Unknown,
+}
+
+// ---------------------------------------------------------------------------------------------
+// ProxyConfig
+// ---------------------------------------------------------------------------------------------
+
+/// The cluster-wide Sluice configuration. There is exactly one, named `default`. Agents apply a
+/// change without a restart where the datapath allows it and list in `status.restartRequired`
+/// the fields that only take effect after an agent restart.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "sluice.dev",
+    version = "v1alpha1",
+    kind = "ProxyConfig",
+    plural = "proxyconfigs",
+    shortname = "spc",
+    category = "sluice",
+    status = "ProxyConfigStatus",
+    derive = "PartialEq",
+    doc = "The cluster-wide Sluice configuration; the one object is named `default`.",
+    validation = Rule::new("self.metadata.name == 'default'")
+        .message("there is one ProxyConfig and it must be named 'default'")
+        .reason(Reason::FieldValueInvalid),
+    printcolumn(name = "XDP", type_ = "string", json_path = ".spec.xdpAcceleration", description = "XDP acceleration of NodePort traffic"),
+    printcolumn(name = "Algorithm", type_ = "string", json_path = ".spec.loadBalancingAlgorithm", description = "backend selection"),
+    printcolumn(name = "HostNSOnly", type_ = "boolean", json_path = ".spec.hostNamespaceOnly", description = "socket-LB only for host-namespace processes"),
+    printcolumn(name = "Applied", type_ = "string", json_path = ".status.conditions[?(@.type==\"Applied\")].status", description = "whether every agent applied the current generation"),
+    printcolumn(name = "Restart Required", type_ = "string", json_path = ".status.restartRequired", description = "fields that take effect only after an agent restart"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ProxyConfigSpec {
+    /// The port range NodePort Services are allocated from (must match the apiserver's
+    /// `--service-node-port-range`); the datapath treats these ports on node addresses as
+    /// NodePorts.
+    #[serde(default)]
+    pub node_port_range: PortRange,
+    /// Translate NodePort/LoadBalancer traffic for remote backends in XDP on the node's devices:
+    /// `disabled`, `native` (fail when a driver cannot run XDP natively) or `best-effort`
+    /// (native where possible, tc elsewhere).
+    #[serde(default)]
+    pub xdp_acceleration: XdpAcceleration,
+    /// Socket load-balancing only for processes in the host network namespace; pods' traffic to
+    /// ClusterIPs is then translated per packet by tc on their way out. For sidecar meshes
+    /// (Istio, Linkerd) that must see the original ClusterIP destination.
+    #[serde(default)]
+    pub host_namespace_only: bool,
+    /// How a backend is chosen: `random` (uniform per connection) or `maglev` (consistent
+    /// hashing: the same client flow keeps its backend when backends are added or removed).
+    #[serde(default)]
+    pub load_balancing_algorithm: LoadBalancingAlgorithm,
+    /// Capacities of the BPF maps. Changing one requires an agent restart (maps are recreated
+    /// and repopulated; established connections keep working through conntrack only after the
+    /// restart completes).
+    #[serde(default)]
+    pub map_sizes: MapSizes,
+    /// The CIDRs that Services' `spec.externalIPs` may use (CVE-2020-8554 mitigation). Unset:
+    /// every externalIP is accepted, as kube-proxy does. Set: an externalIP outside every listed
+    /// CIDR is not programmed and is reported in an Event on its Service; `[]` refuses all.
+    #[serde(rename = "externalIPCIDRs", skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256), inner(length(max = 49)))]
+    #[x_kube(validation = Rule::new("self.all(c, isCIDR(c))")
+        .message("every entry must be a CIDR such as 192.0.2.0/24 or 2001:db8::/64")
+        .reason(Reason::FieldValueInvalid))]
+    pub external_ip_cidrs: Option<Vec<String>>,
+}
+
+impl Default for ProxyConfigSpec {
+    fn default() -> Self {
+        ProxyConfigSpec {
+            node_port_range: PortRange::default(),
+            xdp_acceleration: XdpAcceleration::Disabled,
+            host_namespace_only: false,
+            load_balancing_algorithm: LoadBalancingAlgorithm::Random,
+            map_sizes: MapSizes::default(),
+            external_ip_cidrs: None,
+        }
+    }
+}
+
+/// An inclusive port range.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.min <= self.max")
+    .message("nodePortRange.min must not be greater than nodePortRange.max")
+    .reason(Reason::FieldValueInvalid))]
+pub struct PortRange {
+    /// First port of the range (1-65535).
+    #[serde(default = "default_node_port_min")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub min: i32,
+    /// Last port of the range (1-65535, at least `min`).
+    #[serde(default = "default_node_port_max")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub max: i32,
+}
+
+fn default_node_port_min() -> i32 {
+    30000
+}
+fn default_node_port_max() -> i32 {
+    32767
+}
+
+impl Default for PortRange {
+    fn default() -> Self {
+        PortRange { min: default_node_port_min(), max: default_node_port_max() }
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum XdpAcceleration {
+    #[default]
+    Disabled,
+    Native,
+    BestEffort,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum LoadBalancingAlgorithm {
+    #[default]
+    Random,
+    Maglev,
+}
+
+/// BPF map capacities (entries).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase", default)]
+pub struct MapSizes {
+    /// Frontend slots (one per service frontend, plus one per backend of it).
+    #[schemars(range(min = 1024, max = 16777216))]
+    pub services: i32,
+    /// Backends (distinct address:port:protocol across all Services).
+    #[schemars(range(min = 1024, max = 16777216))]
+    pub backends: i32,
+    /// Connection-tracking entries for NodePort/ExternalIP/LoadBalancer flows (LRU).
+    #[schemars(range(min = 16384, max = 16777216))]
+    pub conntrack: i32,
+}
+
+impl Default for MapSizes {
+    fn default() -> Self {
+        MapSizes { services: 65536, backends: 65536, conntrack: 262144 }
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProxyConfigStatus {
+    /// The `.metadata.generation` the agents last acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub observed_generation: Option<i64>,
+    /// `Applied`: every agent runs the current generation (or what of it can be applied live).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    /// Spec fields (JSON paths such as `spec.mapSizes.conntrack`) whose new value takes effect
+    /// only after the agents restart.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32), inner(length(max = 256)))]
+    pub restart_required: Vec<String>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// SluiceNode
+// ---------------------------------------------------------------------------------------------
+
+/// What one node's agent reports about its datapath. Named after the Node; written only by that
+/// node's agent (the spec is empty, everything is in the status).
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[kube(
+    group = "sluice.dev",
+    version = "v1alpha1",
+    kind = "SluiceNode",
+    plural = "sluicenodes",
+    shortname = "snode",
+    category = "sluice",
+    status = "SluiceNodeStatus",
+    derive = "PartialEq",
+    derive = "Default",
+    doc = "Datapath state of one node, reported by its Sluice agent; named after the Node.",
+    printcolumn(name = "Kernel", type_ = "string", json_path = ".status.kernelVersion"),
+    printcolumn(name = "Last Sync", type_ = "date", json_path = ".status.lastSync.time"),
+    printcolumn(name = "Sync Seconds", type_ = "number", json_path = ".status.lastSync.durationSeconds"),
+    printcolumn(name = "Programs", type_ = "string", json_path = ".status.programs[?(@.attached==true)].name", priority = 1),
+    printcolumn(name = "Errors", type_ = "string", json_path = ".status.errors", priority = 1),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+pub struct SluiceNodeSpec {}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SluiceNodeStatus {
+    /// `uname -r` of the node.
+    #[serde(default)]
+    #[schemars(length(max = 256))]
+    pub kernel_version: String,
+    /// BPF features the agent detected and uses, e.g. `tcx`, `bpf_link_cgroup`, `xdp_native:eth0`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256), inner(length(max = 256)))]
+    pub bpf_features: Vec<String>,
+    /// Datapath programs and whether each is attached.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256))]
+    pub programs: Vec<ProgramStatus>,
+    /// The devices carrying north-south traffic.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256))]
+    pub devices: Vec<DeviceStatus>,
+    /// Map usage: entries against capacity.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256))]
+    pub maps: Vec<MapStatus>,
+    /// The last completed sync of the datapath with the cluster state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_sync: Option<SyncStatus>,
+    /// Current errors (empty when healthy), newest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(max = 4096)))]
+    pub errors: Vec<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProgramStatus {
+    /// Program name, e.g. `sluice_connect4`.
+    #[schemars(length(max = 256))]
+    pub name: String,
+    /// Where it hooks, e.g. `cgroup/connect4`, `tcx/ingress:eth0`, `xdp:eth0`.
+    #[schemars(length(max = 256))]
+    pub hook: String,
+    pub attached: bool,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceStatus {
+    #[schemars(length(max = 64))]
+    pub name: String,
+    /// How XDP runs on the device: `none`, `native` or `generic`.
+    #[schemars(length(max = 32))]
+    pub xdp_mode: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MapStatus {
+    #[schemars(length(max = 256))]
+    pub name: String,
+    #[schemars(range(min = 0))]
+    pub entries: i64,
+    #[schemars(range(min = 0))]
+    pub capacity: i64,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncStatus {
+    /// When the sync completed (RFC 3339).
+    #[schemars(extend("format" = "date-time"))]
+    pub time: String,
+    /// How long it took, from the first change it applied to the last map write.
+    #[schemars(range(min = 0.0))]
+    pub duration_seconds: f64,
+}
+
+// ---------------------------------------------------------------------------------------------
+// SourceBlocklist
+// ---------------------------------------------------------------------------------------------
+
+/// Source CIDRs whose packets are dropped in XDP on every node's devices before anything else
+/// (optionally only to given ports). Each entry's drops are counted in `status.drops`.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "sluice.dev",
+    version = "v1alpha1",
+    kind = "SourceBlocklist",
+    plural = "sourceblocklists",
+    shortname = "sbl",
+    category = "sluice",
+    status = "SourceBlocklistStatus",
+    derive = "PartialEq",
+    doc = "Source CIDRs dropped in XDP on every node, optionally per destination port and protocol.",
+    printcolumn(name = "CIDRs", type_ = "string", json_path = ".spec.entries[*].cidr"),
+    printcolumn(name = "Drops", type_ = "string", json_path = ".status.drops", priority = 1),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceBlocklistSpec {
+    /// The blocked sources; each CIDR at most once.
+    #[schemars(
+        length(min = 1, max = 1024),
+        extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["cidr"])
+    )]
+    pub entries: Vec<BlocklistEntry>,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct BlocklistEntry {
+    /// Source CIDR in canonical form (host bits zero), e.g. `203.0.113.0/24`, `2001:db8::/48`;
+    /// a single address is `/32` or `/128`.
+    #[schemars(length(min = 1, max = 49))]
+    #[x_kube(
+        validation = Rule::new("isCIDR(self)")
+            .message("cidr must be a CIDR such as 203.0.113.0/24 or 2001:db8::/48")
+            .reason(Reason::FieldValueInvalid),
+        validation = Rule::new("!isCIDR(self) || string(cidr(self).masked()) == self")
+            .message(Message::Expression("'cidr must be in canonical form with its host bits zero: ' + string(cidr(self).masked())".into()))
+            .reason(Reason::FieldValueInvalid)
+    )]
+    pub cidr: String,
+    /// Drop only packets to these destination ports; unset or empty: every packet from the CIDR.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 64),
+        extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["port", "protocol"])
+    )]
+    pub ports: Vec<BlocklistPort>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BlocklistPort {
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: i32,
+    #[serde(default)]
+    pub protocol: Protocol,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum Protocol {
+    #[default]
+    TCP,
+    UDP,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceBlocklistStatus {
+    /// The `.metadata.generation` the agents last programmed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub observed_generation: Option<i64>,
+    /// Packets dropped per entry, summed over all nodes: CIDR → count.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub drops: BTreeMap<String, i64>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// YAML generation
+// ---------------------------------------------------------------------------------------------
+
+/// Every CRD of the group.
+pub fn crds() -> Vec<CustomResourceDefinition> {
+    vec![ProxyConfig::crd(), SluiceNode::crd(), SourceBlocklist::crd()]
+}
+
+const HEADER: &str = "# Generated from controller/crds (sluice-crds) by `UPDATE_CRDS=1 cargo test -p sluice-crds`.\n# Do not edit.\n";
+
+/// `(file name, YAML)` for every CRD: `<plural>.sluice.dev.yaml`.
+pub fn crd_files() -> Vec<(String, String)> {
+    crds()
+        .into_iter()
+        .map(|crd| {
+            let name = crd.metadata.name.clone().expect("CRDs are named");
+            let yaml = serde_yaml::to_string(&crd).expect("a CRD serializes to YAML");
+            (format!("{name}.yaml"), format!("{HEADER}{yaml}"))
+        })
+        .collect()
+}

@@ -1,0 +1,53 @@
+#!/usr/bin/env python3
+"""Bounded connect loop for e2e tests: connects COUNT times to HOST:PORT (TCP), reads the
+backend's one-line greeting, and prints a JSON summary: greetings seen, refused, other errors,
+and whether getpeername showed the address connected to.
+
+    connect.py HOST PORT COUNT [--interval SECONDS] [--timeout SECONDS]
+"""
+import argparse
+import json
+import socket
+import struct
+import time
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("host")
+    ap.add_argument("port", type=int)
+    ap.add_argument("count", type=int)
+    ap.add_argument("--interval", type=float, default=0.0)
+    ap.add_argument("--timeout", type=float, default=2.0)
+    a = ap.parse_args()
+    count = min(a.count, 20000)  # every loop is bounded
+    family = socket.AF_INET6 if ":" in a.host else socket.AF_INET
+    seen, refused, errors, wrong_peer = {}, 0, [], 0
+    started = time.monotonic()
+    for _ in range(count):
+        s = socket.socket(family, socket.SOCK_STREAM)
+        s.settimeout(a.timeout)
+        # RST on close: thousands of connects must not pile up in TIME_WAIT.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        try:
+            s.connect((a.host, a.port))
+            if s.getpeername()[0] != a.host:
+                wrong_peer += 1
+            line = s.makefile().readline().strip() or "(empty)"
+            seen[line] = seen.get(line, 0) + 1
+        except ConnectionRefusedError:
+            refused += 1
+        except OSError as e:
+            errors.append(str(e))
+        finally:
+            s.close()
+        if a.interval:
+            time.sleep(a.interval)
+    print(json.dumps({
+        "seen": seen, "refused": refused, "errors": len(errors), "first_errors": errors[:3],
+        "wrong_peer": wrong_peer, "seconds": round(time.monotonic() - started, 3),
+    }))
+
+
+if __name__ == "__main__":
+    main()
