@@ -37,9 +37,9 @@ int sluice_nodeport_ingress(struct __sk_buff *skb)
 		return tc_verdict(skb, tc_icmp4_error(skb, &p, 0), 0);
 	if (p.proto != IPPROTO_TCP && p.proto != IPPROTO_UDP)
 		return TC_ACT_UNSPEC;
-	act = ns_reverse(skb, 0, &p, 0);
+	act = ns_reverse(skb, 0, &p, 0, 0);
 	if (act == NS_PASS)
-		act = ns_forward(skb, 0, &p);
+		act = ns_forward(skb, 0, &p, 0);
 	return tc_verdict(skb, act, p.v6);
 }
 
@@ -55,7 +55,7 @@ int sluice_nodeport_egress(struct __sk_buff *skb)
 		return tc_verdict(skb, tc_icmp4_error(skb, &p, 1), 0);
 	if (p.proto != IPPROTO_TCP && p.proto != IPPROTO_UDP)
 		return TC_ACT_UNSPEC;
-	return tc_verdict(skb, ns_reverse(skb, 0, &p, 1), p.v6);
+	return tc_verdict(skb, ns_reverse(skb, 0, &p, 1, 0), p.v6);
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

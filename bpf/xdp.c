@@ -13,6 +13,7 @@ int sluice_xdp(struct xdp_md *ctx)
 	struct sluice_svc_key key = {};
 	struct sluice_svc_value *svc;
 	struct sluice_config *cfg;
+	struct bpf_fib_lookup fib;
 	struct pkt p = {};
 	int accel;
 
@@ -23,6 +24,19 @@ int sluice_xdp(struct xdp_md *ctx)
 	cfg = ns_config();
 	accel = cfg && (cfg->flags & SLUICE_CFG_F_XDP_ACCEL);
 
+	/* Replies first, as tc does: the SNAT port keeps the client's port when it is free, so a
+	 * reply can be addressed to node-IP:port that is also a NodePort, and must not be taken for
+	 * a new flow to that frontend. */
+	if (accel) {
+		switch (ns_reverse(ctx, 1, &p, 0, &fib)) {
+		case NS_REDIRECT:
+			return xdp_send(ctx, &fib);
+		case NS_DROP:
+			return XDP_DROP;
+		default:
+			break;
+		}
+	}
 	key.addr = p.daddr;
 	key.port = p.dport;
 	key.proto = p.proto;
@@ -32,8 +46,6 @@ int sluice_xdp(struct xdp_md *ctx)
 			sluice_count(SLUICE_CNT_XDP_DROP_UNKNOWN_PORT);
 			return XDP_DROP;
 		}
-		if (accel && ns_reverse(ctx, 1, &p, 0) == NS_REDIRECT)
-			return xdp_forward(ctx, p.v6);
 		return XDP_PASS;
 	}
 	if (svc->flags & SLUICE_SVC_F_SOURCE_RANGES) {
@@ -49,9 +61,9 @@ int sluice_xdp(struct xdp_md *ctx)
 	}
 	if (!accel)
 		return XDP_PASS;
-	switch (ns_forward(ctx, 1, &p)) {
+	switch (ns_forward(ctx, 1, &p, &fib)) {
 	case NS_REDIRECT:
-		return xdp_forward(ctx, p.v6);
+		return xdp_send(ctx, &fib);
 	case NS_DROP:
 		return XDP_DROP;
 	default:

@@ -64,8 +64,37 @@ static __always_inline int snat_port(const struct pkt *p, const struct sluice_ba
 	return -1;
 }
 
-/* A packet from a client to a frontend: find or create its flow, then translate. */
-static __always_inline enum ns_action ns_forward(void *ctx, int xdp, struct pkt *p)
+/*
+ * XDP sends a translated packet out itself, so it must know the way before it rewrites:
+ * a packet it could not send would reach the stack with the node's own address as source
+ * and be dropped as martian. Without a FIB answer (no neighbour yet, say) XDP leaves the
+ * packet untouched and tc translates it from the conntrack entry, resolving the neighbour.
+ */
+static __always_inline int xdp_route(struct xdp_md *ctx, const struct pkt *p, const struct sluice_addr *src,
+				     const struct sluice_addr *dst, struct bpf_fib_lookup *fib)
+{
+	__builtin_memset(fib, 0, sizeof(*fib));
+	fib->ifindex = ctx->ingress_ifindex;
+	fib->l4_protocol = p->proto;
+	if (!p->v6) {
+		fib->family = AF_INET;
+		fib->ipv4_src = src->words[3];
+		fib->ipv4_dst = dst->words[3];
+	} else {
+		fib->family = AF_INET6;
+		__builtin_memcpy(fib->ipv6_src, src->words, 16);
+		__builtin_memcpy(fib->ipv6_dst, dst->words, 16);
+	}
+	if (bpf_fib_lookup(ctx, fib, sizeof(*fib), 0) != BPF_FIB_LKUP_RET_SUCCESS) {
+		sluice_count(SLUICE_CNT_NP_FIB_FAIL);
+		return -1;
+	}
+	return 0;
+}
+
+/* A packet from a client to a frontend: find or create its flow, then translate. XDP passes
+ * `fib` and gets the route of the translated packet back in it. */
+static __always_inline enum ns_action ns_forward(void *ctx, int xdp, struct pkt *p, struct bpf_fib_lookup *fib)
 {
 	struct sluice_ct_key fk = {};
 	struct sluice_ct_value *found, fwd = {};
@@ -119,10 +148,6 @@ static __always_inline enum ns_action ns_forward(void *ctx, int xdp, struct pkt 
 		rk.proto = p->proto;
 		rk.dir = SLUICE_CT_REVERSE;
 		if (be.flags & SLUICE_BACKEND_F_LOCAL) {
-			if (xdp) {
-				sluice_count(SLUICE_CNT_XDP_PASS_LOCAL);
-				return NS_PASS;
-			}
 			fwd.flags = SLUICE_CT_F_LOCAL;
 			rev.flags = SLUICE_CT_F_LOCAL;
 			rk.daddr = p->saddr;
@@ -134,7 +159,12 @@ static __always_inline enum ns_action ns_forward(void *ctx, int xdp, struct pkt 
 			if (!cfg)
 				return NS_DROP;
 			snat = p->v6 ? cfg->node_ip6 : cfg->node_ip4;
-			if (snat.words[3] == 0 || snat_port(p, &be, &snat, &fwd.port2)) {
+			/* An IPv6 node address may well end in a zero word; only 0.0.0.0 or :: mean unset. */
+			if (snat.words[3] == 0 && (!p->v6 || (snat.words[0] | snat.words[1] | snat.words[2]) == 0)) {
+				sluice_count(SLUICE_CNT_NP_DROP_SNAT_PORT);
+				return NS_DROP;
+			}
+			if (snat_port(p, &be, &snat, &fwd.port2)) {
 				sluice_count(SLUICE_CNT_NP_DROP_SNAT_PORT);
 				return NS_DROP;
 			}
@@ -148,8 +178,16 @@ static __always_inline enum ns_action ns_forward(void *ctx, int xdp, struct pkt 
 		if (bpf_map_update_elem(&SLUICE_MAP_CT, &rk, &rev, BPF_ANY) ||
 		    bpf_map_update_elem(&SLUICE_MAP_CT, &fk, &fwd, BPF_ANY))
 			return NS_DROP;
+		/* XDP records its pick even for a local backend: tc then follows the entry instead of
+		 * drawing again, which would skew the split towards remote backends. */
+		if (xdp && (fwd.flags & SLUICE_CT_F_LOCAL)) {
+			sluice_count(SLUICE_CNT_XDP_PASS_LOCAL);
+			return NS_PASS;
+		}
 		sluice_count(xdp ? SLUICE_CNT_XDP_FORWARD : SLUICE_CNT_NP_NEW_FLOW);
 	}
+	if (xdp && xdp_route(ctx, p, &fwd.addr2, &fwd.addr1, fib))
+		return NS_PASS;
 	if (set_addr(ctx, xdp, p, DIR_DST, &p->daddr, &fwd.addr1) ||
 	    set_port(ctx, xdp, p, DIR_DST, p->dport, fwd.port1))
 		return NS_DROP;
@@ -164,7 +202,7 @@ static __always_inline enum ns_action ns_forward(void *ctx, int xdp, struct pkt 
 
 /* A reply from a backend: on ingress the SNATed ones (remote backends), on egress the ones
  * from local backends. Restores the frontend as source (and the client as destination). */
-static __always_inline enum ns_action ns_reverse(void *ctx, int xdp, struct pkt *p, int egress)
+static __always_inline enum ns_action ns_reverse(void *ctx, int xdp, struct pkt *p, int egress, struct bpf_fib_lookup *fib)
 {
 	struct sluice_ct_key rk = {};
 	struct sluice_ct_value *found, rev;
@@ -177,6 +215,8 @@ static __always_inline enum ns_action ns_reverse(void *ctx, int xdp, struct pkt 
 	rev = *found;
 	snat = !!(rev.flags & SLUICE_CT_F_SNAT);
 	if (snat == egress)
+		return NS_PASS;
+	if (xdp && xdp_route(ctx, p, &rev.addr1, &rev.addr2, fib))
 		return NS_PASS;
 	if (set_addr(ctx, xdp, p, DIR_SRC, &p->saddr, &rev.addr1) ||
 	    set_port(ctx, xdp, p, DIR_SRC, p->sport, rev.port1))
@@ -250,28 +290,14 @@ static __always_inline int tc_forward(struct __sk_buff *skb, int v6)
 	return TC_ACT_OK;
 }
 
-static __always_inline int xdp_forward(struct xdp_md *ctx, int v6)
+/* Sends a translated frame where xdp_route said: back out of the same device, or another. */
+static __always_inline int xdp_send(struct xdp_md *ctx, const struct bpf_fib_lookup *fib)
 {
-	void *data = (void *)(long)ctx->data, *data_end = (void *)(long)ctx->data_end;
-	struct bpf_fib_lookup fib = {};
-	long rc;
-
-	if (fib_params(data, data_end, v6, &fib))
+	if (set_macs((void *)(long)ctx->data, (void *)(long)ctx->data_end, fib))
 		return XDP_DROP;
-	fib.ifindex = ctx->ingress_ifindex;
-	rc = bpf_fib_lookup(ctx, &fib, sizeof(fib), 0);
-	if (rc != BPF_FIB_LKUP_RET_SUCCESS) {
-		/* Already translated; the stack forwards it and resolves the neighbour. */
-		sluice_count(SLUICE_CNT_NP_FIB_FAIL);
-		return XDP_PASS;
-	}
-	data = (void *)(long)ctx->data;
-	data_end = (void *)(long)ctx->data_end;
-	if (set_macs(data, data_end, &fib))
-		return XDP_DROP;
-	if (fib.ifindex == ctx->ingress_ifindex)
+	if (fib->ifindex == ctx->ingress_ifindex)
 		return XDP_TX;
-	return bpf_redirect(fib.ifindex, 0);
+	return bpf_redirect(fib->ifindex, 0);
 }
 
 /*

@@ -21,7 +21,13 @@ impl Default for Capacity {
     }
 }
 
-pub(crate) fn lay_out(frontends: &[Frontend], previous: &Ids, cap: Capacity, warnings: &mut Vec<Warning>) -> (LbState, Ids) {
+pub(crate) fn lay_out(
+    frontends: &[Frontend],
+    node_ips: &[std::net::IpAddr],
+    previous: &Ids,
+    cap: Capacity,
+    warnings: &mut Vec<Warning>,
+) -> (LbState, Ids) {
     let mut state = LbState::default();
     let mut backend_ids = Allocator::new(&previous.backends);
     let mut frontend_ids = Allocator::new(&previous.frontends);
@@ -52,7 +58,9 @@ pub(crate) fn lay_out(frontends: &[Frontend], previous: &Ids, cap: Capacity, war
         for (net, bits) in &fe.source_ranges {
             state.src_ranges.insert(SrcRangeKey::new(u32::from(rev_nat_id), *net, *bits));
         }
-        if matches!(fe.kind, FrontendKind::LoadBalancer | FrontendKind::ExternalIp) {
+        // A node address used as an externalIP still serves ssh, kubelet and replies to the
+        // node's own connections: it must never drop "unknown ports".
+        if matches!(fe.kind, FrontendKind::LoadBalancer | FrontendKind::ExternalIp) && !node_ips.contains(&fe.ip) {
             state.lb_addrs.entry(fe.ip.into()).or_insert(FrontendAddrValue { flags: 0 }).flags |= u32::from(fe.flags);
         }
         if fe.kind == FrontendKind::NodePort {

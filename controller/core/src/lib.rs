@@ -34,7 +34,7 @@ pub fn plan<'a>(
 ) -> Plan {
     let translation = translate::translate(services, slices, node);
     let mut warnings = translation.warnings;
-    let (desired, ids) = layout::lay_out(&translation.frontends, previous, capacity, &mut warnings);
+    let (desired, ids) = layout::lay_out(&translation.frontends, &node.node_ips, previous, capacity, &mut warnings);
     Plan { desired, ids, frontends: translation.frontends, health_checks: translation.health_checks, warnings }
 }
 

@@ -107,6 +107,18 @@ fn hostport(addr: &str, port: u16) -> String {
     if addr.contains(':') { format!("[{addr}]:{port}") } else { format!("{addr}:{port}") }
 }
 
+/// What the datapath does with a new connection to this frontend and scope.
+pub fn verdict(v: &FrontendView) -> &'static str {
+    if !v.backends.is_empty() {
+        "->"
+    } else if v.scope == "external" && v.flags.contains(&"ext-local") {
+        // externalTrafficPolicy Local without a local endpoint: kube-proxy drops, not rejects.
+        "DROP"
+    } else {
+        "REJECT"
+    }
+}
+
 /// A stable text rendering, one frontend per block; what golden files and `service list` show.
 pub fn render_text(views: &[FrontendView]) -> String {
     let mut s = String::new();
@@ -117,7 +129,7 @@ pub fn render_text(views: &[FrontendView]) -> String {
             v.service,
             hostport(&v.address, v.port),
             v.protocol,
-            if v.backends.is_empty() { "REJECT" } else { "->" },
+            verdict(v),
             v.scope,
             v.rev_nat_id,
             v.flags.join(",")

@@ -229,6 +229,8 @@ pub struct ProxyConfigStatus {
 
 /// What one node's agent reports about its datapath. Named after the Node; written only by that
 /// node's agent (the spec is empty, everything is in the status).
+// clippy reads the repeated `type_ = ...` of the printer columns as duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[kube(
     group = "sluice.dev",
@@ -244,8 +246,7 @@ pub struct ProxyConfigStatus {
     printcolumn(name = "Kernel", type_ = "string", json_path = ".status.kernelVersion"),
     printcolumn(name = "Last Sync", type_ = "date", json_path = ".status.lastSync.time"),
     printcolumn(name = "Sync Seconds", type_ = "number", json_path = ".status.lastSync.durationSeconds"),
-    printcolumn(name = "Programs", type_ = "string", json_path = ".status.programs[?(@.attached==true)].name", priority = 1),
-    printcolumn(name = "Errors", type_ = "string", json_path = ".status.errors", priority = 1),
+    printcolumn(name = "Errors", type_ = "string", json_path = ".status.errors", description = "current errors", priority = 1),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 pub struct SluiceNodeSpec {}
@@ -343,8 +344,8 @@ pub struct SyncStatus {
     status = "SourceBlocklistStatus",
     derive = "PartialEq",
     doc = "Source CIDRs dropped in XDP on every node, optionally per destination port and protocol.",
-    printcolumn(name = "CIDRs", type_ = "string", json_path = ".spec.entries[*].cidr"),
-    printcolumn(name = "Drops", type_ = "string", json_path = ".status.drops", priority = 1),
+    printcolumn(name = "Drops", type_ = "string", json_path = ".status.drops", description = "packets dropped per CIDR"),
+    printcolumn(name = "Observed", type_ = "integer", json_path = ".status.observedGeneration", description = "generation the agents programmed", priority = 1),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
@@ -368,7 +369,7 @@ pub struct BlocklistEntry {
             .message("cidr must be a CIDR such as 203.0.113.0/24 or 2001:db8::/48")
             .reason(Reason::FieldValueInvalid),
         validation = Rule::new("!isCIDR(self) || string(cidr(self).masked()) == self")
-            .message(Message::Expression("'cidr must be in canonical form with its host bits zero: ' + string(cidr(self).masked())".into()))
+            .message("cidr must have its host bits zero, e.g. 203.0.113.0/24 rather than 203.0.113.7/24")
             .reason(Reason::FieldValueInvalid)
     )]
     pub cidr: String,

@@ -227,8 +227,9 @@ pub fn attach_xdp(ebpf: &mut Ebpf, root: &Path, device: &str, accel: Acceleratio
     let prog: &mut Xdp = ebpf.program_mut(name).ok_or(err(ProgramError::NotLoaded))?.try_into().map_err(err)?;
     prog.load().map_err(err)?;
     let fd = prog.fd().map_err(err)?.try_clone().map_err(io(format!("{name}: program fd")))?;
-    let native_pin = dir.join(format!("{name}.native"));
-    let generic_pin = dir.join(format!("{name}.generic"));
+    // bpffs refuses names with dots.
+    let native_pin = dir.join(format!("{name}_native"));
+    let generic_pin = dir.join(format!("{name}_generic"));
     // A link keeps the mode it was created in; reuse whichever this device already has.
     if native_pin.exists() || generic_pin.exists() {
         let native = native_pin.exists();
