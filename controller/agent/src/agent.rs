@@ -44,6 +44,12 @@ pub struct AgentArgs {
     /// (fail unless the driver runs XDP) or best-effort.
     #[arg(long, value_enum, default_value_t = AccelerationArg::Disabled)]
     pub nodeport_acceleration: AccelerationArg,
+    /// Where /metrics is served (kube-proxy's port).
+    #[arg(long, default_value = "0.0.0.0:10249")]
+    pub metrics_bind_address: std::net::SocketAddr,
+    /// Where /healthz, /livez and /readyz are served (kube-proxy's port).
+    #[arg(long, default_value = "0.0.0.0:10256")]
+    pub healthz_bind_address: std::net::SocketAddr,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -210,6 +216,27 @@ async fn run(args: AgentArgs) -> anyhow::Result<()> {
         }
     };
 
+    let metrics = Arc::new(crate::metrics::Metrics::new(root.clone(), client_errors.clone())?);
+    let probes = Arc::new(crate::probes::Probes::default());
+    {
+        let listener = crate::http::bind(args.metrics_bind_address, "--metrics-bind-address").await?;
+        let metrics = metrics.clone();
+        tokio::spawn(crate::http::serve(listener, move |path| {
+            let metrics = metrics.clone();
+            async move {
+                match path.as_str() {
+                    "/metrics" => crate::http::Response::new("200 OK", "text/plain; version=0.0.4", metrics.render()),
+                    _ => crate::http::Response::new("404 Not Found", "text/plain", "not found\n".into()),
+                }
+            }
+        }));
+        let listener = crate::http::bind(args.healthz_bind_address, "--healthz-bind-address").await?;
+        let probes = probes.clone();
+        tokio::spawn(crate::http::serve(listener, move |path| {
+            let probes = probes.clone();
+            async move { probes.respond(&path) }
+        }));
+    }
     let node = NodeContext { node_name: args.node_name.clone(), node_ips: north_south.node_ips.clone() };
     let mut health = crate::health::HealthServers::default();
     let mut sigterm = signal(SignalKind::terminate())?;
@@ -231,9 +258,11 @@ async fn run(args: AgentArgs) -> anyhow::Result<()> {
             _ = sigint.recv() => break,
         }
         retry = None;
+        probes.queued();
         let started = Instant::now();
         let (p, pending, generation) = {
             let mut index = shared.index.lock().expect("index lock");
+            metrics.set_changes(index.service_events, index.slice_events);
             if !index.complete() {
                 continue;
             }
@@ -251,6 +280,11 @@ async fn run(args: AgentArgs) -> anyhow::Result<()> {
             Ok(stats) => {
                 ids = p.ids;
                 let latency = pending.map(|t| t.elapsed());
+                probes.updated();
+                metrics.sync_duration.observe(started.elapsed().as_secs_f64());
+                if let Some(l) = latency {
+                    metrics.programming_latency.observe(l.as_secs_f64());
+                }
                 if stats.writes + stats.deletes > 0 || !first_sync_done {
                     tracing::info!(
                         generation,
@@ -268,6 +302,7 @@ async fn run(args: AgentArgs) -> anyhow::Result<()> {
             Err(e) => {
                 // Only what landed is in the mirror; the maps' own ids are the truth now.
                 ids = ids_from_state(reconciler.current());
+                metrics.sync_errors.inc();
                 tracing::error!("sync failed, retrying in 1s: {e}");
                 shared.index.lock().expect("index lock").pending_since.get_or_insert(pending.unwrap_or_else(Instant::now));
                 retry = Some(Instant::now() + Duration::from_secs(1));

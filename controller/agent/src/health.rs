@@ -6,8 +6,9 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use sluice_core::HealthCheck;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
+
+use crate::http::Response;
 use tokio::task::JoinHandle;
 
 #[derive(Default)]
@@ -16,7 +17,7 @@ pub struct HealthServers {
     servers: BTreeMap<u16, JoinHandle<()>>,
 }
 
-pub fn response(hc: &HealthCheck) -> String {
+pub fn response(hc: &HealthCheck) -> Response {
     let body = serde_json::json!({
         "service": {"namespace": hc.service.namespace, "name": hc.service.name},
         "localEndpoints": hc.local_endpoints,
@@ -24,13 +25,10 @@ pub fn response(hc: &HealthCheck) -> String {
     })
     .to_string();
     let status = if hc.local_endpoints > 0 { "200 OK" } else { "503 Service Unavailable" };
-    format!(
-        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nX-Content-Type-Options: nosniff\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
+    Response::new(status, "application/json", body)
 }
 
-async fn serve(port: u16, state: Arc<Mutex<BTreeMap<u16, HealthCheck>>>) {
+async fn serve_check(port: u16, state: Arc<Mutex<BTreeMap<u16, HealthCheck>>>) {
     let listener = match TcpListener::bind(("::", port)).await {
         Ok(l) => l,
         Err(_) => match TcpListener::bind(("0.0.0.0", port)).await {
@@ -41,19 +39,11 @@ async fn serve(port: u16, state: Arc<Mutex<BTreeMap<u16, HealthCheck>>>) {
             }
         },
     };
-    loop {
-        let Ok((mut conn, _)) = listener.accept().await else { continue };
-        let state = state.clone();
-        tokio::spawn(async move {
-            let mut buf = [0u8; 1024];
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), conn.read(&mut buf)).await;
-            let reply = state.lock().expect("health state").get(&port).map(response);
-            if let Some(reply) = reply {
-                let _ = conn.write_all(reply.as_bytes()).await;
-            }
-            let _ = conn.shutdown().await;
-        });
-    }
+    crate::http::serve(listener, move |_path| {
+        let reply = state.lock().expect("health state").get(&port).map(response);
+        async move { reply.unwrap_or_else(|| Response::new("404 Not Found", "text/plain", String::new())) }
+    })
+    .await
 }
 
 impl HealthServers {
@@ -70,7 +60,7 @@ impl HealthServers {
         });
         for port in wanted.keys() {
             if !self.servers.contains_key(port) {
-                self.servers.insert(*port, tokio::spawn(serve(*port, self.state.clone())));
+                self.servers.insert(*port, tokio::spawn(serve_check(*port, self.state.clone())));
             }
         }
     }
@@ -84,10 +74,10 @@ mod tests {
     #[test]
     fn answers_like_kube_proxy() {
         let mut hc = HealthCheck { port: 32000, service: ServiceName { namespace: "ns".into(), name: "lb".into() }, local_endpoints: 2 };
-        let ok = response(&hc);
+        let ok = response(&hc).render();
         assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
         assert!(ok.ends_with(r#"{"localEndpoints":2,"service":{"name":"lb","namespace":"ns"},"serviceProxyHealthy":true}"#), "{ok}");
         hc.local_endpoints = 0;
-        assert!(response(&hc).starts_with("HTTP/1.1 503 Service Unavailable\r\n"));
+        assert!(response(&hc).render().starts_with("HTTP/1.1 503 Service Unavailable\r\n"));
     }
 }

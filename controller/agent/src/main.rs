@@ -2,8 +2,12 @@
 
 mod agent;
 mod cli;
+mod explain;
 mod health;
+mod http;
+mod metrics;
 mod netinfo;
+mod probes;
 
 use std::path::PathBuf;
 
@@ -29,6 +33,8 @@ enum Command {
     },
     /// Show the programs, maps and datapath counters.
     Status(ReadArgs),
+    /// What will the datapath do with a connection to ADDR:PORT[/PROTO], and why?
+    Explain(explain::ExplainArgs),
 }
 
 #[derive(Subcommand)]
@@ -58,6 +64,7 @@ fn main() -> std::process::ExitCode {
         Command::Agent(args) => agent::main(args),
         Command::Service { command: ServiceCommand::List(args) } => cli::service_list(&args),
         Command::Status(args) => cli::status(&args),
+        Command::Explain(args) => explain::run(&args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -25,6 +25,9 @@ pub struct Index {
     pub generation: u64,
     /// When the oldest change not yet planned arrived; the agent reports programming latency from it.
     pub pending_since: Option<Instant>,
+    /// Events received per kind, for the change counters.
+    pub service_events: u64,
+    pub slice_events: u64,
 }
 
 impl Index {
@@ -35,29 +38,35 @@ impl Index {
 
     pub fn apply_service(&mut self, s: Service) {
         self.services.insert(key(&s), s);
+        self.service_events += 1;
         self.touched();
     }
     pub fn delete_service(&mut self, s: &Service) {
         self.services.remove(&key(s));
+        self.service_events += 1;
         self.touched();
     }
     /// Replaces all Services at once (a complete list arrived) and marks them listed.
     pub fn reset_services(&mut self, all: Vec<Service>) {
         self.services = all.into_iter().map(|s| (key(&s), s)).collect();
         self.services_listed = true;
+        self.service_events += 1;
         self.touched();
     }
     pub fn apply_slice(&mut self, s: EndpointSlice) {
         self.slices.insert(key(&s), s);
+        self.slice_events += 1;
         self.touched();
     }
     pub fn delete_slice(&mut self, s: &EndpointSlice) {
         self.slices.remove(&key(s));
+        self.slice_events += 1;
         self.touched();
     }
     pub fn reset_slices(&mut self, all: Vec<EndpointSlice>) {
         self.slices = all.into_iter().map(|s| (key(&s), s)).collect();
         self.slices_listed = true;
+        self.slice_events += 1;
         self.touched();
     }
 

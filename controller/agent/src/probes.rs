@@ -1,0 +1,85 @@
+//! /healthz, /livez and /readyz with kube-proxy's meaning: healthy unless a change has been
+//! waiting longer than the timeout without being applied; ready once the first full sync is done.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime};
+
+/// kube-proxy uses twice its sync period (2 × 30 s).
+pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(60);
+
+#[derive(Default)]
+struct Inner {
+    /// The oldest change not yet applied.
+    queued: Option<Instant>,
+    last_updated: Option<SystemTime>,
+    synced_once: bool,
+}
+
+#[derive(Default)]
+pub struct Probes {
+    inner: Mutex<Inner>,
+}
+
+impl Probes {
+    pub fn queued(&self) {
+        self.inner.lock().expect("probes").queued.get_or_insert_with(Instant::now);
+    }
+
+    pub fn updated(&self) {
+        let mut i = self.inner.lock().expect("probes");
+        i.queued = None;
+        i.last_updated = Some(SystemTime::now());
+        i.synced_once = true;
+    }
+
+    pub fn healthy(&self, timeout: Duration) -> bool {
+        self.inner.lock().expect("probes").queued.is_none_or(|q| q.elapsed() <= timeout)
+    }
+
+    pub fn ready(&self) -> bool {
+        self.inner.lock().expect("probes").synced_once
+    }
+
+    pub fn respond(&self, path: &str) -> crate::http::Response {
+        use crate::http::Response;
+        let (ok, body) = match path {
+            "/healthz" | "/livez" => {
+                let i = self.inner.lock().expect("probes");
+                let stamp = |t: Option<SystemTime>| {
+                    t.and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok()).map_or(0.0, |d| d.as_secs_f64())
+                };
+                let body = serde_json::json!({
+                    "lastUpdated": stamp(i.last_updated),
+                    "currentTime": stamp(Some(SystemTime::now())),
+                })
+                .to_string();
+                drop(i);
+                (self.healthy(HEALTH_TIMEOUT), body)
+            }
+            "/readyz" => (self.ready(), if self.ready() { "ok".into() } else { "waiting for the first full sync".into() }),
+            _ => return Response::new("404 Not Found", "text/plain", "not found\n".into()),
+        };
+        Response::new(if ok { "200 OK" } else { "503 Service Unavailable" }, "application/json", body)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unhealthy_only_while_a_change_waits_too_long() {
+        let p = Probes::default();
+        assert!(p.healthy(Duration::ZERO), "nothing queued");
+        assert!(!p.ready());
+        p.queued();
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(!p.healthy(Duration::from_millis(1)));
+        assert!(p.healthy(Duration::from_secs(1)));
+        p.updated();
+        assert!(p.healthy(Duration::ZERO));
+        assert!(p.ready());
+        assert!(p.respond("/readyz").status.starts_with("200"));
+        assert!(p.respond("/nope").status.starts_with("404"));
+    }
+}
