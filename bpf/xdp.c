@@ -7,6 +7,75 @@
  */
 #include "lib/nodeport.h"
 
+/*
+ * SourceBlocklist, the first decision on every frame: any IP packet from a listed source is
+ * dropped, or only those to the listed ports. Reads just what it needs, so fragments and IPv4
+ * options cannot slip past an entry that covers every port.
+ */
+static __always_inline int blocklisted(void *data, void *data_end)
+{
+	struct ethhdr *eth = data;
+	struct sluice_block_key key = {};
+	struct sluice_block_value *entry;
+	__be16 dport = 0;
+	__u8 proto = 0;
+	__u32 id;
+	__u64 *hits;
+
+	if ((void *)(eth + 1) > data_end)
+		return 0;
+	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
+		struct iphdr *ip = (void *)(eth + 1);
+
+		if ((void *)(ip + 1) > data_end)
+			return 0;
+		addr_set_v4mapped(&key.addr, ip->saddr);
+		proto = ip->protocol;
+		if (ip->ihl == 5 && !(ip->frag_off & bpf_htons(0x1fff)) && (proto == IPPROTO_TCP || proto == IPPROTO_UDP)) {
+			__be16 *ports = (void *)(ip + 1);
+
+			if ((void *)(ports + 2) <= data_end)
+				dport = ports[1];
+		}
+	} else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr *ip6 = (void *)(eth + 1);
+
+		if ((void *)(ip6 + 1) > data_end)
+			return 0;
+		__builtin_memcpy(&key.addr, &ip6->saddr, 16);
+		proto = ip6->nexthdr;
+		if (proto == IPPROTO_TCP || proto == IPPROTO_UDP) {
+			__be16 *ports = (void *)(ip6 + 1);
+
+			if ((void *)(ports + 2) <= data_end)
+				dport = ports[1];
+		}
+	} else {
+		return 0;
+	}
+	key.prefixlen = 128;
+	entry = bpf_map_lookup_elem(&SLUICE_MAP_BLOCKLIST, &key);
+	if (!entry)
+		return 0;
+	if (entry->nports) {
+		int match = 0;
+
+#pragma unroll
+		for (int i = 0; i < SLUICE_BLOCK_PORTS; i++) {
+			if (i < entry->nports && dport && entry->ports[i].port == dport && entry->ports[i].proto == proto)
+				match = 1;
+		}
+		if (!match)
+			return 0;
+	}
+	id = entry->id;
+	hits = bpf_map_lookup_elem(&SLUICE_MAP_BLOCK_HITS, &id);
+	if (hits)
+		*hits += 1;
+	sluice_count(SLUICE_CNT_XDP_DROP_BLOCKLIST);
+	return 1;
+}
+
 SEC("xdp")
 int sluice_xdp(struct xdp_md *ctx)
 {
@@ -17,6 +86,8 @@ int sluice_xdp(struct xdp_md *ctx)
 	struct pkt p = {};
 	int accel;
 
+	if (blocklisted((void *)(long)ctx->data, (void *)(long)ctx->data_end))
+		return XDP_DROP;
 	if (parse((void *)(long)ctx->data, (void *)(long)ctx->data_end, &p) != PARSE_OK)
 		return XDP_PASS;
 	if (p.proto != IPPROTO_TCP && p.proto != IPPROTO_UDP)

@@ -170,6 +170,31 @@ struct sluice_ct_value {
 	__u8 pad;
 };
 
+/*
+ * SourceBlocklist: sources dropped in XDP before anything else. LPM key over the source
+ * address (v4-mapped for IPv4); the value says which entry matched (for its hit counter) and,
+ * optionally, the only destination ports it applies to.
+ */
+#define SLUICE_BLOCK_PORTS 8
+
+struct sluice_block_key {
+	__u32 prefixlen; /* bits of addr that must match (96 + n for an IPv4 /n) */
+	struct sluice_addr addr;
+};
+
+struct sluice_block_port {
+	__be16 port;
+	__u8 proto;
+	__u8 pad;
+};
+
+struct sluice_block_value {
+	__u32 id;     /* index into sluice_block_hits */
+	__u16 nports; /* 0: every packet from the source */
+	__u16 pad;
+	struct sluice_block_port ports[SLUICE_BLOCK_PORTS];
+};
+
 /* Node-wide settings the datapath needs (one entry, key 0). */
 #define SLUICE_CFG_F_XDP_ACCEL (1 << 0) /* translate NodePort/LB flows to remote backends in XDP */
 
@@ -201,6 +226,7 @@ enum sluice_counter {
 	SLUICE_CNT_XDP_REVERSE,       /* xdp: reply reverse-translated in XDP */
 	SLUICE_CNT_XDP_PASS_LOCAL,    /* xdp: local backend, passed on to tc */
 	SLUICE_CNT_BIND_DENIED,       /* post_bind: a host bind on a NodePort refused */
+	SLUICE_CNT_XDP_DROP_BLOCKLIST,/* xdp: source in a SourceBlocklist */
 	SLUICE_CNT_MAX,
 };
 
@@ -218,6 +244,8 @@ enum sluice_counter {
 #define SLUICE_MAP_NODEPORTS    sluice_nodeports_v1
 #define SLUICE_MAP_CT           sluice_ct_v1
 #define SLUICE_MAP_CONFIG       sluice_config_v1
+#define SLUICE_MAP_BLOCKLIST    sluice_blocklist_v1
+#define SLUICE_MAP_BLOCK_HITS   sluice_block_hits_v1
 
 #define SLUICE_SERVICES_MAX    65536
 #define SLUICE_BACKENDS_MAX    65536
@@ -227,6 +255,7 @@ enum sluice_counter {
 #define SLUICE_LB_ADDRS_MAX    16384
 #define SLUICE_NODEPORTS_MAX   32768
 #define SLUICE_CT_MAX          262144
+#define SLUICE_BLOCKLIST_MAX   16384
 
 #ifndef __cplusplus
 _Static_assert(sizeof(struct sluice_addr) == 16, "sluice_addr");
@@ -244,6 +273,8 @@ _Static_assert(sizeof(struct sluice_nodeport_key) == 4, "sluice_nodeport_key");
 _Static_assert(sizeof(struct sluice_ct_key) == 40, "sluice_ct_key");
 _Static_assert(sizeof(struct sluice_ct_value) == 40, "sluice_ct_value");
 _Static_assert(sizeof(struct sluice_config) == 40, "sluice_config");
+_Static_assert(sizeof(struct sluice_block_key) == 20, "sluice_block_key");
+_Static_assert(sizeof(struct sluice_block_value) == 40, "sluice_block_value");
 #endif
 
 #endif /* SLUICE_ABI_H */

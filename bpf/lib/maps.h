@@ -92,6 +92,21 @@ struct {
 	__uint(max_entries, 1);
 } SLUICE_MAP_CONFIG SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__type(key, struct sluice_block_key);
+	__type(value, struct sluice_block_value);
+	__uint(max_entries, SLUICE_BLOCKLIST_MAX);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} SLUICE_MAP_BLOCKLIST SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(max_entries, SLUICE_BLOCKLIST_MAX);
+} SLUICE_MAP_BLOCK_HITS SEC(".maps");
+
 static __always_inline void sluice_count(__u32 idx)
 {
 	__u64 *c = bpf_map_lookup_elem(&SLUICE_MAP_COUNTERS, &idx);

@@ -54,8 +54,11 @@ static __always_inline int snat_port(const struct pkt *p, const struct sluice_ba
 	for (int i = 0; i < 4; i++) {
 		rk.dport = bpf_htons(candidate);
 		taken = bpf_map_lookup_elem(&SLUICE_MAP_CT, &rk);
-		/* Free, or ours already (a retransmitted SYN of this very flow). */
-		if (!taken || (addr_eq(&taken->addr2, &p->saddr) && taken->port2 == p->sport)) {
+		/* Free, or already this very flow's (its forward entry was evicted). The same client
+		 * port towards another frontend is another flow: sharing the SNAT tuple would send
+		 * its replies back with the wrong source. */
+		if (!taken || (addr_eq(&taken->addr2, &p->saddr) && taken->port2 == p->sport &&
+			       addr_eq(&taken->addr1, &p->daddr) && taken->port1 == p->dport)) {
 			*port = rk.dport;
 			return 0;
 		}

@@ -46,8 +46,10 @@ pub const MAP_LB_ADDRS: &str = "sluice_lb_addrs_v1";
 pub const MAP_NODEPORTS: &str = "sluice_nodeports_v1";
 pub const MAP_CT: &str = "sluice_ct_v1";
 pub const MAP_CONFIG: &str = "sluice_config_v1";
+pub const MAP_BLOCKLIST: &str = "sluice_blocklist_v1";
+pub const MAP_BLOCK_HITS: &str = "sluice_block_hits_v1";
 /// Every map the agent pins; the CLI opens them by these names.
-pub const ALL_MAPS: [&str; 11] = [
+pub const ALL_MAPS: [&str; 13] = [
     MAP_SERVICES,
     MAP_BACKENDS,
     MAP_REVNAT,
@@ -59,6 +61,8 @@ pub const ALL_MAPS: [&str; 11] = [
     MAP_NODEPORTS,
     MAP_CT,
     MAP_CONFIG,
+    MAP_BLOCKLIST,
+    MAP_BLOCK_HITS,
 ];
 
 pub const SERVICES_MAX: u32 = 65536;
@@ -68,6 +72,9 @@ pub const SRC_RANGES_MAX: u32 = 16384;
 pub const LB_ADDRS_MAX: u32 = 16384;
 pub const NODEPORTS_MAX: u32 = 32768;
 pub const CT_MAX: u32 = 262144;
+pub const BLOCKLIST_MAX: u32 = 16384;
+/// Destination ports one blocklist entry can be limited to.
+pub const BLOCK_PORTS: usize = 8;
 
 /// Per-CPU counter indices (`enum sluice_counter`), in the header's order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,10 +99,11 @@ pub enum Counter {
     XdpReverse,
     XdpPassLocal,
     BindDenied,
+    XdpDropBlocklist,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 19] = [
+    pub const ALL: [Counter; 20] = [
         Counter::SockXlate,
         Counter::SockNoBackend,
         Counter::SockMissingSlot,
@@ -115,6 +123,7 @@ impl Counter {
         Counter::XdpReverse,
         Counter::XdpPassLocal,
         Counter::BindDenied,
+        Counter::XdpDropBlocklist,
     ];
 
     pub fn name(self) -> &'static str {
@@ -138,6 +147,7 @@ impl Counter {
             Counter::XdpReverse => "xdp_reverse",
             Counter::XdpPassLocal => "xdp_pass_local_backend",
             Counter::BindDenied => "bind_denied",
+            Counter::XdpDropBlocklist => "xdp_drop_blocklist",
         }
     }
 
@@ -152,6 +162,7 @@ impl Counter {
                 | Counter::XdpDropSourceRange
                 | Counter::XdpDropUnknownPort
                 | Counter::BindDenied
+                | Counter::XdpDropBlocklist
         )
     }
 }
@@ -390,6 +401,43 @@ pub struct CtValue {
     pub pad: u8,
 }
 
+/// `struct sluice_block_key` (LPM trie key over the source address).
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Default)]
+pub struct BlockKey {
+    pub prefixlen: u32,
+    pub addr: Addr,
+}
+
+impl BlockKey {
+    /// `bits` of `ip`, counted in its own family.
+    pub fn new(ip: IpAddr, bits: u8) -> Self {
+        BlockKey { prefixlen: u32::from(bits) + if ip.is_ipv4() { 96 } else { 0 }, addr: ip.into() }
+    }
+    pub fn prefix_bits(&self) -> u32 {
+        if self.addr.ip().is_ipv4() { self.prefixlen.saturating_sub(96) } else { self.prefixlen }
+    }
+}
+
+/// `struct sluice_block_port`.
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
+pub struct BlockPort {
+    pub port_be: u16,
+    pub proto: u8,
+    pub pad: u8,
+}
+
+/// `struct sluice_block_value`.
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
+pub struct BlockValue {
+    pub id: u32,
+    pub nports: u16,
+    pub pad: u16,
+    pub ports: [BlockPort; BLOCK_PORTS],
+}
+
 /// `struct sluice_config`.
 #[repr(C)]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
@@ -513,6 +561,17 @@ pub fn layouts() -> Vec<(&'static str, usize, Vec<(&'static str, usize)>)> {
                 ("pad", offset_of!(CtValue, pad)),
             ],
         ),
+        ("sluice_block_key", size_of::<BlockKey>(), vec![("prefixlen", offset_of!(BlockKey, prefixlen)), ("addr", offset_of!(BlockKey, addr))]),
+        (
+            "sluice_block_value",
+            size_of::<BlockValue>(),
+            vec![
+                ("id", offset_of!(BlockValue, id)),
+                ("nports", offset_of!(BlockValue, nports)),
+                ("pad", offset_of!(BlockValue, pad)),
+                ("ports", offset_of!(BlockValue, ports)),
+            ],
+        ),
         (
             "sluice_config",
             size_of::<Config>(),
@@ -546,6 +605,9 @@ mod pod {
     unsafe impl aya::Pod for super::CtKey {}
     unsafe impl aya::Pod for super::CtValue {}
     unsafe impl aya::Pod for super::Config {}
+    unsafe impl aya::Pod for super::BlockKey {}
+    unsafe impl aya::Pod for super::BlockPort {}
+    unsafe impl aya::Pod for super::BlockValue {}
 }
 
 #[cfg(test)]
@@ -582,6 +644,8 @@ mod tests {
                 ("sluice_nodeport_key", 4),
                 ("sluice_ct_key", 40),
                 ("sluice_ct_value", 40),
+                ("sluice_block_key", 20),
+                ("sluice_block_value", 40),
                 ("sluice_config", 40),
             ]
         );

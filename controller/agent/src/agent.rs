@@ -73,6 +73,8 @@ impl From<AccelerationArg> for loader::Acceleration {
 struct NorthSouth {
     devices: Vec<String>,
     node_ips: Vec<std::net::IpAddr>,
+    programs: Vec<sluice_crds::ProgramStatus>,
+    device_status: Vec<sluice_crds::DeviceStatus>,
     /// Kept alive so the programs stay owned by this agent generation (the links are pinned).
     _objects: Vec<aya::Ebpf>,
 }
@@ -91,7 +93,7 @@ fn setup_north_south(args: &AgentArgs, root: &Path) -> anyhow::Result<NorthSouth
     }
     if devices.is_empty() {
         tracing::info!("no devices (no default route and no --devices): NodePort, ExternalIP and LoadBalancer traffic is not handled");
-        return Ok(NorthSouth { devices, node_ips, _objects: Vec::new() });
+        return Ok(NorthSouth { devices, node_ips, programs: Vec::new(), device_status: Vec::new(), _objects: Vec::new() });
     }
     let accel: loader::Acceleration = args.nodeport_acceleration.into();
     let mut tc = loader::load_object(root, sluice_datapath::NODEPORT_OBJECT).context("loading the tc programs")?;
@@ -104,6 +106,8 @@ fn setup_north_south(args: &AgentArgs, root: &Path) -> anyhow::Result<NorthSouth
         pad: 0,
     };
     loader::write_config(&mut tc, config)?;
+    let mut programs = Vec::new();
+    let mut device_status = Vec::new();
     for device in &devices {
         let reports = loader::attach_tc(&mut tc, root, device).with_context(|| format!("attaching tc on {device}"))?;
         let (xdp_report, native) =
@@ -116,12 +120,19 @@ fn setup_north_south(args: &AgentArgs, root: &Path) -> anyhow::Result<NorthSouth
             acceleration = ?accel,
             "north-south programs in place"
         );
+        for r in reports.iter().chain(std::iter::once(&xdp_report)) {
+            programs.push(sluice_crds::ProgramStatus { name: r.program.into(), hook: r.hook.clone(), attached: true });
+        }
+        device_status.push(sluice_crds::DeviceStatus {
+            name: device.clone(),
+            xdp_mode: if native { "native" } else { "generic" }.into(),
+        });
         if !native && accel != loader::Acceleration::Disabled {
             tracing::warn!(device, "no native XDP on this device: acceleration runs in generic mode");
         }
     }
     tracing::info!(node_ips = ?node_ips, "NodePorts served on these addresses");
-    Ok(NorthSouth { devices, node_ips, _objects: vec![tc, xdp] })
+    Ok(NorthSouth { devices, node_ips, programs, device_status, _objects: vec![tc, xdp] })
 }
 
 pub fn main(args: AgentArgs) -> anyhow::Result<()> {
@@ -186,6 +197,7 @@ async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let mut maps = BpfMaps::open(&root)?;
     let mut reconciler = Reconciler::from_maps(&maps)?;
     let mut ids = ids_from_state(reconciler.current());
+    let mut block_ids = sluice_core::blocklist::ids_from_state(reconciler.current());
     tracing::info!(
         bpf_root = %root.display(),
         services = reconciler.current().revnat.len(),
@@ -196,6 +208,21 @@ async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let replaced = reports.iter().filter(|r| r.how == loader::Attachment::Replaced).count();
     tracing::info!(cgroup = %cgroup.display(), attached = reports.len() - replaced, replaced, "socket hooks in place");
     let north_south = setup_north_south(&args, &root)?;
+    let facts = Arc::new(std::sync::Mutex::new(crate::node_status::Facts::default()));
+    {
+        let mut f = facts.lock().expect("facts");
+        f.programs = reports
+            .iter()
+            .map(|r| sluice_crds::ProgramStatus { name: r.program.into(), hook: r.hook.clone(), attached: true })
+            .chain(north_south.programs.iter().cloned())
+            .collect();
+        f.devices = north_south.device_status.clone();
+        f.features = vec!["bpf_link_cgroup".into()];
+        if !north_south.devices.is_empty() {
+            f.features.push("tcx".into());
+        }
+        f.features.extend(north_south.device_status.iter().map(|d| format!("xdp_{}:{}", d.xdp_mode, d.name)));
+    }
     let mut keep = vec![loader::links_dir(&root, &cgroup)?];
     keep.extend(north_south.devices.iter().map(|d| loader::device_links(&root, d)));
     for old in loader::prune_links(&root, &keep)? {
@@ -211,7 +238,10 @@ async fn run(args: AgentArgs) -> anyhow::Result<()> {
         }
         None => {
             let client = kube_client(args.kubeconfig.as_deref()).await?;
-            tracing::info!("cluster mode: watching Services and EndpointSlices");
+            tracing::info!("cluster mode: watching Services, EndpointSlices and SourceBlocklists");
+            if let Some(node) = &args.node_name {
+                tokio::spawn(crate::node_status::run(client.clone(), node.clone(), root.clone(), facts.clone()));
+            }
             tokio::spawn(watch::run(client, shared.clone(), client_errors.clone()))
         }
     };
@@ -260,15 +290,23 @@ async fn run(args: AgentArgs) -> anyhow::Result<()> {
         retry = None;
         probes.queued();
         let started = Instant::now();
-        let (p, pending, generation) = {
+        let (mut p, blocks, pending, generation) = {
             let mut index = shared.index.lock().expect("index lock");
             metrics.set_changes(index.service_events, index.slice_events);
             if !index.complete() {
                 continue;
             }
             let p = plan(index.services.values(), index.slices.values(), &node, &ids, Capacity::default());
-            (p, index.take_pending(), index.generation)
+            let lists: Vec<_> = index.blocklists.values().cloned().collect();
+            let blocks = sluice_core::blocklist::lay_out(&lists, &block_ids);
+            {
+                let mut f = facts.lock().expect("facts");
+                f.block_generations = lists.iter().map(|b| (b.metadata.name.clone(), b.metadata.generation)).collect();
+            }
+            (p, blocks, index.take_pending(), index.generation)
         };
+        p.desired.blocklist = blocks.entries.clone();
+        p.warnings.extend(blocks.warnings.iter().cloned());
         let planned = started.elapsed();
         let warnings: BTreeSet<String> = p.warnings.iter().map(|w| w.to_string()).collect();
         for w in warnings.difference(&last_warnings) {
@@ -279,6 +317,16 @@ async fn run(args: AgentArgs) -> anyhow::Result<()> {
         match reconciler.sync(&mut maps, &p.desired) {
             Ok(stats) => {
                 ids = p.ids;
+                block_ids = blocks.ids;
+                {
+                    let mut f = facts.lock().expect("facts");
+                    f.block_owners = blocks.owners;
+                    f.errors.clear();
+                    f.last_sync = Some(sluice_crds::SyncStatus {
+                        time: k8s_openapi::jiff::Timestamp::now().to_string(),
+                        duration_seconds: started.elapsed().as_secs_f64(),
+                    });
+                }
                 let latency = pending.map(|t| t.elapsed());
                 probes.updated();
                 metrics.sync_duration.observe(started.elapsed().as_secs_f64());
@@ -302,6 +350,8 @@ async fn run(args: AgentArgs) -> anyhow::Result<()> {
             Err(e) => {
                 // Only what landed is in the mirror; the maps' own ids are the truth now.
                 ids = ids_from_state(reconciler.current());
+                block_ids = sluice_core::blocklist::ids_from_state(reconciler.current());
+                facts.lock().expect("facts").errors = vec![format!("sync failed: {e}")];
                 metrics.sync_errors.inc();
                 tracing::error!("sync failed, retrying in 1s: {e}");
                 shared.index.lock().expect("index lock").pending_since.get_or_insert(pending.unwrap_or_else(Instant::now));

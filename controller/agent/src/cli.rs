@@ -83,6 +83,10 @@ pub fn status(args: &ReadArgs) -> anyhow::Result<()> {
         (sluice_abi::MAP_BACKENDS, state.backends.len()),
         (sluice_abi::MAP_REVNAT, state.revnat.len()),
         (sluice_abi::MAP_NAMES, state.names.len()),
+        (sluice_abi::MAP_SRC_RANGES, state.src_ranges.len()),
+        (sluice_abi::MAP_LB_ADDRS, state.lb_addrs.len()),
+        (sluice_abi::MAP_NODEPORTS, state.nodeports.len()),
+        (sluice_abi::MAP_BLOCKLIST, state.blocklist.len()),
     ];
     match args.output {
         Output::Json => {

@@ -7,6 +7,7 @@ mod health;
 mod http;
 mod metrics;
 mod netinfo;
+mod node_status;
 mod probes;
 
 use std::path::PathBuf;

@@ -29,10 +29,15 @@ pub struct IdSpace<K: Ord> {
 }
 
 impl<K: Ord + Copy> IdSpace<K> {
-    fn restore(held: impl IntoIterator<Item = (K, u32)>, max: u32) -> Self {
+    pub(crate) fn restore(held: impl IntoIterator<Item = (K, u32)>, max: u32) -> Self {
         let held: BTreeMap<K, u32> = held.into_iter().filter(|(_, id)| (1..=max).contains(id)).collect();
         let cursor = held.values().max().copied().unwrap_or(0);
         IdSpace { held, cursor, max }
+    }
+
+    /// An empty space for ids 1..=max.
+    pub fn with_max(max: u32) -> Self {
+        IdSpace { held: BTreeMap::new(), cursor: 0, max }
     }
 
     pub fn get(&self, key: &K) -> Option<u32> {

@@ -1,6 +1,7 @@
 //! Sluice's pure core: Kubernetes objects in, the desired contents of the datapath maps out.
 //! No I/O, no clock, no kube client: IDs come in as data, so every plan is reproducible.
 
+pub mod blocklist;
 pub mod ids;
 mod layout;
 pub mod manifest;

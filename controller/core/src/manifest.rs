@@ -10,6 +10,7 @@ use crate::translate::Warning;
 pub struct Objects {
     pub services: Vec<Service>,
     pub slices: Vec<EndpointSlice>,
+    pub blocklists: Vec<crate::blocklist::Blocklist>,
 }
 
 /// Parses every document of a (multi-document) YAML text; `List` objects are unpacked.
@@ -43,7 +44,11 @@ fn take(source: &str, index: usize, value: serde_yaml::Value, into: &mut Objects
             Ok(s) => into.slices.push(s),
             Err(e) => warnings.push(Warning { object: object(), message: format!("not a valid EndpointSlice: {e}") }),
         },
-        "List" | "ServiceList" | "EndpointSliceList" => {
+        "SourceBlocklist" => match serde_yaml::from_value::<crate::blocklist::Blocklist>(value) {
+            Ok(b) => into.blocklists.push(b),
+            Err(e) => warnings.push(Warning { object: object(), message: format!("not a valid SourceBlocklist: {e}") }),
+        },
+        "List" | "ServiceList" | "EndpointSliceList" | "SourceBlocklistList" => {
             if let Some(items) = value.get("items").and_then(|i| i.as_sequence()) {
                 for item in items.clone() {
                     take(source, index, item, into, warnings);

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use sluice_abi::{Addr, Backend, FrontendAddrValue, FrontendName, NodePortKey, RevNatValue, SrcRangeKey, SvcKey, SvcValue};
+use sluice_abi::{Addr, Backend, BlockKey, BlockValue, FrontendAddrValue, FrontendName, NodePortKey, RevNatValue, SrcRangeKey, SvcKey, SvcValue};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LbState {
@@ -17,6 +17,8 @@ pub struct LbState {
     pub lb_addrs: BTreeMap<Addr, FrontendAddrValue>,
     /// NodePorts, for bind protection.
     pub nodeports: BTreeSet<NodePortKey>,
+    /// SourceBlocklist entries, dropped in XDP.
+    pub blocklist: BTreeMap<BlockKey, BlockValue>,
 }
 
 impl LbState {
@@ -28,5 +30,6 @@ impl LbState {
             + self.src_ranges.len()
             + self.lb_addrs.len()
             + self.nodeports.len()
+            + self.blocklist.len()
     }
 }

@@ -281,6 +281,10 @@ pub struct SluiceNodeStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64), inner(length(max = 4096)))]
     pub errors: Vec<String>,
+    /// Packets this node dropped per SourceBlocklist entry, keyed `<blocklist>/<cidr>`; the
+    /// agents sum these over all nodes into each SourceBlocklist's status.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub blocklist_drops: BTreeMap<String, i64>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use aya::maps::lpm_trie::{Key as LpmKey, LpmTrie};
 use aya::maps::{HashMap, Map, MapData};
 use sluice_abi::{
-    self as abi, Addr, Backend, FrontendAddrValue, FrontendName, NodePortKey, RevNatKey, RevNatValue, SrcRangeData, SrcRangeKey,
+    self as abi, Addr, Backend, BlockKey, BlockValue, FrontendAddrValue, FrontendName, NodePortKey, RevNatKey, RevNatValue, SrcRangeData, SrcRangeKey,
     SvcKey, SvcValue,
 };
 use sluice_core::LbState;
@@ -21,6 +21,8 @@ pub enum Op {
     PutLbAddr(Addr, FrontendAddrValue),
     PutNodePort(NodePortKey),
     PutService(SvcKey, SvcValue),
+    PutBlock(BlockKey, BlockValue),
+    DelBlock(BlockKey),
     DelService(SvcKey),
     DelLbAddr(Addr),
     DelNodePort(NodePortKey),
@@ -76,6 +78,12 @@ impl Op {
             Op::DelNodePort(k) => {
                 state.nodeports.remove(k);
             }
+            Op::PutBlock(k, v) => {
+                state.blocklist.insert(*k, *v);
+            }
+            Op::DelBlock(k) => {
+                state.blocklist.remove(k);
+            }
         }
     }
 
@@ -83,6 +91,7 @@ impl Op {
         matches!(
             self,
             Op::DelService(_)
+                | Op::DelBlock(_)
                 | Op::DelLbAddr(_)
                 | Op::DelNodePort(_)
                 | Op::DelSrcRange(_)
@@ -127,6 +136,7 @@ pub struct BpfMaps {
     src_ranges: LpmTrie<MapData, SrcRangeData, u8>,
     lb_addrs: HashMap<MapData, Addr, FrontendAddrValue>,
     nodeports: HashMap<MapData, NodePortKey, u8>,
+    blocklist: LpmTrie<MapData, Addr, BlockValue>,
 }
 
 pub(crate) fn open_pinned(root: &Path, name: &str) -> Result<Map, MapError> {
@@ -154,6 +164,10 @@ impl BpfMaps {
             },
             lb_addrs: open_hash(root, abi::MAP_LB_ADDRS)?,
             nodeports: open_hash(root, abi::MAP_NODEPORTS)?,
+            blocklist: {
+                let map = open_pinned(root, abi::MAP_BLOCKLIST)?;
+                LpmTrie::try_from(map).map_err(|source| MapError::Open { path: root.join(abi::MAP_BLOCKLIST), source })?
+            },
         })
     }
 }
@@ -196,6 +210,11 @@ impl LbMaps for BpfMaps {
             Op::DelLbAddr(a) => ignore_missing(self.lb_addrs.remove(a)).map_err(kernel(abi::MAP_LB_ADDRS, op)),
             Op::PutNodePort(k) => self.nodeports.insert(k, 1, 0).map_err(kernel(abi::MAP_NODEPORTS, op)),
             Op::DelNodePort(k) => ignore_missing(self.nodeports.remove(k)).map_err(kernel(abi::MAP_NODEPORTS, op)),
+            Op::PutBlock(k, v) => {
+                self.blocklist.insert(&LpmKey::new(k.prefixlen, k.addr), v, 0).map_err(kernel(abi::MAP_BLOCKLIST, op))
+            }
+            Op::DelBlock(k) => ignore_missing(self.blocklist.remove(&LpmKey::new(k.prefixlen, k.addr)))
+                .map_err(kernel(abi::MAP_BLOCKLIST, op)),
         }
     }
 
@@ -215,6 +234,14 @@ impl LbMaps for BpfMaps {
             },
             lb_addrs: dump_hash(&self.lb_addrs, abi::MAP_LB_ADDRS, |k| k)?,
             nodeports: dump_hash(&self.nodeports, abi::MAP_NODEPORTS, |k| k)?.into_keys().collect(),
+            blocklist: {
+                let mut out = std::collections::BTreeMap::new();
+                for item in self.blocklist.iter() {
+                    let (k, v) = item.map_err(|source| MapError::Kernel { map: abi::MAP_BLOCKLIST, op: "iterate".into(), source })?;
+                    out.insert(BlockKey { prefixlen: k.prefix_len(), addr: k.data() }, v);
+                }
+                out
+            },
         })
     }
 }

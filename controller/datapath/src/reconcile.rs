@@ -37,6 +37,8 @@ pub fn diff(desired: &LbState, current: &LbState) -> Vec<Op> {
     puts(&desired.names, &current.names, Op::PutName, &mut ops);
     set_puts(&desired.src_ranges, &current.src_ranges, Op::PutSrcRange, &mut ops);
     set_puts(&desired.nodeports, &current.nodeports, Op::PutNodePort, &mut ops);
+    puts(&desired.blocklist, &current.blocklist, Op::PutBlock, &mut ops);
+    dels(&desired.blocklist, &current.blocklist, Op::DelBlock, &mut ops);
     let (slots, heads): (BTreeMap<SvcKey, SvcValue>, BTreeMap<SvcKey, SvcValue>) =
         desired.services.iter().map(|(k, v)| (*k, *v)).partition(|(k, _)| k.slot != 0);
     puts(&slots, &current.services, Op::PutService, &mut ops);

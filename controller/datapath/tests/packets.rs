@@ -696,9 +696,21 @@ fn nodeport_remote_backend_is_dnat_and_snat_and_the_reply_is_reversed_on_ingress
     let (_, out) = fx.ingress(&packet(seen.flow.reply(), b""));
     assert_eq!(parse(&out).flow, other.reply(), "the second flow's reply goes to the second client");
 
+    // The first client's port towards another frontend of the same backend is another flow:
+    // it must get its own SNAT port, or the first flow's replies would come back from the
+    // second frontend (seen as rare timeouts when clients reuse ports across Services).
+    let third = flow(CLIENT, 40001, Ipv4Addr::new(10, 96, 0, 82), 80, TCP);
+    let seen3 = parse(&fx.ingress(&packet(third, b"")).1);
+    assert_eq!(seen3.flow.dst, IpAddr::from(REMOTE_BE));
+    assert_ne!(seen3.flow.sport, 40001, "two flows share one SNAT tuple");
+    let (_, out) = fx.ingress(&packet(b2n, b"again"));
+    assert_eq!(parse(&out).flow, flow(NODE4, 30082, CLIENT, 40001, TCP), "the first flow's replies keep their frontend");
+    let (_, out) = fx.ingress(&packet(seen3.flow.reply(), b""));
+    assert_eq!(parse(&out).flow, third.reply());
+
     assert_eq!(
         fx.counters(),
-        vec![(Counter::NpNewFlow, 2), (Counter::NpReverse, 2), (Counter::NpFibFail, 4)]
+        vec![(Counter::NpNewFlow, 3), (Counter::NpReverse, 4), (Counter::NpFibFail, 7)]
     );
 }
 

@@ -25,6 +25,9 @@ pub struct Index {
     pub generation: u64,
     /// When the oldest change not yet planned arrived; the agent reports programming latency from it.
     pub pending_since: Option<Instant>,
+    /// SourceBlocklists by name. Not part of `complete()`: a cluster without the CRD still gets
+    /// its Services programmed.
+    pub blocklists: BTreeMap<String, sluice_core::blocklist::Blocklist>,
     /// Events received per kind, for the change counters.
     pub service_events: u64,
     pub slice_events: u64,
@@ -67,6 +70,19 @@ impl Index {
         self.slices = all.into_iter().map(|s| (key(&s), s)).collect();
         self.slices_listed = true;
         self.slice_events += 1;
+        self.touched();
+    }
+
+    pub fn apply_blocklist(&mut self, b: sluice_core::blocklist::Blocklist) {
+        self.blocklists.insert(b.metadata.name.clone(), b);
+        self.touched();
+    }
+    pub fn delete_blocklist(&mut self, name: &str) {
+        self.blocklists.remove(name);
+        self.touched();
+    }
+    pub fn reset_blocklists(&mut self, all: Vec<sluice_core::blocklist::Blocklist>) {
+        self.blocklists = all.into_iter().map(|b| (b.metadata.name.clone(), b)).collect();
         self.touched();
     }
 

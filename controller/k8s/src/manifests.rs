@@ -73,6 +73,7 @@ pub async fn run(dir: PathBuf, shared: Shared) {
                             shared.update(|i| {
                                 i.reset_services(objects.services);
                                 i.reset_slices(objects.slices);
+                                i.reset_blocklists(objects.blocklists);
                             });
                             last = Some(now);
                         }

@@ -115,11 +115,60 @@ where
     }
 }
 
-/// Runs both watchers until the process ends.
+/// SourceBlocklists (sluice.dev/v1alpha1), read as dynamic objects: this crate stays free of the
+/// CRD types, and a cluster without the CRD just retries this watch quietly.
+async fn run_blocklists(client: Client, shared: Shared) {
+    use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+    let gvk = GroupVersionKind::gvk("sluice.dev", "v1alpha1", "SourceBlocklist");
+    let api: Api<DynamicObject> = Api::all_with(client, &ApiResource::from_gvk_with_plural(&gvk, "sourceblocklists"));
+    let convert = |obj: DynamicObject| -> Option<sluice_core::blocklist::Blocklist> {
+        let name = obj.metadata.name.clone().unwrap_or_default();
+        match serde_json::to_value(&obj).and_then(serde_json::from_value) {
+            Ok(b) => Some(b),
+            Err(e) => {
+                tracing::warn!(blocklist = %name, "SourceBlocklist not understood: {e}");
+                None
+            }
+        }
+    };
+    let mut stream = watcher::watcher(api, watcher::Config::default()).backoff(CatchUpBackoff::default()).boxed();
+    let mut buffer = Vec::new();
+    let mut warned = false;
+    loop {
+        match stream.try_next().await {
+            Ok(Some(Event::Init)) => buffer.clear(),
+            Ok(Some(Event::InitApply(obj))) => buffer.extend(convert(obj)),
+            Ok(Some(Event::InitDone)) => {
+                let all = std::mem::take(&mut buffer);
+                tracing::info!(kind = "SourceBlocklist", count = all.len(), "initial list complete");
+                shared.update(|i| i.reset_blocklists(all));
+            }
+            Ok(Some(Event::Apply(obj))) => {
+                if let Some(b) = convert(obj) {
+                    shared.update(|i| i.apply_blocklist(b));
+                }
+            }
+            Ok(Some(Event::Delete(obj))) => {
+                let name = obj.metadata.name.unwrap_or_default();
+                shared.update(|i| i.delete_blocklist(&name));
+            }
+            Ok(None) => return,
+            Err(e) => {
+                if !warned {
+                    tracing::warn!("SourceBlocklist watch failed (is the CRD installed?), retrying: {e}");
+                    warned = true;
+                }
+            }
+        }
+    }
+}
+
+/// Runs the watchers until the process ends.
 pub async fn run(client: Client, shared: Shared, errors: std::sync::Arc<ClientErrors>) {
     let services = run_one(Api::<Service>::all(client.clone()), shared.clone(), "Service", errors.clone());
-    let slices = run_one(Api::<EndpointSlice>::all(client), shared, "EndpointSlice", errors);
-    futures::join!(services, slices);
+    let slices = run_one(Api::<EndpointSlice>::all(client.clone()), shared.clone(), "EndpointSlice", errors);
+    let blocklists = run_blocklists(client, shared);
+    futures::join!(services, slices, blocklists);
 }
 
 #[cfg(test)]

@@ -1,0 +1,127 @@
+//! What this node's datapath looks like, written to its SluiceNode status, and the per-entry
+//! SourceBlocklist drops summed over every node into each SourceBlocklist's status. Every agent
+//! writes the same sums, so no leader is needed; they converge within one period.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use sluice_abi as abi;
+use sluice_core::blocklist::BlockOwner;
+use sluice_crds::{DeviceStatus, MapStatus, ProgramStatus, SluiceNode, SluiceNodeStatus, SyncStatus};
+use sluice_datapath::{BpfMaps, LbMaps, counters};
+
+pub const PERIOD: Duration = Duration::from_secs(5);
+const MANAGER: &str = "sluice-agent";
+
+/// Filled by the agent as it goes; read by the status writer.
+#[derive(Default)]
+pub struct Facts {
+    pub programs: Vec<ProgramStatus>,
+    pub devices: Vec<DeviceStatus>,
+    pub features: Vec<String>,
+    pub last_sync: Option<SyncStatus>,
+    pub errors: Vec<String>,
+    /// Blocklist entry id → which objects and CIDR it stands for.
+    pub block_owners: BTreeMap<u32, BlockOwner>,
+    /// name → generation of the SourceBlocklists programmed.
+    pub block_generations: BTreeMap<String, Option<i64>>,
+}
+
+pub fn kernel_version() -> String {
+    // SAFETY: uname fills the zeroed struct we own.
+    let mut u: libc::utsname = unsafe { std::mem::zeroed() };
+    if unsafe { libc::uname(&mut u) } != 0 {
+        return String::new();
+    }
+    // SAFETY: release is NUL-terminated by uname.
+    unsafe { std::ffi::CStr::from_ptr(u.release.as_ptr()) }.to_string_lossy().into_owned()
+}
+
+fn status(root: &PathBuf, facts: &Facts) -> SluiceNodeStatus {
+    let mut maps = Vec::new();
+    if let Ok(state) = BpfMaps::open(root).and_then(|m| m.dump()) {
+        for (name, entries, capacity) in [
+            (abi::MAP_SERVICES, state.services.len(), abi::SERVICES_MAX),
+            (abi::MAP_BACKENDS, state.backends.len(), abi::BACKENDS_MAX),
+            (abi::MAP_REVNAT, state.revnat.len(), abi::REVNAT_MAX),
+            (abi::MAP_SRC_RANGES, state.src_ranges.len(), abi::SRC_RANGES_MAX),
+            (abi::MAP_LB_ADDRS, state.lb_addrs.len(), abi::LB_ADDRS_MAX),
+            (abi::MAP_NODEPORTS, state.nodeports.len(), abi::NODEPORTS_MAX),
+            (abi::MAP_BLOCKLIST, state.blocklist.len(), abi::BLOCKLIST_MAX),
+        ] {
+            maps.push(MapStatus { name: name.into(), entries: entries as i64, capacity: i64::from(capacity) });
+        }
+    }
+    let mut blocklist_drops = BTreeMap::new();
+    if let Ok(hits) = counters::block_hits(root, facts.block_owners.keys().copied()) {
+        for (id, n) in hits {
+            if let Some(owner) = facts.block_owners.get(&id) {
+                for list in &owner.blocklists {
+                    blocklist_drops.insert(format!("{list}/{}", owner.cidr), n as i64);
+                }
+            }
+        }
+    }
+    SluiceNodeStatus {
+        kernel_version: kernel_version(),
+        bpf_features: facts.features.clone(),
+        programs: facts.programs.clone(),
+        devices: facts.devices.clone(),
+        maps,
+        last_sync: facts.last_sync.clone(),
+        errors: facts.errors.clone(),
+        blocklist_drops,
+    }
+}
+
+async fn write_once(client: &kube::Client, node: &str, root: &PathBuf, facts: &Mutex<Facts>) -> Result<(), kube::Error> {
+    let (st, generations) = {
+        let f = facts.lock().expect("facts");
+        (status(root, &f), f.block_generations.clone())
+    };
+    let nodes: Api<SluiceNode> = Api::all(client.clone());
+    let pp = PatchParams::apply(MANAGER).force();
+    // The object has no spec to speak of; it exists so its status can be written.
+    let object = serde_json::json!({"apiVersion": "sluice.dev/v1alpha1", "kind": "SluiceNode", "metadata": {"name": node}, "spec": {}});
+    nodes.patch(node, &pp, &Patch::Apply(&object)).await?;
+    let status = serde_json::json!({"apiVersion": "sluice.dev/v1alpha1", "kind": "SluiceNode", "status": st});
+    nodes.patch_status(node, &pp, &Patch::Apply(&status)).await?;
+
+    // Sum every node's drops per blocklist.
+    let mut sums: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
+    for n in nodes.list(&ListParams::default()).await?.items {
+        for (key, count) in n.status.map(|s| s.blocklist_drops).unwrap_or_default() {
+            if let Some((list, cidr)) = key.split_once('/') {
+                *sums.entry(list.to_string()).or_default().entry(cidr.to_string()).or_default() += count;
+            }
+        }
+    }
+    let gvk = kube::api::GroupVersionKind::gvk("sluice.dev", "v1alpha1", "SourceBlocklist");
+    let lists: Api<kube::api::DynamicObject> =
+        Api::all_with(client.clone(), &kube::api::ApiResource::from_gvk_with_plural(&gvk, "sourceblocklists"));
+    for (name, generation) in generations {
+        let drops = sums.remove(&name).unwrap_or_default();
+        let patch = serde_json::json!({"status": {"drops": drops, "observedGeneration": generation}});
+        lists.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    }
+    Ok(())
+}
+
+/// Writes the status every PERIOD until the process ends.
+pub async fn run(client: kube::Client, node: String, root: PathBuf, facts: Arc<Mutex<Facts>>) {
+    let mut failing = false;
+    loop {
+        match write_once(&client, &node, &root, &facts).await {
+            Ok(()) => failing = false,
+            Err(e) if !failing => {
+                tracing::warn!(node, "cannot write SluiceNode/SourceBlocklist status (CRDs installed? RBAC?): {e}");
+                failing = true;
+            }
+            Err(_) => {}
+        }
+        tokio::time::sleep(PERIOD).await;
+    }
+}
