@@ -230,6 +230,7 @@ async fn run(args: AgentArgs) -> anyhow::Result<()> {
     }
 
     let shared = Shared::default();
+    let mut recorder: Option<Arc<kube::runtime::events::Recorder>> = None;
     let client_errors = Arc::new(watch::ClientErrors::default());
     let source = match &args.manifests {
         Some(dir) => {
@@ -242,6 +243,10 @@ async fn run(args: AgentArgs) -> anyhow::Result<()> {
             if let Some(node) = &args.node_name {
                 tokio::spawn(crate::node_status::run(client.clone(), node.clone(), root.clone(), facts.clone()));
             }
+            recorder = Some(Arc::new(kube::runtime::events::Recorder::new(
+                client.clone(),
+                kube::runtime::events::Reporter { controller: "sluice".into(), instance: args.node_name.clone() },
+            )));
             tokio::spawn(watch::run(client, shared.clone(), client_errors.clone()))
         }
     };
@@ -312,6 +317,11 @@ async fn run(args: AgentArgs) -> anyhow::Result<()> {
         for w in warnings.difference(&last_warnings) {
             tracing::warn!("{w}");
         }
+        if let Some(recorder) = &recorder {
+            for w in p.warnings.iter().filter(|w| !last_warnings.contains(&w.to_string())) {
+                publish_event(recorder.clone(), w.clone());
+            }
+        }
         last_warnings = warnings;
         health.update(&p.health_checks);
         match reconciler.sync(&mut maps, &p.desired) {
@@ -364,4 +374,30 @@ async fn run(args: AgentArgs) -> anyhow::Result<()> {
     tracing::info!(kube_client_errors = errors, "stopping; programs and maps stay pinned and keep serving");
     drop(ebpf);
     Ok(())
+}
+
+/// A Service the datapath cannot program (or programs only in part) gets a Warning Event saying
+/// why, where `kubectl describe service` shows it.
+fn publish_event(recorder: Arc<kube::runtime::events::Recorder>, w: sluice_core::Warning) {
+    let Some((namespace, name)) = w.object.strip_prefix("Service ").and_then(|n| n.split_once('/')) else { return };
+    let reference = k8s_openapi::api::core::v1::ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Service".into()),
+        namespace: Some(namespace.into()),
+        name: Some(name.into()),
+        ..Default::default()
+    };
+    let reason = if w.message.contains("map is full") || w.message.contains("no free") { "MapFull" } else { "NotProgrammed" };
+    let event = kube::runtime::events::Event {
+        type_: kube::runtime::events::EventType::Warning,
+        reason: reason.into(),
+        note: Some(w.message.clone()),
+        action: "Program".into(),
+        secondary: None,
+    };
+    tokio::spawn(async move {
+        if let Err(e) = recorder.publish(&event, &reference).await {
+            tracing::debug!("cannot publish Event for {}: {e}", w.object);
+        }
+    });
 }
