@@ -272,7 +272,8 @@ async fn run(args: AgentArgs) -> anyhow::Result<()> {
             async move { probes.respond(&path) }
         }));
     }
-    let node = NodeContext { node_name: args.node_name.clone(), node_ips: north_south.node_ips.clone() };
+    let mut node = NodeContext { node_name: args.node_name.clone(), node_ips: north_south.node_ips.clone(), external_ip_cidrs: None };
+    let flag_accel: loader::Acceleration = args.nodeport_acceleration.into();
     let mut health = crate::health::HealthServers::default();
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
@@ -301,6 +302,9 @@ async fn run(args: AgentArgs) -> anyhow::Result<()> {
             if !index.complete() {
                 continue;
             }
+            let applied = apply_proxy_config(index.proxy_config.as_ref(), &root, !north_south.devices.is_empty(), flag_accel, &north_south);
+            node.external_ip_cidrs = applied.external_ip_cidrs.clone();
+            facts.lock().expect("facts").proxy_config = applied.status;
             let p = plan(index.services.values(), index.slices.values(), &node, &ids, Capacity::default());
             let lists: Vec<_> = index.blocklists.values().cloned().collect();
             let blocks = sluice_core::blocklist::lay_out(&lists, &block_ids);
@@ -400,4 +404,92 @@ fn publish_event(recorder: Arc<kube::runtime::events::Recorder>, w: sluice_core:
             tracing::debug!("cannot publish Event for {}: {e}", w.object);
         }
     });
+}
+
+/// What a ProxyConfig changes in this agent right now, and what it reports back.
+struct AppliedConfig {
+    external_ip_cidrs: Option<Vec<(std::net::IpAddr, u8)>>,
+    status: Option<crate::node_status::ProxyConfigReport>,
+}
+
+/// Applies the ProxyConfig `default` where the datapath allows it without a restart (XDP
+/// acceleration, externalIPCIDRs) and says which fields need one or are not supported yet.
+fn apply_proxy_config(
+    raw: Option<&serde_json::Value>,
+    root: &Path,
+    has_devices: bool,
+    flag_accel: loader::Acceleration,
+    north_south: &NorthSouth,
+) -> AppliedConfig {
+    let config: Option<sluice_crds::ProxyConfig> = raw.and_then(|raw| match serde_json::from_value(raw.clone()) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::warn!("ProxyConfig default not understood: {e}");
+            None
+        }
+    });
+    let mut problems = Vec::new();
+    let mut restart_required = Vec::new();
+    // Without a ProxyConfig, the agent's own flag decides.
+    let accel = match config.as_ref().map(|c| c.spec.xdp_acceleration) {
+        None => flag_accel,
+        Some(sluice_crds::XdpAcceleration::Disabled) => loader::Acceleration::Disabled,
+        Some(sluice_crds::XdpAcceleration::Native) => loader::Acceleration::Native,
+        Some(sluice_crds::XdpAcceleration::BestEffort) => loader::Acceleration::BestEffort,
+    };
+    if has_devices {
+        let want = if accel == loader::Acceleration::Disabled { 0 } else { sluice_abi::CFG_F_XDP_ACCEL };
+        match loader::read_config(root) {
+            Ok(mut current) if current.flags & sluice_abi::CFG_F_XDP_ACCEL != want => {
+                current.flags = (current.flags & !sluice_abi::CFG_F_XDP_ACCEL) | want;
+                match loader::write_config_pinned(root, current) {
+                    Ok(()) => tracing::info!(?accel, "XDP acceleration changed"),
+                    Err(e) => problems.push(format!("cannot change XDP acceleration: {e}")),
+                }
+            }
+            Ok(_) => {}
+            Err(e) => problems.push(format!("cannot read the datapath config: {e}")),
+        }
+        if accel == loader::Acceleration::Native {
+            for d in north_south.device_status.iter().filter(|d| d.xdp_mode != "native") {
+                problems.push(format!("xdpAcceleration native: {} runs XDP in {} mode", d.name, d.xdp_mode));
+            }
+        }
+    }
+    let Some(config) = config else {
+        return AppliedConfig { external_ip_cidrs: None, status: None };
+    };
+    let spec = &config.spec;
+    if !has_devices && accel != loader::Acceleration::Disabled {
+        problems.push("xdpAcceleration: this node has no north-south devices".into());
+    }
+    let external_ip_cidrs = spec.external_ip_cidrs.as_ref().map(|list| {
+        list.iter()
+            .filter_map(|c| {
+                let parsed = sluice_core::translate::parse_cidr(c);
+                if parsed.is_none() {
+                    problems.push(format!("externalIPCIDRs entry {c:?} is not a CIDR"));
+                }
+                parsed
+            })
+            .collect::<Vec<_>>()
+    });
+    if spec.host_namespace_only {
+        problems.push("hostNamespaceOnly is not implemented yet: socket load-balancing applies to every process in the cgroup".into());
+    }
+    if spec.load_balancing_algorithm == sluice_crds::LoadBalancingAlgorithm::Maglev {
+        problems.push("loadBalancingAlgorithm maglev is not implemented yet: random selection is in use".into());
+    }
+    let sizes = spec.map_sizes;
+    if sizes.services != sluice_abi::SERVICES_MAX as i32 || sizes.backends != sluice_abi::BACKENDS_MAX as i32 {
+        restart_required.push("mapSizes (the maps are sized when created; new sizes need new maps)".into());
+    }
+    AppliedConfig {
+        external_ip_cidrs,
+        status: Some(crate::node_status::ProxyConfigReport {
+            generation: config.metadata.generation,
+            problems,
+            restart_required,
+        }),
+    }
 }

@@ -184,7 +184,7 @@ mod tests {
         let mut o = manifest::Objects::default();
         let mut w = Vec::new();
         manifest::parse("t", yaml, &mut o, &mut w);
-        let node = NodeContext { node_name: Some("a".into()), node_ips: vec!["172.30.0.11".parse().unwrap()] };
+        let node = NodeContext { node_name: Some("a".into()), node_ips: vec!["172.30.0.11".parse().unwrap()], external_ip_cidrs: None };
         plan(&o.services, &o.slices, &node, &Ids::default(), Capacity::default()).desired
     }
 

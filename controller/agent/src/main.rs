@@ -2,6 +2,7 @@
 
 mod agent;
 mod cli;
+mod dump;
 mod explain;
 mod health;
 mod http;
@@ -36,6 +37,17 @@ enum Command {
     Status(ReadArgs),
     /// What will the datapath do with a connection to ADDR:PORT[/PROTO], and why?
     Explain(explain::ExplainArgs),
+    /// Look at the BPF maps themselves.
+    Bpf {
+        #[command(subcommand)]
+        command: BpfCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum BpfCommand {
+    /// Every entry of one pinned map, decoded, one JSON object a line.
+    Dump(dump::DumpArgs),
 }
 
 #[derive(Subcommand)]
@@ -66,6 +78,7 @@ fn main() -> std::process::ExitCode {
         Command::Service { command: ServiceCommand::List(args) } => cli::service_list(&args),
         Command::Status(args) => cli::status(&args),
         Command::Explain(args) => explain::run(&args),
+        Command::Bpf { command: BpfCommand::Dump(args) } => dump::run(&args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -28,6 +28,16 @@ pub struct Facts {
     pub block_owners: BTreeMap<u32, BlockOwner>,
     /// name → generation of the SourceBlocklists programmed.
     pub block_generations: BTreeMap<String, Option<i64>>,
+    /// How the ProxyConfig `default` was applied, if there is one.
+    pub proxy_config: Option<ProxyConfigReport>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProxyConfigReport {
+    pub generation: Option<i64>,
+    /// Fields that could not be applied as asked, and why.
+    pub problems: Vec<String>,
+    pub restart_required: Vec<String>,
 }
 
 pub fn kernel_version() -> String {
@@ -78,9 +88,9 @@ fn status(root: &PathBuf, facts: &Facts) -> SluiceNodeStatus {
 }
 
 async fn write_once(client: &kube::Client, node: &str, root: &PathBuf, facts: &Mutex<Facts>) -> Result<(), kube::Error> {
-    let (st, generations) = {
+    let (st, generations, proxy_config) = {
         let f = facts.lock().expect("facts");
-        (status(root, &f), f.block_generations.clone())
+        (status(root, &f), f.block_generations.clone(), f.proxy_config.clone())
     };
     let nodes: Api<SluiceNode> = Api::all(client.clone());
     let pp = PatchParams::apply(MANAGER).force();
@@ -106,6 +116,25 @@ async fn write_once(client: &kube::Client, node: &str, root: &PathBuf, facts: &M
         let drops = sums.remove(&name).unwrap_or_default();
         let patch = serde_json::json!({"status": {"drops": drops, "observedGeneration": generation}});
         lists.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    }
+    if let Some(report) = proxy_config {
+        let gvk = kube::api::GroupVersionKind::gvk("sluice.dev", "v1alpha1", "ProxyConfig");
+        let configs: Api<kube::api::DynamicObject> =
+            Api::all_with(client.clone(), &kube::api::ApiResource::from_gvk_with_plural(&gvk, "proxyconfigs"));
+        let applied = report.problems.is_empty();
+        let patch = serde_json::json!({"status": {
+            "observedGeneration": report.generation,
+            "restartRequired": report.restart_required,
+            "conditions": [{
+                "type": "Applied",
+                "status": if applied { "True" } else { "False" },
+                "reason": if applied { "Applied" } else { "PartlyApplied" },
+                "message": if applied { "every field in effect".to_string() } else { report.problems.join("; ") },
+                "lastTransitionTime": k8s_openapi::jiff::Timestamp::now().to_string(),
+                "observedGeneration": report.generation,
+            }],
+        }});
+        configs.patch_status("default", &PatchParams::default(), &Patch::Merge(&patch)).await?;
     }
     Ok(())
 }

@@ -132,6 +132,17 @@ pub struct NodeContext {
     pub node_name: Option<String>,
     /// Addresses NodePorts are served on (kube-proxy's --nodeport-addresses).
     pub node_ips: Vec<IpAddr>,
+    /// ProxyConfig externalIPCIDRs: when set, externalIPs outside them are refused (the
+    /// CVE-2020-8554 mitigation); None allows every externalIP, as kube-proxy does.
+    pub external_ip_cidrs: Option<Vec<(IpAddr, u8)>>,
+}
+
+fn in_cidr(ip: IpAddr, (net, bits): (IpAddr, u8)) -> bool {
+    match (ip, net) {
+        (IpAddr::V4(a), IpAddr::V4(n)) => bits == 0 || (u32::from(a) ^ u32::from(n)) >> (32 - u32::from(bits.min(32))) == 0,
+        (IpAddr::V6(a), IpAddr::V6(n)) => bits == 0 || (u128::from(a) ^ u128::from(n)) >> (128 - u32::from(bits.min(128))) == 0,
+        _ => false,
+    }
 }
 
 /// A healthCheckNodePort to answer (externalTrafficPolicy Local LoadBalancer services).
@@ -407,6 +418,9 @@ fn translate_service(name: &ServiceName, svc: &Service, eps: &ServiceEndpoints, 
     let mut externals: Vec<(FrontendKind, IpAddr)> = Vec::new();
     for text in spec.external_ips.iter().flatten() {
         match text.parse::<IpAddr>() {
+            Ok(ip) if node.external_ip_cidrs.as_ref().is_some_and(|allowed| !allowed.iter().any(|c| in_cidr(ip, *c))) => warn(format!(
+                "externalIP {ip} is outside the ProxyConfig's externalIPCIDRs; refused (CVE-2020-8554 mitigation)"
+            )),
             Ok(ip) if same_family(&ip) => externals.push((FrontendKind::ExternalIp, ip)),
             Ok(ip) => warn(format!("externalIP {ip} is not of the Service's IP families; skipped")),
             Err(_) => warn(format!("externalIP {text:?} is not an IP address; skipped")),
@@ -513,7 +527,7 @@ fn translate_service(name: &ServiceName, svc: &Service, eps: &ServiceEndpoints, 
     }
 }
 
-fn parse_cidr(text: &str) -> Option<(IpAddr, u8)> {
+pub fn parse_cidr(text: &str) -> Option<(IpAddr, u8)> {
     let (addr, bits) = text.trim().split_once('/')?;
     let ip: IpAddr = addr.parse().ok()?;
     let bits: u8 = bits.parse().ok()?;

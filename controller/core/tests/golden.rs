@@ -3,7 +3,8 @@
 //! rewrites them; review the diff before committing.
 //!
 //! A `# node: NAME` line in the YAML sets the node the plan is made for, and
-//! `# node-ips: IP,IP` the addresses its NodePorts are served on.
+//! `# node-ips: IP,IP` the addresses its NodePorts are served on, and
+//! `# external-ip-cidrs: CIDR,CIDR` a ProxyConfig's externalIPCIDRs.
 
 use std::fs;
 use std::path::Path;
@@ -18,10 +19,14 @@ fn render_case(yaml: &str) -> String {
         .find_map(|l| l.strip_prefix("# node-ips: "))
         .map(|s| s.split(',').map(|ip| ip.trim().parse().unwrap()).collect())
         .unwrap_or_default();
+    let external_ip_cidrs = yaml
+        .lines()
+        .find_map(|l| l.strip_prefix("# external-ip-cidrs: "))
+        .map(|s| s.split(',').map(|c| sluice_core::translate::parse_cidr(c).unwrap()).collect());
     let mut objects = Objects::default();
     let mut warnings = Vec::new();
     manifest::parse("input", yaml, &mut objects, &mut warnings);
-    let p = plan(&objects.services, &objects.slices, &NodeContext { node_name, node_ips }, &Ids::default(), Capacity::default());
+    let p = plan(&objects.services, &objects.slices, &NodeContext { node_name, node_ips, external_ip_cidrs }, &Ids::default(), Capacity::default());
     let mut out = view::render_text(&view::frontends(&p.desired));
     for (addr, v) in &p.desired.lb_addrs {
         out.push_str(&format!("frontend address {:?} flags={:#x}\n", addr, v.flags));

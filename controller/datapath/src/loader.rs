@@ -285,3 +285,19 @@ pub fn prune_links(root: &Path, keep: &[PathBuf]) -> Result<Vec<PathBuf>, LoadEr
 pub fn device_links(root: &Path, device: &str) -> PathBuf {
     root.join("links").join(format!("dev-{device}"))
 }
+
+/// The datapath settings as the pinned config map holds them now.
+pub fn read_config(root: &Path) -> Result<abi::Config, crate::MapError> {
+    let map = crate::maps::open_pinned(root, abi::MAP_CONFIG)?;
+    let array: Array<MapData, abi::Config> =
+        Array::try_from(map).map_err(|source| crate::MapError::Open { path: root.join(abi::MAP_CONFIG), source })?;
+    array.get(&0, 0).map_err(|source| crate::MapError::Kernel { map: abi::MAP_CONFIG, op: "read".into(), source })
+}
+
+/// Rewrites the pinned config map: what a live ProxyConfig change does.
+pub fn write_config_pinned(root: &Path, config: abi::Config) -> Result<(), crate::MapError> {
+    let map = crate::maps::open_pinned(root, abi::MAP_CONFIG)?;
+    let mut array: Array<MapData, abi::Config> =
+        Array::try_from(map).map_err(|source| crate::MapError::Open { path: root.join(abi::MAP_CONFIG), source })?;
+    array.set(0, config, 0).map_err(|source| crate::MapError::Kernel { map: abi::MAP_CONFIG, op: "write".into(), source })
+}

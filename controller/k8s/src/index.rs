@@ -28,6 +28,8 @@ pub struct Index {
     /// SourceBlocklists by name. Not part of `complete()`: a cluster without the CRD still gets
     /// its Services programmed.
     pub blocklists: BTreeMap<String, sluice_core::blocklist::Blocklist>,
+    /// The ProxyConfig named `default` (sluice.dev/v1alpha1), as the API returned it.
+    pub proxy_config: Option<serde_json::Value>,
     /// Events received per kind, for the change counters.
     pub service_events: u64,
     pub slice_events: u64,
@@ -83,6 +85,11 @@ impl Index {
     }
     pub fn reset_blocklists(&mut self, all: Vec<sluice_core::blocklist::Blocklist>) {
         self.blocklists = all.into_iter().map(|b| (b.metadata.name.clone(), b)).collect();
+        self.touched();
+    }
+
+    pub fn set_proxy_config(&mut self, config: Option<serde_json::Value>) {
+        self.proxy_config = config;
         self.touched();
     }
 

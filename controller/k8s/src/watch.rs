@@ -163,12 +163,41 @@ async fn run_blocklists(client: Client, shared: Shared) {
     }
 }
 
+/// The ProxyConfig named `default`; like SourceBlocklists, optional.
+async fn run_proxy_config(client: Client, shared: Shared) {
+    use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+    let gvk = GroupVersionKind::gvk("sluice.dev", "v1alpha1", "ProxyConfig");
+    let api: Api<DynamicObject> = Api::all_with(client, &ApiResource::from_gvk_with_plural(&gvk, "proxyconfigs"));
+    let config = watcher::Config::default().fields("metadata.name=default");
+    let mut stream = watcher::watcher(api, config).backoff(CatchUpBackoff::default()).boxed();
+    let mut seen_in_list = false;
+    loop {
+        match stream.try_next().await {
+            Ok(Some(Event::Init)) => seen_in_list = false,
+            Ok(Some(Event::InitApply(obj) | Event::Apply(obj))) => {
+                seen_in_list = true;
+                let value = serde_json::to_value(&obj).ok();
+                shared.update(|i| i.set_proxy_config(value));
+            }
+            Ok(Some(Event::InitDone)) => {
+                if !seen_in_list {
+                    shared.update(|i| i.set_proxy_config(None));
+                }
+            }
+            Ok(Some(Event::Delete(_))) => shared.update(|i| i.set_proxy_config(None)),
+            Ok(None) => return,
+            Err(_) => {}
+        }
+    }
+}
+
 /// Runs the watchers until the process ends.
 pub async fn run(client: Client, shared: Shared, errors: std::sync::Arc<ClientErrors>) {
     let services = run_one(Api::<Service>::all(client.clone()), shared.clone(), "Service", errors.clone());
     let slices = run_one(Api::<EndpointSlice>::all(client.clone()), shared.clone(), "EndpointSlice", errors);
-    let blocklists = run_blocklists(client, shared);
-    futures::join!(services, slices, blocklists);
+    let blocklists = run_blocklists(client.clone(), shared.clone());
+    let proxy_config = run_proxy_config(client, shared);
+    futures::join!(services, slices, blocklists, proxy_config);
 }
 
 #[cfg(test)]

@@ -1,0 +1,95 @@
+//! `sluice bpf dump MAP`: every entry of one pinned map, decoded, as JSON lines (one entry a
+//! line, so it pipes into jq or grep).
+
+use aya::maps::{HashMap, MapData};
+use serde_json::{Value, json};
+use sluice_abi::{self as abi, Addr, CtKey, CtValue, SockRevNatKey, SockRevNatValue};
+use sluice_datapath::{BpfMaps, LbMaps, counters, loader};
+
+#[derive(clap::Args)]
+pub struct DumpArgs {
+    /// A map name as pinned (e.g. sluice_svc_v1, sluice_ct_v1); `list` shows them all.
+    pub map: String,
+    #[arg(long, default_value = crate::DEFAULT_BPF_ROOT)]
+    pub bpf_root: std::path::PathBuf,
+}
+
+fn ip(a: &Addr) -> String {
+    a.ip().to_string()
+}
+
+fn hash_entries<K: aya::Pod, V: aya::Pod>(args: &DumpArgs, decode: impl Fn(K, V) -> Value) -> anyhow::Result<Vec<Value>> {
+    let data = MapData::from_pin(args.bpf_root.join(&args.map))?;
+    let map = aya::maps::Map::from_map_data(data)?;
+    let map = match map {
+        aya::maps::Map::LruHashMap(d) | aya::maps::Map::HashMap(d) => d,
+        _ => anyhow::bail!("{} is not a hash map", args.map),
+    };
+    let hash: HashMap<MapData, K, V> = HashMap::try_from(aya::maps::Map::HashMap(map))?;
+    hash.iter().map(|r| r.map(|(k, v)| decode(k, v)).map_err(Into::into)).collect()
+}
+
+pub fn run(args: &DumpArgs) -> anyhow::Result<()> {
+    if args.map == "list" {
+        for m in abi::ALL_MAPS {
+            println!("{m}");
+        }
+        return Ok(());
+    }
+    let rows: Vec<Value> = match args.map.as_str() {
+        abi::MAP_CT => hash_entries::<CtKey, CtValue>(args, |k, v| {
+            json!({
+                "dir": if k.dir == abi::CT_REVERSE { "reverse" } else { "forward" },
+                "src": format!("{}:{}", ip(&k.saddr), u16::from_be(k.sport_be)),
+                "dst": format!("{}:{}", ip(&k.daddr), u16::from_be(k.dport_be)),
+                "proto": k.proto,
+                "addr1": format!("{}:{}", ip(&v.addr1), u16::from_be(v.port1_be)),
+                "addr2": format!("{}:{}", ip(&v.addr2), u16::from_be(v.port2_be)),
+                "rev_nat_id": v.rev_nat_id,
+                "snat": v.flags & abi::CT_F_SNAT != 0,
+                "local": v.flags & abi::CT_F_LOCAL != 0,
+            })
+        })?,
+        abi::MAP_SOCK_REVNAT => hash_entries::<SockRevNatKey, SockRevNatValue>(args, |k, v| {
+            json!({
+                "cookie": k.cookie,
+                "backend": format!("{}:{}", ip(&k.addr), u16::from_be(k.port_be)),
+                "frontend": format!("{}:{}", ip(&v.addr), u16::from_be(v.port_be)),
+                "rev_nat_id": v.rev_nat_id,
+            })
+        })?,
+        abi::MAP_COUNTERS => counters::read(&args.bpf_root)?.into_iter().map(|(c, n)| json!({"counter": c.name(), "value": n})).collect(),
+        abi::MAP_CONFIG => {
+            let c = loader::read_config(&args.bpf_root)?;
+            vec![json!({"node_ip4": ip(&c.node_ip4), "node_ip6": ip(&c.node_ip6), "xdp_acceleration": c.flags & abi::CFG_F_XDP_ACCEL != 0})]
+        }
+        abi::MAP_BLOCK_HITS => anyhow::bail!("{} is indexed by blocklist entry id: see sluice_blocklist_v1 and `kubectl get sourceblocklists`", args.map),
+        name => {
+            let s = BpfMaps::open(&args.bpf_root)?.dump()?;
+            match name {
+                abi::MAP_SERVICES => s.services.iter().map(|(k, v)| json!({
+                    "frontend": format!("{}:{}", ip(&k.addr), k.port()), "proto": k.proto, "scope": k.scope, "slot": k.slot,
+                    "backend_id": v.backend_id, "count": v.count, "rev_nat_id": v.rev_nat_id, "flags": v.flags,
+                    "affinity_timeout": v.affinity_timeout, "lb_alg": v.lb_alg,
+                })).collect(),
+                abi::MAP_BACKENDS => s.backends.iter().map(|(id, b)| json!({
+                    "id": id, "backend": format!("{}:{}", ip(&b.addr), b.port()), "proto": b.proto, "flags": b.flags,
+                })).collect(),
+                abi::MAP_REVNAT => s.revnat.iter().map(|(id, r)| json!({"id": id, "frontend": format!("{}:{}", ip(&r.addr), r.port())})).collect(),
+                abi::MAP_NAMES => s.names.iter().map(|(id, n)| json!({"id": id, "service": n.as_str()})).collect(),
+                abi::MAP_SRC_RANGES => s.src_ranges.iter().map(|r| json!({"rev_nat_id": r.rev_nat_id, "cidr": format!("{}/{}", ip(&r.addr), r.prefix_bits())})).collect(),
+                abi::MAP_LB_ADDRS => s.lb_addrs.iter().map(|(a, v)| json!({"address": ip(a), "flags": v.flags})).collect(),
+                abi::MAP_NODEPORTS => s.nodeports.iter().map(|k| json!({"port": k.port, "proto": k.proto})).collect(),
+                abi::MAP_BLOCKLIST => s.blocklist.iter().map(|(k, v)| json!({
+                    "cidr": format!("{}/{}", ip(&k.addr), k.prefix_bits()), "id": v.id,
+                    "ports": v.ports.iter().take(usize::from(v.nports)).map(|p| json!({"port": u16::from_be(p.port_be), "proto": p.proto})).collect::<Vec<_>>(),
+                })).collect(),
+                other => anyhow::bail!("unknown map {other:?}; `sluice bpf dump list` shows the maps"),
+            }
+        }
+    };
+    for r in rows {
+        println!("{r}");
+    }
+    Ok(())
+}
