@@ -246,6 +246,8 @@ enum sluice_counter {
 #define SLUICE_MAP_CONFIG       sluice_config_v1
 #define SLUICE_MAP_BLOCKLIST    sluice_blocklist_v1
 #define SLUICE_MAP_BLOCK_HITS   sluice_block_hits_v1
+/* The node's own network namespace cookie (u64, key 0): bind protection applies there only. */
+#define SLUICE_MAP_HOST_NETNS   sluice_host_netns_v1
 
 #define SLUICE_SERVICES_MAX    65536
 #define SLUICE_BACKENDS_MAX    65536

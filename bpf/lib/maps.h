@@ -107,6 +107,13 @@ struct {
 	__uint(max_entries, SLUICE_BLOCKLIST_MAX);
 } SLUICE_MAP_BLOCK_HITS SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(max_entries, 1);
+} SLUICE_MAP_HOST_NETNS SEC(".maps");
+
 static __always_inline void sluice_count(__u32 idx)
 {
 	__u64 *c = bpf_map_lookup_elem(&SLUICE_MAP_COUNTERS, &idx);

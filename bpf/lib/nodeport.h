@@ -108,7 +108,8 @@ static __always_inline enum ns_action ns_forward(void *ctx, int xdp, struct pkt 
 		fwd = *found;
 		if (xdp && (fwd.flags & SLUICE_CT_F_LOCAL))
 			return NS_PASS; /* tc delivers to local backends */
-		sluice_count(xdp ? SLUICE_CNT_XDP_FORWARD : SLUICE_CNT_NP_FORWARD);
+		if (!xdp)
+			sluice_count(SLUICE_CNT_NP_FORWARD);
 	} else {
 		struct sluice_svc_key key = {};
 		struct sluice_svc_value *svc;
@@ -187,10 +188,15 @@ static __always_inline enum ns_action ns_forward(void *ctx, int xdp, struct pkt 
 			sluice_count(SLUICE_CNT_XDP_PASS_LOCAL);
 			return NS_PASS;
 		}
-		sluice_count(xdp ? SLUICE_CNT_XDP_FORWARD : SLUICE_CNT_NP_NEW_FLOW);
+		if (!xdp)
+			sluice_count(SLUICE_CNT_NP_NEW_FLOW);
 	}
-	if (xdp && xdp_route(ctx, p, &fwd.addr2, &fwd.addr1, fib))
-		return NS_PASS;
+	if (xdp) {
+		/* Counted only when XDP really sends it; otherwise tc does and counts. */
+		if (xdp_route(ctx, p, &fwd.addr2, &fwd.addr1, fib))
+			return NS_PASS;
+		sluice_count(SLUICE_CNT_XDP_FORWARD);
+	}
 	if (set_addr(ctx, xdp, p, DIR_DST, &p->daddr, &fwd.addr1) ||
 	    set_port(ctx, xdp, p, DIR_DST, p->dport, fwd.port1))
 		return NS_DROP;

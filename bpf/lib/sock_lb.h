@@ -192,7 +192,13 @@ static __always_inline int sock6_reverse(struct bpf_sock_addr *ctx)
 static __always_inline int sock_post_bind(struct bpf_sock *ctx)
 {
 	struct sluice_nodeport_key key = {};
+	__u32 zero = 0;
+	__u64 *host = bpf_map_lookup_elem(&SLUICE_MAP_HOST_NETNS, &zero);
 
+	/* Pods have their own network namespaces and may use any port there; only the node's
+	 * namespace shares its ports with NodePorts. */
+	if (host && *host && bpf_get_netns_cookie(ctx) != *host)
+		return 1;
 	key.port = (__u16)ctx->src_port;
 	key.proto = (__u8)ctx->protocol;
 	if (bpf_map_lookup_elem(&SLUICE_MAP_NODEPORTS, &key)) {

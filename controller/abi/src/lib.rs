@@ -48,8 +48,9 @@ pub const MAP_CT: &str = "sluice_ct_v1";
 pub const MAP_CONFIG: &str = "sluice_config_v1";
 pub const MAP_BLOCKLIST: &str = "sluice_blocklist_v1";
 pub const MAP_BLOCK_HITS: &str = "sluice_block_hits_v1";
+pub const MAP_HOST_NETNS: &str = "sluice_host_netns_v1";
 /// Every map the agent pins; the CLI opens them by these names.
-pub const ALL_MAPS: [&str; 13] = [
+pub const ALL_MAPS: [&str; 14] = [
     MAP_SERVICES,
     MAP_BACKENDS,
     MAP_REVNAT,
@@ -63,6 +64,7 @@ pub const ALL_MAPS: [&str; 13] = [
     MAP_CONFIG,
     MAP_BLOCKLIST,
     MAP_BLOCK_HITS,
+    MAP_HOST_NETNS,
 ];
 
 pub const SERVICES_MAX: u32 = 65536;
@@ -156,6 +158,7 @@ impl Counter {
         matches!(
             self,
             Counter::SockNoBackend
+                | Counter::SockMissingSlot
                 | Counter::NpDropNoBackend
                 | Counter::NpDropLocalNone
                 | Counter::NpDropSnatPort

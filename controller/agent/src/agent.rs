@@ -204,6 +204,7 @@ async fn run(args: AgentArgs) -> anyhow::Result<()> {
         backends = reconciler.current().backends.len(),
         "maps ready (entries found in pinned maps are kept until the first full plan)"
     );
+    loader::write_host_netns(&root).context("recording the node's network namespace")?;
     let reports = loader::attach_sock_lb(&mut ebpf, &root, &cgroup).context("attaching socket hooks")?;
     let replaced = reports.iter().filter(|r| r.how == loader::Attachment::Replaced).count();
     tracing::info!(cgroup = %cgroup.display(), attached = reports.len() - replaced, replaced, "socket hooks in place");

@@ -31,7 +31,10 @@ fn table(views: &[view::FrontendView]) -> String {
     ]];
     for v in views {
         let backends = if v.backends.is_empty() {
-            "(none: connections are refused)".to_string()
+            match view::verdict(v) {
+                "DROP" => "(none here: dropped, externalTrafficPolicy Local)".to_string(),
+                _ => "(none: connections are refused)".to_string(),
+            }
         } else {
             v.backends
                 .iter()
@@ -106,11 +109,11 @@ pub fn status(args: &ReadArgs) -> anyhow::Result<()> {
             }
             println!("maps:");
             for (n, c) in map_sizes {
-                println!("  {n:<28} {c} entries");
+                println!("  {n:<34} {c} entries");
             }
             println!("counters:");
             for (c, v) in counters {
-                println!("  {:<28} {v}", c.name());
+                println!("  {:<34} {v}", c.name());
             }
         }
     }

@@ -80,6 +80,25 @@ pub fn explain(state: &LbState, target: SocketAddr, proto: Proto, from: Option<I
         reason: String::new(),
         candidates: Vec::new(),
     };
+    if let Some(client) = from {
+        let hit = state.blocklist.iter().find(|(k, v)| {
+            let bits = k.prefixlen as usize;
+            let (a, b) = (Addr::from(client).0, k.addr.0);
+            let covers = (0..bits).all(|i| (a[i / 8] >> (7 - i % 8)) & 1 == (b[i / 8] >> (7 - i % 8)) & 1);
+            let port_ok = v.nports == 0
+                || v.ports.iter().take(usize::from(v.nports)).any(|p| u16::from_be(p.port_be) == target.port() && p.proto == proto.number());
+            covers && port_ok
+        });
+        if let Some((k, _)) = hit {
+            e.verdict = "drop";
+            e.reason = format!(
+                "{client} is in a SourceBlocklist entry ({}/{}): XDP drops it before anything else (xdp_drop_blocklist)",
+                k.addr.ip(),
+                k.prefix_bits()
+            );
+            return e;
+        }
+    }
     let key = SvcKey::new(target.ip(), target.port(), proto.number(), abi::SCOPE_EXT, 0);
     let Some(head) = state.services.get(&key) else {
         if from.is_some() && state.lb_addrs.contains_key(&Addr::from(target.ip())) {

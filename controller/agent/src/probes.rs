@@ -45,8 +45,9 @@ impl Probes {
         let (ok, body) = match path {
             "/healthz" | "/livez" => {
                 let i = self.inner.lock().expect("probes");
+                // RFC 3339, as kube-proxy writes them.
                 let stamp = |t: Option<SystemTime>| {
-                    t.and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok()).map_or(0.0, |d| d.as_secs_f64())
+                    t.and_then(|t| k8s_openapi::jiff::Timestamp::try_from(t).ok()).map(|t| t.to_string()).unwrap_or_default()
                 };
                 let body = serde_json::json!({
                     "lastUpdated": stamp(i.last_updated),
@@ -56,7 +57,12 @@ impl Probes {
                 drop(i);
                 (self.healthy(HEALTH_TIMEOUT), body)
             }
-            "/readyz" => (self.ready(), if self.ready() { "ok".into() } else { "waiting for the first full sync".into() }),
+            "/readyz" => {
+                let ready = self.ready();
+                let body = if ready { "ok\n" } else { "waiting for the first full sync\n" };
+                let status = if ready { "200 OK" } else { "503 Service Unavailable" };
+                return Response::new(status, "text/plain", body.into());
+            }
             _ => return Response::new("404 Not Found", "text/plain", "not found\n".into()),
         };
         Response::new(if ok { "200 OK" } else { "503 Service Unavailable" }, "application/json", body)

@@ -452,7 +452,8 @@ fn translate_service(name: &ServiceName, svc: &Service, eps: &ServiceEndpoints, 
     }
     let node_ips: Vec<IpAddr> = node.node_ips.iter().copied().filter(|ip| same_family(ip)).collect();
 
-    let mut health_local: Option<usize> = None;
+    // kube-proxy's count: distinct local endpoints of the Service, over all its ports and families.
+    let mut health_local: BTreeSet<IpAddr> = BTreeSet::new();
     for family_ip in &ips {
         for sp in &ports {
             let candidates: Vec<&(u16, SliceEndpoint)> = eps
@@ -462,9 +463,7 @@ fn translate_service(name: &ServiceName, svc: &Service, eps: &ServiceEndpoints, 
                 .unwrap_or_default();
             let cluster = usable(&candidates, |_| true);
             let local = usable(&candidates, |ep| ep.local);
-            if health_local.is_none() {
-                health_local = Some(local.0.iter().map(|t| t.ip).collect::<BTreeSet<_>>().len());
-            }
+            health_local.extend(local.0.iter().map(|t| t.ip));
             let internal = if int_local { &local } else { &cluster };
             let external = if ext_local { &local } else { &cluster };
             let mut common = 0;
@@ -522,7 +521,7 @@ fn translate_service(name: &ServiceName, svc: &Service, eps: &ServiceEndpoints, 
     }
     if is_lb && ext_local {
         if let Some(port) = spec.health_check_node_port.and_then(|p| u16::try_from(p).ok()).filter(|p| *p != 0) {
-            out.health_checks.push(HealthCheck { port, service: name.clone(), local_endpoints: health_local.unwrap_or(0) });
+            out.health_checks.push(HealthCheck { port, service: name.clone(), local_endpoints: health_local.len() });
         }
     }
 }

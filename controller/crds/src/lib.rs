@@ -379,8 +379,9 @@ pub struct BlocklistEntry {
     pub cidr: String,
     /// Drop only packets to these destination ports; unset or empty: every packet from the CIDR.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    /// At most 8: the datapath matches them in XDP (`SLUICE_BLOCK_PORTS`).
     #[schemars(
-        length(max = 64),
+        length(max = 8),
         extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["port", "protocol"])
     )]
     pub ports: Vec<BlocklistPort>,

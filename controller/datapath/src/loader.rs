@@ -134,6 +134,14 @@ fn attach_pinned(
     Ok(Attachment::Attached)
 }
 
+/// Programs are loaded once and attached to every device; a second load is not an error.
+fn load_once(name: &'static str, result: Result<(), ProgramError>) -> Result<(), LoadError> {
+    match result {
+        Ok(()) | Err(ProgramError::AlreadyLoaded) => Ok(()),
+        Err(source) => Err(LoadError::Program { name, source }),
+    }
+}
+
 fn fd_link<L>(name: &'static str, link: L) -> Result<FdLink, LoadError>
 where
     FdLink: TryFrom<L, Error = aya::programs::links::LinkError>,
@@ -159,7 +167,7 @@ pub fn attach_sock_lb(ebpf: &mut Ebpf, root: &Path, cgroup: &Path) -> Result<Vec
         let err = |source| LoadError::Program { name, source };
         let prog: &mut CgroupSockAddr =
             ebpf.program_mut(name).ok_or(err(ProgramError::NotLoaded))?.try_into().map_err(err)?;
-        prog.load().map_err(err)?;
+        load_once(name, prog.load())?;
         let fd = prog.fd().map_err(err)?.try_clone().map_err(io(format!("{name}: program fd")))?;
         // With bpf_link the kernel always lets other programs run beside ours (and rejects
         // attach flags), so Single still coexists with other tools' hooks.
@@ -172,7 +180,7 @@ pub fn attach_sock_lb(ebpf: &mut Ebpf, root: &Path, cgroup: &Path) -> Result<Vec
     for name in SOCK_PROGRAMS {
         let err = |source| LoadError::Program { name, source };
         let prog: &mut CgroupSock = ebpf.program_mut(name).ok_or(err(ProgramError::NotLoaded))?.try_into().map_err(err)?;
-        prog.load().map_err(err)?;
+        load_once(name, prog.load())?;
         let fd = prog.fd().map_err(err)?.try_clone().map_err(io(format!("{name}: program fd")))?;
         let how = attach_pinned(name, fd.as_fd(), &dir.join(name), || {
             let id = prog.attach(&cgroup_file, CgroupAttachMode::Single).map_err(err)?;
@@ -197,7 +205,7 @@ pub fn attach_tc(ebpf: &mut Ebpf, root: &Path, device: &str) -> Result<Vec<Attac
         let err = |source| LoadError::Program { name, source };
         let prog: &mut SchedClassifier =
             ebpf.program_mut(name).ok_or(err(ProgramError::NotLoaded))?.try_into().map_err(err)?;
-        prog.load().map_err(err)?;
+        load_once(name, prog.load())?;
         let fd = prog.fd().map_err(err)?.try_clone().map_err(io(format!("{name}: program fd")))?;
         let how = attach_pinned(name, fd.as_fd(), &dir.join(name), || {
             let id = prog
@@ -225,11 +233,15 @@ pub fn attach_xdp(ebpf: &mut Ebpf, root: &Path, device: &str, accel: Acceleratio
     let dir = device_dir(root, device)?;
     let err = |source| LoadError::Program { name, source };
     let prog: &mut Xdp = ebpf.program_mut(name).ok_or(err(ProgramError::NotLoaded))?.try_into().map_err(err)?;
-    prog.load().map_err(err)?;
+    load_once(name, prog.load())?;
     let fd = prog.fd().map_err(err)?.try_clone().map_err(io(format!("{name}: program fd")))?;
     // bpffs refuses names with dots.
     let native_pin = dir.join(format!("{name}_native"));
     let generic_pin = dir.join(format!("{name}_generic"));
+    // `native` was demanded where an earlier run settled for generic: start over natively.
+    if accel == Acceleration::Native && generic_pin.exists() {
+        fs::remove_file(&generic_pin).map_err(io(format!("removing {}", generic_pin.display())))?;
+    }
     // A link keeps the mode it was created in; reuse whichever this device already has.
     if native_pin.exists() || generic_pin.exists() {
         let native = native_pin.exists();
@@ -300,4 +312,31 @@ pub fn write_config_pinned(root: &Path, config: abi::Config) -> Result<(), crate
     let mut array: Array<MapData, abi::Config> =
         Array::try_from(map).map_err(|source| crate::MapError::Open { path: root.join(abi::MAP_CONFIG), source })?;
     array.set(0, config, 0).map_err(|source| crate::MapError::Kernel { map: abi::MAP_CONFIG, op: "write".into(), source })
+}
+
+/// Records the agent's network namespace (the node's) for bind protection, which then leaves
+/// processes in other namespaces (pods) alone.
+pub fn write_host_netns(root: &Path) -> Result<u64, LoadError> {
+    const SO_NETNS_COOKIE: libc::c_int = 71;
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").map_err(io("socket for SO_NETNS_COOKIE"))?;
+    let mut cookie: u64 = 0;
+    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into the u64 we own.
+    let r = unsafe {
+        libc::getsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(&sock),
+            libc::SOL_SOCKET,
+            SO_NETNS_COOKIE,
+            &mut cookie as *mut u64 as *mut libc::c_void,
+            &mut len,
+        )
+    };
+    if r != 0 {
+        return Err(LoadError::Io { what: "getsockopt(SO_NETNS_COOKIE)".into(), source: std::io::Error::last_os_error() });
+    }
+    let map = crate::maps::open_pinned(root, abi::MAP_HOST_NETNS)
+        .map_err(|e| LoadError::Io { what: "host netns map".into(), source: std::io::Error::other(e) })?;
+    let mut array: Array<MapData, u64> = Array::try_from(map).map_err(LoadError::Config)?;
+    array.set(0, cookie, 0).map_err(LoadError::Config)?;
+    Ok(cookie)
 }
