@@ -329,8 +329,20 @@ async fn run(args: AgentArgs) -> anyhow::Result<()> {
         }
         last_warnings = warnings;
         health.update(&p.health_checks);
+        let gone_udp: Vec<(sluice_abi::Addr, u16)> = reconciler
+            .current()
+            .backends
+            .values()
+            .filter(|b| b.proto == sluice_abi::IPPROTO_UDP && !p.desired.backends.values().any(|d| d.addr == b.addr && d.port_be == b.port_be && d.proto == b.proto))
+            .map(|b| (b.addr, b.port()))
+            .collect();
         match reconciler.sync(&mut maps, &p.desired) {
             Ok(stats) => {
+                match sluice_datapath::conntrack::forget_udp_backends(&root, &gone_udp) {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(entries = n, "forgot the UDP flows of removed backends"),
+                    Err(e) => tracing::warn!("cannot clean conntrack of removed UDP backends: {e}"),
+                }
                 ids = p.ids;
                 block_ids = blocks.ids;
                 {

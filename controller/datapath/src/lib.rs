@@ -1,6 +1,7 @@
 //! The kernel side of Sluice: loading and attaching the programs, the one map trait every
 //! writer goes through, and the reconciler that turns a plan into ordered map operations.
 
+pub mod conntrack;
 pub mod counters;
 pub mod loader;
 pub mod maps;

@@ -770,6 +770,15 @@ fn udp_nodeport_to_a_remote_backend_and_back() {
     assert_eq!(seen.l4_csum, 0);
     assert_eq!(fx.counter(Counter::NpNewFlow), 2);
     assert_eq!(fx.counter(Counter::NpReverse), 1);
+
+    // The backend is removed: the agent forgets its UDP flows (both directions), so the
+    // client's next datagram is balanced anew instead of following a dead entry.
+    let fwd_key = ct_key(flow(CLIENT, 5000, NODE4, 30053, UDP), abi::CT_FORWARD);
+    assert!(fx.ct_get(&fwd_key).is_some());
+    let removed = sluice_datapath::conntrack::forget_udp_backends(&fx.pins.0, &[(Addr::from(REMOTE_BE), 5353)]).unwrap();
+    assert_eq!(removed, 4, "forward and reverse entries of both flows");
+    assert!(fx.ct_get(&fwd_key).is_none());
+    assert_eq!(sluice_datapath::conntrack::forget_udp_backends(&fx.pins.0, &[(Addr::from(REMOTE_BE), 8080)]).unwrap(), 0);
 }
 
 #[test]
