@@ -409,9 +409,13 @@ fn balanced(v: &serde_json::Value, backends: &[&str], n: usize) -> Result<(), St
     ensure(v["wrong_peer"] == 0, || format!("getpeername did not show the ClusterIP: {v}"))?;
     let counts = v["counts"].as_object().ok_or("no counts")?;
     ensure(counts.len() == backends.len(), || format!("expected exactly {backends:?}, got {v}"))?;
+    // At 300 connects each of three backends gets >= 20% unless the choice is skewed (a fair
+    // draw misses that about once in a million); smaller samples only need a tenth, which a fair
+    // draw misses about once in a thousand runs at 30 connects.
+    let share = if n >= 300 { 5 } else { 10 };
     for b in backends {
         let c = counts.get(*b).and_then(|c| c.as_u64()).unwrap_or(0) as usize;
-        ensure(c * 5 >= n, || format!("{b} got {c} of {n} (< 20%): {v}"))?;
+        ensure(c * share >= n, || format!("{b} got {c} of {n} (< 1/{share}): {v}"))?;
     }
     Ok(())
 }
