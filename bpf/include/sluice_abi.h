@@ -197,6 +197,9 @@ struct sluice_block_value {
 
 /* Node-wide settings the datapath needs (one entry, key 0). */
 #define SLUICE_CFG_F_XDP_ACCEL (1 << 0) /* translate NodePort/LB flows to remote backends in XDP */
+/* Socket-LB only for processes in the node's own network namespace (sidecar meshes translate
+ * in the pod themselves): pods' sockets are left to the tc path. */
+#define SLUICE_CFG_F_HOST_NS_ONLY (1 << 1)
 
 struct sluice_config {
 	struct sluice_addr node_ip4; /* SNAT source for IPv4 (v4-mapped); zero: none */

@@ -92,11 +92,27 @@ static __always_inline int sock_reverse(struct bpf_sock_addr *ctx, struct sluice
 	return 1;
 }
 
+/* With hostNamespaceOnly, sockets of other network namespaces (pods) are not translated. */
+static __always_inline int sock_skipped(struct bpf_sock_addr *ctx)
+{
+	__u32 zero = 0;
+	struct sluice_config *cfg = bpf_map_lookup_elem(&SLUICE_MAP_CONFIG, &zero);
+	__u64 *host;
+
+	if (!cfg || !(cfg->flags & SLUICE_CFG_F_HOST_NS_ONLY))
+		return 0;
+	host = bpf_map_lookup_elem(&SLUICE_MAP_HOST_NETNS, &zero);
+	return host && *host && bpf_get_netns_cookie(ctx) != *host;
+}
+
 static __always_inline int sock4_forward(struct bpf_sock_addr *ctx)
 {
 	struct sluice_svc_key key = {};
 	struct sluice_backend be;
 	__u16 rev_nat_id = 0;
+
+	if (sock_skipped(ctx))
+		return 1;
 
 	addr_set_v4mapped(&key.addr, ctx->user_ip4);
 	key.port = (__be16)ctx->user_port;
@@ -128,6 +144,9 @@ static __always_inline int sock6_forward(struct bpf_sock_addr *ctx)
 	struct sluice_svc_key key = {};
 	struct sluice_backend be;
 	__u16 rev_nat_id = 0;
+
+	if (sock_skipped(ctx))
+		return 1;
 
 	key.addr.words[0] = ctx->user_ip6[0];
 	key.addr.words[1] = ctx->user_ip6[1];

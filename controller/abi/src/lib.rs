@@ -24,6 +24,7 @@ pub const CT_FORWARD: u8 = 0;
 pub const CT_REVERSE: u8 = 1;
 
 pub const CFG_F_XDP_ACCEL: u32 = 1 << 0;
+pub const CFG_F_HOST_NS_ONLY: u32 = 1 << 1;
 
 pub const LB_ALG_RANDOM: u8 = 0;
 pub const LB_ALG_MAGLEV: u8 = 1;

@@ -450,19 +450,26 @@ fn apply_proxy_config(
         Some(sluice_crds::XdpAcceleration::Native) => loader::Acceleration::Native,
         Some(sluice_crds::XdpAcceleration::BestEffort) => loader::Acceleration::BestEffort,
     };
-    if has_devices {
-        let want = if accel == loader::Acceleration::Disabled { 0 } else { sluice_abi::CFG_F_XDP_ACCEL };
+    let host_ns_only = config.as_ref().is_some_and(|c| c.spec.host_namespace_only);
+    {
+        let mut want = if has_devices && accel != loader::Acceleration::Disabled { sluice_abi::CFG_F_XDP_ACCEL } else { 0 };
+        if host_ns_only {
+            want |= sluice_abi::CFG_F_HOST_NS_ONLY;
+        }
+        let mask = sluice_abi::CFG_F_XDP_ACCEL | sluice_abi::CFG_F_HOST_NS_ONLY;
         match loader::read_config(root) {
-            Ok(mut current) if current.flags & sluice_abi::CFG_F_XDP_ACCEL != want => {
-                current.flags = (current.flags & !sluice_abi::CFG_F_XDP_ACCEL) | want;
+            Ok(mut current) if current.flags & mask != want => {
+                current.flags = (current.flags & !mask) | want;
                 match loader::write_config_pinned(root, current) {
-                    Ok(()) => tracing::info!(?accel, "XDP acceleration changed"),
-                    Err(e) => problems.push(format!("cannot change XDP acceleration: {e}")),
+                    Ok(()) => tracing::info!(?accel, host_ns_only, "datapath settings changed"),
+                    Err(e) => problems.push(format!("cannot change the datapath settings: {e}")),
                 }
             }
             Ok(_) => {}
             Err(e) => problems.push(format!("cannot read the datapath config: {e}")),
         }
+    }
+    if has_devices {
         if accel == loader::Acceleration::Native {
             for d in north_south.device_status.iter().filter(|d| d.xdp_mode != "native") {
                 problems.push(format!("xdpAcceleration native: {} runs XDP in {} mode", d.name, d.xdp_mode));
@@ -487,9 +494,6 @@ fn apply_proxy_config(
             })
             .collect::<Vec<_>>()
     });
-    if spec.host_namespace_only {
-        problems.push("hostNamespaceOnly is not implemented yet: socket load-balancing applies to every process in the cgroup".into());
-    }
     if spec.load_balancing_algorithm == sluice_crds::LoadBalancingAlgorithm::Maglev {
         problems.push("loadBalancingAlgorithm maglev is not implemented yet: random selection is in use".into());
     }

@@ -82,21 +82,24 @@ pub fn status(args: &ReadArgs) -> anyhow::Result<()> {
     }
     links.sort();
     let map_sizes = [
-        (sluice_abi::MAP_SERVICES, state.services.len()),
-        (sluice_abi::MAP_BACKENDS, state.backends.len()),
-        (sluice_abi::MAP_REVNAT, state.revnat.len()),
-        (sluice_abi::MAP_NAMES, state.names.len()),
-        (sluice_abi::MAP_SRC_RANGES, state.src_ranges.len()),
-        (sluice_abi::MAP_LB_ADDRS, state.lb_addrs.len()),
-        (sluice_abi::MAP_NODEPORTS, state.nodeports.len()),
-        (sluice_abi::MAP_BLOCKLIST, state.blocklist.len()),
+        (sluice_abi::MAP_SERVICES, state.services.len(), sluice_abi::SERVICES_MAX),
+        (sluice_abi::MAP_BACKENDS, state.backends.len(), sluice_abi::BACKENDS_MAX),
+        (sluice_abi::MAP_REVNAT, state.revnat.len(), sluice_abi::REVNAT_MAX),
+        (sluice_abi::MAP_NAMES, state.names.len(), sluice_abi::REVNAT_MAX),
+        (sluice_abi::MAP_SRC_RANGES, state.src_ranges.len(), sluice_abi::SRC_RANGES_MAX),
+        (sluice_abi::MAP_LB_ADDRS, state.lb_addrs.len(), sluice_abi::LB_ADDRS_MAX),
+        (sluice_abi::MAP_NODEPORTS, state.nodeports.len(), sluice_abi::NODEPORTS_MAX),
+        (sluice_abi::MAP_BLOCKLIST, state.blocklist.len(), sluice_abi::BLOCKLIST_MAX),
     ];
+    let config = sluice_datapath::loader::read_config(&args.bpf_root).ok();
     match args.output {
         Output::Json => {
             let v = serde_json::json!({
                 "bpf_root": args.bpf_root,
                 "links": links,
-                "maps": map_sizes.iter().map(|(n, c)| serde_json::json!({"name": n, "entries": c})).collect::<Vec<_>>(),
+                "maps": map_sizes.iter().map(|(n, c, cap)| serde_json::json!({"name": n, "entries": c, "capacity": cap, "pressure": *c as f64 / f64::from(*cap)})).collect::<Vec<_>>(),
+                "xdp_acceleration": config.map(|c| c.flags & sluice_abi::CFG_F_XDP_ACCEL != 0),
+                "host_namespace_only": config.map(|c| c.flags & sluice_abi::CFG_F_HOST_NS_ONLY != 0),
                 "counters": counters.iter().map(|(c, v)| (c.name(), *v)).collect::<std::collections::BTreeMap<_, _>>(),
             });
             println!("{}", serde_json::to_string_pretty(&v)?);
@@ -107,9 +110,16 @@ pub fn status(args: &ReadArgs) -> anyhow::Result<()> {
             for l in &links {
                 println!("  {l}");
             }
-            println!("maps:");
-            for (n, c) in map_sizes {
-                println!("  {n:<34} {c} entries");
+            if let Some(c) = config {
+                println!(
+                    "settings: xdp acceleration {}, socket-LB {}",
+                    if c.flags & sluice_abi::CFG_F_XDP_ACCEL != 0 { "on" } else { "off" },
+                    if c.flags & sluice_abi::CFG_F_HOST_NS_ONLY != 0 { "host namespace only" } else { "every process in the cgroup" }
+                );
+            }
+            println!("maps (entries / capacity, pressure):");
+            for (n, c, cap) in map_sizes {
+                println!("  {n:<34} {c:>7} / {cap:<8} {:5.1}%", c as f64 * 100.0 / f64::from(cap));
             }
             println!("counters:");
             for (c, v) in counters {
