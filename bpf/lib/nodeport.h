@@ -105,9 +105,36 @@ static __always_inline enum ns_action ns_forward(void *ctx, int xdp, struct pkt 
 	ct_key_of(&fk, p, SLUICE_CT_FORWARD);
 	found = bpf_map_lookup_elem(&SLUICE_MAP_CT, &fk);
 	if (found) {
+		struct sluice_ct_key rk = {};
+		struct sluice_ct_value *rev;
+
 		fwd = *found;
 		if (xdp && (fwd.flags & SLUICE_CT_F_LOCAL))
 			return NS_PASS; /* tc delivers to local backends */
+		/*
+		 * The reverse entry is keyed by what the backend sees, which a later flow from the
+		 * same client port to another frontend of the same backend may have taken over.
+		 * Claim it back, or this flow's replies would carry the other frontend's address.
+		 */
+		rk.saddr = fwd.addr1;
+		rk.sport = fwd.port1;
+		rk.proto = p->proto;
+		rk.dir = SLUICE_CT_REVERSE;
+		rk.daddr = (fwd.flags & SLUICE_CT_F_SNAT) ? fwd.addr2 : p->saddr;
+		rk.dport = (fwd.flags & SLUICE_CT_F_SNAT) ? fwd.port2 : p->sport;
+		rev = bpf_map_lookup_elem(&SLUICE_MAP_CT, &rk);
+		if (!rev || !addr_eq(&rev->addr1, &p->daddr) || rev->port1 != p->dport ||
+		    !addr_eq(&rev->addr2, &p->saddr) || rev->port2 != p->sport) {
+			struct sluice_ct_value fresh = {};
+
+			fresh.addr1 = p->daddr;
+			fresh.port1 = p->dport;
+			fresh.addr2 = p->saddr;
+			fresh.port2 = p->sport;
+			fresh.rev_nat_id = fwd.rev_nat_id;
+			fresh.flags = fwd.flags;
+			bpf_map_update_elem(&SLUICE_MAP_CT, &rk, &fresh, BPF_ANY);
+		}
 		if (!xdp)
 			sluice_count(SLUICE_CNT_NP_FORWARD);
 	} else {

@@ -72,6 +72,9 @@ pub enum Output {
 }
 
 fn main() -> std::process::ExitCode {
+    // `sluice bpf dump ... | head` must end quietly when the reader leaves, like any Unix tool.
+    // SAFETY: restoring the default disposition of one signal before any thread starts.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Agent(args) => agent::main(args),

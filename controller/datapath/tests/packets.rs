@@ -715,6 +715,24 @@ fn nodeport_remote_backend_is_dnat_and_snat_and_the_reply_is_reversed_on_ingress
 }
 
 #[test]
+fn a_flow_reclaims_its_reverse_entry_from_a_later_flow_on_the_same_client_port() {
+    skip_unless_runnable!("reverse_reclaim");
+    let fx = Fixture::new("reclaim", false);
+    // Two frontends of one local backend, one client port: at the backend both flows are the
+    // same tuple, so the reverse entry can hold only one of them at a time.
+    let a = flow(CLIENT, 45555, NODE4, 30081, TCP);
+    let b = flow(CLIENT, 45555, Ipv4Addr::new(10, 96, 0, 81), 80, TCP);
+    let (_, out) = fx.ingress(&packet(a, b"a"));
+    let to_backend = parse(&out).flow;
+    assert_eq!(to_backend, flow(CLIENT, 45555, LOCAL_BE, 8080, TCP));
+    fx.ingress(&packet(b, b"b"));
+    // Flow a sends again (its earlier connection ended; the client reused the port for it).
+    fx.ingress(&packet(a, b"a again"));
+    let (_, out) = fx.egress(&packet(to_backend.reply(), b"reply"));
+    assert_eq!(parse(&out).flow, a.reply(), "the reply must come from the frontend flow a used");
+}
+
+#[test]
 fn conntrack_keeps_a_flow_on_its_backend_among_several() {
     skip_unless_runnable!("conntrack_reuse");
     let fx = Fixture::new("ct", false);
