@@ -35,6 +35,8 @@ int sluice_nodeport_ingress(struct __sk_buff *skb)
 		return TC_ACT_UNSPEC;
 	if (p.proto == IPPROTO_ICMP)
 		return tc_verdict(skb, tc_icmp4_error(skb, &p, 0), 0);
+	if (p.proto == IPPROTO_ICMPV6)
+		return tc_verdict(skb, tc_icmp6_error(skb, &p, 0), 1);
 	if (p.proto != IPPROTO_TCP && p.proto != IPPROTO_UDP)
 		return TC_ACT_UNSPEC;
 	act = ns_reverse(skb, 0, &p, 0, 0);
@@ -53,6 +55,8 @@ int sluice_nodeport_egress(struct __sk_buff *skb)
 		return TC_ACT_UNSPEC;
 	if (p.proto == IPPROTO_ICMP)
 		return tc_verdict(skb, tc_icmp4_error(skb, &p, 1), 0);
+	if (p.proto == IPPROTO_ICMPV6)
+		return tc_verdict(skb, tc_icmp6_error(skb, &p, 1), 1);
 	if (p.proto != IPPROTO_TCP && p.proto != IPPROTO_UDP)
 		return TC_ACT_UNSPEC;
 	return tc_verdict(skb, ns_reverse(skb, 0, &p, 1, 0), p.v6);

@@ -427,4 +427,87 @@ static __always_inline enum ns_action tc_icmp4_error(struct __sk_buff *skb, stru
 	return snat ? NS_REDIRECT : NS_TO_STACK;
 }
 
+/* The IPv6 counterpart: Packet Too Big, Destination Unreachable and Time Exceeded quoting a
+ * tracked flow. ICMPv6's checksum covers a pseudo-header, so outer address changes count too. */
+#define ICMP6_DST_UNREACH 1
+#define ICMP6_PACKET_TOO_BIG 2
+#define ICMP6_TIME_EXCEEDED 3
+
+static __always_inline int csum6_replace(struct __sk_buff *skb, __u32 csum_off, struct sluice_addr *old,
+					 struct sluice_addr *new, __u64 flags)
+{
+	__s64 diff = bpf_csum_diff((__be32 *)old->words, 16, (__be32 *)new->words, 16, 0);
+
+	return bpf_l4_csum_replace(skb, csum_off, 0, diff, flags);
+}
+
+static __always_inline enum ns_action tc_icmp6_error(struct __sk_buff *skb, struct pkt *p, int egress)
+{
+	const __u32 icmp_csum = L4_OFF_V6 + ICMP6_CSUM_OFF;
+	const __u32 inner = L4_OFF_V6 + 8;
+	const __u32 inner_ports = inner + sizeof(struct ipv6hdr);
+	struct sluice_ct_key rk = {};
+	struct sluice_ct_value *found, rev;
+	struct sluice_addr isrc, idst, new_isrc, new_idst, outer_src, outer_dst;
+	__be16 old_isport, old_idport, new_isport, new_idport;
+	void *data, *data_end;
+	struct ipv6hdr *iip;
+	__be16 *iports;
+	int snat;
+
+	if (p->icmp_type != ICMP6_DST_UNREACH && p->icmp_type != ICMP6_PACKET_TOO_BIG && p->icmp_type != ICMP6_TIME_EXCEEDED)
+		return NS_PASS;
+	data = (void *)(long)skb->data;
+	data_end = (void *)(long)skb->data_end;
+	iip = data + inner;
+	iports = data + inner_ports;
+	if ((void *)(iports + 2) > data_end || (iip->nexthdr != IPPROTO_TCP && iip->nexthdr != IPPROTO_UDP))
+		return NS_PASS;
+	__builtin_memcpy(&isrc, &iip->saddr, 16);
+	__builtin_memcpy(&idst, &iip->daddr, 16);
+	old_isport = iports[0];
+	old_idport = iports[1];
+	rk.saddr = idst;
+	rk.daddr = isrc;
+	rk.sport = old_idport;
+	rk.dport = old_isport;
+	rk.proto = iip->nexthdr;
+	rk.dir = SLUICE_CT_REVERSE;
+	found = bpf_map_lookup_elem(&SLUICE_MAP_CT, &rk);
+	if (!found)
+		return NS_PASS;
+	rev = *found;
+	snat = !!(rev.flags & SLUICE_CT_F_SNAT);
+	if (snat == egress)
+		return NS_PASS;
+	outer_src = p->saddr;
+	outer_dst = p->daddr;
+	new_idst = rev.addr1;
+	new_idport = rev.port1;
+	new_isrc = snat ? rev.addr2 : isrc;
+	new_isport = snat ? rev.port2 : old_isport;
+
+	if (csum6_replace(skb, icmp_csum, &idst, &new_idst, 0) || csum6_replace(skb, icmp_csum, &isrc, &new_isrc, 0) ||
+	    bpf_l4_csum_replace(skb, icmp_csum, old_isport, new_isport, 2) ||
+	    bpf_l4_csum_replace(skb, icmp_csum, old_idport, new_idport, 2) ||
+	    bpf_skb_store_bytes(skb, inner + offsetof(struct ipv6hdr, daddr), new_idst.words, 16, 0) ||
+	    bpf_skb_store_bytes(skb, inner + offsetof(struct ipv6hdr, saddr), new_isrc.words, 16, 0) ||
+	    bpf_skb_store_bytes(skb, inner_ports, &new_isport, 2, 0) ||
+	    bpf_skb_store_bytes(skb, inner_ports + 2, &new_idport, 2, 0))
+		return NS_DROP;
+	/* Outer header: the pseudo-header part of the checksum moves with the addresses. */
+	if (addr_eq(&outer_src, &idst)) {
+		if (csum6_replace(skb, icmp_csum, &outer_src, &new_idst, BPF_F_PSEUDO_HDR) ||
+		    bpf_skb_store_bytes(skb, L3_OFF + offsetof(struct ipv6hdr, saddr), new_idst.words, 16, 0))
+			return NS_DROP;
+	}
+	if (snat) {
+		if (csum6_replace(skb, icmp_csum, &outer_dst, &new_isrc, BPF_F_PSEUDO_HDR) ||
+		    bpf_skb_store_bytes(skb, L3_OFF + offsetof(struct ipv6hdr, daddr), new_isrc.words, 16, 0))
+			return NS_DROP;
+	}
+	sluice_count(SLUICE_CNT_NP_ICMP_ERROR);
+	return snat ? NS_REDIRECT : NS_TO_STACK;
+}
+
 #endif

@@ -885,6 +885,65 @@ fn icmp_fragmentation_needed_from_a_remote_backend_is_translated() {
     assert_eq!(fx.counter(Counter::NpIcmpError), 2);
 }
 
+/// An ICMPv6 error from `src` to `dst` quoting `quoted` (an IPv6 packet without Ethernet header),
+/// with its pseudo-header checksum.
+fn icmp6_error(src: Ipv6Addr, dst: Ipv6Addr, typ: u8, rest: [u8; 4], quoted: &[u8]) -> Vec<u8> {
+    let mut m = vec![typ, 0, 0, 0];
+    m.extend(rest);
+    m.extend(quoted);
+    let c = csum_fold(csum_add(csum_add(0, &pseudo_header(src.into(), dst.into(), 58, m.len())), &m));
+    m[2..4].copy_from_slice(&c.to_be_bytes());
+    frame(MAC_NODE, MAC_BACKEND, src.into(), dst.into(), 58, &m)
+}
+
+/// Parses an ICMPv6 error frame, checking the checksum over the pseudo-header of the addresses
+/// it now carries. Returns (outer src, outer dst, type, rest, inner flow).
+fn parse_icmp6_error(pkt: &[u8]) -> (Ipv6Addr, Ipv6Addr, u8, [u8; 4], Flow) {
+    let ip = &pkt[14..];
+    assert_eq!(ip[6], 58, "next header ICMPv6");
+    let src = Ipv6Addr::from(<[u8; 16]>::try_from(&ip[8..24]).unwrap());
+    let dst = Ipv6Addr::from(<[u8; 16]>::try_from(&ip[24..40]).unwrap());
+    let m = &ip[40..];
+    let sum = csum_add(csum_add(0, &pseudo_header(src.into(), dst.into(), 58, m.len())), m);
+    assert_eq!(csum_fold(sum), 0, "ICMPv6 checksum is wrong");
+    let inner = &m[8..];
+    let isrc = Ipv6Addr::from(<[u8; 16]>::try_from(&inner[8..24]).unwrap());
+    let idst = Ipv6Addr::from(<[u8; 16]>::try_from(&inner[24..40]).unwrap());
+    let ports = &inner[40..];
+    let f = Flow {
+        src: isrc.into(),
+        sport: u16::from_be_bytes([ports[0], ports[1]]),
+        dst: idst.into(),
+        dport: u16::from_be_bytes([ports[2], ports[3]]),
+        proto: inner[6],
+    };
+    (src, dst, m[0], m[4..8].try_into().unwrap(), f)
+}
+
+#[test]
+fn icmpv6_packet_too_big_from_a_remote_backend_is_translated() {
+    skip_unless_runnable!("icmp6_error");
+    let fx = Fixture::new("icmp6", false);
+    let c2f = flow(CLIENT6, 43100, NODE6, 30084, TCP);
+    let (_, out) = fx.ingress(&packet(c2f, &[0x66; 32]));
+    let snated = parse(&out).flow;
+    assert_eq!(snated, flow(NODE6, 43100, REMOTE_BE6, 8080, TCP));
+
+    let mtu = [0, 0, 0x05, 0x00]; // 1280
+    let err = icmp6_error(REMOTE_BE6, NODE6, 2, mtu, &out[14..]);
+    let (verdict, out) = fx.ingress(&err);
+    assert_eq!(verdict, TC_ACT_OK, "translated towards the client, FIB miss -> stack");
+    let (src, dst, typ, rest, inner) = parse_icmp6_error(&out);
+    assert_eq!((src, dst), (NODE6, CLIENT6), "from the frontend, to the client");
+    assert_eq!((typ, rest), (2, mtu));
+    assert_eq!(inner, c2f, "the quoted packet is what the client sent");
+    assert_eq!(fx.counter(Counter::NpIcmpError), 1);
+
+    // Neighbour discovery and other ICMPv6 is none of the datapath's business.
+    let ns = icmp6_error(REMOTE_BE6, NODE6, 135, [0; 4], &[0u8; 16]);
+    assert_eq!(fx.ingress(&ns), (TC_ACT_UNSPEC, ns.clone()));
+}
+
 #[test]
 fn icmp_unreachable_from_a_local_backend_is_translated_on_egress() {
     skip_unless_runnable!("icmp_error_local");
