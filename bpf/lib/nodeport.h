@@ -37,8 +37,44 @@ static __always_inline void ct_key_of(struct sluice_ct_key *k, const struct pkt 
 	k->pad = 0;
 }
 
+/*
+ * Whether a TCP connection of the node itself owns this tuple (as seen on a packet arriving:
+ * saddr/sport the peer, daddr/dport the node). SNAT borrows the node's address and ports from
+ * the same range its own connections use, so a reply must not be taken for a NAT reply when
+ * the node has a connection of that very tuple, and SNAT must not pick such a port.
+ */
+static __always_inline int node_owns_tcp(void *ctx, const struct sluice_addr *saddr, __be16 sport,
+					 const struct sluice_addr *daddr, __be16 dport, int v6)
+{
+	struct bpf_sock_tuple t = {};
+	struct bpf_sock *sk;
+	__u32 size;
+	int owned;
+
+	if (!v6) {
+		t.ipv4.saddr = saddr->words[3];
+		t.ipv4.daddr = daddr->words[3];
+		t.ipv4.sport = sport;
+		t.ipv4.dport = dport;
+		size = sizeof(t.ipv4);
+	} else {
+		__builtin_memcpy(t.ipv6.saddr, saddr->words, 16);
+		__builtin_memcpy(t.ipv6.daddr, daddr->words, 16);
+		t.ipv6.sport = sport;
+		t.ipv6.dport = dport;
+		size = sizeof(t.ipv6);
+	}
+	sk = bpf_sk_lookup_tcp(ctx, &t, size, BPF_F_CURRENT_NETNS, 0);
+	if (!sk)
+		return 0;
+	/* A listener would take any tuple to its port; only a connection is a real owner. */
+	owned = sk->state != BPF_TCP_LISTEN;
+	bpf_sk_release(sk);
+	return owned;
+}
+
 /* Finds a source port on the node address that no other flow to this backend uses. */
-static __always_inline int snat_port(const struct pkt *p, const struct sluice_backend *be,
+static __always_inline int snat_port(void *ctx, const struct pkt *p, const struct sluice_backend *be,
 				     const struct sluice_addr *snat, __be16 *port)
 {
 	struct sluice_ct_key rk = {};
@@ -57,8 +93,9 @@ static __always_inline int snat_port(const struct pkt *p, const struct sluice_ba
 		/* Free, or already this very flow's (its forward entry was evicted). The same client
 		 * port towards another frontend is another flow: sharing the SNAT tuple would send
 		 * its replies back with the wrong source. */
-		if (!taken || (addr_eq(&taken->addr2, &p->saddr) && taken->port2 == p->sport &&
-			       addr_eq(&taken->addr1, &p->daddr) && taken->port1 == p->dport)) {
+		if ((!taken || (addr_eq(&taken->addr2, &p->saddr) && taken->port2 == p->sport &&
+				addr_eq(&taken->addr1, &p->daddr) && taken->port1 == p->dport)) &&
+		    !(p->proto == IPPROTO_TCP && node_owns_tcp(ctx, &be->addr, be->port, snat, rk.dport, p->v6))) {
 			*port = rk.dport;
 			return 0;
 		}
@@ -195,7 +232,7 @@ static __always_inline enum ns_action ns_forward(void *ctx, int xdp, struct pkt 
 				sluice_count(SLUICE_CNT_NP_DROP_SNAT_PORT);
 				return NS_DROP;
 			}
-			if (snat_port(p, &be, &snat, &fwd.port2)) {
+			if (snat_port(ctx, p, &be, &snat, &fwd.port2)) {
 				sluice_count(SLUICE_CNT_NP_DROP_SNAT_PORT);
 				return NS_DROP;
 			}
@@ -252,6 +289,8 @@ static __always_inline enum ns_action ns_reverse(void *ctx, int xdp, struct pkt 
 	snat = !!(rev.flags & SLUICE_CT_F_SNAT);
 	if (snat == egress)
 		return NS_PASS;
+	if (snat && p->proto == IPPROTO_TCP && node_owns_tcp(ctx, &p->saddr, p->sport, &p->daddr, p->dport, p->v6))
+		return NS_PASS; /* the node's own connection reusing a port a NAT flow once had */
 	if (xdp && xdp_route(ctx, p, &rev.addr1, &rev.addr2, fib))
 		return NS_PASS;
 	if (set_addr(ctx, xdp, p, DIR_SRC, &p->saddr, &rev.addr1) ||

@@ -138,7 +138,7 @@ fn setup_north_south(args: &AgentArgs, root: &Path) -> anyhow::Result<NorthSouth
 pub fn main(args: AgentArgs) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,kube=warn,tower=warn,hyper=warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,kube=error,kube_runtime=error,kube_client=error,tower=warn,hyper=warn".into()),
         )
         .with_target(false)
         .with_writer(std::io::stderr)

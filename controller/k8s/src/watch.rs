@@ -50,16 +50,23 @@ impl Indexed for EndpointSlice {
 /// nodes hitting a recovering apiserver.
 pub struct CatchUpBackoff {
     next: std::time::Duration,
+    max: std::time::Duration,
 }
 
 impl CatchUpBackoff {
     const FIRST: std::time::Duration = std::time::Duration::from_millis(200);
     const MAX: std::time::Duration = std::time::Duration::from_secs(2);
+
+    /// For the optional sluice.dev watches: a cluster without the CRDs (or without the RBAC
+    /// for them) is retried once a minute, not hammered.
+    pub fn optional() -> Self {
+        CatchUpBackoff { next: Self::FIRST, max: std::time::Duration::from_secs(60) }
+    }
 }
 
 impl Default for CatchUpBackoff {
     fn default() -> Self {
-        CatchUpBackoff { next: Self::FIRST }
+        CatchUpBackoff { next: Self::FIRST, max: Self::MAX }
     }
 }
 
@@ -67,7 +74,7 @@ impl Iterator for CatchUpBackoff {
     type Item = std::time::Duration;
     fn next(&mut self) -> Option<std::time::Duration> {
         let base = self.next;
-        self.next = (self.next * 2).min(Self::MAX);
+        self.next = (self.next * 2).min(self.max);
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
         let jitter = 0.75 + f64::from(nanos % 1000) / 2000.0;
         Some(base.mul_f64(jitter))
@@ -131,7 +138,7 @@ async fn run_blocklists(client: Client, shared: Shared) {
             }
         }
     };
-    let mut stream = watcher::watcher(api, watcher::Config::default()).backoff(CatchUpBackoff::default()).boxed();
+    let mut stream = watcher::watcher(api, watcher::Config::default()).backoff(CatchUpBackoff::optional()).boxed();
     let mut buffer = Vec::new();
     let mut warned = false;
     loop {
@@ -169,7 +176,7 @@ async fn run_proxy_config(client: Client, shared: Shared) {
     let gvk = GroupVersionKind::gvk("sluice.dev", "v1alpha1", "ProxyConfig");
     let api: Api<DynamicObject> = Api::all_with(client, &ApiResource::from_gvk_with_plural(&gvk, "proxyconfigs"));
     let config = watcher::Config::default().fields("metadata.name=default");
-    let mut stream = watcher::watcher(api, config).backoff(CatchUpBackoff::default()).boxed();
+    let mut stream = watcher::watcher(api, config).backoff(CatchUpBackoff::optional()).boxed();
     let mut seen_in_list = false;
     loop {
         match stream.try_next().await {
