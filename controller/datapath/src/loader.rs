@@ -134,11 +134,19 @@ fn attach_pinned(
     Ok(Attachment::Attached)
 }
 
-/// Programs are loaded once and attached to every device; a second load is not an error.
-fn load_once(name: &'static str, result: Result<(), ProgramError>) -> Result<(), LoadError> {
-    match result {
-        Ok(()) | Err(ProgramError::AlreadyLoaded) => Ok(()),
-        Err(source) => Err(LoadError::Program { name, source }),
+/// Loads a program, retrying when the kernel says EAGAIN: the verifier gives up with EAGAIN
+/// whenever a signal arrives while it works (libbpf retries the same way). Programs are
+/// loaded once and attached to every device, so a second load is not an error.
+pub fn load_once(name: &'static str, mut load: impl FnMut() -> Result<(), ProgramError>) -> Result<(), LoadError> {
+    let mut attempts = 0;
+    loop {
+        match load() {
+            Ok(()) | Err(ProgramError::AlreadyLoaded) => return Ok(()),
+            Err(ProgramError::LoadError { io_error, .. }) if io_error.raw_os_error() == Some(libc::EAGAIN) && attempts < 5 => {
+                attempts += 1;
+            }
+            Err(source) => return Err(LoadError::Program { name, source }),
+        }
     }
 }
 
@@ -167,7 +175,7 @@ pub fn attach_sock_lb(ebpf: &mut Ebpf, root: &Path, cgroup: &Path) -> Result<Vec
         let err = |source| LoadError::Program { name, source };
         let prog: &mut CgroupSockAddr =
             ebpf.program_mut(name).ok_or(err(ProgramError::NotLoaded))?.try_into().map_err(err)?;
-        load_once(name, prog.load())?;
+        load_once(name, || prog.load())?;
         let fd = prog.fd().map_err(err)?.try_clone().map_err(io(format!("{name}: program fd")))?;
         // With bpf_link the kernel always lets other programs run beside ours (and rejects
         // attach flags), so Single still coexists with other tools' hooks.
@@ -180,7 +188,7 @@ pub fn attach_sock_lb(ebpf: &mut Ebpf, root: &Path, cgroup: &Path) -> Result<Vec
     for name in SOCK_PROGRAMS {
         let err = |source| LoadError::Program { name, source };
         let prog: &mut CgroupSock = ebpf.program_mut(name).ok_or(err(ProgramError::NotLoaded))?.try_into().map_err(err)?;
-        load_once(name, prog.load())?;
+        load_once(name, || prog.load())?;
         let fd = prog.fd().map_err(err)?.try_clone().map_err(io(format!("{name}: program fd")))?;
         let how = attach_pinned(name, fd.as_fd(), &dir.join(name), || {
             let id = prog.attach(&cgroup_file, CgroupAttachMode::Single).map_err(err)?;
@@ -205,7 +213,7 @@ pub fn attach_tc(ebpf: &mut Ebpf, root: &Path, device: &str) -> Result<Vec<Attac
         let err = |source| LoadError::Program { name, source };
         let prog: &mut SchedClassifier =
             ebpf.program_mut(name).ok_or(err(ProgramError::NotLoaded))?.try_into().map_err(err)?;
-        load_once(name, prog.load())?;
+        load_once(name, || prog.load())?;
         let fd = prog.fd().map_err(err)?.try_clone().map_err(io(format!("{name}: program fd")))?;
         let how = attach_pinned(name, fd.as_fd(), &dir.join(name), || {
             let id = prog
@@ -233,7 +241,7 @@ pub fn attach_xdp(ebpf: &mut Ebpf, root: &Path, device: &str, accel: Acceleratio
     let dir = device_dir(root, device)?;
     let err = |source| LoadError::Program { name, source };
     let prog: &mut Xdp = ebpf.program_mut(name).ok_or(err(ProgramError::NotLoaded))?.try_into().map_err(err)?;
-    load_once(name, prog.load())?;
+    load_once(name, || prog.load())?;
     let fd = prog.fd().map_err(err)?.try_clone().map_err(io(format!("{name}: program fd")))?;
     // bpffs refuses names with dots.
     let native_pin = dir.join(format!("{name}_native"));

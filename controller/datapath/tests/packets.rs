@@ -255,10 +255,10 @@ impl Fixture {
         let mut xdp = loader::load_object(&pins.0, sluice_datapath::XDP_OBJECT).expect("loading xdp.o");
         for name in [loader::TC_INGRESS, loader::TC_EGRESS] {
             let prog: &mut SchedClassifier = nodeport.program_mut(name).unwrap().try_into().unwrap();
-            prog.load().unwrap_or_else(|e| panic!("{name} rejected: {e:?}"));
+            loader::load_once(name, || prog.load()).unwrap_or_else(|e| panic!("{name} rejected: {e:?}"));
         }
         let prog: &mut Xdp = xdp.program_mut(loader::XDP_PROGRAM).unwrap().try_into().unwrap();
-        prog.load().unwrap_or_else(|e| panic!("sluice_xdp rejected: {e:?}"));
+        loader::load_once(loader::XDP_PROGRAM, || prog.load()).unwrap_or_else(|e| panic!("sluice_xdp rejected: {e:?}"));
 
         let mut objects = manifest::Objects::default();
         let mut warnings = Vec::new();
