@@ -81,16 +81,7 @@ pub fn status(args: &ReadArgs) -> anyhow::Result<()> {
         }
     }
     links.sort();
-    let map_sizes = [
-        (sluice_abi::MAP_SERVICES, state.services.len(), sluice_abi::SERVICES_MAX),
-        (sluice_abi::MAP_BACKENDS, state.backends.len(), sluice_abi::BACKENDS_MAX),
-        (sluice_abi::MAP_REVNAT, state.revnat.len(), sluice_abi::REVNAT_MAX),
-        (sluice_abi::MAP_NAMES, state.names.len(), sluice_abi::REVNAT_MAX),
-        (sluice_abi::MAP_SRC_RANGES, state.src_ranges.len(), sluice_abi::SRC_RANGES_MAX),
-        (sluice_abi::MAP_LB_ADDRS, state.lb_addrs.len(), sluice_abi::LB_ADDRS_MAX),
-        (sluice_abi::MAP_NODEPORTS, state.nodeports.len(), sluice_abi::NODEPORTS_MAX),
-        (sluice_abi::MAP_BLOCKLIST, state.blocklist.len(), sluice_abi::BLOCKLIST_MAX),
-    ];
+    let map_sizes = state.map_usage();
     let config = sluice_datapath::loader::read_config(&args.bpf_root).ok();
     match args.output {
         Output::Json => {

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use prometheus::{Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
-use sluice_abi as abi;
 use sluice_datapath::{BpfMaps, LbMaps, counters};
 use sluice_k8s::watch::ClientErrors;
 
@@ -120,14 +119,7 @@ impl Metrics {
             }
         }
         if let Ok(state) = BpfMaps::open(&self.bpf_root).and_then(|m| m.dump()) {
-            for (name, entries, capacity) in [
-                (abi::MAP_SERVICES, state.services.len(), abi::SERVICES_MAX),
-                (abi::MAP_BACKENDS, state.backends.len(), abi::BACKENDS_MAX),
-                (abi::MAP_REVNAT, state.revnat.len(), abi::REVNAT_MAX),
-                (abi::MAP_SRC_RANGES, state.src_ranges.len(), abi::SRC_RANGES_MAX),
-                (abi::MAP_LB_ADDRS, state.lb_addrs.len(), abi::LB_ADDRS_MAX),
-                (abi::MAP_NODEPORTS, state.nodeports.len(), abi::NODEPORTS_MAX),
-            ] {
+            for (name, entries, capacity) in state.map_usage() {
                 self.map_entries.with_label_values(&[name]).set(entries as i64);
                 self.map_capacity.with_label_values(&[name]).set(i64::from(capacity));
             }

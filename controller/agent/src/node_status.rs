@@ -8,7 +8,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kube::api::{Api, ListParams, Patch, PatchParams};
-use sluice_abi as abi;
 use sluice_core::blocklist::BlockOwner;
 use sluice_crds::{DeviceStatus, MapStatus, ProgramStatus, SluiceNode, SluiceNodeStatus, SyncStatus};
 use sluice_datapath::{BpfMaps, LbMaps, counters};
@@ -53,15 +52,7 @@ pub fn kernel_version() -> String {
 fn status(root: &PathBuf, facts: &Facts) -> SluiceNodeStatus {
     let mut maps = Vec::new();
     if let Ok(state) = BpfMaps::open(root).and_then(|m| m.dump()) {
-        for (name, entries, capacity) in [
-            (abi::MAP_SERVICES, state.services.len(), abi::SERVICES_MAX),
-            (abi::MAP_BACKENDS, state.backends.len(), abi::BACKENDS_MAX),
-            (abi::MAP_REVNAT, state.revnat.len(), abi::REVNAT_MAX),
-            (abi::MAP_SRC_RANGES, state.src_ranges.len(), abi::SRC_RANGES_MAX),
-            (abi::MAP_LB_ADDRS, state.lb_addrs.len(), abi::LB_ADDRS_MAX),
-            (abi::MAP_NODEPORTS, state.nodeports.len(), abi::NODEPORTS_MAX),
-            (abi::MAP_BLOCKLIST, state.blocklist.len(), abi::BLOCKLIST_MAX),
-        ] {
+        for (name, entries, capacity) in state.map_usage() {
             maps.push(MapStatus { name: name.into(), entries: entries as i64, capacity: i64::from(capacity) });
         }
     }

@@ -22,6 +22,21 @@ pub struct LbState {
 }
 
 impl LbState {
+    /// Each map the agent plans with its entries and capacity, for status, metrics and the CLI.
+    pub fn map_usage(&self) -> [(&'static str, usize, u32); 8] {
+        use sluice_abi as abi;
+        [
+            (abi::MAP_SERVICES, self.services.len(), abi::SERVICES_MAX),
+            (abi::MAP_BACKENDS, self.backends.len(), abi::BACKENDS_MAX),
+            (abi::MAP_REVNAT, self.revnat.len(), abi::REVNAT_MAX),
+            (abi::MAP_NAMES, self.names.len(), abi::REVNAT_MAX),
+            (abi::MAP_SRC_RANGES, self.src_ranges.len(), abi::SRC_RANGES_MAX),
+            (abi::MAP_LB_ADDRS, self.lb_addrs.len(), abi::LB_ADDRS_MAX),
+            (abi::MAP_NODEPORTS, self.nodeports.len(), abi::NODEPORTS_MAX),
+            (abi::MAP_BLOCKLIST, self.blocklist.len(), abi::BLOCKLIST_MAX),
+        ]
+    }
+
     pub fn entry_count(&self) -> usize {
         self.services.len()
             + self.backends.len()
