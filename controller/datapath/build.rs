@@ -48,12 +48,7 @@ fn main() {
             .output()
             .expect("run clang");
         if !result.status.success() {
-            fail(&format!(
-                "clang failed on {}:\n{}{}",
-                src.display(),
-                String::from_utf8_lossy(&result.stdout),
-                String::from_utf8_lossy(&result.stderr)
-            ));
+            fail(&format!("clang failed on {}:\n{}{}", src.display(), String::from_utf8_lossy(&result.stdout), String::from_utf8_lossy(&result.stderr)));
         }
     }
 }

@@ -110,8 +110,7 @@ fn setup_north_south(args: &AgentArgs, root: &Path) -> anyhow::Result<NorthSouth
     let mut device_status = Vec::new();
     for device in &devices {
         let reports = loader::attach_tc(&mut tc, root, device).with_context(|| format!("attaching tc on {device}"))?;
-        let (xdp_report, native) =
-            loader::attach_xdp(&mut xdp, root, device, accel).with_context(|| format!("attaching XDP on {device}"))?;
+        let (xdp_report, native) = loader::attach_xdp(&mut xdp, root, device, accel).with_context(|| format!("attaching XDP on {device}"))?;
         tracing::info!(
             device,
             tc = ?reports.iter().map(|r| &r.how).collect::<Vec<_>>(),
@@ -123,10 +122,7 @@ fn setup_north_south(args: &AgentArgs, root: &Path) -> anyhow::Result<NorthSouth
         for r in reports.iter().chain(std::iter::once(&xdp_report)) {
             programs.push(sluice_crds::ProgramStatus { name: r.program.into(), hook: r.hook.clone(), attached: true });
         }
-        device_status.push(sluice_crds::DeviceStatus {
-            name: device.clone(),
-            xdp_mode: if native { "native" } else { "generic" }.into(),
-        });
+        device_status.push(sluice_crds::DeviceStatus { name: device.clone(), xdp_mode: if native { "native" } else { "generic" }.into() });
         if !native && accel != loader::Acceleration::Disabled {
             tracing::warn!(device, "no native XDP on this device: acceleration runs in generic mode");
         }
@@ -138,17 +134,14 @@ fn setup_north_south(args: &AgentArgs, root: &Path) -> anyhow::Result<NorthSouth
 pub fn main(args: AgentArgs) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,kube=error,kube_runtime=error,kube_client=error,tower=warn,hyper=warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,kube=error,kube_runtime=error,kube_client=error,tower=warn,hyper=warn".into()),
         )
         .with_target(false)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?
-        .block_on(run(args))
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?.block_on(run(args))
 }
 
 /// The cgroup v2 mount point, read from /proc/mounts (hybrid hierarchies put it elsewhere
@@ -333,14 +326,18 @@ async fn run(args: AgentArgs) -> anyhow::Result<()> {
             .current()
             .backends
             .values()
-            .filter(|b| b.proto == sluice_abi::IPPROTO_UDP && !p.desired.backends.values().any(|d| d.addr == b.addr && d.port_be == b.port_be && d.proto == b.proto))
+            .filter(|b| {
+                b.proto == sluice_abi::IPPROTO_UDP && !p.desired.backends.values().any(|d| d.addr == b.addr && d.port_be == b.port_be && d.proto == b.proto)
+            })
             .map(|b| (b.addr, b.port()))
             .collect();
         match reconciler.sync(&mut maps, &p.desired) {
             Ok(stats) => {
                 match sluice_datapath::conntrack::forget_udp_backends(&root, &gone_udp) {
                     Ok(0) => {}
-                    Ok(n) => tracing::info!(entries = n, "forgot the UDP flows of removed backends"),
+                    Ok(n) => {
+                        tracing::info!(entries = n, "forgot the UDP flows of removed backends")
+                    }
                     Err(e) => tracing::warn!("cannot clean conntrack of removed UDP backends: {e}"),
                 }
                 ids = p.ids;
@@ -396,7 +393,9 @@ async fn run(args: AgentArgs) -> anyhow::Result<()> {
 /// A Service the datapath cannot program (or programs only in part) gets a Warning Event saying
 /// why, where `kubectl describe service` shows it.
 fn publish_event(recorder: Arc<kube::runtime::events::Recorder>, w: sluice_core::Warning) {
-    let Some((namespace, name)) = w.object.strip_prefix("Service ").and_then(|n| n.split_once('/')) else { return };
+    let Some((namespace, name)) = w.object.strip_prefix("Service ").and_then(|n| n.split_once('/')) else {
+        return;
+    };
     let reference = k8s_openapi::api::core::v1::ObjectReference {
         api_version: Some("v1".into()),
         kind: Some("Service".into()),
@@ -503,10 +502,6 @@ fn apply_proxy_config(
     }
     AppliedConfig {
         external_ip_cidrs,
-        status: Some(crate::node_status::ProxyConfigReport {
-            generation: config.metadata.generation,
-            problems,
-            restart_required,
-        }),
+        status: Some(crate::node_status::ProxyConfigReport { generation: config.metadata.generation, problems, restart_required }),
     }
 }

@@ -22,13 +22,7 @@ fn hostport(addr: &str, port: u16) -> String {
 }
 
 fn table(views: &[view::FrontendView]) -> String {
-    let mut rows: Vec<[String; 5]> = vec![[
-        "SERVICE".into(),
-        "FRONTEND".into(),
-        "SCOPE".into(),
-        "FLAGS".into(),
-        "BACKENDS".into(),
-    ]];
+    let mut rows: Vec<[String; 5]> = vec![["SERVICE".into(), "FRONTEND".into(), "SCOPE".into(), "FLAGS".into(), "BACKENDS".into()]];
     for v in views {
         let backends = if v.backends.is_empty() {
             match view::verdict(v) {
@@ -48,13 +42,7 @@ fn table(views: &[view::FrontendView]) -> String {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
-        rows.push([
-            v.service.clone(),
-            format!("{}/{}", hostport(&v.address, v.port), v.protocol),
-            v.scope.to_string(),
-            v.flags.join(","),
-            backends,
-        ]);
+        rows.push([v.service.clone(), format!("{}/{}", hostport(&v.address, v.port), v.protocol), v.scope.to_string(), v.flags.join(","), backends]);
     }
     let widths: Vec<usize> = (0..4).map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0)).collect();
     let mut out = String::new();

@@ -85,17 +85,14 @@ pub fn explain(state: &LbState, target: SocketAddr, proto: Proto, from: Option<I
             let bits = k.prefixlen as usize;
             let (a, b) = (Addr::from(client).0, k.addr.0);
             let covers = (0..bits).all(|i| (a[i / 8] >> (7 - i % 8)) & 1 == (b[i / 8] >> (7 - i % 8)) & 1);
-            let port_ok = v.nports == 0
-                || v.ports.iter().take(usize::from(v.nports)).any(|p| u16::from_be(p.port_be) == target.port() && p.proto == proto.number());
+            let port_ok =
+                v.nports == 0 || v.ports.iter().take(usize::from(v.nports)).any(|p| u16::from_be(p.port_be) == target.port() && p.proto == proto.number());
             covers && port_ok
         });
         if let Some((k, _)) = hit {
             e.verdict = "drop";
-            e.reason = format!(
-                "{client} is in a SourceBlocklist entry ({}/{}): XDP drops it before anything else (xdp_drop_blocklist)",
-                k.addr.ip(),
-                k.prefix_bits()
-            );
+            e.reason =
+                format!("{client} is in a SourceBlocklist entry ({}/{}): XDP drops it before anything else (xdp_drop_blocklist)", k.addr.ip(), k.prefix_bits());
             return e;
         }
     }

@@ -42,7 +42,9 @@ where
     Fut: Future<Output = Response> + Send,
 {
     loop {
-        let Ok((mut conn, _)) = listener.accept().await else { continue };
+        let Ok((mut conn, _)) = listener.accept().await else {
+            continue;
+        };
         let handler = handler.clone();
         tokio::spawn(async move {
             let mut buf = [0u8; 2048];

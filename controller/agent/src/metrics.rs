@@ -33,9 +33,8 @@ fn latency_buckets() -> Vec<f64> {
 impl Metrics {
     pub fn new(bpf_root: PathBuf, kube_errors: Arc<ClientErrors>) -> prometheus::Result<Self> {
         let registry = Registry::new();
-        let sync_duration = Histogram::with_opts(
-            HistogramOpts::new("sluice_sync_duration_seconds", "Time to plan and write one datapath sync.").buckets(latency_buckets()),
-        )?;
+        let sync_duration =
+            Histogram::with_opts(HistogramOpts::new("sluice_sync_duration_seconds", "Time to plan and write one datapath sync.").buckets(latency_buckets()))?;
         let programming_latency = Histogram::with_opts(
             HistogramOpts::new(
                 "sluice_network_programming_duration_seconds",
@@ -45,18 +44,14 @@ impl Metrics {
         )?;
         let sync_errors = IntCounter::new("sluice_sync_errors_total", "Datapath syncs that failed and were retried.")?;
         let service_changes = IntCounter::new("sluice_service_changes_total", "Service add, update and delete events received.")?;
-        let endpoint_changes =
-            IntCounter::new("sluice_endpoint_changes_total", "EndpointSlice add, update and delete events received.")?;
-        let client_errors =
-            IntCounter::new("sluice_kubernetes_client_errors_total", "Errors of the Kubernetes watches (each is retried).")?;
+        let endpoint_changes = IntCounter::new("sluice_endpoint_changes_total", "EndpointSlice add, update and delete events received.")?;
+        let client_errors = IntCounter::new("sluice_kubernetes_client_errors_total", "Errors of the Kubernetes watches (each is retried).")?;
         let datapath = IntCounterVec::new(
             Opts::new("sluice_datapath_packets_total", "Datapath events by counter: translations, reverse translations, forwards."),
             &["counter"],
         )?;
-        let drops = IntCounterVec::new(
-            Opts::new("sluice_datapath_drops_total", "Packets dropped or connections refused by the datapath, by reason."),
-            &["reason"],
-        )?;
+        let drops =
+            IntCounterVec::new(Opts::new("sluice_datapath_drops_total", "Packets dropped or connections refused by the datapath, by reason."), &["reason"])?;
         let map_entries = IntGaugeVec::new(Opts::new("sluice_map_entries", "Entries in a datapath map."), &["map"])?;
         let map_capacity = IntGaugeVec::new(Opts::new("sluice_map_capacity", "Capacity (max entries) of a datapath map."), &["map"])?;
         let build_info = IntGaugeVec::new(Opts::new("sluice_build_info", "Always 1; labels say which build runs."), &["version"])?;
@@ -110,11 +105,7 @@ impl Metrics {
         Self::catch_up(&self.client_errors, self.kube_errors.0.load(Ordering::Relaxed));
         if let Ok(values) = counters::read(&self.bpf_root) {
             for (c, v) in values {
-                let counter = if c.is_drop() {
-                    self.drops.with_label_values(&[c.name()])
-                } else {
-                    self.datapath.with_label_values(&[c.name()])
-                };
+                let counter = if c.is_drop() { self.drops.with_label_values(&[c.name()]) } else { self.datapath.with_label_values(&[c.name()]) };
                 Self::catch_up(&counter, v);
             }
         }

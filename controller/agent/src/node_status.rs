@@ -101,8 +101,7 @@ async fn write_once(client: &kube::Client, node: &str, root: &PathBuf, facts: &M
         }
     }
     let gvk = kube::api::GroupVersionKind::gvk("sluice.dev", "v1alpha1", "SourceBlocklist");
-    let lists: Api<kube::api::DynamicObject> =
-        Api::all_with(client.clone(), &kube::api::ApiResource::from_gvk_with_plural(&gvk, "sourceblocklists"));
+    let lists: Api<kube::api::DynamicObject> = Api::all_with(client.clone(), &kube::api::ApiResource::from_gvk_with_plural(&gvk, "sourceblocklists"));
     for (name, generation) in generations {
         let drops = sums.remove(&name).unwrap_or_default();
         let patch = serde_json::json!({"status": {"drops": drops, "observedGeneration": generation}});
@@ -110,8 +109,7 @@ async fn write_once(client: &kube::Client, node: &str, root: &PathBuf, facts: &M
     }
     if let Some(report) = proxy_config {
         let gvk = kube::api::GroupVersionKind::gvk("sluice.dev", "v1alpha1", "ProxyConfig");
-        let configs: Api<kube::api::DynamicObject> =
-            Api::all_with(client.clone(), &kube::api::ApiResource::from_gvk_with_plural(&gvk, "proxyconfigs"));
+        let configs: Api<kube::api::DynamicObject> = Api::all_with(client.clone(), &kube::api::ApiResource::from_gvk_with_plural(&gvk, "proxyconfigs"));
         let applied = report.problems.is_empty();
         let patch = serde_json::json!({"status": {
             "observedGeneration": report.generation,

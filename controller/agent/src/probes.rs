@@ -46,9 +46,7 @@ impl Probes {
             "/healthz" | "/livez" => {
                 let i = self.inner.lock().expect("probes");
                 // RFC 3339, as kube-proxy writes them.
-                let stamp = |t: Option<SystemTime>| {
-                    t.and_then(|t| k8s_openapi::jiff::Timestamp::try_from(t).ok()).map(|t| t.to_string()).unwrap_or_default()
-                };
+                let stamp = |t: Option<SystemTime>| t.and_then(|t| k8s_openapi::jiff::Timestamp::try_from(t).ok()).map(|t| t.to_string()).unwrap_or_default();
                 let body = serde_json::json!({
                     "lastUpdated": stamp(i.last_updated),
                     "currentTime": stamp(Some(SystemTime::now())),

@@ -123,7 +123,8 @@ pub fn lay_out(lists: &[Blocklist], previous: &IdSpace<BlockKey>) -> BlockPlan {
     let mut ids = Allocator::new(previous);
     for (key, (cidr, owners, ports)) in merged {
         let Some(id) = ids.id(key) else {
-            plan.warnings.push(Warning { object: format!("SourceBlocklist {}", owners.join(",")), message: format!("{cidr}: the blocklist map is full; not enforced") });
+            plan.warnings
+                .push(Warning { object: format!("SourceBlocklist {}", owners.join(",")), message: format!("{cidr}: the blocklist map is full; not enforced") });
             continue;
         };
         let mut value = BlockValue { id, ..BlockValue::default() };

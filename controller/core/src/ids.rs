@@ -63,14 +63,8 @@ impl Default for Ids {
 }
 
 impl Ids {
-    pub fn restore(
-        backends: impl IntoIterator<Item = (BackendIdent, u32)>,
-        frontends: impl IntoIterator<Item = (FrontendIdent, u32)>,
-    ) -> Ids {
-        Ids {
-            backends: IdSpace::restore(backends, MAX_BACKEND_ID),
-            frontends: IdSpace::restore(frontends, MAX_FRONTEND_ID),
-        }
+    pub fn restore(backends: impl IntoIterator<Item = (BackendIdent, u32)>, frontends: impl IntoIterator<Item = (FrontendIdent, u32)>) -> Ids {
+        Ids { backends: IdSpace::restore(backends, MAX_BACKEND_ID), frontends: IdSpace::restore(frontends, MAX_FRONTEND_ID) }
     }
 }
 

@@ -21,13 +21,7 @@ impl Default for Capacity {
     }
 }
 
-pub(crate) fn lay_out(
-    frontends: &[Frontend],
-    node_ips: &[std::net::IpAddr],
-    previous: &Ids,
-    cap: Capacity,
-    warnings: &mut Vec<Warning>,
-) -> (LbState, Ids) {
+pub(crate) fn lay_out(frontends: &[Frontend], node_ips: &[std::net::IpAddr], previous: &Ids, cap: Capacity, warnings: &mut Vec<Warning>) -> (LbState, Ids) {
     let mut state = LbState::default();
     let mut backend_ids = Allocator::new(&previous.backends);
     let mut frontend_ids = Allocator::new(&previous.frontends);
@@ -41,10 +35,7 @@ pub(crate) fn lay_out(
             .filter(|t| !backend_ids.holds(&BackendIdent { ip: t.ip, port: t.port, proto: fe.proto }))
             .count();
         if state.services.len() + slots_needed > cap.services || state.backends.len() + new_backends > cap.backends {
-            warnings.push(Warning {
-                object,
-                message: format!("{}:{}/{}: the service map is full; not programmed", fe.ip, fe.port, fe.proto),
-            });
+            warnings.push(Warning { object, message: format!("{}:{}/{}: the service map is full; not programmed", fe.ip, fe.port, fe.proto) });
             continue;
         }
         let Some(rev_nat_id) = frontend_ids.id(FrontendIdent { ip: fe.ip, port: fe.port }) else {
@@ -83,22 +74,13 @@ pub(crate) fn lay_out(
                 };
                 state.backends.insert(id, backend_entry(t, fe));
                 count += 1;
-                state.services.insert(
-                    SvcKey::new(fe.ip, fe.port, fe.proto.number(), scope, count),
-                    SvcValue { backend_id: id, rev_nat_id, ..SvcValue::default() },
-                );
+                state
+                    .services
+                    .insert(SvcKey::new(fe.ip, fe.port, fe.proto.number(), scope, count), SvcValue { backend_id: id, rev_nat_id, ..SvcValue::default() });
             }
             state.services.insert(
                 SvcKey::new(fe.ip, fe.port, fe.proto.number(), scope, 0),
-                SvcValue {
-                    backend_id: 0,
-                    affinity_timeout: fe.affinity_timeout,
-                    count,
-                    rev_nat_id,
-                    flags,
-                    lb_alg: abi::LB_ALG_RANDOM,
-                    pad: 0,
-                },
+                SvcValue { backend_id: 0, affinity_timeout: fe.affinity_timeout, count, rev_nat_id, flags, lb_alg: abi::LB_ALG_RANDOM, pad: 0 },
             );
         }
     }

@@ -41,9 +41,8 @@ pub fn plan<'a>(
 
 /// The IDs the maps already hold, so a restarted agent keeps every unchanged entry as it is.
 pub fn ids_from_state(state: &LbState) -> Ids {
-    let backends = state.backends.iter().filter_map(|(id, b)| {
-        Some((BackendIdent { ip: b.addr.ip(), port: b.port(), proto: Proto::from_number(b.proto)? }, *id))
-    });
+    let backends =
+        state.backends.iter().filter_map(|(id, b)| Some((BackendIdent { ip: b.addr.ip(), port: b.port(), proto: Proto::from_number(b.proto)? }, *id)));
     let frontends = state.revnat.iter().map(|(id, r)| (FrontendIdent { ip: r.addr.ip(), port: r.port() }, *id));
     Ids::restore(backends, frontends)
 }

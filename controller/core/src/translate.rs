@@ -165,10 +165,7 @@ fn is_ignored_by_label(labels: Option<&BTreeMap<String, String>>) -> bool {
 }
 
 fn ns_name(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> ServiceName {
-    ServiceName {
-        namespace: meta.namespace.clone().unwrap_or_else(|| "default".into()),
-        name: meta.name.clone().unwrap_or_default(),
-    }
+    ServiceName { namespace: meta.namespace.clone().unwrap_or_else(|| "default".into()), name: meta.name.clone().unwrap_or_default() }
 }
 
 struct ServicePort {
@@ -193,11 +190,7 @@ struct ServiceEndpoints {
     by_port: BTreeMap<(String, Proto), Vec<(u16, SliceEndpoint)>>,
 }
 
-pub fn translate<'a>(
-    services: impl IntoIterator<Item = &'a Service>,
-    slices: impl IntoIterator<Item = &'a EndpointSlice>,
-    node: &NodeContext,
-) -> Translation {
+pub fn translate<'a>(services: impl IntoIterator<Item = &'a Service>, slices: impl IntoIterator<Item = &'a EndpointSlice>, node: &NodeContext) -> Translation {
     let mut out = Translation::default();
     let mut wanted: BTreeMap<ServiceName, &Service> = BTreeMap::new();
     // Slices of Services we skip on purpose are not "unknown"; remember them to stay quiet.
@@ -285,7 +278,9 @@ fn collect_slice(
     let mut slice_eps = Vec::new();
     for ep in &slice.endpoints {
         // kube-proxy uses the first address only; the others are for future use by the API.
-        let Some(addr) = ep.addresses.first() else { continue };
+        let Some(addr) = ep.addresses.first() else {
+            continue;
+        };
         let ip: IpAddr = match addr.parse() {
             Ok(ip) => ip,
             Err(_) => {
@@ -331,16 +326,7 @@ fn collect_slice(
         let key = (p.name.clone().unwrap_or_default(), proto);
         let list = entry.by_port.entry(key).or_default();
         for ep in &slice_eps {
-            list.push((
-                port,
-                SliceEndpoint {
-                    ip: ep.ip,
-                    ready: ep.ready,
-                    serving: ep.serving,
-                    terminating: ep.terminating,
-                    local: ep.local,
-                },
-            ));
+            list.push((port, SliceEndpoint { ip: ep.ip, ready: ep.ready, serving: ep.serving, terminating: ep.terminating, local: ep.local }));
         }
     }
 }
@@ -360,9 +346,7 @@ fn translate_service(name: &ServiceName, svc: &Service, eps: &ServiceEndpoints, 
             continue;
         }
         match text.parse::<IpAddr>() {
-            Ok(ip) if ips.iter().any(|known| known.is_ipv6() == ip.is_ipv6()) => {
-                warn(format!("second clusterIP {ip} of the same family; skipped"))
-            }
+            Ok(ip) if ips.iter().any(|known| known.is_ipv6() == ip.is_ipv6()) => warn(format!("second clusterIP {ip} of the same family; skipped")),
             Ok(ip) => ips.push(ip),
             Err(_) => warn(format!("clusterIP {text:?} is not an IP address; skipped")),
         }
@@ -418,9 +402,9 @@ fn translate_service(name: &ServiceName, svc: &Service, eps: &ServiceEndpoints, 
     let mut externals: Vec<(FrontendKind, IpAddr)> = Vec::new();
     for text in spec.external_ips.iter().flatten() {
         match text.parse::<IpAddr>() {
-            Ok(ip) if node.external_ip_cidrs.as_ref().is_some_and(|allowed| !allowed.iter().any(|c| in_cidr(ip, *c))) => warn(format!(
-                "externalIP {ip} is outside the ProxyConfig's externalIPCIDRs; refused (CVE-2020-8554 mitigation)"
-            )),
+            Ok(ip) if node.external_ip_cidrs.as_ref().is_some_and(|allowed| !allowed.iter().any(|c| in_cidr(ip, *c))) => {
+                warn(format!("externalIP {ip} is outside the ProxyConfig's externalIPCIDRs; refused (CVE-2020-8554 mitigation)"))
+            }
             Ok(ip) if same_family(&ip) => externals.push((FrontendKind::ExternalIp, ip)),
             Ok(ip) => warn(format!("externalIP {ip} is not of the Service's IP families; skipped")),
             Err(_) => warn(format!("externalIP {text:?} is not an IP address; skipped")),
@@ -511,9 +495,7 @@ fn translate_service(name: &ServiceName, svc: &Service, eps: &ServiceEndpoints, 
                             out.frontends.push(frontend(FrontendKind::NodePort, *ip, np, external, Some(internal)));
                         }
                     }
-                    None if type_ == "NodePort" => {
-                        warn(format!("port {:?}: type NodePort without a nodePort; no NodePort frontend", sp.name))
-                    }
+                    None if type_ == "NodePort" => warn(format!("port {:?}: type NodePort without a nodePort; no NodePort frontend", sp.name)),
                     None => {}
                 }
             }

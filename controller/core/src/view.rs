@@ -67,20 +67,10 @@ pub fn frontends(state: &LbState) -> Vec<FrontendView> {
                     }
                     backends.push(BackendView { id: entry.backend_id, address: b.addr.ip().to_string(), port: b.port(), flags, present: true })
                 }
-                None => backends.push(BackendView {
-                    id: entry.backend_id,
-                    address: "?".into(),
-                    port: 0,
-                    flags: vec!["missing-backend"],
-                    present: false,
-                }),
+                None => backends.push(BackendView { id: entry.backend_id, address: "?".into(), port: 0, flags: vec!["missing-backend"], present: false }),
             }
         }
-        let service = state
-            .names
-            .get(&u32::from(head.rev_nat_id))
-            .map(|n| n.as_str().to_string())
-            .unwrap_or_else(|| "?".into());
+        let service = state.names.get(&u32::from(head.rev_nat_id)).map(|n| n.as_str().to_string()).unwrap_or_else(|| "?".into());
         out.push(FrontendView {
             service,
             address: key.addr.ip().to_string(),

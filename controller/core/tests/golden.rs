@@ -14,11 +14,8 @@ use sluice_core::{Capacity, Ids, NodeContext, plan, view};
 
 fn render_case(yaml: &str) -> String {
     let node_name = yaml.lines().find_map(|l| l.strip_prefix("# node: ")).map(|s| s.trim().to_string());
-    let node_ips = yaml
-        .lines()
-        .find_map(|l| l.strip_prefix("# node-ips: "))
-        .map(|s| s.split(',').map(|ip| ip.trim().parse().unwrap()).collect())
-        .unwrap_or_default();
+    let node_ips =
+        yaml.lines().find_map(|l| l.strip_prefix("# node-ips: ")).map(|s| s.split(',').map(|ip| ip.trim().parse().unwrap()).collect()).unwrap_or_default();
     let external_ip_cidrs = yaml
         .lines()
         .find_map(|l| l.strip_prefix("# external-ip-cidrs: "))

@@ -349,7 +349,13 @@ pub struct SyncStatus {
     derive = "PartialEq",
     doc = "Source CIDRs dropped in XDP on every node, optionally per destination port and protocol.",
     printcolumn(name = "Drops", type_ = "string", json_path = ".status.drops", description = "packets dropped per CIDR"),
-    printcolumn(name = "Observed", type_ = "integer", json_path = ".status.observedGeneration", description = "generation the agents programmed", priority = 1),
+    printcolumn(
+        name = "Observed",
+        type_ = "integer",
+        json_path = ".status.observedGeneration",
+        description = "generation the agents programmed",
+        priority = 1
+    ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]

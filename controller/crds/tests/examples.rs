@@ -24,10 +24,7 @@ fn proxyconfig_example() {
 fn sourceblocklist_example() {
     let b: SourceBlocklist = serde_yaml::from_str(&example("sourceblocklist.yaml")).expect("SourceBlocklist");
     assert_eq!(b.spec.entries.len(), 3);
-    assert_eq!(b.spec.entries[1].ports, vec![
-        BlocklistPort { port: 22, protocol: Protocol::TCP },
-        BlocklistPort { port: 53, protocol: Protocol::UDP },
-    ]);
+    assert_eq!(b.spec.entries[1].ports, vec![BlocklistPort { port: 22, protocol: Protocol::TCP }, BlocklistPort { port: 53, protocol: Protocol::UDP },]);
 }
 
 #[test]

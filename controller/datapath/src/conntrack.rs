@@ -26,10 +26,7 @@ pub fn forget_udp_backends(root: &Path, gone: &[(Addr, u16)]) -> Result<usize, M
     let stale: Vec<CtKey> = ct
         .iter()
         .filter_map(Result::ok)
-        .filter(|(k, v)| {
-            k.proto == abi::IPPROTO_UDP
-                && if k.dir == abi::CT_FORWARD { matches(&v.addr1, v.port1_be) } else { matches(&k.saddr, k.sport_be) }
-        })
+        .filter(|(k, v)| k.proto == abi::IPPROTO_UDP && if k.dir == abi::CT_FORWARD { matches(&v.addr1, v.port1_be) } else { matches(&k.saddr, k.sport_be) })
         .map(|(k, _)| k)
         .collect();
     for k in &stale {

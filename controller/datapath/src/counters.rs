@@ -10,13 +10,10 @@ use crate::maps::{MapError, open_pinned};
 /// Each counter summed over CPUs.
 pub fn read(root: &Path) -> Result<Vec<(Counter, u64)>, MapError> {
     let map = open_pinned(root, abi::MAP_COUNTERS)?;
-    let array: PerCpuArray<MapData, u64> =
-        PerCpuArray::try_from(map).map_err(|source| MapError::Open { path: root.join(abi::MAP_COUNTERS), source })?;
+    let array: PerCpuArray<MapData, u64> = PerCpuArray::try_from(map).map_err(|source| MapError::Open { path: root.join(abi::MAP_COUNTERS), source })?;
     let mut out = Vec::new();
     for c in Counter::ALL {
-        let values = array
-            .get(&(c as u32), 0)
-            .map_err(|source| MapError::Kernel { map: abi::MAP_COUNTERS, op: "read".into(), source })?;
+        let values = array.get(&(c as u32), 0).map_err(|source| MapError::Kernel { map: abi::MAP_COUNTERS, op: "read".into(), source })?;
         out.push((c, values.iter().sum()));
     }
     Ok(out)
@@ -25,13 +22,10 @@ pub fn read(root: &Path) -> Result<Vec<(Counter, u64)>, MapError> {
 /// Per-entry SourceBlocklist hits (summed over CPUs) for the given entry ids.
 pub fn block_hits(root: &Path, ids: impl IntoIterator<Item = u32>) -> Result<Vec<(u32, u64)>, MapError> {
     let map = open_pinned(root, abi::MAP_BLOCK_HITS)?;
-    let array: PerCpuArray<MapData, u64> =
-        PerCpuArray::try_from(map).map_err(|source| MapError::Open { path: root.join(abi::MAP_BLOCK_HITS), source })?;
+    let array: PerCpuArray<MapData, u64> = PerCpuArray::try_from(map).map_err(|source| MapError::Open { path: root.join(abi::MAP_BLOCK_HITS), source })?;
     ids.into_iter()
         .map(|id| {
-            let values = array
-                .get(&id, 0)
-                .map_err(|source| MapError::Kernel { map: abi::MAP_BLOCK_HITS, op: "read".into(), source })?;
+            let values = array.get(&id, 0).map_err(|source| MapError::Kernel { map: abi::MAP_BLOCK_HITS, op: "read".into(), source })?;
             Ok((id, values.iter().sum()))
         })
         .collect()

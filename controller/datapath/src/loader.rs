@@ -86,7 +86,9 @@ pub struct AttachReport {
 }
 
 fn is_bpffs(path: &Path) -> bool {
-    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else { return false };
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
     // SAFETY: statfs writes into the zeroed struct we own.
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
     let r = unsafe { libc::statfs(c.as_ptr(), &mut st) };
@@ -114,12 +116,7 @@ pub fn load_sock_lb(root: &Path) -> Result<Ebpf, LoadError> {
 
 /// Swaps `prog` onto the link pinned at `pin`, or attaches it with `attach` and pins the link.
 /// A pinned link whose hook has gone (its device was deleted) is replaced by a fresh one.
-fn attach_pinned(
-    name: &'static str,
-    prog_fd: BorrowedFd<'_>,
-    pin: &Path,
-    attach: impl FnOnce() -> Result<FdLink, LoadError>,
-) -> Result<Attachment, LoadError> {
+fn attach_pinned(name: &'static str, prog_fd: BorrowedFd<'_>, pin: &Path, attach: impl FnOnce() -> Result<FdLink, LoadError>) -> Result<Attachment, LoadError> {
     if pin.exists() {
         let link = sys::obj_get(pin).map_err(io(format!("opening pinned link {}", pin.display())))?;
         match sys::link_update(link.as_fd(), prog_fd) {
@@ -127,7 +124,9 @@ fn attach_pinned(
             Err(e) if e.raw_os_error() == Some(libc::ENOLINK) => {
                 fs::remove_file(pin).map_err(io(format!("removing defunct link {}", pin.display())))?;
             }
-            Err(e) => return Err(LoadError::Io { what: format!("BPF_LINK_UPDATE on {}", pin.display()), source: e }),
+            Err(e) => {
+                return Err(LoadError::Io { what: format!("BPF_LINK_UPDATE on {}", pin.display()), source: e });
+            }
         }
     }
     attach()?.pin(pin).map_err(|source| LoadError::Pin { name, path: pin.to_path_buf(), source })?;
@@ -173,8 +172,7 @@ pub fn attach_sock_lb(ebpf: &mut Ebpf, root: &Path, cgroup: &Path) -> Result<Vec
     let mut reports = Vec::new();
     for name in SOCK_ADDR_PROGRAMS {
         let err = |source| LoadError::Program { name, source };
-        let prog: &mut CgroupSockAddr =
-            ebpf.program_mut(name).ok_or(err(ProgramError::NotLoaded))?.try_into().map_err(err)?;
+        let prog: &mut CgroupSockAddr = ebpf.program_mut(name).ok_or(err(ProgramError::NotLoaded))?.try_into().map_err(err)?;
         load_once(name, || prog.load())?;
         let fd = prog.fd().map_err(err)?.try_clone().map_err(io(format!("{name}: program fd")))?;
         // With bpf_link the kernel always lets other programs run beside ours (and rejects
@@ -211,14 +209,11 @@ pub fn attach_tc(ebpf: &mut Ebpf, root: &Path, device: &str) -> Result<Vec<Attac
     let mut reports = Vec::new();
     for (name, attach_type) in [(TC_INGRESS, TcAttachType::Ingress), (TC_EGRESS, TcAttachType::Egress)] {
         let err = |source| LoadError::Program { name, source };
-        let prog: &mut SchedClassifier =
-            ebpf.program_mut(name).ok_or(err(ProgramError::NotLoaded))?.try_into().map_err(err)?;
+        let prog: &mut SchedClassifier = ebpf.program_mut(name).ok_or(err(ProgramError::NotLoaded))?.try_into().map_err(err)?;
         load_once(name, || prog.load())?;
         let fd = prog.fd().map_err(err)?.try_clone().map_err(io(format!("{name}: program fd")))?;
         let how = attach_pinned(name, fd.as_fd(), &dir.join(name), || {
-            let id = prog
-                .attach_with_options(device, attach_type, TcAttachOptions::TcxOrder(LinkOrder::default()))
-                .map_err(err)?;
+            let id = prog.attach_with_options(device, attach_type, TcAttachOptions::TcxOrder(LinkOrder::default())).map_err(err)?;
             fd_link(name, prog.take_link(id).map_err(err)?)
         })?;
         reports.push(AttachReport { program: name, hook: format!("tcx {device} {attach_type:?}"), how });
@@ -262,17 +257,13 @@ pub fn attach_xdp(ebpf: &mut Ebpf, root: &Path, device: &str, accel: Acceleratio
     }
     let native = match prog.attach(device, XdpMode::Driver) {
         Ok(id) => {
-            fd_link(name, prog.take_link(id).map_err(err)?)?
-                .pin(&native_pin)
-                .map_err(|source| LoadError::Pin { name, path: native_pin.clone(), source })?;
+            fd_link(name, prog.take_link(id).map_err(err)?)?.pin(&native_pin).map_err(|source| LoadError::Pin { name, path: native_pin.clone(), source })?;
             true
         }
         Err(e) if accel == Acceleration::Native => return Err(err(e)),
         Err(_) => {
             let id = prog.attach(device, XdpMode::Skb).map_err(err)?;
-            fd_link(name, prog.take_link(id).map_err(err)?)?
-                .pin(&generic_pin)
-                .map_err(|source| LoadError::Pin { name, path: generic_pin.clone(), source })?;
+            fd_link(name, prog.take_link(id).map_err(err)?)?.pin(&generic_pin).map_err(|source| LoadError::Pin { name, path: generic_pin.clone(), source })?;
             false
         }
     };
@@ -290,7 +281,9 @@ pub fn write_config(ebpf: &mut Ebpf, config: abi::Config) -> Result<(), LoadErro
 /// no longer in --devices), which detaches those programs.
 pub fn prune_links(root: &Path, keep: &[PathBuf]) -> Result<Vec<PathBuf>, LoadError> {
     let mut removed = Vec::new();
-    let Ok(entries) = fs::read_dir(root.join("links")) else { return Ok(removed) };
+    let Ok(entries) = fs::read_dir(root.join("links")) else {
+        return Ok(removed);
+    };
     for entry in entries.flatten() {
         let path = entry.path();
         if !keep.contains(&path) {
@@ -309,16 +302,14 @@ pub fn device_links(root: &Path, device: &str) -> PathBuf {
 /// The datapath settings as the pinned config map holds them now.
 pub fn read_config(root: &Path) -> Result<abi::Config, crate::MapError> {
     let map = crate::maps::open_pinned(root, abi::MAP_CONFIG)?;
-    let array: Array<MapData, abi::Config> =
-        Array::try_from(map).map_err(|source| crate::MapError::Open { path: root.join(abi::MAP_CONFIG), source })?;
+    let array: Array<MapData, abi::Config> = Array::try_from(map).map_err(|source| crate::MapError::Open { path: root.join(abi::MAP_CONFIG), source })?;
     array.get(&0, 0).map_err(|source| crate::MapError::Kernel { map: abi::MAP_CONFIG, op: "read".into(), source })
 }
 
 /// Rewrites the pinned config map: what a live ProxyConfig change does.
 pub fn write_config_pinned(root: &Path, config: abi::Config) -> Result<(), crate::MapError> {
     let map = crate::maps::open_pinned(root, abi::MAP_CONFIG)?;
-    let mut array: Array<MapData, abi::Config> =
-        Array::try_from(map).map_err(|source| crate::MapError::Open { path: root.join(abi::MAP_CONFIG), source })?;
+    let mut array: Array<MapData, abi::Config> = Array::try_from(map).map_err(|source| crate::MapError::Open { path: root.join(abi::MAP_CONFIG), source })?;
     array.set(0, config, 0).map_err(|source| crate::MapError::Kernel { map: abi::MAP_CONFIG, op: "write".into(), source })
 }
 
@@ -331,19 +322,13 @@ pub fn write_host_netns(root: &Path) -> Result<u64, LoadError> {
     let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
     // SAFETY: getsockopt writes at most `len` bytes into the u64 we own.
     let r = unsafe {
-        libc::getsockopt(
-            std::os::fd::AsRawFd::as_raw_fd(&sock),
-            libc::SOL_SOCKET,
-            SO_NETNS_COOKIE,
-            &mut cookie as *mut u64 as *mut libc::c_void,
-            &mut len,
-        )
+        libc::getsockopt(std::os::fd::AsRawFd::as_raw_fd(&sock), libc::SOL_SOCKET, SO_NETNS_COOKIE, &mut cookie as *mut u64 as *mut libc::c_void, &mut len)
     };
     if r != 0 {
         return Err(LoadError::Io { what: "getsockopt(SO_NETNS_COOKIE)".into(), source: std::io::Error::last_os_error() });
     }
-    let map = crate::maps::open_pinned(root, abi::MAP_HOST_NETNS)
-        .map_err(|e| LoadError::Io { what: "host netns map".into(), source: std::io::Error::other(e) })?;
+    let map =
+        crate::maps::open_pinned(root, abi::MAP_HOST_NETNS).map_err(|e| LoadError::Io { what: "host netns map".into(), source: std::io::Error::other(e) })?;
     let mut array: Array<MapData, u64> = Array::try_from(map).map_err(LoadError::Config)?;
     array.set(0, cookie, 0).map_err(LoadError::Config)?;
     Ok(cookie)

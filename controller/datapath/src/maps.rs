@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use aya::maps::lpm_trie::{Key as LpmKey, LpmTrie};
 use aya::maps::{HashMap, Map, MapData};
 use sluice_abi::{
-    self as abi, Addr, Backend, BlockKey, BlockValue, FrontendAddrValue, FrontendName, NodePortKey, RevNatKey, RevNatValue, SrcRangeData, SrcRangeKey,
-    SvcKey, SvcValue,
+    self as abi, Addr, Backend, BlockKey, BlockValue, FrontendAddrValue, FrontendName, NodePortKey, RevNatKey, RevNatValue, SrcRangeData, SrcRangeKey, SvcKey,
+    SvcValue,
 };
 use sluice_core::LbState;
 
@@ -201,20 +201,14 @@ impl LbMaps for BpfMaps {
             Op::DelRevNat(id) => ignore_missing(self.revnat.remove(&RevNatKey { id: *id })).map_err(kernel(abi::MAP_REVNAT, op)),
             Op::DelName(id) => ignore_missing(self.names.remove(&RevNatKey { id: *id })).map_err(kernel(abi::MAP_NAMES, op)),
             Op::DelBackend(id) => ignore_missing(self.backends.remove(id)).map_err(kernel(abi::MAP_BACKENDS, op)),
-            Op::PutSrcRange(k) => {
-                self.src_ranges.insert(&LpmKey::new(k.prefixlen, k.data()), 1, 0).map_err(kernel(abi::MAP_SRC_RANGES, op))
-            }
-            Op::DelSrcRange(k) => ignore_missing(self.src_ranges.remove(&LpmKey::new(k.prefixlen, k.data())))
-                .map_err(kernel(abi::MAP_SRC_RANGES, op)),
+            Op::PutSrcRange(k) => self.src_ranges.insert(&LpmKey::new(k.prefixlen, k.data()), 1, 0).map_err(kernel(abi::MAP_SRC_RANGES, op)),
+            Op::DelSrcRange(k) => ignore_missing(self.src_ranges.remove(&LpmKey::new(k.prefixlen, k.data()))).map_err(kernel(abi::MAP_SRC_RANGES, op)),
             Op::PutLbAddr(a, v) => self.lb_addrs.insert(a, v, 0).map_err(kernel(abi::MAP_LB_ADDRS, op)),
             Op::DelLbAddr(a) => ignore_missing(self.lb_addrs.remove(a)).map_err(kernel(abi::MAP_LB_ADDRS, op)),
             Op::PutNodePort(k) => self.nodeports.insert(k, 1, 0).map_err(kernel(abi::MAP_NODEPORTS, op)),
             Op::DelNodePort(k) => ignore_missing(self.nodeports.remove(k)).map_err(kernel(abi::MAP_NODEPORTS, op)),
-            Op::PutBlock(k, v) => {
-                self.blocklist.insert(&LpmKey::new(k.prefixlen, k.addr), v, 0).map_err(kernel(abi::MAP_BLOCKLIST, op))
-            }
-            Op::DelBlock(k) => ignore_missing(self.blocklist.remove(&LpmKey::new(k.prefixlen, k.addr)))
-                .map_err(kernel(abi::MAP_BLOCKLIST, op)),
+            Op::PutBlock(k, v) => self.blocklist.insert(&LpmKey::new(k.prefixlen, k.addr), v, 0).map_err(kernel(abi::MAP_BLOCKLIST, op)),
+            Op::DelBlock(k) => ignore_missing(self.blocklist.remove(&LpmKey::new(k.prefixlen, k.addr))).map_err(kernel(abi::MAP_BLOCKLIST, op)),
         }
     }
 

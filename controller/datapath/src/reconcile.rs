@@ -11,12 +11,7 @@ use sluice_core::LbState;
 
 use crate::maps::{LbMaps, MapError, Op};
 
-fn puts<K: Ord + Copy, V: PartialEq + Copy>(
-    desired: &BTreeMap<K, V>,
-    current: &BTreeMap<K, V>,
-    op: impl Fn(K, V) -> Op,
-    ops: &mut Vec<Op>,
-) {
+fn puts<K: Ord + Copy, V: PartialEq + Copy>(desired: &BTreeMap<K, V>, current: &BTreeMap<K, V>, op: impl Fn(K, V) -> Op, ops: &mut Vec<Op>) {
     ops.extend(desired.iter().filter(|(k, v)| current.get(k) != Some(v)).map(|(k, v)| op(*k, *v)));
 }
 
@@ -122,9 +117,7 @@ pub fn check_consistent(state: &LbState) -> Result<(), String> {
         if !state.revnat.contains_key(&u32::from(head.rev_nat_id)) {
             return Err(format!("{k:?} names missing rev-NAT {}", head.rev_nat_id));
         }
-        if head.flags & sluice_abi::SVC_F_SOURCE_RANGES != 0
-            && !state.src_ranges.iter().any(|r| r.rev_nat_id == u32::from(head.rev_nat_id))
-        {
+        if head.flags & sluice_abi::SVC_F_SOURCE_RANGES != 0 && !state.src_ranges.iter().any(|r| r.rev_nat_id == u32::from(head.rev_nat_id)) {
             return Err(format!("{k:?} enforces source ranges but has none"));
         }
     }

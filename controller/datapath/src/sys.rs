@@ -44,10 +44,6 @@ pub(crate) fn obj_get(path: &Path) -> io::Result<OwnedFd> {
 
 /// Swaps the program behind an attached link atomically: no moment without a program.
 pub(crate) fn link_update(link: BorrowedFd<'_>, new_prog: BorrowedFd<'_>) -> io::Result<()> {
-    let mut attr = LinkUpdateAttr {
-        link_fd: link.as_raw_fd() as u32,
-        new_prog_fd: new_prog.as_raw_fd() as u32,
-        ..Default::default()
-    };
+    let mut attr = LinkUpdateAttr { link_fd: link.as_raw_fd() as u32, new_prog_fd: new_prog.as_raw_fd() as u32, ..Default::default() };
     bpf(BPF_LINK_UPDATE, &mut attr).map(|_| ())
 }

@@ -77,7 +77,9 @@ pub async fn run(dir: PathBuf, shared: Shared) {
                             });
                             last = Some(now);
                         }
-                        Err(e) => tracing::warn!(dir = %dir.display(), "cannot read manifests: {e}"),
+                        Err(e) => {
+                            tracing::warn!(dir = %dir.display(), "cannot read manifests: {e}")
+                        }
                     }
                 }
             }

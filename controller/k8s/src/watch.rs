@@ -4,9 +4,9 @@
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::utils::Backoff;
+use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client};
 
 use crate::{Index, Shared};
