@@ -6,10 +6,10 @@
 #include "lib/sock_lb.h"
 
 SEC("cgroup/connect4")
-int sluice_connect4(struct bpf_sock_addr *ctx) { return sock4_forward(ctx); }
+int sluice_connect4(struct bpf_sock_addr *ctx) { return sock_forward(ctx, 0, SLUICE_HOOK_CONNECT4); }
 
 SEC("cgroup/sendmsg4")
-int sluice_sendmsg4(struct bpf_sock_addr *ctx) { return sock4_forward(ctx); }
+int sluice_sendmsg4(struct bpf_sock_addr *ctx) { return sock_forward(ctx, 0, SLUICE_HOOK_SENDMSG4); }
 
 SEC("cgroup/recvmsg4")
 int sluice_recvmsg4(struct bpf_sock_addr *ctx) { return sock4_reverse(ctx); }
@@ -18,10 +18,10 @@ SEC("cgroup/getpeername4")
 int sluice_getpeername4(struct bpf_sock_addr *ctx) { return sock4_reverse(ctx); }
 
 SEC("cgroup/connect6")
-int sluice_connect6(struct bpf_sock_addr *ctx) { return sock6_forward(ctx); }
+int sluice_connect6(struct bpf_sock_addr *ctx) { return sock_forward(ctx, 1, SLUICE_HOOK_CONNECT6); }
 
 SEC("cgroup/sendmsg6")
-int sluice_sendmsg6(struct bpf_sock_addr *ctx) { return sock6_forward(ctx); }
+int sluice_sendmsg6(struct bpf_sock_addr *ctx) { return sock_forward(ctx, 1, SLUICE_HOOK_SENDMSG6); }
 
 SEC("cgroup/recvmsg6")
 int sluice_recvmsg6(struct bpf_sock_addr *ctx) { return sock6_reverse(ctx); }

@@ -73,6 +73,16 @@ static __always_inline int blocklisted(void *data, void *data_end)
 	if (hits)
 		*hits += 1;
 	sluice_count(SLUICE_CNT_XDP_DROP_BLOCKLIST);
+	if (sluice_monitored()) {
+		struct sluice_event *ev = sluice_event_start(SLUICE_CNT_XDP_DROP_BLOCKLIST, SLUICE_HOOK_XDP);
+
+		if (ev) {
+			ev->proto = proto;
+			ev->saddr = key.addr;
+			ev->dport = dport;
+			sluice_event_submit(ev);
+		}
+	}
 	return 1;
 }
 
@@ -115,6 +125,7 @@ int sluice_xdp(struct xdp_md *ctx)
 	if (!svc) {
 		if (bpf_map_lookup_elem(&SLUICE_MAP_LB_ADDRS, &p.daddr)) {
 			sluice_count(SLUICE_CNT_XDP_DROP_UNKNOWN_PORT);
+			pkt_event(SLUICE_CNT_XDP_DROP_UNKNOWN_PORT, 1, &p, 0, 0, 0);
 			return XDP_DROP;
 		}
 		return XDP_PASS;
@@ -127,6 +138,7 @@ int sluice_xdp(struct xdp_md *ctx)
 		rk.addr = p.saddr;
 		if (!bpf_map_lookup_elem(&SLUICE_MAP_SRC_RANGES, &rk)) {
 			sluice_count(SLUICE_CNT_XDP_DROP_SOURCE_RANGE);
+			pkt_event(SLUICE_CNT_XDP_DROP_SOURCE_RANGE, 1, &p, svc->rev_nat_id, 0, 0);
 			return XDP_DROP;
 		}
 	}

@@ -230,10 +230,44 @@ enum sluice_counter {
 	SLUICE_CNT_XDP_PASS_LOCAL,    /* xdp: local backend, passed on to tc */
 	SLUICE_CNT_BIND_DENIED,       /* post_bind: a host bind on a NodePort refused */
 	SLUICE_CNT_XDP_DROP_BLOCKLIST,/* xdp: source in a SourceBlocklist */
+	SLUICE_CNT_MONITOR_LOST,      /* an event for `sluice monitor` found the ring buffer full */
 	SLUICE_CNT_MAX,
 };
 
 #define SLUICE_COUNTERS_SIZE 64
+
+/*
+ * `sluice monitor`: decisions the datapath takes (translations, rejects, drops) streamed through
+ * a ring buffer. Nothing is written unless a monitor holds the lease in sluice_monitor_v1 (key 0:
+ * CLOCK_MONOTONIC deadline in ns, 0 when nobody listens), so the cost when nobody listens is one
+ * array read per decision, and a monitor that dies stops the stream within its lease.
+ */
+#define SLUICE_HOOK_CONNECT4  1
+#define SLUICE_HOOK_CONNECT6  2
+#define SLUICE_HOOK_SENDMSG4  3
+#define SLUICE_HOOK_SENDMSG6  4
+#define SLUICE_HOOK_POST_BIND 5
+#define SLUICE_HOOK_TC        6
+#define SLUICE_HOOK_XDP       7
+
+struct sluice_event {
+	__u64 ts_ns;      /* CLOCK_MONOTONIC */
+	__u32 reason;     /* enum sluice_counter: what was decided */
+	__u32 pid;        /* socket hooks: the process (tgid); packet hooks: 0 */
+	__u8 hook;        /* SLUICE_HOOK_* */
+	__u8 proto;
+	__u16 rev_nat_id; /* the frontend, when one matched */
+	__be16 sport;
+	__be16 dport;
+	__be16 to_port;   /* translated destination port, when translated */
+	__u16 pad;
+	struct sluice_addr saddr;   /* packet hooks: the source; socket hooks: zero */
+	struct sluice_addr daddr;   /* the destination as sent */
+	struct sluice_addr to_addr; /* translated destination (the backend), when translated */
+	char comm[16];    /* socket hooks: the process name */
+};
+
+#define SLUICE_EVENTS_BYTES (1 << 20)
 
 /* Map names; the _vN suffix is the layout version. */
 #define SLUICE_MAP_SERVICES     sluice_svc_v1
@@ -251,6 +285,8 @@ enum sluice_counter {
 #define SLUICE_MAP_BLOCK_HITS   sluice_block_hits_v1
 /* The node's own network namespace cookie (u64, key 0): bind protection applies there only. */
 #define SLUICE_MAP_HOST_NETNS   sluice_host_netns_v1
+#define SLUICE_MAP_EVENTS       sluice_events_v1
+#define SLUICE_MAP_MONITOR      sluice_monitor_v1
 
 #define SLUICE_SERVICES_MAX    65536
 #define SLUICE_BACKENDS_MAX    65536
@@ -280,6 +316,7 @@ _Static_assert(sizeof(struct sluice_ct_value) == 40, "sluice_ct_value");
 _Static_assert(sizeof(struct sluice_config) == 40, "sluice_config");
 _Static_assert(sizeof(struct sluice_block_key) == 20, "sluice_block_key");
 _Static_assert(sizeof(struct sluice_block_value) == 40, "sluice_block_value");
+_Static_assert(sizeof(struct sluice_event) == 96, "sluice_event");
 #endif
 
 #endif /* SLUICE_ABI_H */

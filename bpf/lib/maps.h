@@ -114,11 +114,57 @@ struct {
 	__uint(max_entries, 1);
 } SLUICE_MAP_HOST_NETNS SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, SLUICE_EVENTS_BYTES);
+} SLUICE_MAP_EVENTS SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(max_entries, 1);
+} SLUICE_MAP_MONITOR SEC(".maps");
+
 static __always_inline void sluice_count(__u32 idx)
 {
 	__u64 *c = bpf_map_lookup_elem(&SLUICE_MAP_COUNTERS, &idx);
 	if (c)
 		*c += 1;
+}
+
+/* Whether a `sluice monitor` holds the lease; the clock is read only while one does. */
+static __always_inline int sluice_monitored(void)
+{
+	__u32 zero = 0;
+	__u64 *until = bpf_map_lookup_elem(&SLUICE_MAP_MONITOR, &zero);
+
+	return until && *until && *until > bpf_ktime_get_ns();
+}
+
+/* Hands a filled-in event to the monitor. Not inlined on purpose: its prototype is what puts
+ * struct sluice_event into the object's BTF, where the ABI layout test checks the Rust mirror. */
+static __attribute__((noinline)) void sluice_event_submit(struct sluice_event *ev)
+{
+	bpf_ringbuf_submit(ev, 0);
+}
+
+/* Space for one event in the ring buffer, zeroed, with reason and time set (built in place: the
+ * XDP and tc paths have no stack to spare); NULL when the ring is full, which is counted. The
+ * caller fills in the rest and calls sluice_event_submit. */
+static __always_inline struct sluice_event *sluice_event_start(__u32 reason, __u8 hook)
+{
+	struct sluice_event *ev = bpf_ringbuf_reserve(&SLUICE_MAP_EVENTS, sizeof(*ev), 0);
+
+	if (!ev) {
+		sluice_count(SLUICE_CNT_MONITOR_LOST);
+		return 0;
+	}
+	__builtin_memset(ev, 0, sizeof(*ev));
+	ev->ts_ns = bpf_ktime_get_ns();
+	ev->reason = reason;
+	ev->hook = hook;
+	return ev;
 }
 
 #endif

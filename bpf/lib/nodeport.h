@@ -19,6 +19,27 @@ enum ns_action {
 	NS_REDIRECT, /* translated; forward it out of the device the FIB picks */
 };
 
+/* Tells a listening `sluice monitor` what became of a packet (to: where it was sent, if anywhere). */
+static __always_inline void pkt_event(__u32 reason, int xdp, const struct pkt *p, __u16 rev_nat_id,
+				      const struct sluice_addr *to, __be16 to_port)
+{
+	struct sluice_event *ev;
+
+	if (!sluice_monitored() || !(ev = sluice_event_start(reason, xdp ? SLUICE_HOOK_XDP : SLUICE_HOOK_TC)))
+		return;
+	ev->proto = p->proto;
+	ev->rev_nat_id = rev_nat_id;
+	ev->saddr = p->saddr;
+	ev->sport = p->sport;
+	ev->daddr = p->daddr;
+	ev->dport = p->dport;
+	if (to) {
+		ev->to_addr = *to;
+		ev->to_port = to_port;
+	}
+	sluice_event_submit(ev);
+}
+
 static __always_inline struct sluice_config *ns_config(void)
 {
 	__u32 zero = 0;
@@ -181,6 +202,7 @@ static __always_inline enum ns_action ns_forward(void *ctx, int xdp, struct pkt 
 		struct sluice_ct_key rk = {};
 		struct sluice_ct_value rev = {};
 		__u16 flags, rev_nat_id;
+		__u32 reason;
 
 		key.addr = p->daddr;
 		key.port = p->dport;
@@ -195,11 +217,11 @@ static __always_inline enum ns_action ns_forward(void *ctx, int xdp, struct pkt 
 			break;
 		case LB_NO_BACKEND:
 			/* externalTrafficPolicy Local without a local endpoint drops, as kube-proxy does */
-			sluice_count(flags & SLUICE_SVC_F_EXT_LOCAL ? SLUICE_CNT_NP_DROP_LOCAL_NONE : SLUICE_CNT_NP_DROP_NO_BACKEND);
-			return NS_DROP;
+			reason = flags & SLUICE_SVC_F_EXT_LOCAL ? SLUICE_CNT_NP_DROP_LOCAL_NONE : SLUICE_CNT_NP_DROP_NO_BACKEND;
+			goto drop;
 		default:
-			sluice_count(SLUICE_CNT_SOCK_MISSING_SLOT);
-			return NS_DROP;
+			reason = SLUICE_CNT_SOCK_MISSING_SLOT;
+			goto drop;
 		}
 		if (addr_is_v4mapped(&be.addr) == p->v6)
 			return NS_DROP;
@@ -229,12 +251,12 @@ static __always_inline enum ns_action ns_forward(void *ctx, int xdp, struct pkt 
 			snat = p->v6 ? cfg->node_ip6 : cfg->node_ip4;
 			/* An IPv6 node address may well end in a zero word; only 0.0.0.0 or :: mean unset. */
 			if (snat.words[3] == 0 && (!p->v6 || (snat.words[0] | snat.words[1] | snat.words[2]) == 0)) {
-				sluice_count(SLUICE_CNT_NP_DROP_SNAT_PORT);
-				return NS_DROP;
+				reason = SLUICE_CNT_NP_DROP_SNAT_PORT;
+				goto drop;
 			}
 			if (snat_port(ctx, p, &be, &snat, &fwd.port2)) {
-				sluice_count(SLUICE_CNT_NP_DROP_SNAT_PORT);
-				return NS_DROP;
+				reason = SLUICE_CNT_NP_DROP_SNAT_PORT;
+				goto drop;
 			}
 			fwd.addr2 = snat;
 			fwd.flags = SLUICE_CT_F_SNAT;
@@ -246,6 +268,7 @@ static __always_inline enum ns_action ns_forward(void *ctx, int xdp, struct pkt 
 		if (bpf_map_update_elem(&SLUICE_MAP_CT, &rk, &rev, BPF_ANY) ||
 		    bpf_map_update_elem(&SLUICE_MAP_CT, &fk, &fwd, BPF_ANY))
 			return NS_DROP;
+		pkt_event(SLUICE_CNT_NP_NEW_FLOW, xdp, p, rev_nat_id, &be.addr, be.port);
 		/* XDP records its pick even for a local backend: tc then follows the entry instead of
 		 * drawing again, which would skew the split towards remote backends. */
 		if (xdp && (fwd.flags & SLUICE_CT_F_LOCAL)) {
@@ -254,7 +277,13 @@ static __always_inline enum ns_action ns_forward(void *ctx, int xdp, struct pkt 
 		}
 		if (!xdp)
 			sluice_count(SLUICE_CNT_NP_NEW_FLOW);
+		goto translate;
+drop:
+		sluice_count(reason);
+		pkt_event(reason, xdp, p, rev_nat_id, 0, 0);
+		return NS_DROP;
 	}
+translate:
 	if (xdp) {
 		/* Counted only when XDP really sends it; otherwise tc does and counts. */
 		if (xdp_route(ctx, p, &fwd.addr2, &fwd.addr1, fib))

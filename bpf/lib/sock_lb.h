@@ -22,16 +22,18 @@ enum sock_xlate_result {
 	SOCK_XLATE_REJECT, /* a frontend without usable backend: kube-proxy rejects */
 };
 
-/* Picks a backend for the frontend in key (addr, port, proto set; scope and slot are ours). */
+/* Picks a backend for the frontend in key (addr, port, proto set; scope and slot are ours).
+ * On reject, *reason says why (a counter index). */
 static __always_inline enum sock_xlate_result
-sock_select_backend(struct sluice_svc_key *key, struct sluice_backend *backend, __u16 *rev_nat_id)
+sock_select_backend(struct sluice_svc_key *key, struct sluice_backend *backend, __u16 *rev_nat_id, __u32 *reason)
 {
 	struct sluice_svc_value *svc = lb_header(key, 1);
 
 	if (!svc) {
 		if (key->scope == SLUICE_SCOPE_INT) {
 			/* two scopes announced, internal one absent: a half-written service */
-			sluice_count(SLUICE_CNT_SOCK_MISSING_SLOT);
+			*reason = SLUICE_CNT_SOCK_MISSING_SLOT;
+			sluice_count(*reason);
 			return SOCK_XLATE_REJECT;
 		}
 		return SOCK_XLATE_PASS;
@@ -41,12 +43,14 @@ sock_select_backend(struct sluice_svc_key *key, struct sluice_backend *backend, 
 	case LB_PICKED:
 		return SOCK_XLATE_DONE;
 	case LB_NO_BACKEND:
-		sluice_count(SLUICE_CNT_SOCK_NO_BACKEND);
-		return SOCK_XLATE_REJECT;
+		*reason = SLUICE_CNT_SOCK_NO_BACKEND;
+		break;
 	default:
-		sluice_count(SLUICE_CNT_SOCK_MISSING_SLOT);
-		return SOCK_XLATE_REJECT;
+		*reason = SLUICE_CNT_SOCK_MISSING_SLOT;
+		break;
 	}
+	sluice_count(*reason);
+	return SOCK_XLATE_REJECT;
 }
 
 static __always_inline void sock_remember(struct bpf_sock_addr *ctx, const struct sluice_backend *be,
@@ -105,72 +109,81 @@ static __always_inline int sock_skipped(struct bpf_sock_addr *ctx)
 	return host && *host && bpf_get_netns_cookie(ctx) != *host;
 }
 
-static __always_inline int sock4_forward(struct bpf_sock_addr *ctx)
+/* Tells a listening `sluice monitor` what a connect or sendmsg was turned into. */
+static __always_inline void sock_event(__u32 reason, __u8 hook, const struct sluice_svc_key *frontend,
+				       __u16 rev_nat_id, const struct sluice_backend *be)
 {
-	struct sluice_svc_key key = {};
-	struct sluice_backend be;
-	__u16 rev_nat_id = 0;
+	struct sluice_event *ev;
 
-	if (sock_skipped(ctx))
-		return 1;
-
-	addr_set_v4mapped(&key.addr, ctx->user_ip4);
-	key.port = (__be16)ctx->user_port;
-	key.proto = (__u8)ctx->protocol;
-	switch (sock_select_backend(&key, &be, &rev_nat_id)) {
-	case SOCK_XLATE_PASS:
-		return 1;
-	case SOCK_XLATE_REJECT:
-		bpf_set_retval(-ECONNREFUSED);
-		return 0;
-	case SOCK_XLATE_DONE:
-		break;
+	if (!sluice_monitored() || !(ev = sluice_event_start(reason, hook)))
+		return;
+	ev->pid = bpf_get_current_pid_tgid() >> 32;
+	bpf_get_current_comm(ev->comm, sizeof(ev->comm));
+	ev->proto = frontend->proto;
+	ev->rev_nat_id = rev_nat_id;
+	ev->daddr = frontend->addr;
+	ev->dport = frontend->port;
+	if (be) {
+		ev->to_addr = be->addr;
+		ev->to_port = be->port;
 	}
-	if (!addr_is_v4mapped(&be.addr)) {
-		/* The planner never pairs families; an IPv6 backend here means a corrupt map. */
-		sluice_count(SLUICE_CNT_SOCK_MISSING_SLOT);
-		bpf_set_retval(-ECONNREFUSED);
-		return 0;
-	}
-	ctx->user_ip4 = be.addr.words[3];
-	ctx->user_port = be.port;
-	sock_remember(ctx, &be, &key, rev_nat_id);
-	sluice_count(SLUICE_CNT_SOCK_XLATE);
-	return 1;
+	sluice_event_submit(ev);
 }
 
-static __always_inline int sock6_forward(struct bpf_sock_addr *ctx)
+/*
+ * connect and sendmsg, both families: v6 is a constant at every call site, so each program keeps
+ * only the context fields its attach type may touch.
+ */
+static __always_inline int sock_forward(struct bpf_sock_addr *ctx, const int v6, const __u8 hook)
 {
 	struct sluice_svc_key key = {};
 	struct sluice_backend be;
 	__u16 rev_nat_id = 0;
+	__u32 reason = 0;
 
 	if (sock_skipped(ctx))
 		return 1;
 
-	key.addr.words[0] = ctx->user_ip6[0];
-	key.addr.words[1] = ctx->user_ip6[1];
-	key.addr.words[2] = ctx->user_ip6[2];
-	key.addr.words[3] = ctx->user_ip6[3];
+	if (v6) {
+		key.addr.words[0] = ctx->user_ip6[0];
+		key.addr.words[1] = ctx->user_ip6[1];
+		key.addr.words[2] = ctx->user_ip6[2];
+		key.addr.words[3] = ctx->user_ip6[3];
+	} else {
+		addr_set_v4mapped(&key.addr, ctx->user_ip4);
+	}
 	key.port = (__be16)ctx->user_port;
 	key.proto = (__u8)ctx->protocol;
-	switch (sock_select_backend(&key, &be, &rev_nat_id)) {
+	switch (sock_select_backend(&key, &be, &rev_nat_id, &reason)) {
 	case SOCK_XLATE_PASS:
 		return 1;
 	case SOCK_XLATE_REJECT:
+		sock_event(reason, hook, &key, rev_nat_id, 0);
 		bpf_set_retval(-ECONNREFUSED);
 		return 0;
 	case SOCK_XLATE_DONE:
 		break;
 	}
-	/* A v4-mapped frontend has v4-mapped backends, which a dual-stack socket reaches as is. */
-	ctx->user_ip6[0] = be.addr.words[0];
-	ctx->user_ip6[1] = be.addr.words[1];
-	ctx->user_ip6[2] = be.addr.words[2];
-	ctx->user_ip6[3] = be.addr.words[3];
+	if (v6) {
+		/* A v4-mapped frontend has v4-mapped backends, which a dual-stack socket reaches as is. */
+		ctx->user_ip6[0] = be.addr.words[0];
+		ctx->user_ip6[1] = be.addr.words[1];
+		ctx->user_ip6[2] = be.addr.words[2];
+		ctx->user_ip6[3] = be.addr.words[3];
+	} else {
+		if (!addr_is_v4mapped(&be.addr)) {
+			/* The planner never pairs families; an IPv6 backend here means a corrupt map. */
+			sluice_count(SLUICE_CNT_SOCK_MISSING_SLOT);
+			sock_event(SLUICE_CNT_SOCK_MISSING_SLOT, hook, &key, rev_nat_id, 0);
+			bpf_set_retval(-ECONNREFUSED);
+			return 0;
+		}
+		ctx->user_ip4 = be.addr.words[3];
+	}
 	ctx->user_port = be.port;
 	sock_remember(ctx, &be, &key, rev_nat_id);
 	sluice_count(SLUICE_CNT_SOCK_XLATE);
+	sock_event(SLUICE_CNT_SOCK_XLATE, hook, &key, rev_nat_id, &be);
 	return 1;
 }
 
@@ -222,6 +235,17 @@ static __always_inline int sock_post_bind(struct bpf_sock *ctx)
 	key.proto = (__u8)ctx->protocol;
 	if (bpf_map_lookup_elem(&SLUICE_MAP_NODEPORTS, &key)) {
 		sluice_count(SLUICE_CNT_BIND_DENIED);
+		if (sluice_monitored()) {
+			struct sluice_event *ev = sluice_event_start(SLUICE_CNT_BIND_DENIED, SLUICE_HOOK_POST_BIND);
+
+			if (ev) {
+				ev->pid = bpf_get_current_pid_tgid() >> 32;
+				bpf_get_current_comm(ev->comm, sizeof(ev->comm));
+				ev->proto = key.proto;
+				ev->sport = bpf_htons(key.port);
+				sluice_event_submit(ev);
+			}
+		}
 		return 0;
 	}
 	return 1;

@@ -50,8 +50,10 @@ pub const MAP_CONFIG: &str = "sluice_config_v1";
 pub const MAP_BLOCKLIST: &str = "sluice_blocklist_v1";
 pub const MAP_BLOCK_HITS: &str = "sluice_block_hits_v1";
 pub const MAP_HOST_NETNS: &str = "sluice_host_netns_v1";
+pub const MAP_EVENTS: &str = "sluice_events_v1";
+pub const MAP_MONITOR: &str = "sluice_monitor_v1";
 /// Every map the agent pins; the CLI opens them by these names.
-pub const ALL_MAPS: [&str; 14] = [
+pub const ALL_MAPS: [&str; 16] = [
     MAP_SERVICES,
     MAP_BACKENDS,
     MAP_REVNAT,
@@ -66,6 +68,8 @@ pub const ALL_MAPS: [&str; 14] = [
     MAP_BLOCKLIST,
     MAP_BLOCK_HITS,
     MAP_HOST_NETNS,
+    MAP_EVENTS,
+    MAP_MONITOR,
 ];
 
 pub const SERVICES_MAX: u32 = 65536;
@@ -103,10 +107,11 @@ pub enum Counter {
     XdpPassLocal,
     BindDenied,
     XdpDropBlocklist,
+    MonitorLost,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 20] = [
+    pub const ALL: [Counter; 21] = [
         Counter::SockXlate,
         Counter::SockNoBackend,
         Counter::SockMissingSlot,
@@ -127,6 +132,7 @@ impl Counter {
         Counter::XdpPassLocal,
         Counter::BindDenied,
         Counter::XdpDropBlocklist,
+        Counter::MonitorLost,
     ];
 
     pub fn name(self) -> &'static str {
@@ -151,6 +157,7 @@ impl Counter {
             Counter::XdpPassLocal => "xdp_pass_local_backend",
             Counter::BindDenied => "bind_denied",
             Counter::XdpDropBlocklist => "xdp_drop_blocklist",
+            Counter::MonitorLost => "monitor_events_lost",
         }
     }
 
@@ -442,6 +449,60 @@ pub struct BlockValue {
     pub ports: [BlockPort; BLOCK_PORTS],
 }
 
+pub const HOOK_CONNECT4: u8 = 1;
+pub const HOOK_CONNECT6: u8 = 2;
+pub const HOOK_SENDMSG4: u8 = 3;
+pub const HOOK_SENDMSG6: u8 = 4;
+pub const HOOK_POST_BIND: u8 = 5;
+pub const HOOK_TC: u8 = 6;
+pub const HOOK_XDP: u8 = 7;
+
+/// Name of a `SLUICE_HOOK_*`.
+pub fn hook_name(hook: u8) -> &'static str {
+    match hook {
+        HOOK_CONNECT4 => "connect4",
+        HOOK_CONNECT6 => "connect6",
+        HOOK_SENDMSG4 => "sendmsg4",
+        HOOK_SENDMSG6 => "sendmsg6",
+        HOOK_POST_BIND => "post_bind",
+        HOOK_TC => "tc",
+        HOOK_XDP => "xdp",
+        _ => "unknown",
+    }
+}
+
+/// `struct sluice_event`: one datapath decision, as `sluice monitor` receives it.
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
+pub struct Event {
+    pub ts_ns: u64,
+    pub reason: u32,
+    pub pid: u32,
+    pub hook: u8,
+    pub proto: u8,
+    pub rev_nat_id: u16,
+    pub sport_be: u16,
+    pub dport_be: u16,
+    pub to_port_be: u16,
+    pub pad: u16,
+    pub saddr: Addr,
+    pub daddr: Addr,
+    pub to_addr: Addr,
+    pub comm: [u8; 16],
+}
+
+impl Event {
+    /// Reads an event from the bytes of one ring buffer record.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Event> {
+        if bytes.len() < std::mem::size_of::<Event>() {
+            return None;
+        }
+        // SAFETY: Event is repr(C) plain integers (any bit pattern valid) and the length is
+        // checked; read_unaligned copes with any alignment of the record.
+        Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr() as *const Event) })
+    }
+}
+
 /// `struct sluice_config`.
 #[repr(C)]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
@@ -497,11 +558,7 @@ pub fn layouts() -> Vec<(&'static str, usize, Vec<(&'static str, usize)>)> {
         (
             "sluice_revnat_value",
             size_of::<RevNatValue>(),
-            vec![
-                ("addr", offset_of!(RevNatValue, addr)),
-                ("port", offset_of!(RevNatValue, port_be)),
-                ("pad", offset_of!(RevNatValue, pad)),
-            ],
+            vec![("addr", offset_of!(RevNatValue, addr)), ("port", offset_of!(RevNatValue, port_be)), ("pad", offset_of!(RevNatValue, pad))],
         ),
         ("sluice_frontend_name", size_of::<FrontendName>(), vec![("name", offset_of!(FrontendName, name))]),
         (
@@ -574,6 +631,26 @@ pub fn layouts() -> Vec<(&'static str, usize, Vec<(&'static str, usize)>)> {
                 ("nports", offset_of!(BlockValue, nports)),
                 ("pad", offset_of!(BlockValue, pad)),
                 ("ports", offset_of!(BlockValue, ports)),
+            ],
+        ),
+        (
+            "sluice_event",
+            size_of::<Event>(),
+            vec![
+                ("ts_ns", offset_of!(Event, ts_ns)),
+                ("reason", offset_of!(Event, reason)),
+                ("pid", offset_of!(Event, pid)),
+                ("hook", offset_of!(Event, hook)),
+                ("proto", offset_of!(Event, proto)),
+                ("rev_nat_id", offset_of!(Event, rev_nat_id)),
+                ("sport", offset_of!(Event, sport_be)),
+                ("dport", offset_of!(Event, dport_be)),
+                ("to_port", offset_of!(Event, to_port_be)),
+                ("pad", offset_of!(Event, pad)),
+                ("saddr", offset_of!(Event, saddr)),
+                ("daddr", offset_of!(Event, daddr)),
+                ("to_addr", offset_of!(Event, to_addr)),
+                ("comm", offset_of!(Event, comm)),
             ],
         ),
         (
@@ -650,6 +727,7 @@ mod tests {
                 ("sluice_ct_value", 40),
                 ("sluice_block_key", 20),
                 ("sluice_block_value", 40),
+                ("sluice_event", 96),
                 ("sluice_config", 40),
             ]
         );

@@ -7,6 +7,7 @@ mod explain;
 mod health;
 mod http;
 mod metrics;
+mod monitor;
 mod netinfo;
 mod node_status;
 mod probes;
@@ -37,6 +38,8 @@ enum Command {
     Status(ReadArgs),
     /// What will the datapath do with a connection to ADDR:PORT[/PROTO], and why?
     Explain(explain::ExplainArgs),
+    /// Stream what the datapath decides, live: translations, rejects and drops with reasons.
+    Monitor(monitor::MonitorArgs),
     /// Look at the BPF maps themselves.
     Bpf {
         #[command(subcommand)]
@@ -81,6 +84,7 @@ fn main() -> std::process::ExitCode {
         Command::Service { command: ServiceCommand::List(args) } => cli::service_list(&args),
         Command::Status(args) => cli::status(&args),
         Command::Explain(args) => explain::run(&args),
+        Command::Monitor(args) => monitor::run(&args),
         Command::Bpf { command: BpfCommand::Dump(args) } => dump::run(&args),
     };
     match result {

@@ -64,9 +64,8 @@ fn spread(target: SocketAddr, n: usize) -> String {
 fn set_linger_zero(s: &TcpStream) -> std::io::Result<()> {
     let l = libc::linger { l_onoff: 1, l_linger: 0 };
     // SAFETY: setsockopt on a live socket with a correctly sized struct.
-    let r = unsafe {
-        libc::setsockopt(s.as_raw_fd(), libc::SOL_SOCKET, libc::SO_LINGER, &l as *const _ as *const libc::c_void, size_of::<libc::linger>() as u32)
-    };
+    let r =
+        unsafe { libc::setsockopt(s.as_raw_fd(), libc::SOL_SOCKET, libc::SO_LINGER, &l as *const _ as *const libc::c_void, size_of::<libc::linger>() as u32) };
     if r == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
 }
 
@@ -129,7 +128,11 @@ fn churn(target: SocketAddr, stop: &Path) -> String {
             Ok(s) => {
                 let mut line = String::new();
                 let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
-                if BufReader::new(&s).read_line(&mut line).is_ok() && !line.is_empty() { ok += 1 } else { failed += 1 }
+                if BufReader::new(&s).read_line(&mut line).is_ok() && !line.is_empty() {
+                    ok += 1
+                } else {
+                    failed += 1
+                }
                 let _ = set_linger_zero(&s);
             }
             Err(_) => failed += 1,
@@ -346,7 +349,11 @@ impl Env {
 
     fn tcp_backend_count(&self) -> Option<usize> {
         let vip = self.vip(10).to_string();
-        self.service_list().as_array()?.iter().find(|f| f["address"] == vip.as_str() && f["port"] == 80).map(|f| f["backends"].as_array().map_or(0, |b| b.len()))
+        self.service_list()
+            .as_array()?
+            .iter()
+            .find(|f| f["address"] == vip.as_str() && f["port"] == 80)
+            .map(|f| f["backends"].as_array().map_or(0, |b| b.len()))
     }
 
     fn wait_for_backends(&self, n: usize, limit: Duration) -> Result<Duration, String> {
@@ -439,7 +446,10 @@ fn scenario(family: &'static str, report: &mut Report) -> Result<(), String> {
     report.check(
         &format!("{family}: UDP replies come from the ClusterIP (unconnected and connected)"),
         ensure(
-            v["from"] == vip53.as_str() && v["connected_peer"] == vip53.as_str() && v["reply"] == "udp-backend:ping" && v["connected_reply"] == "udp-backend:pong",
+            v["from"] == vip53.as_str()
+                && v["connected_peer"] == vip53.as_str()
+                && v["reply"] == "udp-backend:ping"
+                && v["connected_reply"] == "udp-backend:pong",
             || format!("{v}"),
         ),
     );
@@ -450,12 +460,44 @@ fn scenario(family: &'static str, report: &mut Report) -> Result<(), String> {
         ensure(v["refused"] == true && v["ms"].as_u64().unwrap_or(9999) < 500, || format!("{v}")),
     );
 
+    // `sluice monitor` sees each decision: three translations and one reject, with the process.
+    let monitor = Command::new(SLUICE)
+        .args(["monitor", "-o", "json", "--count", "4", "--duration", "20", "--bpf-root"])
+        .arg(&env.bpf_root)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("sluice monitor: {e}"))?;
+    std::thread::sleep(Duration::from_millis(500));
+    env.run_client("spread", &[web.clone(), "3".into()]);
+    env.run_client("refused", &[env.target(11, 80)]);
+    let out = monitor.wait_with_output().map_err(|e| format!("sluice monitor: {e}"))?;
+    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let translated = events
+        .iter()
+        .filter(|e| {
+            e["verdict"] == "translated"
+                && e["dst"] == web.as_str()
+                && e["to"].as_str().is_some_and(|t| t.contains(":8080"))
+                && e["service"].as_str().is_some_and(|s| s.starts_with("e2e/web"))
+                && e["pid"].as_u64().is_some()
+        })
+        .count();
+    let rejected =
+        events.iter().filter(|e| e["verdict"] == "rejected" && e["reason"] == "sock_rejected_no_backend" && e["dst"] == env.target(11, 80).as_str()).count();
+    report.check(
+        &format!("{family}: sluice monitor shows 3 translations and the reject, with service and process"),
+        ensure(out.status.success() && translated == 3 && rejected == 1, || format!("{:?} {events:?}", out.status)),
+    );
+
     // Remove backend 3 from the YAML: new connections must stop reaching it within 1 s.
     let t0 = Instant::now();
     env.write_manifests(&[1, 2]);
     let removal = env.wait_for_backends(2, Duration::from_secs(5)).map(|_| t0.elapsed());
     report.figures.push(format!("{family}: YAML change to maps updated {removal:?}"));
-    report.check(&format!("{family}: a removed backend leaves the maps within 1 s"), removal.and_then(|d| ensure(d < Duration::from_secs(1), || format!("took {d:?}"))));
+    report.check(
+        &format!("{family}: a removed backend leaves the maps within 1 s"),
+        removal.and_then(|d| ensure(d < Duration::from_secs(1), || format!("took {d:?}"))),
+    );
     let v = env.run_client("spread", &[web.clone(), "100".into()]);
     report.check(&format!("{family}: no new connection reaches the removed backend"), balanced(&v, &["backend-1", "backend-2"], 100));
 
@@ -499,7 +541,8 @@ fn scenario(family: &'static str, report: &mut Report) -> Result<(), String> {
     drop(held_in);
     let _ = held.wait();
     let replaced = std::fs::read_to_string(&env.agent_log).unwrap_or_default().contains("replaced=10");
-    report.check(&format!("{family}: the restarted agent swapped programs on the pinned links"), ensure(replaced, || "no 'replaced=10' in the agent log".into()));
+    report
+        .check(&format!("{family}: the restarted agent swapped programs on the pinned links"), ensure(replaced, || "no 'replaced=10' in the agent log".into()));
     let v = env.run_client("spread", &[web.clone(), "300".into()]);
     report.check(&format!("{family}: balancing after the restart"), balanced(&v, &all, 300));
 
@@ -508,7 +551,10 @@ fn scenario(family: &'static str, report: &mut Report) -> Result<(), String> {
     report.check(&format!("{family}: SIGTERM exits cleanly"), ensure(status.is_some_and(|s| s.success()), || format!("{status:?}")));
     let v = env.run_client("spread", &[web.clone(), "60".into()]);
     report.check(&format!("{family}: after SIGTERM the datapath still serves"), balanced(&v, &all, 60));
-    report.check(&format!("{family}: service list works with no agent running"), ensure(env.tcp_backend_count() == Some(3), || format!("{}", env.service_list())));
+    report.check(
+        &format!("{family}: service list works with no agent running"),
+        ensure(env.tcp_backend_count() == Some(3), || format!("{}", env.service_list())),
+    );
     env.keep_log = report.checks.iter().any(|(_, r)| r.is_err());
     Ok(())
 }

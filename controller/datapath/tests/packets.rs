@@ -211,7 +211,9 @@ fn prerequisites() -> Result<(), String> {
 fn can_run(test: &str) -> bool {
     match prerequisites() {
         Ok(()) => true,
-        Err(why) if std::env::var("CI").is_ok_and(|v| v == "true") => panic!("{test} cannot run under CI=true: {why}"),
+        Err(why) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("{test} cannot run under CI=true: {why}")
+        }
         Err(why) => {
             println!("{test} not run: {why} (it is required under CI=true)");
             false
@@ -282,12 +284,8 @@ impl Fixture {
     }
 
     fn config_with(&mut self, ip4: Ipv4Addr, ip6: Ipv6Addr, accel: bool) {
-        let config = abi::Config {
-            node_ip4: IpAddr::from(ip4).into(),
-            node_ip6: IpAddr::from(ip6).into(),
-            flags: if accel { abi::CFG_F_XDP_ACCEL } else { 0 },
-            pad: 0,
-        };
+        let config =
+            abi::Config { node_ip4: IpAddr::from(ip4).into(), node_ip6: IpAddr::from(ip6).into(), flags: if accel { abi::CFG_F_XDP_ACCEL } else { 0 }, pad: 0 };
         loader::write_config(&mut self.nodeport, config).unwrap();
     }
 
@@ -574,7 +572,13 @@ fn parse(pkt: &[u8]) -> Seen {
     };
     if !(proto == UDP && src.is_ipv4() && l4_csum == 0) {
         let sum = csum_add(csum_add(0, &pseudo_header(src, dst, proto, seg.len())), seg);
-        assert_eq!(csum_fold(sum), 0, "L4 checksum of {src}:{} -> {dst}:{} is wrong", u16::from_be_bytes([seg[0], seg[1]]), u16::from_be_bytes([seg[2], seg[3]]));
+        assert_eq!(
+            csum_fold(sum),
+            0,
+            "L4 checksum of {src}:{} -> {dst}:{} is wrong",
+            u16::from_be_bytes([seg[0], seg[1]]),
+            u16::from_be_bytes([seg[2], seg[3]])
+        );
     }
     let hdr = if proto == TCP { 20 } else { 8 };
     Seen {
@@ -587,15 +591,7 @@ fn parse(pkt: &[u8]) -> Seen {
 }
 
 fn ct_key(f: Flow, dir: u8) -> CtKey {
-    CtKey {
-        saddr: Addr::from(f.src),
-        daddr: Addr::from(f.dst),
-        sport_be: f.sport.to_be(),
-        dport_be: f.dport.to_be(),
-        proto: f.proto,
-        dir,
-        pad: 0,
-    }
+    CtKey { saddr: Addr::from(f.src), daddr: Addr::from(f.dst), sport_be: f.sport.to_be(), dport_be: f.dport.to_be(), proto: f.proto, dir, pad: 0 }
 }
 
 fn v4(ip: IpAddr) -> Ipv4Addr {
@@ -670,10 +666,7 @@ fn nodeport_remote_backend_is_dnat_and_snat_and_the_reply_is_reversed_on_ingress
     assert_eq!((fwd.addr2, u16::from_be(fwd.port2_be)), (Addr::from(NODE4), 40001));
     let b2n = flow(REMOTE_BE, 8080, NODE4, 40001, TCP);
     let rev = fx.ct_get(&ct_key(b2n, abi::CT_REVERSE)).expect("reverse entry keyed backend -> node");
-    assert_eq!(
-        (rev.addr1, u16::from_be(rev.port1_be), rev.addr2, u16::from_be(rev.port2_be)),
-        (Addr::from(NODE4), 30082, Addr::from(CLIENT), 40001)
-    );
+    assert_eq!((rev.addr1, u16::from_be(rev.port1_be), rev.addr2, u16::from_be(rev.port2_be)), (Addr::from(NODE4), 30082, Addr::from(CLIENT), 40001));
 
     let (verdict, out) = fx.ingress(&packet(b2n, b"reply"));
     assert_eq!(verdict, TC_ACT_OK, "reverse-translated for forwarding, FIB miss -> stack");
@@ -708,10 +701,7 @@ fn nodeport_remote_backend_is_dnat_and_snat_and_the_reply_is_reversed_on_ingress
     let (_, out) = fx.ingress(&packet(seen3.flow.reply(), b""));
     assert_eq!(parse(&out).flow, third.reply());
 
-    assert_eq!(
-        fx.counters(),
-        vec![(Counter::NpNewFlow, 3), (Counter::NpReverse, 4), (Counter::NpFibFail, 7)]
-    );
+    assert_eq!(fx.counters(), vec![(Counter::NpNewFlow, 3), (Counter::NpReverse, 4), (Counter::NpFibFail, 7)]);
 }
 
 #[test]
@@ -834,13 +824,7 @@ fn parse_icmp4_error(pkt: &[u8]) -> (Ipv4Addr, Ipv4Addr, u8, u8, [u8; 4], Flow) 
     let inner = &m[8..];
     let (isrc, idst, iproto, ihl) = parse_ip(inner, "quoted header");
     let ports = &inner[ihl..];
-    let f = Flow {
-        src: isrc,
-        sport: u16::from_be_bytes([ports[0], ports[1]]),
-        dst: idst,
-        dport: u16::from_be_bytes([ports[2], ports[3]]),
-        proto: iproto,
-    };
+    let f = Flow { src: isrc, sport: u16::from_be_bytes([ports[0], ports[1]]), dst: idst, dport: u16::from_be_bytes([ports[2], ports[3]]), proto: iproto };
     (v4(src), v4(dst), m[0], m[1], m[4..8].try_into().unwrap(), f)
 }
 
@@ -1227,7 +1211,9 @@ fn route_to_clients() {
 fn have_ip() -> bool {
     match Command::new("ip").arg("-V").output() {
         Ok(_) => true,
-        Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => panic!("iproute2 is required under CI=true: {e}"),
+        Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("iproute2 is required under CI=true: {e}")
+        }
         Err(e) => {
             println!("fib_success tests not run: `ip` missing ({e})");
             false
@@ -1274,4 +1260,74 @@ fn fib_success_redirects_translated_packets_with_next_hop_macs() {
     assert_eq!(seen.flow, flow(NODE4, 49003, REMOTE_BE, 8080, TCP));
     assert_eq!((seen.dst_mac, seen.src_mac), (MAC_BACKEND, s0_mac));
     assert_eq!(fx.counter(Counter::NpFibFail), 0);
+}
+
+// ------------------------------------------------------------------ sluice monitor events
+
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+impl Fixture {
+    fn set_monitor_lease(&self, until_ns: u64) {
+        let data = MapData::from_pin(self.pins.0.join(abi::MAP_MONITOR)).unwrap();
+        let mut lease: aya::maps::Array<MapData, u64> = aya::maps::Array::try_from(aya::maps::Map::Array(data)).unwrap();
+        lease.set(0, until_ns, 0).unwrap();
+    }
+
+    fn drain_events(&self) -> Vec<abi::Event> {
+        let data = MapData::from_pin(self.pins.0.join(abi::MAP_EVENTS)).unwrap();
+        let mut ring = aya::maps::RingBuf::try_from(aya::maps::Map::RingBuf(data)).unwrap();
+        let mut events = Vec::new();
+        while let Some(item) = ring.next() {
+            events.push(abi::Event::from_bytes(&item).expect("a whole event"));
+        }
+        events
+    }
+}
+
+#[test]
+fn monitor_events_are_written_only_while_a_lease_is_held() {
+    skip_unless_runnable!("monitor_events");
+    let fx = Fixture::new("monitor", false);
+    // Nobody listening: decisions leave no trace in the ring.
+    fx.ingress(&packet(flow(CLIENT, 41000, NODE4, 30082, TCP), b""));
+    fx.xdp(&packet(flow(CLIENT_IN_RANGE, 47000, LB_REMOTE, 81, TCP), b""));
+    assert!(fx.drain_events().is_empty(), "events without a monitor");
+
+    fx.set_monitor_lease(monotonic_ns() + 5_000_000_000);
+    let before = monotonic_ns();
+    fx.ingress(&packet(flow(CLIENT, 41001, NODE4, 30082, TCP), b""));
+    fx.xdp(&packet(flow(CLIENT_OUT_OF_RANGE, 46000, LB_REMOTE, 80, TCP), b""));
+    fx.xdp(&packet(flow(CLIENT_IN_RANGE, 47001, LB_REMOTE, 81, TCP), b""));
+    let events = fx.drain_events();
+    assert_eq!(events.len(), 3, "{events:?}");
+    let (new_flow, out_of_range, unknown_port) = (events[0], events[1], events[2]);
+    assert!(events.iter().all(|e| e.ts_ns >= before), "timestamps from CLOCK_MONOTONIC");
+
+    assert_eq!(new_flow.reason, Counter::NpNewFlow as u32);
+    assert_eq!(new_flow.hook, abi::HOOK_TC);
+    assert_eq!((new_flow.saddr, u16::from_be(new_flow.sport_be)), (Addr::from(CLIENT), 41001));
+    assert_eq!((new_flow.daddr, u16::from_be(new_flow.dport_be)), (Addr::from(NODE4), 30082));
+    assert_eq!((new_flow.to_addr, u16::from_be(new_flow.to_port_be)), (Addr::from(REMOTE_BE), 8080));
+    assert_ne!(new_flow.rev_nat_id, 0);
+
+    assert_eq!((out_of_range.reason, out_of_range.hook), (Counter::XdpDropSourceRange as u32, abi::HOOK_XDP));
+    assert_eq!(out_of_range.saddr, Addr::from(CLIENT_OUT_OF_RANGE));
+    assert_ne!(out_of_range.rev_nat_id, 0, "the frontend whose ranges refused it");
+    assert_eq!(out_of_range.to_addr, Addr::default());
+
+    assert_eq!(unknown_port.reason, Counter::XdpDropUnknownPort as u32);
+    assert_eq!((unknown_port.daddr, u16::from_be(unknown_port.dport_be)), (Addr::from(LB_REMOTE), 81));
+
+    // A lease that ran out (a monitor that died) stops the stream as surely as one cleared.
+    fx.set_monitor_lease(monotonic_ns() - 1);
+    fx.ingress(&packet(flow(CLIENT, 41002, NODE4, 30082, TCP), b""));
+    fx.set_monitor_lease(0);
+    fx.ingress(&packet(flow(CLIENT, 41003, NODE4, 30082, TCP), b""));
+    assert!(fx.drain_events().is_empty());
+    assert_eq!(fx.counter(Counter::MonitorLost), 0);
 }
