@@ -269,6 +269,26 @@ struct sluice_event {
 
 #define SLUICE_EVENTS_BYTES (1 << 20)
 
+/*
+ * What the agent last did and what it could not do, kept beside the datapath so `sluice status`
+ * and `sluice service list` can say it on the node, with or without the API, even after the
+ * agent stopped. Written only by the agent; no program reads these.
+ */
+struct sluice_agent_status {
+	__u64 last_sync_unix_ns;     /* end of the last successful sync, CLOCK_REALTIME */
+	__u64 last_sync_duration_ns;
+	__u64 generation;            /* index generation that sync programmed */
+	__u32 pid;                   /* the agent that wrote this */
+	__u32 failed_syncs;          /* consecutive failed syncs since the last success */
+	char last_error[224];        /* the latest failure, NUL-terminated; empty after a success */
+};
+
+/* One object the datapath could not program (or only in part), and why. */
+struct sluice_problem {
+	char object[128];  /* "Service ns/name", "EndpointSlice ns/name", ... */
+	char message[256];
+};
+
 /* Map names; the _vN suffix is the layout version. */
 #define SLUICE_MAP_SERVICES     sluice_svc_v1
 #define SLUICE_MAP_BACKENDS     sluice_backends_v1
@@ -287,6 +307,8 @@ struct sluice_event {
 #define SLUICE_MAP_HOST_NETNS   sluice_host_netns_v1
 #define SLUICE_MAP_EVENTS       sluice_events_v1
 #define SLUICE_MAP_MONITOR      sluice_monitor_v1
+#define SLUICE_MAP_AGENT_STATUS sluice_agent_status_v1
+#define SLUICE_MAP_PROBLEMS     sluice_problems_v1
 
 #define SLUICE_SERVICES_MAX    65536
 #define SLUICE_BACKENDS_MAX    65536
@@ -297,6 +319,7 @@ struct sluice_event {
 #define SLUICE_NODEPORTS_MAX   32768
 #define SLUICE_CT_MAX          262144
 #define SLUICE_BLOCKLIST_MAX   16384
+#define SLUICE_PROBLEMS_MAX    4096
 
 #ifndef __cplusplus
 _Static_assert(sizeof(struct sluice_addr) == 16, "sluice_addr");
@@ -317,6 +340,8 @@ _Static_assert(sizeof(struct sluice_config) == 40, "sluice_config");
 _Static_assert(sizeof(struct sluice_block_key) == 20, "sluice_block_key");
 _Static_assert(sizeof(struct sluice_block_value) == 40, "sluice_block_value");
 _Static_assert(sizeof(struct sluice_event) == 96, "sluice_event");
+_Static_assert(sizeof(struct sluice_agent_status) == 256, "sluice_agent_status");
+_Static_assert(sizeof(struct sluice_problem) == 384, "sluice_problem");
 #endif
 
 #endif /* SLUICE_ABI_H */

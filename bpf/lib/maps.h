@@ -126,6 +126,21 @@ struct {
 	__uint(max_entries, 1);
 } SLUICE_MAP_MONITOR SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct sluice_agent_status);
+	__uint(max_entries, 1);
+} SLUICE_MAP_AGENT_STATUS SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __u32);
+	__type(value, struct sluice_problem);
+	__uint(max_entries, SLUICE_PROBLEMS_MAX);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} SLUICE_MAP_PROBLEMS SEC(".maps");
+
 static __always_inline void sluice_count(__u32 idx)
 {
 	__u64 *c = bpf_map_lookup_elem(&SLUICE_MAP_COUNTERS, &idx);

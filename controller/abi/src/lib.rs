@@ -52,8 +52,10 @@ pub const MAP_BLOCK_HITS: &str = "sluice_block_hits_v1";
 pub const MAP_HOST_NETNS: &str = "sluice_host_netns_v1";
 pub const MAP_EVENTS: &str = "sluice_events_v1";
 pub const MAP_MONITOR: &str = "sluice_monitor_v1";
+pub const MAP_AGENT_STATUS: &str = "sluice_agent_status_v1";
+pub const MAP_PROBLEMS: &str = "sluice_problems_v1";
 /// Every map the agent pins; the CLI opens them by these names.
-pub const ALL_MAPS: [&str; 16] = [
+pub const ALL_MAPS: [&str; 18] = [
     MAP_SERVICES,
     MAP_BACKENDS,
     MAP_REVNAT,
@@ -70,6 +72,8 @@ pub const ALL_MAPS: [&str; 16] = [
     MAP_HOST_NETNS,
     MAP_EVENTS,
     MAP_MONITOR,
+    MAP_AGENT_STATUS,
+    MAP_PROBLEMS,
 ];
 
 pub const SERVICES_MAX: u32 = 65536;
@@ -80,6 +84,7 @@ pub const LB_ADDRS_MAX: u32 = 16384;
 pub const NODEPORTS_MAX: u32 = 32768;
 pub const CT_MAX: u32 = 262144;
 pub const BLOCKLIST_MAX: u32 = 16384;
+pub const PROBLEMS_MAX: u32 = 4096;
 /// Destination ports one blocklist entry can be limited to.
 pub const BLOCK_PORTS: usize = 8;
 
@@ -503,6 +508,49 @@ impl Event {
     }
 }
 
+/// `struct sluice_agent_status`.
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct AgentStatus {
+    pub last_sync_unix_ns: u64,
+    pub last_sync_duration_ns: u64,
+    pub generation: u64,
+    pub pid: u32,
+    pub failed_syncs: u32,
+    pub last_error: [u8; 224],
+}
+
+impl Default for AgentStatus {
+    fn default() -> Self {
+        AgentStatus { last_sync_unix_ns: 0, last_sync_duration_ns: 0, generation: 0, pid: 0, failed_syncs: 0, last_error: [0; 224] }
+    }
+}
+
+/// `struct sluice_problem`.
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct Problem {
+    pub object: [u8; 128],
+    pub message: [u8; 256],
+}
+
+/// Copies `s` into a fixed C string field, cut at a character boundary so it stays valid UTF-8
+/// and NUL-terminated.
+pub fn put_str(field: &mut [u8], s: &str) {
+    field.fill(0);
+    let mut n = s.len().min(field.len() - 1);
+    while !s.is_char_boundary(n) {
+        n -= 1;
+    }
+    field[..n].copy_from_slice(&s.as_bytes()[..n]);
+}
+
+/// The string in a fixed C string field, up to its NUL.
+pub fn get_str(field: &[u8]) -> String {
+    let end = field.iter().position(|&b| b == 0).unwrap_or(field.len());
+    String::from_utf8_lossy(&field[..end]).into_owned()
+}
+
 /// `struct sluice_config`.
 #[repr(C)]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
@@ -654,6 +702,19 @@ pub fn layouts() -> Vec<(&'static str, usize, Vec<(&'static str, usize)>)> {
             ],
         ),
         (
+            "sluice_agent_status",
+            size_of::<AgentStatus>(),
+            vec![
+                ("last_sync_unix_ns", offset_of!(AgentStatus, last_sync_unix_ns)),
+                ("last_sync_duration_ns", offset_of!(AgentStatus, last_sync_duration_ns)),
+                ("generation", offset_of!(AgentStatus, generation)),
+                ("pid", offset_of!(AgentStatus, pid)),
+                ("failed_syncs", offset_of!(AgentStatus, failed_syncs)),
+                ("last_error", offset_of!(AgentStatus, last_error)),
+            ],
+        ),
+        ("sluice_problem", size_of::<Problem>(), vec![("object", offset_of!(Problem, object)), ("message", offset_of!(Problem, message))]),
+        (
             "sluice_config",
             size_of::<Config>(),
             vec![
@@ -686,6 +747,8 @@ mod pod {
     unsafe impl aya::Pod for super::CtKey {}
     unsafe impl aya::Pod for super::CtValue {}
     unsafe impl aya::Pod for super::Config {}
+    unsafe impl aya::Pod for super::AgentStatus {}
+    unsafe impl aya::Pod for super::Problem {}
     unsafe impl aya::Pod for super::BlockKey {}
     unsafe impl aya::Pod for super::BlockPort {}
     unsafe impl aya::Pod for super::BlockValue {}
@@ -703,6 +766,18 @@ mod tests {
         assert_eq!(a.ip(), ip);
         let v6: IpAddr = "fd00::1".parse().unwrap();
         assert_eq!(Addr::from(v6).ip(), v6);
+    }
+
+    #[test]
+    fn fixed_strings_are_cut_on_a_character_boundary_and_read_back() {
+        let mut field = [0xffu8; 8];
+        put_str(&mut field, "héllo wörld");
+        assert_eq!(get_str(&field), "héllo ");
+        put_str(&mut field, "aaaaaaö");
+        assert_eq!(get_str(&field), "aaaaaa", "ö is two bytes; a cut inside it would leave invalid UTF-8");
+        assert_eq!(field[7], 0, "always NUL-terminated");
+        put_str(&mut field, "ab");
+        assert_eq!(get_str(&field), "ab");
     }
 
     #[test]
@@ -728,6 +803,8 @@ mod tests {
                 ("sluice_block_key", 20),
                 ("sluice_block_value", 40),
                 ("sluice_event", 96),
+                ("sluice_agent_status", 256),
+                ("sluice_problem", 384),
                 ("sluice_config", 40),
             ]
         );

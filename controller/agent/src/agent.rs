@@ -272,6 +272,10 @@ async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut last_warnings: BTreeSet<String> = BTreeSet::new();
+    // What the problems map holds; None until this agent has written it (an older agent's
+    // list may be there).
+    let mut problems_written: Option<BTreeSet<String>> = None;
+    let mut agent_status = sluice_abi::AgentStatus { pid: std::process::id(), ..Default::default() };
     let mut retry: Option<Instant> = None;
     let mut first_sync_done = false;
     loop {
@@ -320,6 +324,15 @@ async fn run(args: AgentArgs) -> anyhow::Result<()> {
                 publish_event(recorder.clone(), w.clone());
             }
         }
+        if problems_written.as_ref() != Some(&warnings) {
+            let mut rows: Vec<(String, String)> = p.warnings.iter().map(|w| (w.object.clone(), w.message.clone())).collect();
+            rows.sort();
+            rows.dedup();
+            match sluice_datapath::report::write_problems(&root, &rows) {
+                Ok(()) => problems_written = Some(warnings.clone()),
+                Err(e) => tracing::warn!("cannot record the unprogrammable objects for the CLI: {e}"),
+            }
+        }
         last_warnings = warnings;
         health.update(&p.health_checks);
         let gone_udp: Vec<(sluice_abi::Addr, u16)> = reconciler
@@ -351,6 +364,12 @@ async fn run(args: AgentArgs) -> anyhow::Result<()> {
                         duration_seconds: started.elapsed().as_secs_f64(),
                     });
                 }
+                agent_status.last_sync_unix_ns = unix_ns();
+                agent_status.last_sync_duration_ns = started.elapsed().as_nanos() as u64;
+                agent_status.generation = generation;
+                agent_status.failed_syncs = 0;
+                agent_status.last_error = [0; 224];
+                record_status(&root, &agent_status);
                 let latency = pending.map(|t| t.elapsed());
                 probes.updated();
                 metrics.sync_duration.observe(started.elapsed().as_secs_f64());
@@ -378,6 +397,9 @@ async fn run(args: AgentArgs) -> anyhow::Result<()> {
                 facts.lock().expect("facts").errors = vec![format!("sync failed: {e}")];
                 metrics.sync_errors.inc();
                 tracing::error!("sync failed, retrying in 1s: {e}");
+                agent_status.failed_syncs += 1;
+                sluice_abi::put_str(&mut agent_status.last_error, &format!("sync failed: {e}"));
+                record_status(&root, &agent_status);
                 shared.index.lock().expect("index lock").pending_since.get_or_insert(pending.unwrap_or_else(Instant::now));
                 retry = Some(Instant::now() + Duration::from_secs(1));
             }
@@ -388,6 +410,17 @@ async fn run(args: AgentArgs) -> anyhow::Result<()> {
     tracing::info!(kube_client_errors = errors, "stopping; programs and maps stay pinned and keep serving");
     drop(ebpf);
     Ok(())
+}
+
+fn unix_ns() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// Keeps `sluice status` told; a failure here must not hold back the datapath.
+fn record_status(root: &Path, status: &sluice_abi::AgentStatus) {
+    if let Err(e) = sluice_datapath::report::write_status(root, status) {
+        tracing::warn!("cannot record the sync status for the CLI: {e}");
+    }
 }
 
 /// A Service the datapath cannot program (or programs only in part) gets a Warning Event saying

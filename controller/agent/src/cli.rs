@@ -10,11 +10,42 @@ pub fn service_list(args: &ReadArgs) -> anyhow::Result<()> {
     let maps = BpfMaps::open(&args.bpf_root)?;
     let state = maps.dump().context("reading the service maps")?;
     let views = view::frontends(&state);
+    // An older agent may not have written the report yet; the frontends are still worth showing.
+    let problems = service_problems(&args.bpf_root).unwrap_or_default();
     match args.output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&views)?),
-        Output::Table => print!("{}", table(&views)),
+        Output::Json => {
+            let mut rows: Vec<serde_json::Value> = Vec::new();
+            for v in &views {
+                let mut row = serde_json::to_value(v)?;
+                row["programmed"] = true.into();
+                row["problems"] = problems.iter().filter(|(s, _)| *s == v.service).map(|(_, m)| m.clone()).collect();
+                rows.push(row);
+            }
+            // Services with nothing programmed at all still get a row, so scripts see them.
+            for (service, message) in problems.iter().filter(|(s, _)| !views.iter().any(|v| v.service == *s)) {
+                rows.push(serde_json::json!({"service": service, "programmed": false, "problems": [message], "flags": [], "backends": []}));
+            }
+            println!("{}", serde_json::to_string_pretty(&rows)?);
+        }
+        Output::Table => {
+            print!("{}", table(&views));
+            if !problems.is_empty() {
+                println!("\nNOT PROGRAMMED (or only in part), and why:");
+                for (service, message) in &problems {
+                    println!("  {service}: {message}");
+                }
+            }
+        }
     }
     Ok(())
+}
+
+/// (namespace/name, reason) of every Service the agent reported it could not program in full.
+fn service_problems(root: &std::path::Path) -> anyhow::Result<Vec<(String, String)>> {
+    Ok(sluice_datapath::report::read_problems(root)?
+        .into_iter()
+        .filter_map(|(object, message)| object.strip_prefix("Service ").map(|s| (s.to_string(), message)))
+        .collect())
 }
 
 fn hostport(addr: &str, port: u16) -> String {
@@ -71,6 +102,24 @@ pub fn status(args: &ReadArgs) -> anyhow::Result<()> {
     links.sort();
     let map_sizes = state.map_usage();
     let config = sluice_datapath::loader::read_config(&args.bpf_root).ok();
+    let agent = sluice_datapath::report::read_status(&args.bpf_root).ok().filter(|a| a.pid != 0);
+    let problems = sluice_datapath::report::read_problems(&args.bpf_root).unwrap_or_default();
+    let agent_json = agent.map(|a| {
+        let last_sync = (a.last_sync_unix_ns != 0).then(|| {
+            let time = k8s_openapi::jiff::Timestamp::from_nanosecond(i128::from(a.last_sync_unix_ns)).map(|t| t.to_string()).unwrap_or_default();
+            let age = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64()) - a.last_sync_unix_ns as f64 / 1e9;
+            serde_json::json!({"time": time, "age_seconds": age, "duration_seconds": a.last_sync_duration_ns as f64 / 1e9, "generation": a.generation})
+        });
+        let error = sluice_abi::get_str(&a.last_error);
+        serde_json::json!({
+            "pid": a.pid,
+            // Only meaningful in the agent's PID namespace (kubectl exec into its container).
+            "running": std::path::Path::new(&format!("/proc/{}", a.pid)).exists(),
+            "last_sync": last_sync,
+            "failed_syncs": a.failed_syncs,
+            "last_error": (!error.is_empty()).then_some(error),
+        })
+    });
     match args.output {
         Output::Json => {
             let v = serde_json::json!({
@@ -80,11 +129,38 @@ pub fn status(args: &ReadArgs) -> anyhow::Result<()> {
                 "xdp_acceleration": config.map(|c| c.flags & sluice_abi::CFG_F_XDP_ACCEL != 0),
                 "host_namespace_only": config.map(|c| c.flags & sluice_abi::CFG_F_HOST_NS_ONLY != 0),
                 "counters": counters.iter().map(|(c, v)| (c.name(), *v)).collect::<std::collections::BTreeMap<_, _>>(),
+                "agent": agent_json,
+                "problems": problems.iter().map(|(o, m)| serde_json::json!({"object": o, "message": m})).collect::<Vec<_>>(),
             });
             println!("{}", serde_json::to_string_pretty(&v)?);
         }
         Output::Table => {
             println!("bpf root: {}", args.bpf_root.display());
+            match &agent_json {
+                None => println!("agent: no report in this bpf root (no agent of this version has run here)"),
+                Some(a) => {
+                    println!("agent: pid {}{}", a["pid"], if a["running"] == true { "" } else { " (not running in this PID namespace)" });
+                    match a["last_sync"].as_object() {
+                        Some(l) => println!(
+                            "  last sync: {} ({:.1} s ago), took {:.1} ms, generation {}",
+                            l["time"].as_str().unwrap_or_default(),
+                            l["age_seconds"].as_f64().unwrap_or_default(),
+                            l["duration_seconds"].as_f64().unwrap_or_default() * 1e3,
+                            l["generation"]
+                        ),
+                        None => println!("  last sync: none yet"),
+                    }
+                    if let Some(e) = a["last_error"].as_str() {
+                        println!("  failing: {} syncs in a row, latest: {e}", a["failed_syncs"]);
+                    }
+                }
+            }
+            if !problems.is_empty() {
+                println!("not programmed (or only in part): {}", problems.len());
+                for (o, m) in &problems {
+                    println!("  {o}: {m}");
+                }
+            }
             println!("attached programs (pinned links): {}", links.len());
             for l in &links {
                 println!("  {l}");

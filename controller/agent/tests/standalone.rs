@@ -228,7 +228,8 @@ impl Env {
              addressType: {at}\nports: [{{name: http, port: 8080, protocol: TCP}}]\nendpoints:\n{eps}\
              ---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: web-udp, namespace: e2e, labels: {{kubernetes.io/service-name: web}}}}\n\
              addressType: {at}\nports: [{{name: dns, port: 5353, protocol: UDP}}]\nendpoints:\n- addresses: [\"{}\"]\n\
-             ---\napiVersion: v1\nkind: Service\nmetadata: {{name: empty, namespace: e2e}}\nspec: {{clusterIP: \"{empty}\", ports: [{{port: 80}}]}}\n",
+             ---\napiVersion: v1\nkind: Service\nmetadata: {{name: empty, namespace: e2e}}\nspec: {{clusterIP: \"{empty}\", ports: [{{port: 80}}]}}\n\
+             ---\napiVersion: v1\nkind: Service\nmetadata: {{name: broken, namespace: e2e}}\nspec: {{clusterIP: \"not-an-ip\", ports: [{{port: 80}}]}}\n",
             self.backend(4)
         );
         // Write then rename, so the agent never reads a half-written file.
@@ -458,6 +459,27 @@ fn scenario(family: &'static str, report: &mut Report) -> Result<(), String> {
     report.check(
         &format!("{family}: a service without endpoints refuses at once"),
         ensure(v["refused"] == true && v["ms"].as_u64().unwrap_or(9999) < 500, || format!("{v}")),
+    );
+
+    // What the agent could not program, and its last sync, are on the node for the CLI.
+    let broken = env.service_list().as_array().and_then(|rows| rows.iter().find(|r| r["service"] == "e2e/broken").cloned());
+    report.check(
+        &format!("{family}: service list names the Service it could not program, and why"),
+        ensure(broken.as_ref().is_some_and(|b| b["programmed"] == false && b["problems"][0].as_str().is_some_and(|m| m.contains("not-an-ip"))), || {
+            format!("{broken:?}")
+        }),
+    );
+    let status = Command::new(SLUICE).args(["status", "-o", "json", "--bpf-root"]).arg(&env.bpf_root).output().map_err(|e| e.to_string())?;
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap_or_default();
+    report.check(
+        &format!("{family}: status shows the agent's last sync and no error"),
+        ensure(
+            status["agent"]["running"] == true
+                && status["agent"]["last_sync"]["age_seconds"].as_f64().is_some_and(|a| (0.0..60.0).contains(&a))
+                && status["agent"]["last_error"].is_null()
+                && status["problems"].as_array().is_some_and(|p| p.iter().any(|p| p["object"] == "Service e2e/broken")),
+            || format!("{}", status["agent"]),
+        ),
     );
 
     // `sluice monitor` sees each decision: three translations and one reject, with the process.

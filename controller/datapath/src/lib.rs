@@ -6,6 +6,7 @@ pub mod counters;
 pub mod loader;
 pub mod maps;
 pub mod reconcile;
+pub mod report;
 mod sys;
 
 /// The compiled objects, embedded at build time: socket hooks (bpf/sock_lb.c), tc programs

@@ -1,0 +1,56 @@
+//! The agent's own report, kept in pinned maps beside the datapath: when it last synced, what
+//! failed, and which objects it could not program. `sluice status` and `sluice service list`
+//! read it on the node, with no API server and even after the agent has stopped.
+
+use std::path::Path;
+
+use aya::maps::{Array, HashMap, MapData};
+use sluice_abi::{self as abi, AgentStatus, Problem};
+
+use crate::MapError;
+use crate::maps::open_pinned;
+
+fn status_array(root: &Path) -> Result<Array<MapData, AgentStatus>, MapError> {
+    Array::try_from(open_pinned(root, abi::MAP_AGENT_STATUS)?).map_err(|source| MapError::Open { path: root.join(abi::MAP_AGENT_STATUS), source })
+}
+
+fn problems_map(root: &Path) -> Result<HashMap<MapData, u32, Problem>, MapError> {
+    HashMap::try_from(open_pinned(root, abi::MAP_PROBLEMS)?).map_err(|source| MapError::Open { path: root.join(abi::MAP_PROBLEMS), source })
+}
+
+fn kernel(op: &'static str, map: &'static str) -> impl FnOnce(aya::maps::MapError) -> MapError {
+    move |source| MapError::Kernel { map, op: op.into(), source }
+}
+
+pub fn write_status(root: &Path, status: &AgentStatus) -> Result<(), MapError> {
+    status_array(root)?.set(0, *status, 0).map_err(kernel("write", abi::MAP_AGENT_STATUS))
+}
+
+pub fn read_status(root: &Path) -> Result<AgentStatus, MapError> {
+    status_array(root)?.get(&0, 0).map_err(kernel("read", abi::MAP_AGENT_STATUS))
+}
+
+/// Replaces the problem list with `problems` (object, message); at most PROBLEMS_MAX are kept.
+pub fn write_problems(root: &Path, problems: &[(String, String)]) -> Result<(), MapError> {
+    let mut map = problems_map(root)?;
+    let keep = problems.len().min(abi::PROBLEMS_MAX as usize) as u32;
+    for (i, (object, message)) in problems.iter().take(keep as usize).enumerate() {
+        let mut p = Problem { object: [0; 128], message: [0; 256] };
+        abi::put_str(&mut p.object, object);
+        abi::put_str(&mut p.message, message);
+        map.insert(i as u32, p, 0).map_err(kernel("write", abi::MAP_PROBLEMS))?;
+    }
+    let stale: Vec<u32> = map.keys().filter_map(Result::ok).filter(|k| *k >= keep).collect();
+    for k in stale {
+        map.remove(&k).map_err(kernel("delete", abi::MAP_PROBLEMS))?;
+    }
+    Ok(())
+}
+
+/// Every recorded problem as (object, message), in the order the agent wrote them.
+pub fn read_problems(root: &Path) -> Result<Vec<(String, String)>, MapError> {
+    let map = problems_map(root)?;
+    let mut rows: Vec<(u32, Problem)> = map.iter().filter_map(Result::ok).collect();
+    rows.sort_by_key(|(k, _)| *k);
+    Ok(rows.into_iter().map(|(_, p)| (abi::get_str(&p.object), abi::get_str(&p.message))).collect())
+}
