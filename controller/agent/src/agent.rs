@@ -224,6 +224,7 @@ async fn run(args: AgentArgs) -> anyhow::Result<()> {
     }
 
     let shared = Shared::default();
+    let probes = Arc::new(crate::probes::Probes::default());
     let mut recorder: Option<Arc<kube::runtime::events::Recorder>> = None;
     let client_errors = Arc::new(watch::ClientErrors::default());
     let source = match &args.manifests {
@@ -236,6 +237,7 @@ async fn run(args: AgentArgs) -> anyhow::Result<()> {
             tracing::info!("cluster mode: watching Services, EndpointSlices and SourceBlocklists");
             if let Some(node) = &args.node_name {
                 tokio::spawn(crate::node_status::run(client.clone(), node.clone(), root.clone(), facts.clone()));
+                tokio::spawn(crate::probes::watch_node(client.clone(), node.clone(), probes.clone()));
             }
             recorder = Some(Arc::new(kube::runtime::events::Recorder::new(
                 client.clone(),
@@ -246,7 +248,6 @@ async fn run(args: AgentArgs) -> anyhow::Result<()> {
     };
 
     let metrics = Arc::new(crate::metrics::Metrics::new(root.clone(), client_errors.clone())?);
-    let probes = Arc::new(crate::probes::Probes::default());
     {
         let listener = crate::http::bind(args.metrics_bind_address, "--metrics-bind-address").await?;
         let metrics = metrics.clone();

@@ -13,6 +13,9 @@ struct Inner {
     queued: Option<Instant>,
     last_updated: Option<SystemTime>,
     synced_once: bool,
+    /// False while this node's Node object is being deleted (or is marked for deletion by the
+    /// cluster autoscaler); None until it has been seen.
+    node_eligible: Option<bool>,
 }
 
 #[derive(Default)]
@@ -36,6 +39,10 @@ impl Probes {
         self.inner.lock().expect("probes").queued.is_none_or(|q| q.elapsed() <= timeout)
     }
 
+    pub fn set_node_eligible(&self, eligible: bool) {
+        self.inner.lock().expect("probes").node_eligible = Some(eligible);
+    }
+
     pub fn ready(&self) -> bool {
         self.inner.lock().expect("probes").synced_once
     }
@@ -45,15 +52,21 @@ impl Probes {
         let (ok, body) = match path {
             "/healthz" | "/livez" => {
                 let i = self.inner.lock().expect("probes");
+                // /healthz also fails while the node is going away, so load balancers drain it
+                // first (kube-proxy, KEP-3836); /livez only says whether the agent keeps up.
+                let eligible = i.node_eligible.unwrap_or(true);
                 // RFC 3339, as kube-proxy writes them.
                 let stamp = |t: Option<SystemTime>| t.and_then(|t| k8s_openapi::jiff::Timestamp::try_from(t).ok()).map(|t| t.to_string()).unwrap_or_default();
-                let body = serde_json::json!({
+                let mut body = serde_json::json!({
                     "lastUpdated": stamp(i.last_updated),
                     "currentTime": stamp(Some(SystemTime::now())),
-                })
-                .to_string();
+                });
+                let node_ok = path == "/livez" || eligible;
+                if path == "/healthz" {
+                    body["nodeEligible"] = eligible.into();
+                }
                 drop(i);
-                (self.healthy(HEALTH_TIMEOUT), body)
+                (self.healthy(HEALTH_TIMEOUT) && node_ok, body.to_string())
             }
             "/readyz" => {
                 let ready = self.ready();
@@ -64,6 +77,40 @@ impl Probes {
             _ => return Response::new("404 Not Found", "text/plain", "not found\n".into()),
         };
         Response::new(if ok { "200 OK" } else { "503 Service Unavailable" }, "application/json", body)
+    }
+}
+
+/// Whether this node should still get traffic: not being deleted, not tainted for deletion by
+/// the cluster autoscaler.
+pub fn node_eligible(node: &k8s_openapi::api::core::v1::Node) -> bool {
+    let tainted = node.spec.as_ref().and_then(|s| s.taints.as_ref()).is_some_and(|t| t.iter().any(|t| t.key == "ToBeDeletedByClusterAutoscaler"));
+    node.metadata.deletion_timestamp.is_none() && !tainted
+}
+
+/// Follows this node's Node object and keeps the probes told whether it is eligible.
+pub async fn watch_node(client: kube::Client, node: String, probes: std::sync::Arc<Probes>) {
+    use futures::StreamExt;
+    use kube::runtime::watcher::{self, Event};
+    let nodes: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(client);
+    let config = watcher::Config::default().fields(&format!("metadata.name={node}"));
+    let mut stream = watcher::watcher(nodes, config).boxed();
+    loop {
+        match stream.next().await {
+            Some(Ok(Event::Apply(n) | Event::InitApply(n))) => {
+                let eligible = node_eligible(&n);
+                if probes.inner.lock().expect("probes").node_eligible != Some(eligible) {
+                    tracing::info!(node, eligible, "node eligibility for traffic changed (/healthz follows it)");
+                }
+                probes.set_node_eligible(eligible);
+            }
+            Some(Ok(Event::Delete(_))) => probes.set_node_eligible(false),
+            Some(Ok(_)) => {}
+            Some(Err(e)) => {
+                tracing::debug!(node, "watching the Node: {e}");
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+            None => return,
+        }
     }
 }
 
@@ -85,5 +132,34 @@ mod tests {
         assert!(p.ready());
         assert!(p.respond("/readyz").status.starts_with("200"));
         assert!(p.respond("/nope").status.starts_with("404"));
+    }
+
+    #[test]
+    fn healthz_fails_while_the_node_goes_away_and_livez_does_not() {
+        let p = Probes::default();
+        p.updated();
+        assert!(p.respond("/healthz").status.starts_with("200"), "unknown node: eligible");
+        p.set_node_eligible(false);
+        let r = p.respond("/healthz");
+        assert!(r.status.starts_with("503"));
+        assert!(r.body.contains("\"nodeEligible\":false"), "{}", r.body);
+        assert!(p.respond("/livez").status.starts_with("200"));
+        p.set_node_eligible(true);
+        assert!(p.respond("/healthz").status.starts_with("200"));
+    }
+
+    #[test]
+    fn a_node_being_deleted_or_marked_by_the_autoscaler_is_not_eligible() {
+        use k8s_openapi::api::core::v1::{Node, NodeSpec, Taint};
+        let mut n = Node::default();
+        assert!(node_eligible(&n));
+        n.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now()));
+        assert!(!node_eligible(&n));
+        let mut n = Node::default();
+        n.spec = Some(NodeSpec {
+            taints: Some(vec![Taint { key: "ToBeDeletedByClusterAutoscaler".into(), effect: "NoSchedule".into(), ..Default::default() }]),
+            ..Default::default()
+        });
+        assert!(!node_eligible(&n));
     }
 }
