@@ -73,7 +73,9 @@ fn table(views: &[view::FrontendView]) -> String {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
-        rows.push([v.service.clone(), format!("{}/{}", hostport(&v.address, v.port), v.protocol), v.scope.to_string(), v.flags.join(","), backends]);
+        // One scope serves every client unless the traffic policies split them.
+        let scope = if v.flags.contains(&"two-scopes") { v.scope } else { "all" };
+        rows.push([v.service.clone(), format!("{}/{}", hostport(&v.address, v.port), v.protocol), scope.to_string(), v.flags.join(","), backends]);
     }
     let widths: Vec<usize> = (0..4).map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0)).collect();
     let mut out = String::new();

@@ -117,7 +117,9 @@ pub fn explain(state: &LbState, target: SocketAddr, proto: Proto, from: Option<I
     };
     e.service = Some(v.service.clone());
     e.frontend_kinds = v.flags.iter().copied().filter(|f| matches!(*f, "ClusterIP" | "NodePort" | "ExternalIP" | "LoadBalancer")).collect();
-    e.scope = Some(scope);
+    // Scopes only mean something to a reader when the Service has two (different backends for
+    // cluster-internal and external clients); with one, every client uses it.
+    e.scope = (head.flags & abi::SVC_F_TWO_SCOPES != 0).then_some(scope);
     if let Some(client) = from
         && head.flags & abi::SVC_F_SOURCE_RANGES != 0
         && !in_range(state, head.rev_nat_id, client)
@@ -175,7 +177,10 @@ pub fn run(args: &ExplainArgs) -> anyhow::Result<()> {
             println!("target:   {}", e.target);
             println!("path:     {}", e.path);
             if let Some(s) = &e.service {
-                println!("service:  {s} ({}), scope {}", e.frontend_kinds.join(", "), e.scope.unwrap_or("-"));
+                match e.scope {
+                    Some(scope) => println!("service:  {s} ({}), {scope} scope (its traffic policies give internal and external clients different backends)", e.frontend_kinds.join(", ")),
+                    None => println!("service:  {s} ({})", e.frontend_kinds.join(", ")),
+                }
             }
             println!("verdict:  {}", e.verdict.to_uppercase());
             println!("why:      {}", e.reason);
