@@ -83,6 +83,7 @@ pub const SRC_RANGES_MAX: u32 = 16384;
 pub const LB_ADDRS_MAX: u32 = 16384;
 pub const NODEPORTS_MAX: u32 = 32768;
 pub const CT_MAX: u32 = 262144;
+pub const SOCK_REVNAT_MAX: u32 = 262144;
 pub const BLOCKLIST_MAX: u32 = 16384;
 pub const PROBLEMS_MAX: u32 = 4096;
 /// Destination ports one blocklist entry can be limited to.

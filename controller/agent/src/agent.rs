@@ -269,7 +269,7 @@ async fn run(args: AgentArgs) -> anyhow::Result<()> {
     }
     let mut node = NodeContext { node_name: args.node_name.clone(), node_ips: north_south.node_ips.clone(), external_ip_cidrs: None };
     let flag_accel: loader::Acceleration = args.nodeport_acceleration.into();
-    let mut health = crate::health::HealthServers::default();
+    let mut health = crate::health::HealthServers::new(probes.clone());
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut last_warnings: BTreeSet<String> = BTreeSet::new();

@@ -178,7 +178,10 @@ pub fn run(args: &ExplainArgs) -> anyhow::Result<()> {
             println!("path:     {}", e.path);
             if let Some(s) = &e.service {
                 match e.scope {
-                    Some(scope) => println!("service:  {s} ({}), {scope} scope (its traffic policies give internal and external clients different backends)", e.frontend_kinds.join(", ")),
+                    Some(scope) => println!(
+                        "service:  {s} ({}), {scope} scope (its traffic policies give internal and external clients different backends)",
+                        e.frontend_kinds.join(", ")
+                    ),
                     None => println!("service:  {s} ({})", e.frontend_kinds.join(", ")),
                 }
             }

@@ -9,26 +9,29 @@ use sluice_core::HealthCheck;
 use tokio::net::TcpListener;
 
 use crate::http::Response;
+use crate::probes::Probes;
 use tokio::task::JoinHandle;
 
-#[derive(Default)]
 pub struct HealthServers {
     state: Arc<Mutex<BTreeMap<u16, HealthCheck>>>,
     servers: BTreeMap<u16, JoinHandle<()>>,
+    probes: Arc<Probes>,
 }
 
-pub fn response(hc: &HealthCheck) -> Response {
+/// Like kube-proxy: a node whose proxy is unhealthy (behind on updates, or its Node going away)
+/// answers 503 even with local endpoints, so the load balancer moves the traffic elsewhere.
+pub fn response(hc: &HealthCheck, proxy_healthy: bool) -> Response {
     let body = serde_json::json!({
         "service": {"namespace": hc.service.namespace, "name": hc.service.name},
         "localEndpoints": hc.local_endpoints,
-        "serviceProxyHealthy": true,
+        "serviceProxyHealthy": proxy_healthy,
     })
     .to_string();
-    let status = if hc.local_endpoints > 0 { "200 OK" } else { "503 Service Unavailable" };
+    let status = if hc.local_endpoints > 0 && proxy_healthy { "200 OK" } else { "503 Service Unavailable" };
     Response::new(status, "application/json", body)
 }
 
-async fn serve_check(port: u16, state: Arc<Mutex<BTreeMap<u16, HealthCheck>>>) {
+async fn serve_check(port: u16, state: Arc<Mutex<BTreeMap<u16, HealthCheck>>>, probes: Arc<Probes>) {
     let listener = match TcpListener::bind(("::", port)).await {
         Ok(l) => l,
         Err(_) => match TcpListener::bind(("0.0.0.0", port)).await {
@@ -40,13 +43,17 @@ async fn serve_check(port: u16, state: Arc<Mutex<BTreeMap<u16, HealthCheck>>>) {
         },
     };
     crate::http::serve(listener, move |_path| {
-        let reply = state.lock().expect("health state").get(&port).map(response);
+        let reply = state.lock().expect("health state").get(&port).map(|hc| response(hc, probes.proxy_healthy()));
         async move { reply.unwrap_or_else(|| Response::new("404 Not Found", "text/plain", String::new())) }
     })
     .await
 }
 
 impl HealthServers {
+    pub fn new(probes: Arc<Probes>) -> HealthServers {
+        HealthServers { state: Arc::default(), servers: BTreeMap::new(), probes }
+    }
+
     /// Serves exactly the given checks: new ports get a server, gone ports lose theirs.
     pub fn update(&mut self, checks: &[HealthCheck]) {
         let wanted: BTreeMap<u16, HealthCheck> = checks.iter().map(|h| (h.port, h.clone())).collect();
@@ -60,7 +67,7 @@ impl HealthServers {
         });
         for port in wanted.keys() {
             if !self.servers.contains_key(port) {
-                self.servers.insert(*port, tokio::spawn(serve_check(*port, self.state.clone())));
+                self.servers.insert(*port, tokio::spawn(serve_check(*port, self.state.clone(), self.probes.clone())));
             }
         }
     }
@@ -74,10 +81,13 @@ mod tests {
     #[test]
     fn answers_like_kube_proxy() {
         let mut hc = HealthCheck { port: 32000, service: ServiceName { namespace: "ns".into(), name: "lb".into() }, local_endpoints: 2 };
-        let ok = response(&hc).render();
+        let ok = response(&hc, true).render();
         assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
         assert!(ok.ends_with(r#"{"localEndpoints":2,"service":{"name":"lb","namespace":"ns"},"serviceProxyHealthy":true}"#), "{ok}");
+        let unhealthy = response(&hc, false).render();
+        assert!(unhealthy.starts_with("HTTP/1.1 503 Service Unavailable\r\n"), "{unhealthy}");
+        assert!(unhealthy.contains(r#""serviceProxyHealthy":false"#), "{unhealthy}");
         hc.local_endpoints = 0;
-        assert!(response(&hc).render().starts_with("HTTP/1.1 503 Service Unavailable\r\n"));
+        assert!(response(&hc, true).render().starts_with("HTTP/1.1 503 Service Unavailable\r\n"));
     }
 }

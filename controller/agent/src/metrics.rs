@@ -110,7 +110,7 @@ impl Metrics {
             }
         }
         if let Ok(state) = BpfMaps::open(&self.bpf_root).and_then(|m| m.dump()) {
-            for (name, entries, capacity) in state.map_usage() {
+            for (name, entries, capacity) in state.map_usage().into_iter().chain(sluice_datapath::report::lru_usage(&self.bpf_root)) {
                 self.map_entries.with_label_values(&[name]).set(entries as i64);
                 self.map_capacity.with_label_values(&[name]).set(i64::from(capacity));
             }

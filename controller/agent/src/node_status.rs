@@ -52,7 +52,7 @@ pub fn kernel_version() -> String {
 fn status(root: &PathBuf, facts: &Facts) -> SluiceNodeStatus {
     let mut maps = Vec::new();
     if let Ok(state) = BpfMaps::open(root).and_then(|m| m.dump()) {
-        for (name, entries, capacity) in state.map_usage() {
+        for (name, entries, capacity) in state.map_usage().into_iter().chain(sluice_datapath::report::lru_usage(root)) {
             maps.push(MapStatus { name: name.into(), entries: entries as i64, capacity: i64::from(capacity) });
         }
     }

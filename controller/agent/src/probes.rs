@@ -43,6 +43,11 @@ impl Probes {
         self.inner.lock().expect("probes").node_eligible = Some(eligible);
     }
 
+    /// What /healthz says: keeping up with changes, and the Node not going away.
+    pub fn proxy_healthy(&self) -> bool {
+        self.healthy(HEALTH_TIMEOUT) && self.inner.lock().expect("probes").node_eligible != Some(false)
+    }
+
     pub fn ready(&self) -> bool {
         self.inner.lock().expect("probes").synced_once
     }

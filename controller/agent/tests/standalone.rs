@@ -472,12 +472,14 @@ fn scenario(family: &'static str, report: &mut Report) -> Result<(), String> {
     let status = Command::new(SLUICE).args(["status", "-o", "json", "--bpf-root"]).arg(&env.bpf_root).output().map_err(|e| e.to_string())?;
     let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap_or_default();
     report.check(
-        &format!("{family}: status shows the agent's last sync and no error"),
+        &format!("{family}: status shows the agent's last sync, no error, and the LRU maps' usage"),
         ensure(
             status["agent"]["running"] == true
                 && status["agent"]["last_sync"]["age_seconds"].as_f64().is_some_and(|a| (0.0..60.0).contains(&a))
                 && status["agent"]["last_error"].is_null()
-                && status["problems"].as_array().is_some_and(|p| p.iter().any(|p| p["object"] == "Service e2e/broken")),
+                && status["problems"].as_array().is_some_and(|p| p.iter().any(|p| p["object"] == "Service e2e/broken"))
+                // The socket rev-NAT LRU is reported too, and the connects above filled it.
+                && status["maps"].as_array().is_some_and(|m| m.iter().any(|m| m["name"] == "sluice_sock_revnat_v1" && m["entries"].as_u64().is_some_and(|n| n > 0))),
             || format!("{}", status["agent"]),
         ),
     );

@@ -54,3 +54,26 @@ pub fn read_problems(root: &Path) -> Result<Vec<(String, String)>, MapError> {
     rows.sort_by_key(|(k, _)| *k);
     Ok(rows.into_iter().map(|(_, p)| (abi::get_str(&p.object), abi::get_str(&p.message))).collect())
 }
+
+/// Entries in the LRU maps the datapath fills itself (conntrack, socket rev-NAT), as (name,
+/// entries, capacity). An LRU never refuses an entry, it evicts the oldest, so a full one means
+/// flows forgotten early. Counting walks the keys (one syscall each, about 0.1 s when full),
+/// so it is done on demand, not on every sync.
+pub fn lru_usage(root: &Path) -> Vec<(&'static str, usize, u32)> {
+    fn count<K: aya::Pod, V: aya::Pod>(root: &Path, name: &'static str) -> Option<usize> {
+        let data = match open_pinned(root, name).ok()? {
+            aya::maps::Map::LruHashMap(d) | aya::maps::Map::HashMap(d) => d,
+            _ => return None,
+        };
+        let map: HashMap<MapData, K, V> = HashMap::try_from(aya::maps::Map::HashMap(data)).ok()?;
+        Some(map.keys().filter(Result::is_ok).count())
+    }
+    let mut out = Vec::new();
+    if let Some(n) = count::<abi::CtKey, abi::CtValue>(root, abi::MAP_CT) {
+        out.push((abi::MAP_CT, n, abi::CT_MAX));
+    }
+    if let Some(n) = count::<abi::SockRevNatKey, abi::SockRevNatValue>(root, abi::MAP_SOCK_REVNAT) {
+        out.push((abi::MAP_SOCK_REVNAT, n, abi::SOCK_REVNAT_MAX));
+    }
+    out
+}
