@@ -231,6 +231,7 @@ enum sluice_counter {
 	SLUICE_CNT_BIND_DENIED,       /* post_bind: a host bind on a NodePort refused */
 	SLUICE_CNT_XDP_DROP_BLOCKLIST,/* xdp: source in a SourceBlocklist */
 	SLUICE_CNT_MONITOR_LOST,      /* an event for `sluice monitor` found the ring buffer full */
+	SLUICE_CNT_NP_DROP_ERROR,     /* tc/xdp: a rewrite, map update or bounds check failed */
 	SLUICE_CNT_MAX,
 };
 

@@ -40,6 +40,14 @@ static __always_inline void pkt_event(__u32 reason, int xdp, const struct pkt *p
 	sluice_event_submit(ev);
 }
 
+/* A drop that should never happen (a rewrite, a map update or a bounds check failed): counted,
+ * so a zero counter proves no packet was lost this way. */
+static __always_inline enum ns_action ns_failed(void)
+{
+	sluice_count(SLUICE_CNT_NP_DROP_ERROR);
+	return NS_DROP;
+}
+
 static __always_inline struct sluice_config *ns_config(void)
 {
 	__u32 zero = 0;
@@ -224,7 +232,7 @@ static __always_inline enum ns_action ns_forward(void *ctx, int xdp, struct pkt 
 			goto drop;
 		}
 		if (addr_is_v4mapped(&be.addr) == p->v6)
-			return NS_DROP;
+			return ns_failed();
 		fwd.addr1 = be.addr;
 		fwd.port1 = be.port;
 		fwd.rev_nat_id = rev_nat_id;
@@ -247,7 +255,7 @@ static __always_inline enum ns_action ns_forward(void *ctx, int xdp, struct pkt 
 			struct sluice_addr snat;
 
 			if (!cfg)
-				return NS_DROP;
+				return ns_failed();
 			snat = p->v6 ? cfg->node_ip6 : cfg->node_ip4;
 			/* An IPv6 node address may well end in a zero word; only 0.0.0.0 or :: mean unset. */
 			if (snat.words[3] == 0 && (!p->v6 || (snat.words[0] | snat.words[1] | snat.words[2]) == 0)) {
@@ -267,7 +275,7 @@ static __always_inline enum ns_action ns_forward(void *ctx, int xdp, struct pkt 
 		/* The reply path first, so no reply can arrive before it is known. */
 		if (bpf_map_update_elem(&SLUICE_MAP_CT, &rk, &rev, BPF_ANY) ||
 		    bpf_map_update_elem(&SLUICE_MAP_CT, &fk, &fwd, BPF_ANY))
-			return NS_DROP;
+			return ns_failed();
 		pkt_event(SLUICE_CNT_NP_NEW_FLOW, xdp, p, rev_nat_id, &be.addr, be.port);
 		/* XDP records its pick even for a local backend: tc then follows the entry instead of
 		 * drawing again, which would skew the split towards remote backends. */
@@ -292,11 +300,11 @@ translate:
 	}
 	if (set_addr(ctx, xdp, p, DIR_DST, &p->daddr, &fwd.addr1) ||
 	    set_port(ctx, xdp, p, DIR_DST, p->dport, fwd.port1))
-		return NS_DROP;
+		return ns_failed();
 	if (fwd.flags & SLUICE_CT_F_SNAT) {
 		if (set_addr(ctx, xdp, p, DIR_SRC, &p->saddr, &fwd.addr2) ||
 		    set_port(ctx, xdp, p, DIR_SRC, p->sport, fwd.port2))
-			return NS_DROP;
+			return ns_failed();
 		return NS_REDIRECT;
 	}
 	return NS_TO_STACK;
@@ -324,11 +332,11 @@ static __always_inline enum ns_action ns_reverse(void *ctx, int xdp, struct pkt 
 		return NS_PASS;
 	if (set_addr(ctx, xdp, p, DIR_SRC, &p->saddr, &rev.addr1) ||
 	    set_port(ctx, xdp, p, DIR_SRC, p->sport, rev.port1))
-		return NS_DROP;
+		return ns_failed();
 	if (snat) {
 		if (set_addr(ctx, xdp, p, DIR_DST, &p->daddr, &rev.addr2) ||
 		    set_port(ctx, xdp, p, DIR_DST, p->dport, rev.port2))
-			return NS_DROP;
+			return ns_failed();
 	}
 	sluice_count(xdp ? SLUICE_CNT_XDP_REVERSE : SLUICE_CNT_NP_REVERSE);
 	return snat ? NS_REDIRECT : NS_TO_STACK;
@@ -379,12 +387,12 @@ static __always_inline int tc_forward(struct __sk_buff *skb, int v6)
 	long rc;
 
 	if (fib_params((void *)(long)skb->data, (void *)(long)skb->data_end, v6, &fib))
-		return TC_ACT_SHOT;
+		return ns_failed(), TC_ACT_SHOT;
 	fib.ifindex = skb->ingress_ifindex ? skb->ingress_ifindex : skb->ifindex;
 	rc = bpf_fib_lookup(skb, &fib, sizeof(fib), 0);
 	if (rc == BPF_FIB_LKUP_RET_SUCCESS) {
 		if (set_macs((void *)(long)skb->data, (void *)(long)skb->data_end, &fib))
-			return TC_ACT_SHOT;
+			return ns_failed(), TC_ACT_SHOT;
 		return bpf_redirect(fib.ifindex, 0);
 	}
 	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH)
@@ -398,7 +406,7 @@ static __always_inline int tc_forward(struct __sk_buff *skb, int v6)
 static __always_inline int xdp_send(struct xdp_md *ctx, const struct bpf_fib_lookup *fib)
 {
 	if (set_macs((void *)(long)ctx->data, (void *)(long)ctx->data_end, fib))
-		return XDP_DROP;
+		return ns_failed(), XDP_DROP;
 	if (fib->ifindex == ctx->ingress_ifindex)
 		return XDP_TX;
 	return bpf_redirect(fib->ifindex, 0);
@@ -466,12 +474,12 @@ static __always_inline enum ns_action tc_icmp4_error(struct __sk_buff *skb, stru
 	    bpf_skb_store_bytes(skb, inner + offsetof(struct iphdr, saddr), &new_isrc, 4, 0) ||
 	    bpf_skb_store_bytes(skb, inner_ports, &new_isport, 2, 0) ||
 	    bpf_skb_store_bytes(skb, inner_ports + 2, &new_idport, 2, 0))
-		return NS_DROP;
+		return ns_failed();
 	data = (void *)(long)skb->data;
 	data_end = (void *)(long)skb->data_end;
 	iip = data + inner;
 	if ((void *)(iip + 1) > data_end)
-		return NS_DROP;
+		return ns_failed();
 	new_icheck = iip->check;
 	/* The ICMP checksum covers every byte that changed inside it. */
 	if (bpf_l4_csum_replace(skb, icmp_csum, old_idst, new_idst, 4) ||
@@ -479,17 +487,17 @@ static __always_inline enum ns_action tc_icmp4_error(struct __sk_buff *skb, stru
 	    bpf_l4_csum_replace(skb, icmp_csum, old_isport, new_isport, 2) ||
 	    bpf_l4_csum_replace(skb, icmp_csum, old_idport, new_idport, 2) ||
 	    bpf_l4_csum_replace(skb, icmp_csum, old_icheck, new_icheck, 2))
-		return NS_DROP;
+		return ns_failed();
 	/* Outer header: an error the backend itself sent appears to come from the frontend. */
 	if (outer_src == old_idst) {
 		if (bpf_l3_csum_replace(skb, L3_OFF + offsetof(struct iphdr, check), outer_src, new_idst, 4) ||
 		    bpf_skb_store_bytes(skb, L3_OFF + offsetof(struct iphdr, saddr), &new_idst, 4, 0))
-			return NS_DROP;
+			return ns_failed();
 	}
 	if (snat) {
 		if (bpf_l3_csum_replace(skb, L3_OFF + offsetof(struct iphdr, check), outer_dst, new_isrc, 4) ||
 		    bpf_skb_store_bytes(skb, L3_OFF + offsetof(struct iphdr, daddr), &new_isrc, 4, 0))
-			return NS_DROP;
+			return ns_failed();
 	}
 	sluice_count(SLUICE_CNT_NP_ICMP_ERROR);
 	return snat ? NS_REDIRECT : NS_TO_STACK;
@@ -562,17 +570,17 @@ static __always_inline enum ns_action tc_icmp6_error(struct __sk_buff *skb, stru
 	    bpf_skb_store_bytes(skb, inner + offsetof(struct ipv6hdr, saddr), new_isrc.words, 16, 0) ||
 	    bpf_skb_store_bytes(skb, inner_ports, &new_isport, 2, 0) ||
 	    bpf_skb_store_bytes(skb, inner_ports + 2, &new_idport, 2, 0))
-		return NS_DROP;
+		return ns_failed();
 	/* Outer header: the pseudo-header part of the checksum moves with the addresses. */
 	if (addr_eq(&outer_src, &idst)) {
 		if (csum6_replace(skb, icmp_csum, &outer_src, &new_idst, BPF_F_PSEUDO_HDR) ||
 		    bpf_skb_store_bytes(skb, L3_OFF + offsetof(struct ipv6hdr, saddr), new_idst.words, 16, 0))
-			return NS_DROP;
+			return ns_failed();
 	}
 	if (snat) {
 		if (csum6_replace(skb, icmp_csum, &outer_dst, &new_isrc, BPF_F_PSEUDO_HDR) ||
 		    bpf_skb_store_bytes(skb, L3_OFF + offsetof(struct ipv6hdr, daddr), new_isrc.words, 16, 0))
-			return NS_DROP;
+			return ns_failed();
 	}
 	sluice_count(SLUICE_CNT_NP_ICMP_ERROR);
 	return snat ? NS_REDIRECT : NS_TO_STACK;

@@ -114,10 +114,11 @@ pub enum Counter {
     BindDenied,
     XdpDropBlocklist,
     MonitorLost,
+    NpDropError,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 21] = [
+    pub const ALL: [Counter; 22] = [
         Counter::SockXlate,
         Counter::SockNoBackend,
         Counter::SockMissingSlot,
@@ -139,6 +140,7 @@ impl Counter {
         Counter::BindDenied,
         Counter::XdpDropBlocklist,
         Counter::MonitorLost,
+        Counter::NpDropError,
     ];
 
     pub fn name(self) -> &'static str {
@@ -164,6 +166,7 @@ impl Counter {
             Counter::BindDenied => "bind_denied",
             Counter::XdpDropBlocklist => "xdp_drop_blocklist",
             Counter::MonitorLost => "monitor_events_lost",
+            Counter::NpDropError => "nodeport_drop_internal_error",
         }
     }
 
@@ -180,6 +183,7 @@ impl Counter {
                 | Counter::XdpDropUnknownPort
                 | Counter::BindDenied
                 | Counter::XdpDropBlocklist
+                | Counter::NpDropError
         )
     }
 }
