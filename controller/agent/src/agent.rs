@@ -224,6 +224,8 @@ async fn run(args: AgentArgs) -> anyhow::Result<()> {
     }
 
     let shared = Shared::default();
+    let usage = Arc::new(crate::usage::MapUsage::new(root.clone()));
+    usage.set_planned(reconciler.current().map_usage().to_vec());
     let probes = Arc::new(crate::probes::Probes::default());
     let mut recorder: Option<Arc<kube::runtime::events::Recorder>> = None;
     let client_errors = Arc::new(watch::ClientErrors::default());
@@ -236,7 +238,7 @@ async fn run(args: AgentArgs) -> anyhow::Result<()> {
             let client = kube_client(args.kubeconfig.as_deref()).await?;
             tracing::info!("cluster mode: watching Services, EndpointSlices and SourceBlocklists");
             if let Some(node) = &args.node_name {
-                tokio::spawn(crate::node_status::run(client.clone(), node.clone(), root.clone(), facts.clone()));
+                tokio::spawn(crate::node_status::run(client.clone(), node.clone(), root.clone(), facts.clone(), usage.clone()));
                 tokio::spawn(crate::probes::watch_node(client.clone(), node.clone(), probes.clone()));
             }
             recorder = Some(Arc::new(kube::runtime::events::Recorder::new(
@@ -247,7 +249,7 @@ async fn run(args: AgentArgs) -> anyhow::Result<()> {
         }
     };
 
-    let metrics = Arc::new(crate::metrics::Metrics::new(root.clone(), client_errors.clone())?);
+    let metrics = Arc::new(crate::metrics::Metrics::new(usage.clone(), client_errors.clone())?);
     {
         let listener = crate::http::bind(args.metrics_bind_address, "--metrics-bind-address").await?;
         let metrics = metrics.clone();
@@ -371,6 +373,7 @@ async fn run(args: AgentArgs) -> anyhow::Result<()> {
                 agent_status.failed_syncs = 0;
                 agent_status.last_error = [0; 224];
                 record_status(&root, &agent_status);
+                usage.set_planned(reconciler.current().map_usage().to_vec());
                 let latency = pending.map(|t| t.elapsed());
                 probes.updated();
                 metrics.sync_duration.observe(started.elapsed().as_secs_f64());

@@ -11,6 +11,7 @@ mod monitor;
 mod netinfo;
 mod node_status;
 mod probes;
+mod usage;
 
 use std::path::PathBuf;
 

@@ -1,12 +1,14 @@
-//! Prometheus metrics on --metrics-bind-address (/metrics). Datapath counters and map sizes are
-//! read from the pinned maps at scrape time, so they cost nothing between scrapes.
+//! Prometheus metrics on --metrics-bind-address (/metrics). Datapath counters are read from the
+//! pinned maps at scrape time, so they cost nothing between scrapes; map sizes come from
+//! [`crate::usage::MapUsage`].
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use prometheus::{Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
-use sluice_datapath::{BpfMaps, LbMaps, counters};
+use sluice_datapath::counters;
+
+use crate::usage::MapUsage;
 use sluice_k8s::watch::ClientErrors;
 
 pub struct Metrics {
@@ -21,7 +23,7 @@ pub struct Metrics {
     drops: IntCounterVec,
     map_entries: IntGaugeVec,
     map_capacity: IntGaugeVec,
-    bpf_root: PathBuf,
+    usage: Arc<MapUsage>,
     kube_errors: Arc<ClientErrors>,
 }
 
@@ -31,7 +33,7 @@ fn latency_buckets() -> Vec<f64> {
 }
 
 impl Metrics {
-    pub fn new(bpf_root: PathBuf, kube_errors: Arc<ClientErrors>) -> prometheus::Result<Self> {
+    pub fn new(usage: Arc<MapUsage>, kube_errors: Arc<ClientErrors>) -> prometheus::Result<Self> {
         let registry = Registry::new();
         let sync_duration =
             Histogram::with_opts(HistogramOpts::new("sluice_sync_duration_seconds", "Time to plan and write one datapath sync.").buckets(latency_buckets()))?;
@@ -83,7 +85,7 @@ impl Metrics {
             drops,
             map_entries,
             map_capacity,
-            bpf_root,
+            usage,
             kube_errors,
         })
     }
@@ -103,17 +105,15 @@ impl Metrics {
 
     fn refresh_datapath(&self) {
         Self::catch_up(&self.client_errors, self.kube_errors.0.load(Ordering::Relaxed));
-        if let Ok(values) = counters::read(&self.bpf_root) {
+        if let Ok(values) = counters::read(self.usage.root()) {
             for (c, v) in values {
                 let counter = if c.is_drop() { self.drops.with_label_values(&[c.name()]) } else { self.datapath.with_label_values(&[c.name()]) };
                 Self::catch_up(&counter, v);
             }
         }
-        if let Ok(state) = BpfMaps::open(&self.bpf_root).and_then(|m| m.dump()) {
-            for (name, entries, capacity) in state.map_usage().into_iter().chain(sluice_datapath::report::lru_usage(&self.bpf_root)) {
-                self.map_entries.with_label_values(&[name]).set(entries as i64);
-                self.map_capacity.with_label_values(&[name]).set(i64::from(capacity));
-            }
+        for (name, entries, capacity) in self.usage.snapshot() {
+            self.map_entries.with_label_values(&[name]).set(entries as i64);
+            self.map_capacity.with_label_values(&[name]).set(i64::from(capacity));
         }
     }
 

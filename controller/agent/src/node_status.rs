@@ -10,7 +10,9 @@ use std::time::Duration;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use sluice_core::blocklist::BlockOwner;
 use sluice_crds::{DeviceStatus, MapStatus, ProgramStatus, SluiceNode, SluiceNodeStatus, SyncStatus};
-use sluice_datapath::{BpfMaps, LbMaps, counters};
+use sluice_datapath::counters;
+
+use crate::usage::MapUsage;
 
 pub const PERIOD: Duration = Duration::from_secs(5);
 const MANAGER: &str = "sluice-agent";
@@ -49,13 +51,12 @@ pub fn kernel_version() -> String {
     unsafe { std::ffi::CStr::from_ptr(u.release.as_ptr()) }.to_string_lossy().into_owned()
 }
 
-fn status(root: &PathBuf, facts: &Facts) -> SluiceNodeStatus {
-    let mut maps = Vec::new();
-    if let Ok(state) = BpfMaps::open(root).and_then(|m| m.dump()) {
-        for (name, entries, capacity) in state.map_usage().into_iter().chain(sluice_datapath::report::lru_usage(root)) {
-            maps.push(MapStatus { name: name.into(), entries: entries as i64, capacity: i64::from(capacity) });
-        }
-    }
+fn status(root: &PathBuf, facts: &Facts, usage: &MapUsage) -> SluiceNodeStatus {
+    let maps = usage
+        .snapshot()
+        .into_iter()
+        .map(|(name, entries, capacity)| MapStatus { name: name.into(), entries: entries as i64, capacity: i64::from(capacity) })
+        .collect();
     let mut blocklist_drops = BTreeMap::new();
     if let Ok(hits) = counters::block_hits(root, facts.block_owners.keys().copied()) {
         for (id, n) in hits {
@@ -78,10 +79,10 @@ fn status(root: &PathBuf, facts: &Facts) -> SluiceNodeStatus {
     }
 }
 
-async fn write_once(client: &kube::Client, node: &str, root: &PathBuf, facts: &Mutex<Facts>) -> Result<(), kube::Error> {
+async fn write_once(client: &kube::Client, node: &str, root: &PathBuf, facts: &Mutex<Facts>, usage: &MapUsage) -> Result<(), kube::Error> {
     let (st, generations, proxy_config) = {
         let f = facts.lock().expect("facts");
-        (status(root, &f), f.block_generations.clone(), f.proxy_config.clone())
+        (status(root, &f, usage), f.block_generations.clone(), f.proxy_config.clone())
     };
     let nodes: Api<SluiceNode> = Api::all(client.clone());
     let pp = PatchParams::apply(MANAGER).force();
@@ -129,10 +130,10 @@ async fn write_once(client: &kube::Client, node: &str, root: &PathBuf, facts: &M
 }
 
 /// Writes the status every PERIOD until the process ends.
-pub async fn run(client: kube::Client, node: String, root: PathBuf, facts: Arc<Mutex<Facts>>) {
+pub async fn run(client: kube::Client, node: String, root: PathBuf, facts: Arc<Mutex<Facts>>, usage: Arc<MapUsage>) {
     let mut failing = false;
     loop {
-        match write_once(&client, &node, &root, &facts).await {
+        match write_once(&client, &node, &root, &facts, &usage).await {
             Ok(()) => failing = false,
             Err(e) if !failing => {
                 tracing::warn!(node, "cannot write SluiceNode/SourceBlocklist status (CRDs installed? RBAC?): {e}");
