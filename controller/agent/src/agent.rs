@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use sluice_core::{Capacity, NodeContext, ids_from_state, plan};
+use sluice_core::{Capacity, NodeContext, ids_from_state};
 use sluice_datapath::{BpfMaps, Reconciler, loader};
 use sluice_k8s::{Shared, manifests, watch};
 use tokio::signal::unix::{SignalKind, signal};
@@ -189,7 +189,6 @@ async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let mut ebpf = loader::load_sock_lb(&root).context("loading the socket-LB programs")?;
     let mut maps = BpfMaps::open(&root)?;
     let mut reconciler = Reconciler::from_maps(&maps)?;
-    let mut ids = ids_from_state(reconciler.current());
     let mut block_ids = sluice_core::blocklist::ids_from_state(reconciler.current());
     tracing::info!(
         bpf_root = %root.display(),
@@ -281,6 +280,10 @@ async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let mut agent_status = sluice_abi::AgentStatus { pid: std::process::id(), ..Default::default() };
     let mut retry: Option<Instant> = None;
     let mut first_sync_done = false;
+    // Keeps each Service's translation and map entries: a change lays out only its own Service
+    // again and the reconciler compares only the keys it touched. It starts from the ids the
+    // pinned maps hold, so a restarted agent rewrites nothing that did not change.
+    let mut planner = sluice_core::Planner::new(ids_from_state(reconciler.current()));
     loop {
         let retry_sleep = async {
             match retry {
@@ -306,7 +309,8 @@ async fn run(args: AgentArgs) -> anyhow::Result<()> {
             let applied = apply_proxy_config(index.proxy_config.as_ref(), &root, !north_south.devices.is_empty(), flag_accel, &north_south);
             node.external_ip_cidrs = applied.external_ip_cidrs.clone();
             facts.lock().expect("facts").proxy_config = applied.status;
-            let p = plan(index.services.values(), index.slices.values(), &node, &ids, Capacity::default());
+            let changed = index.take_changed();
+            let p = planner.plan(changed, &*index, &node, Capacity::default());
             let lists: Vec<_> = index.blocklists.values().cloned().collect();
             let blocks = sluice_core::blocklist::lay_out(&lists, &block_ids);
             {
@@ -315,7 +319,7 @@ async fn run(args: AgentArgs) -> anyhow::Result<()> {
             }
             (p, blocks, index.take_pending(), index.generation)
         };
-        p.desired.blocklist = blocks.entries.clone();
+        planner.set_blocklist(blocks.entries.clone());
         p.warnings.extend(blocks.warnings.iter().cloned());
         let planned = started.elapsed();
         let warnings: BTreeSet<String> = p.warnings.iter().map(|w| w.to_string()).collect();
@@ -338,16 +342,24 @@ async fn run(args: AgentArgs) -> anyhow::Result<()> {
         }
         last_warnings = warnings;
         health.update(&p.health_checks);
-        let gone_udp: Vec<(sluice_abi::Addr, u16)> = reconciler
-            .current()
-            .backends
-            .values()
-            .filter(|b| {
-                b.proto == sluice_abi::IPPROTO_UDP && !p.desired.backends.values().any(|d| d.addr == b.addr && d.port_be == b.port_be && d.proto == b.proto)
-            })
-            .map(|b| (b.addr, b.port()))
-            .collect();
-        match reconciler.sync(&mut maps, &p.desired) {
+        // UDP flows to backends that are gone must not stick to them (conntrack forgets them).
+        let gone_udp: Vec<(sluice_abi::Addr, u16)> = {
+            let (current, desired) = (reconciler.current(), planner.desired());
+            let candidates: Vec<(&u32, &sluice_abi::Backend)> = match &p.touched {
+                Some(t) => t.backends.iter().filter_map(|id| current.backends.get_key_value(id)).collect(),
+                None => current.backends.iter().collect(),
+            };
+            candidates
+                .into_iter()
+                .filter(|(id, b)| b.proto == sluice_abi::IPPROTO_UDP && !desired.backends.contains_key(id))
+                .map(|(_, b)| (b.addr, b.port()))
+                .collect()
+        };
+        let synced = match &p.touched {
+            Some(touched) => reconciler.sync_touched(&mut maps, planner.desired(), touched),
+            None => reconciler.sync(&mut maps, planner.desired()),
+        };
+        match synced {
             Ok(stats) => {
                 match sluice_datapath::conntrack::forget_udp_backends(&root, &gone_udp) {
                     Ok(0) => {}
@@ -356,7 +368,6 @@ async fn run(args: AgentArgs) -> anyhow::Result<()> {
                     }
                     Err(e) => tracing::warn!("cannot clean conntrack of removed UDP backends: {e}"),
                 }
-                ids = p.ids;
                 block_ids = blocks.ids;
                 {
                     let mut f = facts.lock().expect("facts");
@@ -383,7 +394,7 @@ async fn run(args: AgentArgs) -> anyhow::Result<()> {
                 if stats.writes + stats.deletes > 0 || !first_sync_done {
                     tracing::info!(
                         generation,
-                        frontends = p.frontends.len(),
+                        frontends = p.frontends,
                         writes = stats.writes,
                         deletes = stats.deletes,
                         plan_ms = planned.as_secs_f64() * 1e3,
@@ -396,7 +407,7 @@ async fn run(args: AgentArgs) -> anyhow::Result<()> {
             }
             Err(e) => {
                 // Only what landed is in the mirror; the maps' own ids are the truth now.
-                ids = ids_from_state(reconciler.current());
+                planner.reset(ids_from_state(reconciler.current()));
                 block_ids = sluice_core::blocklist::ids_from_state(reconciler.current());
                 facts.lock().expect("facts").errors = vec![format!("sync failed: {e}")];
                 metrics.sync_errors.inc();

@@ -24,8 +24,9 @@ pub struct FrontendIdent {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdSpace<K: Ord> {
     pub held: BTreeMap<K, u32>,
-    cursor: u32,
-    max: u32,
+    /// Where the search for a free id resumes (after the last one handed out).
+    pub(crate) cursor: u32,
+    pub(crate) max: u32,
 }
 
 impl<K: Ord + Copy> IdSpace<K> {
@@ -68,7 +69,8 @@ impl Ids {
     }
 }
 
-/// Hands out the next generation of one ID space. An ID released in this generation is not
+/// Hands out the next generation of one ID space (SourceBlocklist entries; Services use the
+/// reference-counted table in `layout`, which follows the same rules). An ID released in this generation is not
 /// given to a new owner in the same generation: its old owner's slots may still be live in the
 /// maps until the reconciler has removed them.
 pub(crate) struct Allocator<'a, K: Ord> {
@@ -108,11 +110,6 @@ impl<'a, K: Ord + Copy> Allocator<'a, K> {
         };
         self.next.held.insert(key, id);
         Some(id)
-    }
-
-    /// Whether this generation already handed `key` its id.
-    pub(crate) fn holds(&self, key: &K) -> bool {
-        self.next.held.contains_key(key)
     }
 
     pub(crate) fn finish(self) -> IdSpace<K> {

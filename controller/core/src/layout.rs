@@ -1,12 +1,19 @@
-//! Logical frontends + IDs → map entries (the slot scheme of DESIGN.md §3).
+//! Logical frontends + IDs → map entries (the slot scheme of DESIGN.md §3), kept up to date one
+//! Service at a time.
+//!
+//! [`Layout`] holds the desired map contents and remembers which entries each Service put there,
+//! so replacing one Service's frontends touches only its own entries (and the shared ones it
+//! references), and the reconciler diffs only the keys in [`Touched`]. A full plan is the same
+//! machinery started from nothing, so both paths lay out identically.
 
-use sluice_abi::{self as abi, Backend, FrontendAddrValue, FrontendName, NodePortKey, RevNatValue, SrcRangeKey, SvcKey, SvcValue};
+use std::collections::{BTreeMap, BTreeSet};
 
-use crate::translate::FrontendKind;
+use sluice_abi::{self as abi, Addr, Backend, FrontendAddrValue, FrontendName, NodePortKey, RevNatValue, SrcRangeKey, SvcKey, SvcValue};
 
-use crate::ids::{Allocator, BackendIdent, FrontendIdent, Ids};
+use crate::ids::{BackendIdent, FrontendIdent, IdSpace, Ids};
+use crate::incremental::GroupKey;
 use crate::state::LbState;
-use crate::translate::{Frontend, Target, Warning};
+use crate::translate::{Frontend, FrontendKind, Target, Warning};
 
 /// Map capacities the layout must respect (the agent may size maps differently).
 #[derive(Debug, Clone, Copy)]
@@ -21,71 +28,336 @@ impl Default for Capacity {
     }
 }
 
-pub(crate) fn lay_out(frontends: &[Frontend], node_ips: &[std::net::IpAddr], previous: &Ids, cap: Capacity, warnings: &mut Vec<Warning>) -> (LbState, Ids) {
-    let mut state = LbState::default();
-    let mut backend_ids = Allocator::new(&previous.backends);
-    let mut frontend_ids = Allocator::new(&previous.frontends);
-    for fe in frontends {
-        let object = format!("Service {}", fe.service);
-        let slots_needed = 1 + fe.external.len() + fe.internal.as_ref().map_or(0, |i| 1 + i.len());
-        let new_backends = fe
-            .external
-            .iter()
-            .chain(fe.internal.iter().flatten())
-            .filter(|t| !backend_ids.holds(&BackendIdent { ip: t.ip, port: t.port, proto: fe.proto }))
-            .count();
-        if state.services.len() + slots_needed > cap.services || state.backends.len() + new_backends > cap.backends {
-            warnings.push(Warning { object, message: format!("{}:{}/{}: the service map is full; not programmed", fe.ip, fe.port, fe.proto) });
-            continue;
-        }
-        let Some(rev_nat_id) = frontend_ids.id(FrontendIdent { ip: fe.ip, port: fe.port }) else {
-            warnings.push(Warning { object, message: "no free frontend id; not programmed".into() });
-            continue;
-        };
-        let rev_nat_id = rev_nat_id as u16;
-        state.revnat.insert(u32::from(rev_nat_id), RevNatValue::new(fe.ip, fe.port));
-        state.names.insert(u32::from(rev_nat_id), FrontendName::new(&fe.service.to_string()));
+/// The keys a plan may have changed, per map; the reconciler diffs only these.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Touched {
+    pub services: BTreeSet<SvcKey>,
+    pub backends: BTreeSet<u32>,
+    /// rev-NAT ids: their rev-NAT and name entries.
+    pub revnat: BTreeSet<u32>,
+    pub src_ranges: BTreeSet<SrcRangeKey>,
+    pub lb_addrs: BTreeSet<Addr>,
+    pub nodeports: BTreeSet<NodePortKey>,
+}
 
-        for (net, bits) in &fe.source_ranges {
-            state.src_ranges.insert(SrcRangeKey::new(u32::from(rev_nat_id), *net, *bits));
-        }
-        // A node address used as an externalIP still serves ssh, kubelet and replies to the
-        // node's own connections: it must never drop "unknown ports".
-        if matches!(fe.kind, FrontendKind::LoadBalancer | FrontendKind::ExternalIp) && !node_ips.contains(&fe.ip) {
-            state.lb_addrs.entry(fe.ip.into()).or_insert(FrontendAddrValue { flags: 0 }).flags |= u32::from(fe.flags);
-        }
-        if fe.kind == FrontendKind::NodePort {
-            state.nodeports.insert(NodePortKey { port: fe.port, proto: fe.proto.number(), pad: 0 });
-        }
-        let mut flags = fe.flags;
-        if fe.internal.is_some() {
-            flags |= abi::SVC_F_TWO_SCOPES;
-        }
-        let mut scopes = vec![(abi::SCOPE_EXT, &fe.external)];
-        if let Some(internal) = &fe.internal {
-            scopes.push((abi::SCOPE_INT, internal));
-        }
-        for (scope, targets) in scopes {
-            let mut count: u16 = 0;
-            for t in targets.iter() {
-                let Some(id) = backend_ids.id(BackendIdent { ip: t.ip, port: t.port, proto: fe.proto }) else {
-                    warnings.push(Warning { object: object.clone(), message: format!("no free backend id for {}:{}", t.ip, t.port) });
-                    continue;
-                };
-                state.backends.insert(id, backend_entry(t, fe));
-                count += 1;
-                state
-                    .services
-                    .insert(SvcKey::new(fe.ip, fe.port, fe.proto.number(), scope, count), SvcValue { backend_id: id, rev_nat_id, ..SvcValue::default() });
-            }
-            state.services.insert(
-                SvcKey::new(fe.ip, fe.port, fe.proto.number(), scope, 0),
-                SvcValue { backend_id: 0, affinity_timeout: fe.affinity_timeout, count, rev_nat_id, flags, lb_alg: abi::LB_ALG_RANDOM, pad: 0 },
-            );
+/// One ID space with reference counts. An ident whose last user leaves keeps its id until the
+/// end of the plan (a Service replaced in place keeps its ids), and a freed id is not handed to
+/// a new owner until the next plan: its old entries may still be in the maps until then.
+#[derive(Debug, Clone)]
+struct IdTable<K: Ord> {
+    space: IdSpace<K>,
+    refs: BTreeMap<K, u32>,
+    /// Idents that lost their last user in this plan (swept at its end).
+    unreferenced: BTreeSet<K>,
+    /// Ids held, and ids freed in this plan: no new owner may take them now.
+    blocked: BTreeSet<u32>,
+    freed_this_plan: Vec<u32>,
+}
+
+impl<K: Ord + Copy> IdTable<K> {
+    /// Starts from the previous generation: every ident keeps its id if something uses it again
+    /// in this plan; the rest are freed at its end.
+    fn from_previous(previous: &IdSpace<K>) -> Self {
+        IdTable {
+            space: previous.clone(),
+            refs: BTreeMap::new(),
+            unreferenced: previous.held.keys().copied().collect(),
+            blocked: previous.held.values().copied().collect(),
+            freed_this_plan: Vec::new(),
         }
     }
-    let ids = Ids { backends: backend_ids.finish(), frontends: frontend_ids.finish() };
-    (state, ids)
+
+    /// Whether a user holds `key` now.
+    fn holds(&self, key: &K) -> bool {
+        self.refs.contains_key(key)
+    }
+
+    /// The id of `key` for one more user; None when the space is exhausted.
+    fn acquire(&mut self, key: K) -> Option<u32> {
+        let id = match self.space.held.get(&key) {
+            Some(id) => *id,
+            None => {
+                let max = self.space.max;
+                let mut candidate = self.space.cursor;
+                let mut found = None;
+                for _ in 0..max {
+                    candidate = if candidate >= max { 1 } else { candidate + 1 };
+                    if self.blocked.insert(candidate) {
+                        found = Some(candidate);
+                        break;
+                    }
+                }
+                let id = found?;
+                self.space.cursor = id;
+                self.space.held.insert(key, id);
+                id
+            }
+        };
+        *self.refs.entry(key).or_insert(0) += 1;
+        self.unreferenced.remove(&key);
+        Some(id)
+    }
+
+    fn release(&mut self, key: K) {
+        if let Some(n) = self.refs.get_mut(&key) {
+            *n -= 1;
+            if *n == 0 {
+                self.refs.remove(&key);
+                self.unreferenced.insert(key);
+            }
+        }
+    }
+
+    /// Starts a plan: the ids freed by the previous one may now go to new owners.
+    fn begin(&mut self) {
+        for id in self.freed_this_plan.drain(..) {
+            self.blocked.remove(&id);
+        }
+    }
+
+    /// Ends the plan: idents nobody uses any more give up their ids (returned, so their entries
+    /// can go); those ids stay blocked until the next plan begins.
+    fn sweep(&mut self) -> Vec<u32> {
+        let mut freed = Vec::new();
+        for key in std::mem::take(&mut self.unreferenced) {
+            if let Some(id) = self.space.held.remove(&key) {
+                freed.push(id);
+            }
+        }
+        // Still blocked until the next plan's sweep.
+        self.freed_this_plan = freed.clone();
+        freed
+    }
+}
+
+/// What one Service put into the maps.
+#[derive(Debug, Clone, Default)]
+struct Contribution {
+    services: Vec<SvcKey>,
+    backends: Vec<BackendIdent>,
+    frontends: Vec<FrontendIdent>,
+    src_ranges: Vec<SrcRangeKey>,
+    nodeports: Vec<NodePortKey>,
+    lb_addrs: Vec<Addr>,
+    warnings: Vec<Warning>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Layout {
+    pub(crate) state: LbState,
+    backend_ids: IdTable<BackendIdent>,
+    frontend_ids: IdTable<FrontendIdent>,
+    groups: BTreeMap<GroupKey, Contribution>,
+    /// Frontend kinds using each LoadBalancer/ExternalIP address, per Service.
+    lb_addr_users: BTreeMap<Addr, BTreeMap<GroupKey, u32>>,
+    src_range_refs: BTreeMap<SrcRangeKey, u32>,
+    nodeport_refs: BTreeMap<NodePortKey, u32>,
+    pub(crate) touched: Touched,
+}
+
+fn add_ref<K: Ord + Copy>(refs: &mut BTreeMap<K, u32>, key: K) -> bool {
+    let n = refs.entry(key).or_insert(0);
+    *n += 1;
+    *n == 1
+}
+
+fn drop_ref<K: Ord + Copy>(refs: &mut BTreeMap<K, u32>, key: K) -> bool {
+    match refs.get_mut(&key) {
+        Some(n) if *n > 1 => {
+            *n -= 1;
+            false
+        }
+        Some(_) => {
+            refs.remove(&key);
+            true
+        }
+        None => false,
+    }
+}
+
+impl Layout {
+    pub(crate) fn new(previous: &Ids) -> Layout {
+        Layout {
+            state: LbState::default(),
+            backend_ids: IdTable::from_previous(&previous.backends),
+            frontend_ids: IdTable::from_previous(&previous.frontends),
+            groups: BTreeMap::new(),
+            lb_addr_users: BTreeMap::new(),
+            src_range_refs: BTreeMap::new(),
+            nodeport_refs: BTreeMap::new(),
+            touched: Touched::default(),
+        }
+    }
+
+    pub(crate) fn ids(&self) -> Ids {
+        Ids { backends: self.backend_ids.space.clone(), frontends: self.frontend_ids.space.clone() }
+    }
+
+    pub(crate) fn warnings(&self) -> impl Iterator<Item = &Warning> {
+        self.groups.values().flat_map(|c| c.warnings.iter())
+    }
+
+    /// Starts an incremental plan: nothing touched yet, last plan's freed ids reusable.
+    pub(crate) fn begin(&mut self) {
+        self.backend_ids.begin();
+        self.frontend_ids.begin();
+        self.touched = Touched::default();
+    }
+
+    /// Takes out everything `group` put in. Its ids stay reserved until [`Layout::finish`], so
+    /// a Service replaced in place keeps them.
+    pub(crate) fn remove(&mut self, group: &GroupKey) {
+        let Some(c) = self.groups.remove(group) else { return };
+        for k in c.services {
+            self.state.services.remove(&k);
+            self.touched.services.insert(k);
+        }
+        for ident in c.backends {
+            self.backend_ids.release(ident);
+        }
+        for ident in c.frontends {
+            self.frontend_ids.release(ident);
+        }
+        for k in c.src_ranges {
+            if drop_ref(&mut self.src_range_refs, k) {
+                self.state.src_ranges.remove(&k);
+                self.touched.src_ranges.insert(k);
+            }
+        }
+        for k in c.nodeports {
+            if drop_ref(&mut self.nodeport_refs, k) {
+                self.state.nodeports.remove(&k);
+                self.touched.nodeports.insert(k);
+            }
+        }
+        for addr in c.lb_addrs {
+            if let Some(users) = self.lb_addr_users.get_mut(&addr) {
+                users.remove(group);
+            }
+            self.refresh_lb_addr(addr);
+        }
+    }
+
+    fn refresh_lb_addr(&mut self, addr: Addr) {
+        let flags = self.lb_addr_users.get(&addr).map_or(0, |u| u.values().fold(0, |a, f| a | f));
+        if flags == 0 {
+            self.lb_addr_users.remove(&addr);
+            self.state.lb_addrs.remove(&addr);
+        } else {
+            self.state.lb_addrs.insert(addr, FrontendAddrValue { flags });
+        }
+        self.touched.lb_addrs.insert(addr);
+    }
+
+    /// Lays out the frontends of `group` (which must have been removed first, if present).
+    pub(crate) fn add<'a>(&mut self, group: &GroupKey, frontends: impl IntoIterator<Item = &'a Frontend>, node_ips: &[std::net::IpAddr], cap: Capacity) {
+        let mut c = Contribution::default();
+        for fe in frontends {
+            let object = format!("Service {}", fe.service);
+            let head = SvcKey::new(fe.ip, fe.port, fe.proto.number(), abi::SCOPE_EXT, 0);
+            if self.state.services.contains_key(&head) {
+                c.warnings.push(Warning {
+                    object,
+                    message: format!("{}:{}/{}: another Service already uses this frontend; not programmed", fe.ip, fe.port, fe.proto),
+                });
+                continue;
+            }
+            let slots_needed = 1 + fe.external.len() + fe.internal.as_ref().map_or(0, |i| 1 + i.len());
+            let new_backends = fe
+                .external
+                .iter()
+                .chain(fe.internal.iter().flatten())
+                .filter(|t| !self.backend_ids.holds(&BackendIdent { ip: t.ip, port: t.port, proto: fe.proto }))
+                .collect::<BTreeSet<_>>()
+                .len();
+            if self.state.services.len() + slots_needed > cap.services || self.state.backends.len() + new_backends > cap.backends {
+                c.warnings.push(Warning { object, message: format!("{}:{}/{}: the service map is full; not programmed", fe.ip, fe.port, fe.proto) });
+                continue;
+            }
+            let ident = FrontendIdent { ip: fe.ip, port: fe.port };
+            let Some(rev_nat_id) = self.frontend_ids.acquire(ident) else {
+                c.warnings.push(Warning { object, message: "no free frontend id; not programmed".into() });
+                continue;
+            };
+            c.frontends.push(ident);
+            let rev_nat_id = rev_nat_id as u16;
+            let id32 = u32::from(rev_nat_id);
+            self.state.revnat.insert(id32, RevNatValue::new(fe.ip, fe.port));
+            self.state.names.insert(id32, FrontendName::new(&fe.service.to_string()));
+            self.touched.revnat.insert(id32);
+
+            for (net, bits) in &fe.source_ranges {
+                let k = SrcRangeKey::new(id32, *net, *bits);
+                if add_ref(&mut self.src_range_refs, k) {
+                    self.state.src_ranges.insert(k);
+                    self.touched.src_ranges.insert(k);
+                }
+                c.src_ranges.push(k);
+            }
+            // A node address used as an externalIP still serves ssh, kubelet and replies to the
+            // node's own connections: it must never drop "unknown ports".
+            if matches!(fe.kind, FrontendKind::LoadBalancer | FrontendKind::ExternalIp) && !node_ips.contains(&fe.ip) {
+                let addr = Addr::from(fe.ip);
+                *self.lb_addr_users.entry(addr).or_default().entry(group.clone()).or_insert(0) |= u32::from(fe.flags);
+                self.refresh_lb_addr(addr);
+                c.lb_addrs.push(addr);
+            }
+            if fe.kind == FrontendKind::NodePort {
+                let k = NodePortKey { port: fe.port, proto: fe.proto.number(), pad: 0 };
+                if add_ref(&mut self.nodeport_refs, k) {
+                    self.state.nodeports.insert(k);
+                    self.touched.nodeports.insert(k);
+                }
+                c.nodeports.push(k);
+            }
+            let mut flags = fe.flags;
+            if fe.internal.is_some() {
+                flags |= abi::SVC_F_TWO_SCOPES;
+            }
+            let mut scopes = vec![(abi::SCOPE_EXT, &fe.external)];
+            if let Some(internal) = &fe.internal {
+                scopes.push((abi::SCOPE_INT, internal));
+            }
+            for (scope, targets) in scopes {
+                let mut count: u16 = 0;
+                for t in targets.iter() {
+                    let bident = BackendIdent { ip: t.ip, port: t.port, proto: fe.proto };
+                    let Some(id) = self.backend_ids.acquire(bident) else {
+                        c.warnings.push(Warning { object: object.clone(), message: format!("no free backend id for {}:{}", t.ip, t.port) });
+                        continue;
+                    };
+                    c.backends.push(bident);
+                    self.state.backends.insert(id, backend_entry(t, fe));
+                    self.touched.backends.insert(id);
+                    count += 1;
+                    let k = SvcKey::new(fe.ip, fe.port, fe.proto.number(), scope, count);
+                    self.state.services.insert(k, SvcValue { backend_id: id, rev_nat_id, ..SvcValue::default() });
+                    self.touched.services.insert(k);
+                    c.services.push(k);
+                }
+                let k = SvcKey::new(fe.ip, fe.port, fe.proto.number(), scope, 0);
+                self.state
+                    .services
+                    .insert(k, SvcValue { backend_id: 0, affinity_timeout: fe.affinity_timeout, count, rev_nat_id, flags, lb_alg: abi::LB_ALG_RANDOM, pad: 0 });
+                self.touched.services.insert(k);
+                c.services.push(k);
+            }
+        }
+        self.groups.insert(group.clone(), c);
+    }
+
+    /// Ends a plan: ids nobody uses any more are freed and their entries leave the state.
+    pub(crate) fn finish(&mut self) {
+        for id in self.backend_ids.sweep() {
+            self.state.backends.remove(&id);
+            self.touched.backends.insert(id);
+        }
+        for id in self.frontend_ids.sweep() {
+            self.state.revnat.remove(&id);
+            self.state.names.remove(&id);
+            self.touched.revnat.insert(id);
+        }
+    }
 }
 
 fn backend_entry(t: &Target, fe: &Frontend) -> Backend {

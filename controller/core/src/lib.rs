@@ -3,6 +3,7 @@
 
 pub mod blocklist;
 pub mod ids;
+pub mod incremental;
 mod layout;
 pub mod manifest;
 pub mod state;
@@ -13,7 +14,8 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 pub use ids::{BackendIdent, FrontendIdent, Ids};
-pub use layout::Capacity;
+pub use incremental::{Changed, Listed, PlanInputs, PlanReport, Planner};
+pub use layout::{Capacity, Touched};
 pub use state::LbState;
 pub use translate::{Frontend, FrontendKind, HealthCheck, NodeContext, Proto, ServiceName, Warning};
 
@@ -21,7 +23,8 @@ pub use translate::{Frontend, FrontendKind, HealthCheck, NodeContext, Proto, Ser
 pub struct Plan {
     pub desired: LbState,
     pub ids: Ids,
-    pub frontends: Vec<Frontend>,
+    /// How many frontends were planned.
+    pub frontends: usize,
     pub health_checks: Vec<HealthCheck>,
     pub warnings: Vec<Warning>,
 }
@@ -33,10 +36,10 @@ pub fn plan<'a>(
     previous: &Ids,
     capacity: Capacity,
 ) -> Plan {
-    let translation = translate::translate(services, slices, node);
-    let mut warnings = translation.warnings;
-    let (desired, ids) = layout::lay_out(&translation.frontends, &node.node_ips, previous, capacity, &mut warnings);
-    Plan { desired, ids, frontends: translation.frontends, health_checks: translation.health_checks, warnings }
+    let mut planner = Planner::new(previous.clone());
+    let report = planner.plan(Changed::All, &incremental::Listed::new(services, slices), node, capacity);
+    let ids = planner.ids();
+    Plan { desired: planner.into_desired(), ids, frontends: report.frontends, health_checks: report.health_checks, warnings: report.warnings }
 }
 
 /// The IDs the maps already hold, so a restarted agent keeps every unchanged entry as it is.

@@ -127,7 +127,7 @@ pub struct Frontend {
 }
 
 /// What the planner needs to know about the node it programs.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NodeContext {
     pub node_name: Option<String>,
     /// Addresses NodePorts are served on (kube-proxy's --nodeport-addresses).

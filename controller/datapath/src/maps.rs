@@ -250,7 +250,7 @@ fn ignore_missing(r: Result<(), aya::maps::MapError>) -> Result<(), aya::maps::M
 }
 
 /// In-memory maps that count what is written to them.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct FakeMaps {
     pub state: LbState,
     pub writes: usize,

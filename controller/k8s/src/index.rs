@@ -1,24 +1,29 @@
 //! The objects the planner reads, keyed by namespace/name. apply/delete/reset only: no I/O.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::ResourceExt;
+use sluice_core::incremental::{Changed, GroupKey, PlanInputs, namespace_of, slice_group};
 use tokio::sync::Notify;
 
+/// (namespace, name); a missing namespace (manifests) means `default`, as in the API.
 pub type Key = (String, String);
 
-fn key<K: ResourceExt>(obj: &K) -> Key {
-    (obj.namespace().unwrap_or_default(), obj.name_any())
+fn key<K: kube::Resource>(obj: &K) -> Key {
+    (namespace_of(obj.meta()), obj.meta().name.clone().unwrap_or_default())
 }
 
 #[derive(Debug, Default)]
 pub struct Index {
     pub services: BTreeMap<Key, Service>,
     pub slices: BTreeMap<Key, EndpointSlice>,
+    /// The slices of each Service (by its label), so a change replans only that Service.
+    slices_by_group: BTreeMap<GroupKey, BTreeSet<Key>>,
+    /// The groups changed since the planner last looked (all, after a full list).
+    pub changed: Changed,
     services_listed: bool,
     slices_listed: bool,
     /// Bumped on every change so the planner can tell whether it is behind.
@@ -42,11 +47,13 @@ impl Index {
     }
 
     pub fn apply_service(&mut self, s: Service) {
+        self.changed.mark(key(&s));
         self.services.insert(key(&s), s);
         self.service_events += 1;
         self.touched();
     }
     pub fn delete_service(&mut self, s: &Service) {
+        self.changed.mark(key(s));
         self.services.remove(&key(s));
         self.service_events += 1;
         self.touched();
@@ -54,22 +61,33 @@ impl Index {
     /// Replaces all Services at once (a complete list arrived) and marks them listed.
     pub fn reset_services(&mut self, all: Vec<Service>) {
         self.services = all.into_iter().map(|s| (key(&s), s)).collect();
+        self.changed = Changed::All;
         self.services_listed = true;
         self.service_events += 1;
         self.touched();
     }
     pub fn apply_slice(&mut self, s: EndpointSlice) {
+        // Its label may have moved it from one Service to another: both change.
+        self.forget_slice(&key(&s));
+        let group = slice_group(&s);
+        self.slices_by_group.entry(group.clone()).or_default().insert(key(&s));
+        self.changed.mark(group);
         self.slices.insert(key(&s), s);
         self.slice_events += 1;
         self.touched();
     }
     pub fn delete_slice(&mut self, s: &EndpointSlice) {
-        self.slices.remove(&key(s));
+        self.forget_slice(&key(s));
         self.slice_events += 1;
         self.touched();
     }
     pub fn reset_slices(&mut self, all: Vec<EndpointSlice>) {
         self.slices = all.into_iter().map(|s| (key(&s), s)).collect();
+        self.slices_by_group.clear();
+        for (k, s) in &self.slices {
+            self.slices_by_group.entry(slice_group(s)).or_default().insert(k.clone());
+        }
+        self.changed = Changed::All;
         self.slices_listed = true;
         self.slice_events += 1;
         self.touched();
@@ -93,6 +111,24 @@ impl Index {
         self.touched();
     }
 
+    fn forget_slice(&mut self, k: &Key) {
+        if let Some(old) = self.slices.remove(k) {
+            let group = slice_group(&old);
+            if let Some(set) = self.slices_by_group.get_mut(&group) {
+                set.remove(k);
+                if set.is_empty() {
+                    self.slices_by_group.remove(&group);
+                }
+            }
+            self.changed.mark(group);
+        }
+    }
+
+    /// What changed since the last call; the planner takes it with the objects.
+    pub fn take_changed(&mut self) -> Changed {
+        std::mem::replace(&mut self.changed, Changed::Groups(BTreeSet::new()))
+    }
+
     /// True once every watched kind has delivered a complete list.
     pub fn complete(&self) -> bool {
         self.services_listed && self.slices_listed
@@ -101,6 +137,18 @@ impl Index {
     /// Marks everything up to now as planned; returns when the oldest pending change arrived.
     pub fn take_pending(&mut self) -> Option<Instant> {
         self.pending_since.take()
+    }
+}
+
+impl PlanInputs for Index {
+    fn service(&self, group: &GroupKey) -> Option<&Service> {
+        self.services.get(group)
+    }
+    fn slices(&self, group: &GroupKey) -> Vec<&EndpointSlice> {
+        self.slices_by_group.get(group).into_iter().flatten().filter_map(|k| self.slices.get(k)).collect()
+    }
+    fn groups(&self) -> BTreeSet<GroupKey> {
+        self.services.keys().chain(self.slices_by_group.keys()).cloned().collect()
     }
 }
 
@@ -133,6 +181,38 @@ mod tests {
             endpoints: vec![],
             ports: None,
         }
+    }
+
+    fn labelled(ns: &str, name: &str, service: &str) -> EndpointSlice {
+        let mut s = slice(ns, name);
+        s.metadata.labels = Some([("kubernetes.io/service-name".to_string(), service.to_string())].into());
+        s
+    }
+
+    fn groups(c: Changed) -> Vec<(&'static str, String)> {
+        match c {
+            Changed::All => vec![("all", String::new())],
+            Changed::Groups(g) => g.into_iter().map(|(ns, n)| ("group", format!("{ns}/{n}"))).collect(),
+        }
+    }
+
+    #[test]
+    fn changes_name_the_services_to_replan() {
+        let mut i = Index::default();
+        i.reset_services(vec![svc("a", "web"), svc("a", "db")]);
+        i.reset_slices(vec![labelled("a", "web-1", "web")]);
+        assert_eq!(groups(i.take_changed()), vec![("all", String::new())]);
+        assert_eq!(groups(i.take_changed()), vec![], "taken");
+        // A slice relabelled from web to db changes both.
+        i.apply_slice(labelled("a", "web-1", "db"));
+        assert_eq!(groups(i.take_changed()), vec![("group", "a/db".into()), ("group", "a/web".into())]);
+        assert_eq!(i.slices(&("a".into(), "db".into())).len(), 1);
+        assert!(i.slices(&("a".into(), "web".into())).is_empty());
+        i.delete_slice(&labelled("a", "web-1", "db"));
+        i.apply_service(svc("", "nons"));
+        assert_eq!(groups(i.take_changed()), vec![("group", "a/db".into()), ("group", "default/nons".into())], "no namespace means default");
+        assert!(i.groups().contains(&("a".to_string(), "web".to_string())));
+        assert!(!i.groups().iter().any(|(_, n)| n == "web-1"));
     }
 
     #[test]

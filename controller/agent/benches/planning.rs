@@ -1,0 +1,106 @@
+//! What one EndpointSlice change costs the agent at 1,000 / 10,000 / 50,000 Services: plan
+//! (translate + lay out) and reconcile (diff + ordered writes), with incremental planning as the
+//! agent runs it, against a full re-plan of every Service (what it did before) in the same run.
+//! The maps are the in-memory fake, so this is the agent's CPU time alone, without the kernel's
+//! map updates (three of them per change) or the API server.
+//!
+//!     cargo bench -p sluice --bench planning [-- 1000 10000]
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use sluice_core::{Capacity, Ids, NodeContext, Planner, plan};
+use sluice_datapath::{FakeMaps, Reconciler};
+use sluice_k8s::index::Index;
+
+fn service(i: usize) -> Service {
+    serde_json::from_value(serde_json::json!({
+        "metadata": {"name": format!("s{i}"), "namespace": "bench"},
+        "spec": {"clusterIP": format!("10.96.{}.{}", i / 250, i % 250 + 1), "ports": [{"port": 80, "targetPort": 8080}]},
+    }))
+    .unwrap()
+}
+
+fn slice(i: usize, gen_: usize) -> EndpointSlice {
+    let base = format!("10.{}.{}", 100 + i / 250, i % 250);
+    serde_json::from_value(serde_json::json!({
+        "metadata": {"name": format!("s{i}-x"), "namespace": "bench", "labels": {"kubernetes.io/service-name": format!("s{i}")}},
+        "addressType": "IPv4",
+        "ports": [{"port": 8080}],
+        "endpoints": [
+            {"addresses": [format!("{base}.1")], "conditions": {"ready": true}},
+            {"addresses": [format!("{base}.{}", 2 + gen_ % 200)], "conditions": {"ready": true}},
+        ],
+    }))
+    .unwrap()
+}
+
+fn percentile(v: &mut [Duration], p: f64) -> Duration {
+    v.sort();
+    v[((v.len() as f64 * p).ceil() as usize).clamp(1, v.len()) - 1]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn main() {
+    let scales: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.replace(['_', ','], "").parse().ok()).collect::<Vec<_>>().into_iter().collect();
+    let scales = if scales.is_empty() { vec![1_000, 10_000, 50_000] } else { scales };
+    const CHANGES: usize = 40;
+    let node = NodeContext { node_name: Some("n1".into()), node_ips: vec![], external_ip_cidrs: None };
+    println!(
+        "| services | cold plan+sync (ms) | one change, full re-plan p50 / p99 (ms) | one change, incremental p50 / p99 (ms) | speed-up at p50 | writes per change |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- |");
+    for n in scales {
+        let mut index = Index::default();
+        index.reset_services((0..n).map(service).collect());
+        index.reset_slices((0..n).map(|i| slice(i, 0)).collect());
+
+        let mut planner = Planner::new(Ids::default());
+        let mut maps = FakeMaps::default();
+        let mut rec = Reconciler::from_maps(&maps).unwrap();
+        let t = Instant::now();
+        let changed = index.take_changed();
+        planner.plan(changed, &index, &node, Capacity::default());
+        rec.sync(&mut maps, planner.desired()).unwrap();
+        let cold = t.elapsed();
+
+        let (mut full, mut inc) = (Vec::new(), Vec::new());
+        let mut writes = 0;
+        for c in 1..=CHANGES {
+            let target = (c * 7919) % n;
+            index.apply_slice(slice(target, c));
+            // The old way: translate and lay out every Service.
+            let t = Instant::now();
+            let p_full = plan(index.services.values(), index.slices.values(), &node, &planner.ids(), Capacity::default());
+            let planned = t.elapsed();
+            let mut shadow_maps = maps.clone();
+            let mut shadow = Reconciler::from_maps(&shadow_maps).unwrap();
+            let t = Instant::now();
+            shadow.sync(&mut shadow_maps, &p_full.desired).unwrap();
+            full.push(planned + t.elapsed());
+            // The agent's way.
+            let t = Instant::now();
+            let changed = index.take_changed();
+            let report = planner.plan(changed, &index, &node, Capacity::default());
+            let stats = rec.sync_touched(&mut maps, planner.desired(), report.touched.as_ref().expect("an incremental plan")).unwrap();
+            inc.push(t.elapsed());
+            assert_eq!(planner.desired(), &p_full.desired, "incremental and full plans agree");
+            assert_eq!(rec.current(), &p_full.desired, "the maps hold the plan");
+            writes = writes.max(stats.writes + stats.deletes);
+        }
+        let (f50, f99, i50, i99) = (percentile(&mut full, 0.5), percentile(&mut full, 0.99), percentile(&mut inc, 0.5), percentile(&mut inc, 0.99));
+        println!(
+            "| {n} | {:.1} | {:.2} / {:.2} | {:.2} / {:.2} | {:.1}× | {writes} |",
+            ms(cold),
+            ms(f50),
+            ms(f99),
+            ms(i50),
+            ms(i99),
+            f50.as_secs_f64() / i50.as_secs_f64()
+        );
+    }
+}

@@ -1,0 +1,360 @@
+//! Planning that translates only the Services that changed.
+//!
+//! Translation (Service + EndpointSlices → frontends) is most of a plan's cost and depends on
+//! nothing but one Service, its own slices and the node, so each Service's translation is kept
+//! and redone only when that Service, one of its slices, or the node changes. The layout keeps
+//! which entries each Service owns ([`crate::layout`]), so only the changed Services' entries
+//! are laid out again and only their keys are diffed. A full plan ([`crate::plan`]) is the same
+//! machinery run over everything, and a test holds the two to the same result.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+
+use crate::layout::{Layout, Touched};
+use crate::state::LbState;
+use crate::translate::{self, HealthCheck, LABEL_SERVICE_NAME, NodeContext, Translation, Warning};
+use crate::{Capacity, Ids};
+
+/// (namespace, name): a Service, or the Service an EndpointSlice names in its label. Slices
+/// without the label are grouped under (namespace, "").
+pub type GroupKey = (String, String);
+
+/// What changed since the last plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Changed {
+    All,
+    Groups(BTreeSet<GroupKey>),
+}
+
+impl Default for Changed {
+    fn default() -> Self {
+        Changed::All
+    }
+}
+
+impl Changed {
+    pub fn mark(&mut self, key: GroupKey) {
+        if let Changed::Groups(set) = self {
+            set.insert(key);
+        }
+    }
+}
+
+/// The namespace an object lives in; manifests may leave it out, which means `default`.
+pub fn namespace_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> String {
+    meta.namespace.clone().filter(|n| !n.is_empty()).unwrap_or_else(|| "default".into())
+}
+
+pub fn service_group(svc: &Service) -> GroupKey {
+    (namespace_of(&svc.metadata), svc.metadata.name.clone().unwrap_or_default())
+}
+
+pub fn slice_group(slice: &EndpointSlice) -> GroupKey {
+    let service = slice.metadata.labels.as_ref().and_then(|l| l.get(LABEL_SERVICE_NAME)).cloned().unwrap_or_default();
+    (namespace_of(&slice.metadata), service)
+}
+
+/// Where the planner finds the objects of a group.
+pub trait PlanInputs {
+    fn service(&self, group: &GroupKey) -> Option<&Service>;
+    fn slices(&self, group: &GroupKey) -> Vec<&EndpointSlice>;
+    /// Every group that has a Service or a slice.
+    fn groups(&self) -> BTreeSet<GroupKey>;
+}
+
+/// What a plan decided besides the map contents, which stay in the planner
+/// ([`Planner::desired`]).
+#[derive(Debug)]
+pub struct PlanReport {
+    /// How many frontends are planned.
+    pub frontends: usize,
+    pub health_checks: Vec<HealthCheck>,
+    pub warnings: Vec<Warning>,
+    /// The keys this plan may have changed; None when it laid out everything anew (the
+    /// reconciler then compares every entry).
+    pub touched: Option<Touched>,
+}
+
+pub struct Planner {
+    parts: BTreeMap<GroupKey, Translation>,
+    node: Option<NodeContext>,
+    layout: Option<Layout>,
+    /// The ids a full plan starts from when there is no layout yet (restored from the maps).
+    previous: Ids,
+}
+
+impl Planner {
+    pub fn new(previous: Ids) -> Planner {
+        Planner { parts: BTreeMap::new(), node: None, layout: None, previous }
+    }
+
+    /// Forgets the layout: the next plan lays out everything again from `previous` (the ids the
+    /// maps hold), e.g. after a sync failed half-way.
+    pub fn reset(&mut self, previous: Ids) {
+        self.layout = None;
+        self.previous = previous;
+    }
+
+    /// The map contents every plan so far adds up to.
+    pub fn desired(&self) -> &LbState {
+        static EMPTY: std::sync::OnceLock<LbState> = std::sync::OnceLock::new();
+        self.layout.as_ref().map_or_else(|| EMPTY.get_or_init(LbState::default), |l| &l.state)
+    }
+
+    /// SourceBlocklist entries are planned elsewhere; they ride along in the desired state.
+    pub fn set_blocklist(&mut self, entries: BTreeMap<sluice_abi::BlockKey, sluice_abi::BlockValue>) {
+        if let Some(l) = &mut self.layout {
+            l.state.blocklist = entries;
+        }
+    }
+
+    pub fn ids(&self) -> Ids {
+        self.layout.as_ref().map_or_else(|| self.previous.clone(), Layout::ids)
+    }
+
+    /// Plans from every Service and slice, retranslating and laying out again only the groups
+    /// in `changed` (everything when the node context differs from the last plan's, or there is
+    /// no layout yet).
+    pub fn plan(&mut self, changed: Changed, inputs: &impl PlanInputs, node: &NodeContext, capacity: Capacity) -> PlanReport {
+        let full = self.layout.is_none() || self.node.as_ref() != Some(node) || changed == Changed::All;
+        let groups: BTreeSet<GroupKey> = match changed {
+            _ if full => {
+                self.parts.clear();
+                inputs.groups()
+            }
+            Changed::All => unreachable!("a full plan"),
+            Changed::Groups(g) => g,
+        };
+        for group in &groups {
+            let svc = inputs.service(group);
+            let group_slices = inputs.slices(group);
+            if svc.is_none() && group_slices.is_empty() {
+                self.parts.remove(group);
+            } else {
+                self.parts.insert(group.clone(), translate::translate(svc, group_slices, node));
+            }
+        }
+        self.node = Some(node.clone());
+
+        let touched = if full {
+            let previous = self.layout.as_ref().map_or_else(|| self.previous.clone(), Layout::ids);
+            let blocklist = self.layout.take().map(|l| l.state.blocklist).unwrap_or_default();
+            let mut layout = Layout::new(&previous);
+            layout.state.blocklist = blocklist;
+            for (group, part) in &self.parts {
+                layout.add(group, &part.frontends, &node.node_ips, capacity);
+            }
+            layout.finish();
+            self.layout = Some(layout);
+            None
+        } else {
+            let layout = self.layout.as_mut().expect("an incremental plan has a layout");
+            layout.begin();
+            for group in &groups {
+                layout.remove(group);
+                if let Some(part) = self.parts.get(group) {
+                    layout.add(group, &part.frontends, &node.node_ips, capacity);
+                }
+            }
+            layout.finish();
+            Some(std::mem::take(&mut layout.touched))
+        };
+
+        let layout = self.layout.as_ref().expect("laid out");
+        let mut warnings: Vec<Warning> = self.parts.values().flat_map(|t| t.warnings.iter()).chain(layout.warnings()).cloned().collect();
+        warnings.sort();
+        warnings.dedup();
+        PlanReport {
+            frontends: self.parts.values().map(|t| t.frontends.len()).sum(),
+            health_checks: self.parts.values().flat_map(|t| t.health_checks.iter().cloned()).collect(),
+            warnings,
+            touched,
+        }
+    }
+
+    /// Consumes the planner for its state (a one-shot full plan).
+    pub(crate) fn into_desired(self) -> LbState {
+        self.layout.map(|l| l.state).unwrap_or_default()
+    }
+}
+
+/// Slices grouped by the Service they belong to, for a one-shot plan from plain lists.
+pub struct Listed<'a> {
+    services: BTreeMap<GroupKey, &'a Service>,
+    slices: BTreeMap<GroupKey, Vec<&'a EndpointSlice>>,
+}
+
+impl<'a> Listed<'a> {
+    pub fn new(services: impl IntoIterator<Item = &'a Service>, slices: impl IntoIterator<Item = &'a EndpointSlice>) -> Self {
+        let services = services.into_iter().map(|s| (service_group(s), s)).collect();
+        let mut grouped: BTreeMap<GroupKey, Vec<&EndpointSlice>> = BTreeMap::new();
+        for slice in slices {
+            grouped.entry(slice_group(slice)).or_default().push(slice);
+        }
+        Listed { services, slices: grouped }
+    }
+}
+
+impl PlanInputs for Listed<'_> {
+    fn service(&self, group: &GroupKey) -> Option<&Service> {
+        self.services.get(group).copied()
+    }
+    fn slices(&self, group: &GroupKey) -> Vec<&EndpointSlice> {
+        self.slices.get(group).cloned().unwrap_or_default()
+    }
+    fn groups(&self) -> BTreeSet<GroupKey> {
+        self.services.keys().chain(self.slices.keys()).cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest;
+
+    fn objects(yaml: &str) -> (Vec<Service>, Vec<EndpointSlice>) {
+        let mut o = manifest::Objects::default();
+        let mut w = Vec::new();
+        manifest::parse("test", yaml, &mut o, &mut w);
+        (o.services, o.slices)
+    }
+
+    fn world(step: usize) -> String {
+        // Services a..e in two namespaces; each step moves endpoints, drops one Service, adds a
+        // slice for an unknown Service and one without the label, so every path is exercised.
+        let mut y = String::new();
+        for (i, name) in ["a", "b", "c", "d", "e"].iter().enumerate() {
+            if (i + step) % 5 == 0 {
+                continue;
+            }
+            let ns = if i % 2 == 0 { "one" } else { "two" };
+            let lb = if i == 2 { format!(", externalIPs: [192.0.2.{}], loadBalancerSourceRanges: [198.51.100.0/24]", 10 + step % 2) } else { String::new() };
+            y.push_str(&format!(
+                "---\napiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: {ns}}}\nspec: {{type: NodePort, clusterIP: 10.96.{i}.1, ports: [{{port: 80, targetPort: 8080}}]{lb}}}\n\
+                 ---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: {name}-1, namespace: {ns}, labels: {{kubernetes.io/service-name: {name}}}}}\n\
+                 addressType: IPv4\nports: [{{port: 8080}}]\nendpoints:\n- addresses: [10.244.{i}.{}]\n  nodeName: n1\n- addresses: [10.244.{i}.{}]\n",
+                1 + step % 3,
+                10 + (step + i) % 4
+            ));
+        }
+        y.push_str(&format!(
+            "---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: orphan-{step}, namespace: one, labels: {{kubernetes.io/service-name: ghost}}}}\n\
+             addressType: IPv4\nendpoints: []\n\
+             ---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: nolabel, namespace: two}}\naddressType: IPv4\nendpoints: []\n"
+        ));
+        y
+    }
+
+    /// The groups whose objects differ between two worlds: what the index would mark.
+    fn differences(a: &Listed, b: &Listed) -> Changed {
+        let mut keys = BTreeSet::new();
+        for k in a.groups().union(&b.groups()) {
+            if a.service(k) != b.service(k) || a.slices(k) != b.slices(k) {
+                keys.insert(k.clone());
+            }
+        }
+        Changed::Groups(keys)
+    }
+
+    fn restricted(state: &LbState, t: &Touched) -> LbState {
+        let mut r = LbState::default();
+        r.services = state.services.iter().filter(|(k, _)| t.services.contains(k)).map(|(k, v)| (*k, *v)).collect();
+        r.backends = state.backends.iter().filter(|(k, _)| t.backends.contains(k)).map(|(k, v)| (*k, *v)).collect();
+        r.revnat = state.revnat.iter().filter(|(k, _)| t.revnat.contains(k)).map(|(k, v)| (*k, *v)).collect();
+        r
+    }
+
+    #[test]
+    fn incremental_plans_equal_full_plans_through_a_sequence_of_changes() {
+        let node = NodeContext { node_name: Some("n1".into()), node_ips: vec!["172.30.0.11".parse().unwrap()], external_ip_cidrs: None };
+        let mut planner = Planner::new(Ids::default());
+        let mut before: Option<LbState> = None;
+        let worlds: Vec<_> = (0..12).map(|step| objects(&world(step))).collect();
+        for (step, (services, slices)) in worlds.iter().enumerate() {
+            let now = Listed::new(services, slices);
+            let changed = match step {
+                0 => Changed::All,
+                _ => differences(&Listed::new(&worlds[step - 1].0, &worlds[step - 1].1), &now),
+            };
+            let ids_before = planner.ids();
+            let report = planner.plan(changed, &now, &node, Capacity::default());
+            let full = crate::plan(services, slices, &node, &ids_before, Capacity::default());
+            assert_eq!(planner.desired(), &full.desired, "step {step}");
+            assert_eq!(planner.ids(), full.ids, "step {step}");
+            assert_eq!(report.warnings, full.warnings, "step {step}");
+            assert_eq!(report.health_checks, full.health_checks, "step {step}");
+            assert_eq!(report.frontends, full.frontends, "step {step}");
+            assert!(report.warnings.iter().any(|w| w.message.contains("unknown")), "the orphan slice is reported at step {step}");
+            // Everything that changed is among the touched keys.
+            if let (Some(t), Some(b)) = (&report.touched, &before) {
+                let everything = Touched {
+                    services: b.services.keys().chain(planner.desired().services.keys()).copied().collect(),
+                    backends: b.backends.keys().chain(planner.desired().backends.keys()).copied().collect(),
+                    revnat: b.revnat.keys().chain(planner.desired().revnat.keys()).copied().collect(),
+                    ..Touched::default()
+                };
+                let untouched = |s: &LbState| {
+                    let all = restricted(s, &everything);
+                    let mut u = all.clone();
+                    u.services.retain(|k, _| !t.services.contains(k));
+                    u.backends.retain(|k, _| !t.backends.contains(k));
+                    u.revnat.retain(|k, _| !t.revnat.contains(k));
+                    u
+                };
+                assert_eq!(untouched(b), untouched(planner.desired()), "an entry changed without being touched at step {step}");
+                assert!(t.services.len() < planner.desired().services.len() + b.services.len(), "step {step} touched less than everything");
+            }
+            before = Some(planner.desired().clone());
+        }
+    }
+
+    #[test]
+    fn a_changed_node_retranslates_everything() {
+        let (services, slices) = objects(&world(1));
+        let inputs = Listed::new(&services, &slices);
+        let mut planner = Planner::new(Ids::default());
+        let node = NodeContext { node_name: Some("n1".into()), node_ips: vec![], external_ip_cidrs: None };
+        planner.plan(Changed::All, &inputs, &node, Capacity::default());
+        let before = planner.desired().clone();
+        // Nothing marked, but the node lost its name: local flags must go.
+        let other = NodeContext { node_name: Some("n2".into()), ..node.clone() };
+        let report = planner.plan(Changed::Groups(BTreeSet::new()), &inputs, &other, Capacity::default());
+        assert!(report.touched.is_none(), "a full plan");
+        assert_eq!(planner.desired(), &crate::plan(&services, &slices, &other, &planner.ids(), Capacity::default()).desired);
+        assert_ne!(planner.desired(), &before);
+    }
+
+    #[test]
+    fn a_service_replaced_in_place_keeps_its_ids_and_a_freed_id_waits_one_plan() {
+        let node = NodeContext::default();
+        let one = |ip: &str| {
+            objects(&format!(
+                "apiVersion: v1\nkind: Service\nmetadata: {{name: a, namespace: x}}\nspec: {{clusterIP: 10.96.0.1, ports: [{{port: 80}}]}}\n---\n\
+             apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: a-1, namespace: x, labels: {{kubernetes.io/service-name: a}}}}\n\
+             addressType: IPv4\nports: [{{port: 80}}]\nendpoints: [{{addresses: [{ip}]}}]\n"
+            ))
+        };
+        // Two backend ids only, so "free again" is visible: the search for a new id wraps.
+        let ids = Ids { backends: crate::ids::IdSpace::with_max(2), ..Ids::default() };
+        let mut planner = Planner::new(ids);
+        let (s, e) = one("10.244.0.1");
+        planner.plan(Changed::All, &Listed::new(&s, &e), &node, Capacity::default());
+        let rev_nat = |p: &Planner| *p.desired().revnat.keys().next().unwrap();
+        let backend = |p: &Planner| *p.desired().backends.keys().next().unwrap();
+        let (r0, b0) = (rev_nat(&planner), backend(&planner));
+        let group: GroupKey = ("x".into(), "a".into());
+        let (s, e) = one("10.244.0.2");
+        let report = planner.plan(Changed::Groups([group.clone()].into()), &Listed::new(&s, &e), &node, Capacity::default());
+        assert_eq!(rev_nat(&planner), r0, "same frontend, same rev-NAT id");
+        let b1 = backend(&planner);
+        assert_ne!(b1, b0, "the gone backend's id is not reused in the plan that freed it");
+        let t = report.touched.unwrap();
+        assert!(t.backends.contains(&b0) && t.backends.contains(&b1));
+        assert_eq!(t.revnat, [r0].into(), "the rev-NAT entry is rewritten in place, not moved");
+        let (s, e) = one("10.244.0.3");
+        planner.plan(Changed::Groups([group].into()), &Listed::new(&s, &e), &node, Capacity::default());
+        assert_eq!(backend(&planner), b0, "one plan later the freed id is free again");
+    }
+}
