@@ -215,10 +215,8 @@ mod tests {
     use crate::manifest;
 
     fn objects(yaml: &str) -> (Vec<Service>, Vec<EndpointSlice>) {
-        let mut o = manifest::Objects::default();
-        let mut w = Vec::new();
-        manifest::parse("test", yaml, &mut o, &mut w);
-        (o.services, o.slices)
+        let (services, slices, _) = manifest::parse_str(yaml);
+        (services, slices)
     }
 
     fn world(step: usize) -> String {

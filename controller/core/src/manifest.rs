@@ -15,6 +15,14 @@ pub struct Objects {
 
 /// Parses every document of a (multi-document) YAML text; `List` objects are unpacked.
 /// Documents of other kinds are ignored; broken ones become warnings naming `source`.
+/// The Services and EndpointSlices of one YAML text, and what was wrong with it.
+pub fn parse_str(text: &str) -> (Vec<Service>, Vec<EndpointSlice>, Vec<Warning>) {
+    let mut objects = Objects::default();
+    let mut warnings = Vec::new();
+    parse("text", text, &mut objects, &mut warnings);
+    (objects.services, objects.slices, warnings)
+}
+
 pub fn parse(source: &str, text: &str, into: &mut Objects, warnings: &mut Vec<Warning>) {
     for (index, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
         let value = match serde_yaml::Value::deserialize(doc) {

@@ -170,11 +170,9 @@ mod tests {
     use sluice_core::{Capacity, Ids, NodeContext, manifest, plan};
 
     fn objects(yaml: &str) -> (Vec<Service>, Vec<EndpointSlice>) {
-        let mut o = manifest::Objects::default();
-        let mut w = Vec::new();
-        manifest::parse("test", yaml, &mut o, &mut w);
-        assert!(w.is_empty(), "{w:?}");
-        (o.services, o.slices)
+        let (services, slices, warnings) = manifest::parse_str(yaml);
+        assert!(warnings.is_empty(), "{warnings:?}");
+        (services, slices)
     }
 
     fn service_yaml(i: usize, endpoints: &[String]) -> String {
