@@ -31,6 +31,7 @@ for line in open(a.tsv):
 METRICS = [
     ("ew_p50_us", "east-west connect+request p50 (µs)", "lower"),
     ("ew_p99_us", "east-west connect+request p99 (µs)", "lower"),
+    ("connect4_ns", "east-west: the connect4 hook's own run time per connection, kernel BPF stats (ns)", "lower"),
     ("iperf_gbps", "east-west iperf3 through ClusterIP (Gbit/s)", "higher"),
     ("ns_rps", "north-south NodePort wrk, 16 keep-alive conns (req/s)", "higher"),
     ("ns_p99_us", "north-south NodePort wrk p99 (µs)", "lower"),
@@ -45,7 +46,7 @@ METRICS = [
     ("cpu_s", "proxy CPU time on n1 over its whole run (s)", "lower"),
     ("rss_mb", "proxy peak RSS on n1, VmHWM (MiB)", "lower"),
 ]
-PROXY_ONLY = {"cold_ms", "change_p50_ms", "change_p99_ms", "agent_change_p50_ms", "agent_change_p99_ms", "cpu_s", "rss_mb"}
+PROXY_ONLY = {"connect4_ns", "cold_ms", "change_p50_ms", "change_p99_ms", "agent_change_p50_ms", "agent_change_p99_ms", "cpu_s", "rss_mb"}
 
 
 def fmt(v):
@@ -181,6 +182,8 @@ for s in scales:
         need = ["ew_p50_us", "ew_p99_us", "iperf_gbps", "ns_rps", "drop_kpps"]
         if c != "noproxy":
             need += ["cold_ms", "change_p99_ms", "cpu_s", "rss_mb"]
+        if c.startswith("sluice"):
+            need += ["connect4_ns", "agent_change_p99_ms"]
         missing += [f"{c}@{s}:{m}" for m in need if (s, c, m) not in val]
 if missing:
     print("MISSING FIGURES: " + " ".join(missing), file=sys.stderr)
