@@ -32,6 +32,9 @@ METRICS = [
     ("ew_p50_us", "east-west connect+request p50 (µs)", "lower"),
     ("ew_p99_us", "east-west connect+request p99 (µs)", "lower"),
     ("connect4_ns", "east-west: the connect4 hook's own run time per connection, kernel BPF stats (ns)", "lower"),
+    ("ew_tc_ns_per_conn", "east-west: tc programs' run time per connection (packets crossing nodes), kernel BPF stats (ns)", "lower"),
+    ("ew_tc_runs_per_conn", "east-west: tc program runs per connection", "lower"),
+    ("ew_xdp_ns_per_conn", "east-west: XDP program's run time per connection, kernel BPF stats (ns)", "lower"),
     ("iperf_gbps", "east-west iperf3 through ClusterIP (Gbit/s)", "higher"),
     ("ns_rps", "north-south NodePort wrk, 16 keep-alive conns (req/s)", "higher"),
     ("ns_p99_us", "north-south NodePort wrk p99 (µs)", "lower"),
@@ -46,7 +49,7 @@ METRICS = [
     ("cpu_s", "proxy CPU time on n1 over its whole run (s)", "lower"),
     ("rss_mb", "proxy peak RSS on n1, VmHWM (MiB)", "lower"),
 ]
-PROXY_ONLY = {"connect4_ns", "cold_ms", "change_p50_ms", "change_p99_ms", "agent_change_p50_ms", "agent_change_p99_ms", "cpu_s", "rss_mb"}
+PROXY_ONLY = {"connect4_ns", "ew_tc_ns_per_conn", "ew_tc_runs_per_conn", "ew_xdp_ns_per_conn", "cold_ms", "change_p50_ms", "change_p99_ms", "agent_change_p50_ms", "agent_change_p99_ms", "cpu_s", "rss_mb"}
 
 
 def fmt(v):
