@@ -94,6 +94,25 @@ struct sluice_revnat_value {
 	__u16 pad;
 };
 
+/*
+ * sessionAffinity: ClientIP. The backend a client last got from a frontend (rev-NAT id and
+ * scope), and when. Packet paths know the client by its source address; socket-LB by its
+ * network namespace cookie (one per pod; the node's processes share one), stored in the first
+ * eight bytes of `client` with `by_cookie` set, so the two kinds never collide.
+ */
+struct sluice_affinity_key {
+	struct sluice_addr client;
+	__u16 rev_nat_id;
+	__u8 scope;
+	__u8 by_cookie;
+};
+
+struct sluice_affinity_value {
+	__u64 last_used_ns; /* CLOCK_MONOTONIC */
+	__u32 backend_id;
+	__u32 pad;
+};
+
 /* Which Service owns rev-NAT id N ("namespace/name"): read only by the CLI, so the maps
  * alone explain themselves after the agent has stopped. */
 struct sluice_frontend_name {
@@ -308,6 +327,7 @@ struct sluice_problem {
 #define SLUICE_MAP_HOST_NETNS   sluice_host_netns_v1
 #define SLUICE_MAP_EVENTS       sluice_events_v1
 #define SLUICE_MAP_MONITOR      sluice_monitor_v1
+#define SLUICE_MAP_AFFINITY     sluice_affinity_v1
 #define SLUICE_MAP_AGENT_STATUS sluice_agent_status_v1
 #define SLUICE_MAP_PROBLEMS     sluice_problems_v1
 
@@ -321,6 +341,7 @@ struct sluice_problem {
 #define SLUICE_CT_MAX          262144
 #define SLUICE_BLOCKLIST_MAX   16384
 #define SLUICE_PROBLEMS_MAX    4096
+#define SLUICE_AFFINITY_MAX    65536
 
 #ifndef __cplusplus
 _Static_assert(sizeof(struct sluice_addr) == 16, "sluice_addr");
@@ -342,6 +363,8 @@ _Static_assert(sizeof(struct sluice_block_key) == 20, "sluice_block_key");
 _Static_assert(sizeof(struct sluice_block_value) == 40, "sluice_block_value");
 _Static_assert(sizeof(struct sluice_event) == 96, "sluice_event");
 _Static_assert(sizeof(struct sluice_agent_status) == 256, "sluice_agent_status");
+_Static_assert(sizeof(struct sluice_affinity_key) == 20, "sluice_affinity_key");
+_Static_assert(sizeof(struct sluice_affinity_value) == 16, "sluice_affinity_value");
 _Static_assert(sizeof(struct sluice_problem) == 384, "sluice_problem");
 #endif
 

@@ -50,26 +50,71 @@ static __always_inline struct sluice_svc_value *lb_header(struct sluice_svc_key 
 	return svc;
 }
 
-/* Picks a random backend of the header's scope (key still holds that scope). */
-static __always_inline enum lb_result lb_pick(struct sluice_svc_key *key, const struct sluice_svc_value *svc,
-					      struct sluice_backend *backend)
+/* The backend in `slot` of the header's scope (key holds the scope). */
+static __always_inline enum lb_result lb_slot(struct sluice_svc_key *key, __u16 slot, struct sluice_backend *backend, __u32 *backend_id)
 {
-	struct sluice_svc_value *slot;
+	struct sluice_svc_value *entry;
 	struct sluice_backend *be;
-	__u32 backend_id;
 
-	if (svc->count == 0)
-		return LB_NO_BACKEND;
-	key->slot = (bpf_get_prandom_u32() % svc->count) + 1;
-	slot = bpf_map_lookup_elem(&SLUICE_MAP_SERVICES, key);
-	if (!slot)
+	key->slot = slot;
+	entry = bpf_map_lookup_elem(&SLUICE_MAP_SERVICES, key);
+	if (!entry)
 		return LB_MISSING_ENTRY;
-	backend_id = slot->backend_id;
-	be = bpf_map_lookup_elem(&SLUICE_MAP_BACKENDS, &backend_id);
+	*backend_id = entry->backend_id;
+	be = bpf_map_lookup_elem(&SLUICE_MAP_BACKENDS, backend_id);
 	if (!be)
 		return LB_MISSING_ENTRY;
 	*backend = *be;
 	return LB_PICKED;
+}
+
+/*
+ * Picks a backend of the header's scope (key still holds that scope): at random, or, with
+ * sessionAffinity ClientIP and a client given (its address, or for sockets its network
+ * namespace cookie with by_cookie set), the one this client used last if that was within the
+ * timeout and the backend is still there. The agent removes affinity entries of backends that
+ * leave a frontend, so "still there" is a lookup, not a scan of the slots.
+ */
+static __always_inline enum lb_result lb_pick(struct sluice_svc_key *key, const struct sluice_svc_value *svc,
+					      struct sluice_backend *backend, const struct sluice_addr *client, __u8 by_cookie)
+{
+	struct sluice_affinity_scratch *aff = 0;
+	struct sluice_affinity_value *last;
+	struct sluice_backend *be;
+	enum lb_result r;
+	__u32 backend_id;
+	__u32 zero = 0;
+	__u64 now = 0;
+
+	if (svc->count == 0)
+		return LB_NO_BACKEND;
+	if (client && (svc->flags & SLUICE_SVC_F_AFFINITY))
+		aff = bpf_map_lookup_elem(&sluice_affinity_scratch, &zero);
+	if (aff) {
+		aff->key.client = *client;
+		aff->key.rev_nat_id = svc->rev_nat_id;
+		aff->key.scope = key->scope;
+		aff->key.by_cookie = by_cookie;
+		now = bpf_ktime_get_ns();
+		last = bpf_map_lookup_elem(&SLUICE_MAP_AFFINITY, &aff->key);
+		if (last && now - last->last_used_ns <= (__u64)svc->affinity_timeout * 1000000000ULL) {
+			backend_id = last->backend_id;
+			be = bpf_map_lookup_elem(&SLUICE_MAP_BACKENDS, &backend_id);
+			if (be) {
+				last->last_used_ns = now;
+				*backend = *be;
+				return LB_PICKED;
+			}
+		}
+	}
+	r = lb_slot(key, (bpf_get_prandom_u32() % svc->count) + 1, backend, &backend_id);
+	if (r == LB_PICKED && aff) {
+		aff->value.last_used_ns = now;
+		aff->value.backend_id = backend_id;
+		aff->value.pad = 0;
+		bpf_map_update_elem(&SLUICE_MAP_AFFINITY, &aff->key, &aff->value, BPF_ANY);
+	}
+	return r;
 }
 
 #endif

@@ -126,6 +126,26 @@ struct {
 	__uint(max_entries, 1);
 } SLUICE_MAP_MONITOR SEC(".maps");
 
+/* Per-CPU room for the affinity key and value: tc and XDP have no stack left for them. */
+struct sluice_affinity_scratch {
+	struct sluice_affinity_key key;
+	struct sluice_affinity_value value;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct sluice_affinity_scratch);
+	__uint(max_entries, 1);
+} sluice_affinity_scratch SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct sluice_affinity_key);
+	__type(value, struct sluice_affinity_value);
+	__uint(max_entries, SLUICE_AFFINITY_MAX);
+} SLUICE_MAP_AFFINITY SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__type(key, __u32);

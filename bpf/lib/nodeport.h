@@ -220,7 +220,7 @@ static __always_inline enum ns_action ns_forward(void *ctx, int xdp, struct pkt 
 			return NS_PASS;
 		flags = svc->flags;
 		rev_nat_id = svc->rev_nat_id;
-		switch (lb_pick(&key, svc, &be)) {
+		switch (lb_pick(&key, svc, &be, &p->saddr, 0)) {
 		case LB_PICKED:
 			break;
 		case LB_NO_BACKEND:

@@ -25,9 +25,11 @@ enum sock_xlate_result {
 /* Picks a backend for the frontend in key (addr, port, proto set; scope and slot are ours).
  * On reject, *reason says why (a counter index). */
 static __always_inline enum sock_xlate_result
-sock_select_backend(struct sluice_svc_key *key, struct sluice_backend *backend, __u16 *rev_nat_id, __u32 *reason)
+sock_select_backend(struct bpf_sock_addr *ctx, struct sluice_svc_key *key, struct sluice_backend *backend, __u16 *rev_nat_id,
+		    __u32 *reason)
 {
 	struct sluice_svc_value *svc = lb_header(key, 1);
+	struct sluice_addr client = {};
 
 	if (!svc) {
 		if (key->scope == SLUICE_SCOPE_INT) {
@@ -39,7 +41,13 @@ sock_select_backend(struct sluice_svc_key *key, struct sluice_backend *backend, 
 		return SOCK_XLATE_PASS;
 	}
 	*rev_nat_id = svc->rev_nat_id;
-	switch (lb_pick(key, svc, backend)) {
+	if (svc->flags & SLUICE_SVC_F_AFFINITY) {
+		/* A pod is its network namespace: affinity follows it whatever address it uses. */
+		__u64 netns = bpf_get_netns_cookie(ctx);
+
+		__builtin_memcpy(client.bytes, &netns, sizeof(netns));
+	}
+	switch (lb_pick(key, svc, backend, &client, 1)) {
 	case LB_PICKED:
 		return SOCK_XLATE_DONE;
 	case LB_NO_BACKEND:
@@ -154,7 +162,7 @@ static __always_inline int sock_forward(struct bpf_sock_addr *ctx, const int v6,
 	}
 	key.port = (__be16)ctx->user_port;
 	key.proto = (__u8)ctx->protocol;
-	switch (sock_select_backend(&key, &be, &rev_nat_id, &reason)) {
+	switch (sock_select_backend(ctx, &key, &be, &rev_nat_id, &reason)) {
 	case SOCK_XLATE_PASS:
 		return 1;
 	case SOCK_XLATE_REJECT:

@@ -52,10 +52,11 @@ pub const MAP_BLOCK_HITS: &str = "sluice_block_hits_v1";
 pub const MAP_HOST_NETNS: &str = "sluice_host_netns_v1";
 pub const MAP_EVENTS: &str = "sluice_events_v1";
 pub const MAP_MONITOR: &str = "sluice_monitor_v1";
+pub const MAP_AFFINITY: &str = "sluice_affinity_v1";
 pub const MAP_AGENT_STATUS: &str = "sluice_agent_status_v1";
 pub const MAP_PROBLEMS: &str = "sluice_problems_v1";
 /// Every map the agent pins; the CLI opens them by these names.
-pub const ALL_MAPS: [&str; 18] = [
+pub const ALL_MAPS: [&str; 19] = [
     MAP_SERVICES,
     MAP_BACKENDS,
     MAP_REVNAT,
@@ -72,6 +73,7 @@ pub const ALL_MAPS: [&str; 18] = [
     MAP_HOST_NETNS,
     MAP_EVENTS,
     MAP_MONITOR,
+    MAP_AFFINITY,
     MAP_AGENT_STATUS,
     MAP_PROBLEMS,
 ];
@@ -86,6 +88,7 @@ pub const CT_MAX: u32 = 262144;
 pub const SOCK_REVNAT_MAX: u32 = 262144;
 pub const BLOCKLIST_MAX: u32 = 16384;
 pub const PROBLEMS_MAX: u32 = 4096;
+pub const AFFINITY_MAX: u32 = 65536;
 /// Destination ports one blocklist entry can be limited to.
 pub const BLOCK_PORTS: usize = 8;
 
@@ -513,6 +516,25 @@ impl Event {
     }
 }
 
+/// `struct sluice_affinity_key`.
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default, PartialOrd, Ord)]
+pub struct AffinityKey {
+    pub client: Addr,
+    pub rev_nat_id: u16,
+    pub scope: u8,
+    pub by_cookie: u8,
+}
+
+/// `struct sluice_affinity_value`.
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
+pub struct AffinityValue {
+    pub last_used_ns: u64,
+    pub backend_id: u32,
+    pub pad: u32,
+}
+
 /// `struct sluice_agent_status`.
 #[repr(C)]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -707,6 +729,25 @@ pub fn layouts() -> Vec<(&'static str, usize, Vec<(&'static str, usize)>)> {
             ],
         ),
         (
+            "sluice_affinity_key",
+            size_of::<AffinityKey>(),
+            vec![
+                ("client", offset_of!(AffinityKey, client)),
+                ("rev_nat_id", offset_of!(AffinityKey, rev_nat_id)),
+                ("scope", offset_of!(AffinityKey, scope)),
+                ("by_cookie", offset_of!(AffinityKey, by_cookie)),
+            ],
+        ),
+        (
+            "sluice_affinity_value",
+            size_of::<AffinityValue>(),
+            vec![
+                ("last_used_ns", offset_of!(AffinityValue, last_used_ns)),
+                ("backend_id", offset_of!(AffinityValue, backend_id)),
+                ("pad", offset_of!(AffinityValue, pad)),
+            ],
+        ),
+        (
             "sluice_agent_status",
             size_of::<AgentStatus>(),
             vec![
@@ -753,6 +794,8 @@ mod pod {
     unsafe impl aya::Pod for super::CtValue {}
     unsafe impl aya::Pod for super::Config {}
     unsafe impl aya::Pod for super::AgentStatus {}
+    unsafe impl aya::Pod for super::AffinityKey {}
+    unsafe impl aya::Pod for super::AffinityValue {}
     unsafe impl aya::Pod for super::Problem {}
     unsafe impl aya::Pod for super::BlockKey {}
     unsafe impl aya::Pod for super::BlockPort {}
@@ -808,6 +851,8 @@ mod tests {
                 ("sluice_block_key", 20),
                 ("sluice_block_value", 40),
                 ("sluice_event", 96),
+                ("sluice_affinity_key", 20),
+                ("sluice_affinity_value", 16),
                 ("sluice_agent_status", 256),
                 ("sluice_problem", 384),
                 ("sluice_config", 40),

@@ -368,6 +368,11 @@ async fn run(args: AgentArgs) -> anyhow::Result<()> {
                     }
                     Err(e) => tracing::warn!("cannot clean conntrack of removed UDP backends: {e}"),
                 }
+                match sluice_datapath::conntrack::forget_stale_affinity(&root, planner.desired(), p.touched.as_ref().map(|t| &t.revnat)) {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(entries = n, "forgot the session affinity of backends that left their Service"),
+                    Err(e) => tracing::warn!("cannot clean session affinity of removed backends: {e}"),
+                }
                 block_ids = blocks.ids;
                 {
                     let mut f = facts.lock().expect("facts");

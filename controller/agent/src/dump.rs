@@ -50,6 +50,17 @@ pub fn run(args: &DumpArgs) -> anyhow::Result<()> {
                 "local": v.flags & abi::CT_F_LOCAL != 0,
             })
         })?,
+        abi::MAP_AFFINITY => hash_entries::<abi::AffinityKey, abi::AffinityValue>(args, |k, v| {
+            let client =
+                if k.by_cookie == 1 { format!("netns cookie {}", u64::from_ne_bytes(k.client.0[..8].try_into().expect("8 bytes"))) } else { ip(&k.client) };
+            json!({
+                "client": client,
+                "rev_nat_id": k.rev_nat_id,
+                "scope": if k.scope == abi::SCOPE_INT { "internal" } else { "external" },
+                "backend_id": v.backend_id,
+                "last_used_monotonic_ns": v.last_used_ns,
+            })
+        })?,
         abi::MAP_SOCK_REVNAT => hash_entries::<SockRevNatKey, SockRevNatValue>(args, |k, v| {
             json!({
                 "cookie": k.cookie,

@@ -155,6 +155,10 @@ pub fn explain(state: &LbState, target: SocketAddr, proto: Proto, from: Option<I
         return e;
     }
     e.verdict = "translate";
+    let affinity = v.affinity_timeout_seconds.map(|t| {
+        let who = if from.is_some() { "a client address" } else { "a client (its network namespace: a pod, or the node's own processes)" };
+        format!("; sessionAffinity ClientIP: {who} stays on the backend it got first while it comes back within {t} s")
+    });
     let remote = v.backends.iter().filter(|b| !b.flags.contains(&"local")).count();
     e.reason = match from {
         None => format!("connect() is rewritten once to one of {} backends, chosen at random; the socket then talks to it directly", v.backends.len()),
@@ -163,7 +167,7 @@ pub fn explain(state: &LbState, target: SocketAddr, proto: Proto, from: Option<I
             v.backends.len(),
             remote
         ),
-    };
+    } + affinity.as_deref().unwrap_or_default();
     e
 }
 

@@ -221,6 +221,8 @@ impl Env {
     fn write_manifests(&self, tcp_backends: &[u8]) {
         let (at, web, empty) = (if self.family == "v4" { "IPv4" } else { "IPv6" }, self.vip(10), self.vip(11));
         let eps: String = tcp_backends.iter().map(|b| format!("- addresses: [\"{}\"]\n", self.backend(*b))).collect();
+        let all_eps: String = [1, 2, 3].iter().map(|b| format!("- addresses: [\"{}\"]\n", self.backend(*b))).collect();
+        let sticky = self.vip(12);
         let yaml = format!(
             "apiVersion: v1\nkind: Service\nmetadata: {{name: web, namespace: e2e}}\n\
              spec: {{clusterIP: \"{web}\", clusterIPs: [\"{web}\"], ports: [{{name: http, port: 80, targetPort: 8080}}, {{name: dns, port: 53, targetPort: 5353, protocol: UDP}}]}}\n\
@@ -229,7 +231,11 @@ impl Env {
              ---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: web-udp, namespace: e2e, labels: {{kubernetes.io/service-name: web}}}}\n\
              addressType: {at}\nports: [{{name: dns, port: 5353, protocol: UDP}}]\nendpoints:\n- addresses: [\"{}\"]\n\
              ---\napiVersion: v1\nkind: Service\nmetadata: {{name: empty, namespace: e2e}}\nspec: {{clusterIP: \"{empty}\", ports: [{{port: 80}}]}}\n\
-             ---\napiVersion: v1\nkind: Service\nmetadata: {{name: broken, namespace: e2e}}\nspec: {{clusterIP: \"not-an-ip\", ports: [{{port: 80}}]}}\n",
+             ---\napiVersion: v1\nkind: Service\nmetadata: {{name: broken, namespace: e2e}}\nspec: {{clusterIP: \"not-an-ip\", ports: [{{port: 80}}]}}\n\
+             ---\napiVersion: v1\nkind: Service\nmetadata: {{name: sticky, namespace: e2e}}\n\
+             spec: {{clusterIP: \"{sticky}\", ports: [{{port: 80, targetPort: 8080}}], sessionAffinity: ClientIP}}\n\
+             ---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: sticky-1, namespace: e2e, labels: {{kubernetes.io/service-name: sticky}}}}\n\
+             addressType: {at}\nports: [{{port: 8080, protocol: TCP}}]\nendpoints:\n{all_eps}",
             self.backend(4)
         );
         // Write then rename, so the agent never reads a half-written file.
@@ -459,6 +465,14 @@ fn scenario(family: &'static str, report: &mut Report) -> Result<(), String> {
     report.check(
         &format!("{family}: a service without endpoints refuses at once"),
         ensure(v["refused"] == true && v["ms"].as_u64().unwrap_or(9999) < 500, || format!("{v}")),
+    );
+
+    // sessionAffinity: ClientIP keeps this client (its network namespace) on one backend, while
+    // the same backends behind a Service without affinity spread (checked above).
+    let v = env.run_client("spread", &[env.target(12, 80), "60".into()]);
+    report.check(
+        &format!("{family}: sessionAffinity ClientIP: 60 connects, one backend"),
+        ensure(v["failures"] == 0 && v["counts"].as_object().is_some_and(|c| c.len() == 1), || format!("{v}")),
     );
 
     // What the agent could not program, and its last sync, are on the node for the CLI.

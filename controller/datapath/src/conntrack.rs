@@ -1,9 +1,11 @@
-//! Conntrack housekeeping from userspace.
+//! Conntrack and session-affinity housekeeping from userspace.
 
+use std::collections::BTreeSet;
 use std::path::Path;
 
 use aya::maps::{HashMap, Map, MapData};
-use sluice_abi::{self as abi, Addr, CtKey, CtValue};
+use sluice_abi::{self as abi, Addr, AffinityKey, AffinityValue, CtKey, CtValue, SvcKey};
+use sluice_core::LbState;
 
 use crate::maps::{MapError, open_pinned};
 
@@ -31,6 +33,54 @@ pub fn forget_udp_backends(root: &Path, gone: &[(Addr, u16)]) -> Result<usize, M
         .collect();
     for k in &stale {
         let _ = ct.remove(k);
+    }
+    Ok(stale.len())
+}
+
+/// Forgets the sessionAffinity entries that name a backend no longer in their frontend's scope,
+/// so the datapath never has to check membership: a client whose backend left gets a new one at
+/// its next connection, as with kube-proxy. Only frontends in `frontends` (rev-NAT ids; every
+/// one when None) are looked at, and the map is read only if one of them has affinity at all.
+/// Returns how many entries were removed.
+pub fn forget_stale_affinity(root: &Path, desired: &LbState, frontends: Option<&BTreeSet<u32>>) -> Result<usize, MapError> {
+    let in_scope = |id: u32| frontends.is_none_or(|f| f.contains(&id));
+    let with_affinity: BTreeSet<u16> = desired
+        .services
+        .iter()
+        .filter(|(k, v)| k.slot == 0 && v.flags & abi::SVC_F_AFFINITY != 0 && in_scope(u32::from(v.rev_nat_id)))
+        .map(|(_, v)| v.rev_nat_id)
+        .collect();
+    // Frontends that lost affinity altogether leave entries nobody reads; the LRU ages them out.
+    if with_affinity.is_empty() {
+        return Ok(0);
+    }
+    // (rev-NAT id, scope, backend id) of every slot of those frontends.
+    let mut members = BTreeSet::new();
+    for id in &with_affinity {
+        let Some(fe) = desired.revnat.get(&u32::from(*id)) else { continue };
+        let lo = SvcKey { addr: fe.addr, port_be: fe.port_be, proto: 0, scope: 0, slot: 0, pad: 0 };
+        let hi = SvcKey { addr: fe.addr, port_be: fe.port_be, proto: u8::MAX, scope: u8::MAX, slot: u16::MAX, pad: u16::MAX };
+        for (k, v) in desired.services.range(lo..=hi) {
+            if k.slot != 0 && v.rev_nat_id == *id {
+                members.insert((*id, k.scope, v.backend_id));
+            }
+        }
+    }
+    let map = open_pinned(root, abi::MAP_AFFINITY)?;
+    let data = match map {
+        Map::LruHashMap(d) | Map::HashMap(d) => d,
+        _ => return Ok(0),
+    };
+    let mut affinity: HashMap<MapData, AffinityKey, AffinityValue> =
+        HashMap::try_from(Map::HashMap(data)).map_err(|source| MapError::Open { path: root.join(abi::MAP_AFFINITY), source })?;
+    let stale: Vec<AffinityKey> = affinity
+        .iter()
+        .filter_map(Result::ok)
+        .filter(|(k, v)| with_affinity.contains(&k.rev_nat_id) && !members.contains(&(k.rev_nat_id, k.scope, v.backend_id)))
+        .map(|(k, _)| k)
+        .collect();
+    for k in &stale {
+        let _ = affinity.remove(k);
     }
     Ok(stale.len())
 }
