@@ -22,16 +22,11 @@ use crate::{Capacity, Ids};
 pub type GroupKey = (String, String);
 
 /// What changed since the last plan.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum Changed {
+    #[default]
     All,
     Groups(BTreeSet<GroupKey>),
-}
-
-impl Default for Changed {
-    fn default() -> Self {
-        Changed::All
-    }
 }
 
 impl Changed {
