@@ -113,6 +113,25 @@ struct sluice_affinity_value {
 	__u32 pad;
 };
 
+/*
+ * Maglev (ProxyConfig loadBalancingAlgorithm: maglev), for north-south frontends: per frontend,
+ * scope and protocol a table of SLUICE_MAGLEV_M backend ids, filled by the agent with Maglev
+ * consistent hashing; tc and XDP index it with a hash of the flow, so every node sends the same
+ * flow to the same backend, and a backend coming or going moves few flows. Socket-LB (traffic
+ * from this node) stays random.
+ */
+#define SLUICE_MAGLEV_M 1021
+
+struct sluice_maglev_key {
+	__u16 rev_nat_id;
+	__u8 scope;
+	__u8 proto;
+};
+
+struct sluice_maglev_table {
+	__u32 backend_ids[SLUICE_MAGLEV_M];
+};
+
 /* Which Service owns rev-NAT id N ("namespace/name"): read only by the CLI, so the maps
  * alone explain themselves after the agent has stopped. */
 struct sluice_frontend_name {
@@ -328,6 +347,7 @@ struct sluice_problem {
 #define SLUICE_MAP_EVENTS       sluice_events_v1
 #define SLUICE_MAP_MONITOR      sluice_monitor_v1
 #define SLUICE_MAP_AFFINITY     sluice_affinity_v1
+#define SLUICE_MAP_MAGLEV       sluice_maglev_v1
 #define SLUICE_MAP_AGENT_STATUS sluice_agent_status_v1
 #define SLUICE_MAP_PROBLEMS     sluice_problems_v1
 
@@ -342,6 +362,7 @@ struct sluice_problem {
 #define SLUICE_BLOCKLIST_MAX   16384
 #define SLUICE_PROBLEMS_MAX    4096
 #define SLUICE_AFFINITY_MAX    65536
+#define SLUICE_MAGLEV_MAX      16384
 
 #ifndef __cplusplus
 _Static_assert(sizeof(struct sluice_addr) == 16, "sluice_addr");
@@ -365,6 +386,8 @@ _Static_assert(sizeof(struct sluice_event) == 96, "sluice_event");
 _Static_assert(sizeof(struct sluice_agent_status) == 256, "sluice_agent_status");
 _Static_assert(sizeof(struct sluice_affinity_key) == 20, "sluice_affinity_key");
 _Static_assert(sizeof(struct sluice_affinity_value) == 16, "sluice_affinity_value");
+_Static_assert(sizeof(struct sluice_maglev_key) == 4, "sluice_maglev_key");
+_Static_assert(sizeof(struct sluice_maglev_table) == 4084, "sluice_maglev_table");
 _Static_assert(sizeof(struct sluice_problem) == 384, "sluice_problem");
 #endif
 

@@ -73,12 +73,15 @@ static __always_inline enum lb_result lb_slot(struct sluice_svc_key *key, __u16 
  * sessionAffinity ClientIP and a client given (its address, or for sockets its network
  * namespace cookie with by_cookie set), the one this client used last if that was within the
  * timeout and the backend is still there. The agent removes affinity entries of backends that
- * leave a frontend, so "still there" is a lookup, not a scan of the slots.
+ * leave a frontend, so "still there" is a lookup, not a scan of the slots. A frontend with
+ * Maglev and a flow hash (tc, XDP) takes the backend the Maglev table names for the flow.
  */
 static __always_inline enum lb_result lb_pick(struct sluice_svc_key *key, const struct sluice_svc_value *svc,
-					      struct sluice_backend *backend, const struct sluice_addr *client, __u8 by_cookie)
+					      struct sluice_backend *backend, const struct sluice_addr *client, __u8 by_cookie,
+					      __u32 flow_hash)
 {
-	struct sluice_affinity_scratch *aff = 0;
+	struct sluice_lb_scratch *aff = 0, *sc = 0;
+	int maglev = flow_hash && svc->lb_alg == SLUICE_LB_ALG_MAGLEV;
 	struct sluice_affinity_value *last;
 	struct sluice_backend *be;
 	enum lb_result r;
@@ -88,8 +91,10 @@ static __always_inline enum lb_result lb_pick(struct sluice_svc_key *key, const 
 
 	if (svc->count == 0)
 		return LB_NO_BACKEND;
+	if ((client && (svc->flags & SLUICE_SVC_F_AFFINITY)) || maglev)
+		sc = bpf_map_lookup_elem(&sluice_lb_scratch, &zero);
 	if (client && (svc->flags & SLUICE_SVC_F_AFFINITY))
-		aff = bpf_map_lookup_elem(&sluice_affinity_scratch, &zero);
+		aff = sc;
 	if (aff) {
 		aff->key.client = *client;
 		aff->key.rev_nat_id = svc->rev_nat_id;
@@ -107,7 +112,32 @@ static __always_inline enum lb_result lb_pick(struct sluice_svc_key *key, const 
 			}
 		}
 	}
-	r = lb_slot(key, (bpf_get_prandom_u32() % svc->count) + 1, backend, &backend_id);
+	r = LB_MISSING_ENTRY;
+	if (maglev && sc) {
+		struct sluice_maglev_table *table;
+		__u32 idx = flow_hash % SLUICE_MAGLEV_M;
+
+		/* The verifier does not bound a remainder: hide it from the compiler, which would
+		 * otherwise drop the check below as always true. */
+		asm volatile("" : "+r"(idx));
+
+		sc->maglev.rev_nat_id = svc->rev_nat_id;
+		sc->maglev.scope = key->scope;
+		sc->maglev.proto = key->proto;
+		table = bpf_map_lookup_elem(&SLUICE_MAP_MAGLEV, &sc->maglev);
+
+		if (table && idx < SLUICE_MAGLEV_M) {
+			backend_id = table->backend_ids[idx];
+			be = bpf_map_lookup_elem(&SLUICE_MAP_BACKENDS, &backend_id);
+			if (be) {
+				*backend = *be;
+				r = LB_PICKED;
+			}
+		}
+	}
+	/* No table (yet), or it names a backend being removed: a random slot still serves. */
+	if (r != LB_PICKED)
+		r = lb_slot(key, (bpf_get_prandom_u32() % svc->count) + 1, backend, &backend_id);
 	if (r == LB_PICKED && aff) {
 		aff->value.last_used_ns = now;
 		aff->value.backend_id = backend_id;

@@ -126,18 +126,28 @@ struct {
 	__uint(max_entries, 1);
 } SLUICE_MAP_MONITOR SEC(".maps");
 
-/* Per-CPU room for the affinity key and value: tc and XDP have no stack left for them. */
-struct sluice_affinity_scratch {
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct sluice_maglev_key);
+	__type(value, struct sluice_maglev_table);
+	__uint(max_entries, SLUICE_MAGLEV_MAX);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} SLUICE_MAP_MAGLEV SEC(".maps");
+
+/* Per-CPU room for the keys and values of backend selection beyond "random" (affinity,
+ * Maglev): tc and XDP have no stack left for them. */
+struct sluice_lb_scratch {
 	struct sluice_affinity_key key;
 	struct sluice_affinity_value value;
+	struct sluice_maglev_key maglev;
 };
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__type(key, __u32);
-	__type(value, struct sluice_affinity_scratch);
+	__type(value, struct sluice_lb_scratch);
 	__uint(max_entries, 1);
-} sluice_affinity_scratch SEC(".maps");
+} sluice_lb_scratch SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);

@@ -48,6 +48,35 @@ static __always_inline enum ns_action ns_failed(void)
 	return NS_DROP;
 }
 
+static __always_inline __u32 hash_mix(__u32 h)
+{
+	h ^= h >> 16;
+	h *= 0x7feb352d;
+	h ^= h >> 15;
+	h *= 0x846ca68b;
+	h ^= h >> 16;
+	return h;
+}
+
+/* The flow's addresses, ports and protocol in 32 bits, never 0 (0 means "no hash": random). The
+ * same on every node, so Maglev sends a flow to the same backend whichever node it reaches. */
+static __always_inline __u32 flow_hash(const struct pkt *p)
+{
+	__u32 h = 0x9e3779b9;
+
+	h = hash_mix(h ^ p->saddr.words[0]);
+	h = hash_mix(h ^ p->saddr.words[1]);
+	h = hash_mix(h ^ p->saddr.words[2]);
+	h = hash_mix(h ^ p->saddr.words[3]);
+	h = hash_mix(h ^ p->daddr.words[0]);
+	h = hash_mix(h ^ p->daddr.words[1]);
+	h = hash_mix(h ^ p->daddr.words[2]);
+	h = hash_mix(h ^ p->daddr.words[3]);
+	h = hash_mix(h ^ (((__u32)p->sport << 16) | p->dport));
+	h = hash_mix(h ^ p->proto);
+	return h ? h : 1;
+}
+
 static __always_inline struct sluice_config *ns_config(void)
 {
 	__u32 zero = 0;
@@ -220,7 +249,7 @@ static __always_inline enum ns_action ns_forward(void *ctx, int xdp, struct pkt 
 			return NS_PASS;
 		flags = svc->flags;
 		rev_nat_id = svc->rev_nat_id;
-		switch (lb_pick(&key, svc, &be, &p->saddr, 0)) {
+		switch (lb_pick(&key, svc, &be, &p->saddr, 0, flow_hash(p))) {
 		case LB_PICKED:
 			break;
 		case LB_NO_BACKEND:

@@ -47,7 +47,7 @@ sock_select_backend(struct bpf_sock_addr *ctx, struct sluice_svc_key *key, struc
 
 		__builtin_memcpy(client.bytes, &netns, sizeof(netns));
 	}
-	switch (lb_pick(key, svc, backend, &client, 1)) {
+	switch (lb_pick(key, svc, backend, &client, 1, 0)) {
 	case LB_PICKED:
 		return SOCK_XLATE_DONE;
 	case LB_NO_BACKEND:

@@ -53,10 +53,11 @@ pub const MAP_HOST_NETNS: &str = "sluice_host_netns_v1";
 pub const MAP_EVENTS: &str = "sluice_events_v1";
 pub const MAP_MONITOR: &str = "sluice_monitor_v1";
 pub const MAP_AFFINITY: &str = "sluice_affinity_v1";
+pub const MAP_MAGLEV: &str = "sluice_maglev_v1";
 pub const MAP_AGENT_STATUS: &str = "sluice_agent_status_v1";
 pub const MAP_PROBLEMS: &str = "sluice_problems_v1";
 /// Every map the agent pins; the CLI opens them by these names.
-pub const ALL_MAPS: [&str; 19] = [
+pub const ALL_MAPS: [&str; 20] = [
     MAP_SERVICES,
     MAP_BACKENDS,
     MAP_REVNAT,
@@ -74,6 +75,7 @@ pub const ALL_MAPS: [&str; 19] = [
     MAP_EVENTS,
     MAP_MONITOR,
     MAP_AFFINITY,
+    MAP_MAGLEV,
     MAP_AGENT_STATUS,
     MAP_PROBLEMS,
 ];
@@ -89,6 +91,9 @@ pub const SOCK_REVNAT_MAX: u32 = 262144;
 pub const BLOCKLIST_MAX: u32 = 16384;
 pub const PROBLEMS_MAX: u32 = 4096;
 pub const AFFINITY_MAX: u32 = 65536;
+pub const MAGLEV_MAX: u32 = 16384;
+/// Entries of one Maglev table (a prime).
+pub const MAGLEV_M: usize = 1021;
 /// Destination ports one blocklist entry can be limited to.
 pub const BLOCK_PORTS: usize = 8;
 
@@ -535,6 +540,29 @@ pub struct AffinityValue {
     pub pad: u32,
 }
 
+/// `struct sluice_maglev_key`.
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default, PartialOrd, Ord)]
+pub struct MaglevKey {
+    pub rev_nat_id: u16,
+    pub scope: u8,
+    pub proto: u8,
+}
+
+/// `struct sluice_maglev_table`: backend ids, indexed by a flow's hash modulo MAGLEV_M.
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct MaglevTable {
+    pub backend_ids: [u32; MAGLEV_M],
+}
+
+impl std::fmt::Debug for MaglevTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let distinct: std::collections::BTreeSet<u32> = self.backend_ids.iter().copied().collect();
+        write!(f, "MaglevTable({MAGLEV_M} entries over backends {distinct:?})")
+    }
+}
+
 /// `struct sluice_agent_status`.
 #[repr(C)]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -729,6 +757,12 @@ pub fn layouts() -> Vec<(&'static str, usize, Vec<(&'static str, usize)>)> {
             ],
         ),
         (
+            "sluice_maglev_key",
+            size_of::<MaglevKey>(),
+            vec![("rev_nat_id", offset_of!(MaglevKey, rev_nat_id)), ("scope", offset_of!(MaglevKey, scope)), ("proto", offset_of!(MaglevKey, proto))],
+        ),
+        ("sluice_maglev_table", size_of::<MaglevTable>(), vec![("backend_ids", offset_of!(MaglevTable, backend_ids))]),
+        (
             "sluice_affinity_key",
             size_of::<AffinityKey>(),
             vec![
@@ -795,6 +829,8 @@ mod pod {
     unsafe impl aya::Pod for super::Config {}
     unsafe impl aya::Pod for super::AgentStatus {}
     unsafe impl aya::Pod for super::AffinityKey {}
+    unsafe impl aya::Pod for super::MaglevKey {}
+    unsafe impl aya::Pod for super::MaglevTable {}
     unsafe impl aya::Pod for super::AffinityValue {}
     unsafe impl aya::Pod for super::Problem {}
     unsafe impl aya::Pod for super::BlockKey {}
@@ -851,6 +887,8 @@ mod tests {
                 ("sluice_block_key", 20),
                 ("sluice_block_value", 40),
                 ("sluice_event", 96),
+                ("sluice_maglev_key", 4),
+                ("sluice_maglev_table", 4084),
                 ("sluice_affinity_key", 20),
                 ("sluice_affinity_value", 16),
                 ("sluice_agent_status", 256),

@@ -268,7 +268,7 @@ async fn run(args: AgentArgs) -> anyhow::Result<()> {
             async move { probes.respond(&path) }
         }));
     }
-    let mut node = NodeContext { node_name: args.node_name.clone(), node_ips: north_south.node_ips.clone(), external_ip_cidrs: None };
+    let mut node = NodeContext { node_name: args.node_name.clone(), node_ips: north_south.node_ips.clone(), external_ip_cidrs: None, maglev: false };
     let flag_accel: loader::Acceleration = args.nodeport_acceleration.into();
     let mut health = crate::health::HealthServers::new(probes.clone());
     let mut sigterm = signal(SignalKind::terminate())?;
@@ -308,6 +308,8 @@ async fn run(args: AgentArgs) -> anyhow::Result<()> {
             }
             let applied = apply_proxy_config(index.proxy_config.as_ref(), &root, !north_south.devices.is_empty(), flag_accel, &north_south);
             node.external_ip_cidrs = applied.external_ip_cidrs.clone();
+            // A change of algorithm changes the node context: the planner lays everything out again.
+            node.maglev = applied.maglev;
             facts.lock().expect("facts").proxy_config = applied.status;
             let changed = index.take_changed();
             let p = planner.plan(changed, &*index, &node, Capacity::default());
@@ -474,6 +476,7 @@ fn publish_event(recorder: Arc<kube::runtime::events::Recorder>, w: sluice_core:
 /// What a ProxyConfig changes in this agent right now, and what it reports back.
 struct AppliedConfig {
     external_ip_cidrs: Option<Vec<(std::net::IpAddr, u8)>>,
+    maglev: bool,
     status: Option<crate::node_status::ProxyConfigReport>,
 }
 
@@ -529,7 +532,7 @@ fn apply_proxy_config(
         }
     }
     let Some(config) = config else {
-        return AppliedConfig { external_ip_cidrs: None, status: None };
+        return AppliedConfig { external_ip_cidrs: None, maglev: false, status: None };
     };
     let spec = &config.spec;
     if !has_devices && accel != loader::Acceleration::Disabled {
@@ -546,15 +549,13 @@ fn apply_proxy_config(
             })
             .collect::<Vec<_>>()
     });
-    if spec.load_balancing_algorithm == sluice_crds::LoadBalancingAlgorithm::Maglev {
-        problems.push("loadBalancingAlgorithm maglev is not implemented yet: random selection is in use".into());
-    }
     let sizes = spec.map_sizes;
     if sizes.services != sluice_abi::SERVICES_MAX as i32 || sizes.backends != sluice_abi::BACKENDS_MAX as i32 {
         restart_required.push("mapSizes (the maps are sized when created; new sizes need new maps)".into());
     }
     AppliedConfig {
         external_ip_cidrs,
+        maglev: spec.load_balancing_algorithm == sluice_crds::LoadBalancingAlgorithm::Maglev,
         status: Some(crate::node_status::ProxyConfigReport { generation: config.metadata.generation, problems, restart_required }),
     }
 }

@@ -167,7 +167,12 @@ pub fn explain(state: &LbState, target: SocketAddr, proto: Proto, from: Option<I
             v.backends.len(),
             remote
         ),
-    } + affinity.as_deref().unwrap_or_default();
+    } + affinity.as_deref().unwrap_or_default()
+        + if from.is_some() && v.flags.contains(&"maglev") {
+            "; Maglev: the flow's addresses and ports pick the backend, the same one on every node"
+        } else {
+            ""
+        };
     e
 }
 
@@ -212,7 +217,7 @@ mod tests {
         let mut o = manifest::Objects::default();
         let mut w = Vec::new();
         manifest::parse("t", yaml, &mut o, &mut w);
-        let node = NodeContext { node_name: Some("a".into()), node_ips: vec!["172.30.0.11".parse().unwrap()], external_ip_cidrs: None };
+        let node = NodeContext { node_name: Some("a".into()), node_ips: vec!["172.30.0.11".parse().unwrap()], external_ip_cidrs: None, maglev: false };
         plan(&o.services, &o.slices, &node, &Ids::default(), Capacity::default()).desired
     }
 

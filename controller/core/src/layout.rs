@@ -8,7 +8,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use sluice_abi::{self as abi, Addr, Backend, FrontendAddrValue, FrontendName, NodePortKey, RevNatValue, SrcRangeKey, SvcKey, SvcValue};
+use sluice_abi::{
+    self as abi, Addr, Backend, FrontendAddrValue, FrontendName, MaglevKey, MaglevTable, NodePortKey, RevNatValue, SrcRangeKey, SvcKey, SvcValue,
+};
 
 use crate::ids::{BackendIdent, FrontendIdent, IdSpace, Ids};
 use crate::incremental::GroupKey;
@@ -38,6 +40,7 @@ pub struct Touched {
     pub src_ranges: BTreeSet<SrcRangeKey>,
     pub lb_addrs: BTreeSet<Addr>,
     pub nodeports: BTreeSet<NodePortKey>,
+    pub maglev: BTreeSet<MaglevKey>,
 }
 
 /// One ID space with reference counts. An ident whose last user leaves keeps its id until the
@@ -139,6 +142,7 @@ struct Contribution {
     src_ranges: Vec<SrcRangeKey>,
     nodeports: Vec<NodePortKey>,
     lb_addrs: Vec<Addr>,
+    maglev: Vec<MaglevKey>,
     warnings: Vec<Warning>,
 }
 
@@ -230,6 +234,10 @@ impl Layout {
                 self.touched.nodeports.insert(k);
             }
         }
+        for k in c.maglev {
+            self.state.maglev.remove(&k);
+            self.touched.maglev.insert(k);
+        }
         for addr in c.lb_addrs {
             if let Some(users) = self.lb_addr_users.get_mut(&addr) {
                 users.remove(group);
@@ -249,8 +257,16 @@ impl Layout {
         self.touched.lb_addrs.insert(addr);
     }
 
-    /// Lays out the frontends of `group` (which must have been removed first, if present).
-    pub(crate) fn add<'a>(&mut self, group: &GroupKey, frontends: impl IntoIterator<Item = &'a Frontend>, node_ips: &[std::net::IpAddr], cap: Capacity) {
+    /// Lays out the frontends of `group` (which must have been removed first, if present). With
+    /// `maglev`, north-south frontends also get Maglev tables.
+    pub(crate) fn add<'a>(
+        &mut self,
+        group: &GroupKey,
+        frontends: impl IntoIterator<Item = &'a Frontend>,
+        node_ips: &[std::net::IpAddr],
+        cap: Capacity,
+        maglev: bool,
+    ) {
         let mut c = Contribution::default();
         for fe in frontends {
             let object = format!("Service {}", fe.service);
@@ -318,8 +334,11 @@ impl Layout {
             if let Some(internal) = &fe.internal {
                 scopes.push((abi::SCOPE_INT, internal));
             }
+            // Traffic from outside is what several nodes may see for one flow; socket-LB stays random.
+            let maglev = maglev && fe.kind != FrontendKind::ClusterIp;
             for (scope, targets) in scopes {
                 let mut count: u16 = 0;
+                let mut picked: Vec<(String, u32)> = Vec::new();
                 for t in targets.iter() {
                     let bident = BackendIdent { ip: t.ip, port: t.port, proto: fe.proto };
                     let Some(id) = self.backend_ids.acquire(bident) else {
@@ -327,6 +346,7 @@ impl Layout {
                         continue;
                     };
                     c.backends.push(bident);
+                    picked.push((format!("{}:{}/{}", t.ip, t.port, fe.proto), id));
                     self.state.backends.insert(id, backend_entry(t, fe));
                     self.touched.backends.insert(id);
                     count += 1;
@@ -335,10 +355,22 @@ impl Layout {
                     self.touched.services.insert(k);
                     c.services.push(k);
                 }
+                let lb_alg = if maglev && !picked.is_empty() {
+                    let names: Vec<String> = picked.iter().map(|(n, _)| n.clone()).collect();
+                    let mut table = MaglevTable { backend_ids: [0; abi::MAGLEV_M] };
+                    for (entry, i) in table.backend_ids.iter_mut().zip(crate::maglev::table(&names)) {
+                        *entry = picked[i as usize].1;
+                    }
+                    let k = MaglevKey { rev_nat_id, scope, proto: fe.proto.number() };
+                    self.state.maglev.insert(k, table);
+                    self.touched.maglev.insert(k);
+                    c.maglev.push(k);
+                    abi::LB_ALG_MAGLEV
+                } else {
+                    abi::LB_ALG_RANDOM
+                };
                 let k = SvcKey::new(fe.ip, fe.port, fe.proto.number(), scope, 0);
-                self.state
-                    .services
-                    .insert(k, SvcValue { backend_id: 0, affinity_timeout: fe.affinity_timeout, count, rev_nat_id, flags, lb_alg: abi::LB_ALG_RANDOM, pad: 0 });
+                self.state.services.insert(k, SvcValue { backend_id: 0, affinity_timeout: fe.affinity_timeout, count, rev_nat_id, flags, lb_alg, pad: 0 });
                 self.touched.services.insert(k);
                 c.services.push(k);
             }

@@ -5,6 +5,7 @@ pub mod blocklist;
 pub mod ids;
 pub mod incremental;
 mod layout;
+pub mod maglev;
 pub mod manifest;
 pub mod state;
 pub mod translate;

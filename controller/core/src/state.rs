@@ -3,7 +3,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use sluice_abi::{Addr, Backend, BlockKey, BlockValue, FrontendAddrValue, FrontendName, NodePortKey, RevNatValue, SrcRangeKey, SvcKey, SvcValue};
+use sluice_abi::{
+    Addr, Backend, BlockKey, BlockValue, FrontendAddrValue, FrontendName, MaglevKey, MaglevTable, NodePortKey, RevNatValue, SrcRangeKey, SvcKey, SvcValue,
+};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LbState {
@@ -19,11 +21,13 @@ pub struct LbState {
     pub nodeports: BTreeSet<NodePortKey>,
     /// SourceBlocklist entries, dropped in XDP.
     pub blocklist: BTreeMap<BlockKey, BlockValue>,
+    /// Maglev tables of north-south frontends, when the ProxyConfig asks for Maglev.
+    pub maglev: BTreeMap<MaglevKey, MaglevTable>,
 }
 
 impl LbState {
     /// Each map the agent plans with its entries and capacity, for status, metrics and the CLI.
-    pub fn map_usage(&self) -> [(&'static str, usize, u32); 8] {
+    pub fn map_usage(&self) -> [(&'static str, usize, u32); 9] {
         use sluice_abi as abi;
         [
             (abi::MAP_SERVICES, self.services.len(), abi::SERVICES_MAX),
@@ -34,6 +38,7 @@ impl LbState {
             (abi::MAP_LB_ADDRS, self.lb_addrs.len(), abi::LB_ADDRS_MAX),
             (abi::MAP_NODEPORTS, self.nodeports.len(), abi::NODEPORTS_MAX),
             (abi::MAP_BLOCKLIST, self.blocklist.len(), abi::BLOCKLIST_MAX),
+            (abi::MAP_MAGLEV, self.maglev.len(), abi::MAGLEV_MAX),
         ]
     }
 
@@ -46,5 +51,6 @@ impl LbState {
             + self.lb_addrs.len()
             + self.nodeports.len()
             + self.blocklist.len()
+            + self.maglev.len()
     }
 }

@@ -135,6 +135,8 @@ pub struct NodeContext {
     /// ProxyConfig externalIPCIDRs: when set, externalIPs outside them are refused (the
     /// CVE-2020-8554 mitigation); None allows every externalIP, as kube-proxy does.
     pub external_ip_cidrs: Option<Vec<(IpAddr, u8)>>,
+    /// ProxyConfig loadBalancingAlgorithm maglev: north-south frontends get Maglev tables.
+    pub maglev: bool,
 }
 
 fn in_cidr(ip: IpAddr, (net, bits): (IpAddr, u8)) -> bool {

@@ -78,7 +78,12 @@ pub fn frontends(state: &LbState) -> Vec<FrontendView> {
             protocol: Proto::from_number(key.proto).map_or_else(|| key.proto.to_string(), |p| p.to_string()),
             scope: if key.scope == abi::SCOPE_INT { "internal" } else { "external" },
             rev_nat_id: head.rev_nat_id,
-            flags: SVC_FLAG_NAMES.iter().filter(|(bit, _)| head.flags & bit != 0).map(|(_, n)| *n).collect(),
+            flags: SVC_FLAG_NAMES
+                .iter()
+                .filter(|(bit, _)| head.flags & bit != 0)
+                .map(|(_, n)| *n)
+                .chain((head.lb_alg == abi::LB_ALG_MAGLEV).then_some("maglev"))
+                .collect(),
             affinity_timeout_seconds: (head.flags & abi::SVC_F_AFFINITY != 0).then_some(head.affinity_timeout),
             source_ranges: state
                 .src_ranges

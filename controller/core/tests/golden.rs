@@ -23,7 +23,8 @@ fn render_case(yaml: &str) -> String {
     let mut objects = Objects::default();
     let mut warnings = Vec::new();
     manifest::parse("input", yaml, &mut objects, &mut warnings);
-    let p = plan(&objects.services, &objects.slices, &NodeContext { node_name, node_ips, external_ip_cidrs }, &Ids::default(), Capacity::default());
+    let p =
+        plan(&objects.services, &objects.slices, &NodeContext { node_name, node_ips, external_ip_cidrs, maglev: false }, &Ids::default(), Capacity::default());
     let mut out = view::render_text(&view::frontends(&p.desired));
     for (addr, v) in &p.desired.lb_addrs {
         out.push_str(&format!("frontend address {:?} flags={:#x}\n", addr, v.flags));

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use aya::maps::lpm_trie::{Key as LpmKey, LpmTrie};
 use aya::maps::{HashMap, Map, MapData};
 use sluice_abi::{
-    self as abi, Addr, Backend, BlockKey, BlockValue, FrontendAddrValue, FrontendName, NodePortKey, RevNatKey, RevNatValue, SrcRangeData, SrcRangeKey, SvcKey,
-    SvcValue,
+    self as abi, Addr, Backend, BlockKey, BlockValue, FrontendAddrValue, FrontendName, MaglevKey, MaglevTable, NodePortKey, RevNatKey, RevNatValue,
+    SrcRangeData, SrcRangeKey, SvcKey, SvcValue,
 };
 use sluice_core::LbState;
 
@@ -23,6 +23,8 @@ pub enum Op {
     PutService(SvcKey, SvcValue),
     PutBlock(BlockKey, BlockValue),
     DelBlock(BlockKey),
+    PutMaglev(MaglevKey, Box<MaglevTable>),
+    DelMaglev(MaglevKey),
     DelService(SvcKey),
     DelLbAddr(Addr),
     DelNodePort(NodePortKey),
@@ -84,6 +86,12 @@ impl Op {
             Op::DelBlock(k) => {
                 state.blocklist.remove(k);
             }
+            Op::PutMaglev(k, t) => {
+                state.maglev.insert(*k, **t);
+            }
+            Op::DelMaglev(k) => {
+                state.maglev.remove(k);
+            }
         }
     }
 
@@ -92,6 +100,7 @@ impl Op {
             self,
             Op::DelService(_)
                 | Op::DelBlock(_)
+                | Op::DelMaglev(_)
                 | Op::DelLbAddr(_)
                 | Op::DelNodePort(_)
                 | Op::DelSrcRange(_)
@@ -137,6 +146,7 @@ pub struct BpfMaps {
     lb_addrs: HashMap<MapData, Addr, FrontendAddrValue>,
     nodeports: HashMap<MapData, NodePortKey, u8>,
     blocklist: LpmTrie<MapData, Addr, BlockValue>,
+    maglev: HashMap<MapData, MaglevKey, MaglevTable>,
 }
 
 pub(crate) fn open_pinned(root: &Path, name: &str) -> Result<Map, MapError> {
@@ -168,6 +178,7 @@ impl BpfMaps {
                 let map = open_pinned(root, abi::MAP_BLOCKLIST)?;
                 LpmTrie::try_from(map).map_err(|source| MapError::Open { path: root.join(abi::MAP_BLOCKLIST), source })?
             },
+            maglev: open_hash(root, abi::MAP_MAGLEV)?,
         })
     }
 }
@@ -209,6 +220,8 @@ impl LbMaps for BpfMaps {
             Op::DelNodePort(k) => ignore_missing(self.nodeports.remove(k)).map_err(kernel(abi::MAP_NODEPORTS, op)),
             Op::PutBlock(k, v) => self.blocklist.insert(&LpmKey::new(k.prefixlen, k.addr), v, 0).map_err(kernel(abi::MAP_BLOCKLIST, op)),
             Op::DelBlock(k) => ignore_missing(self.blocklist.remove(&LpmKey::new(k.prefixlen, k.addr))).map_err(kernel(abi::MAP_BLOCKLIST, op)),
+            Op::PutMaglev(k, t) => self.maglev.insert(k, t.as_ref(), 0).map_err(kernel(abi::MAP_MAGLEV, op)),
+            Op::DelMaglev(k) => ignore_missing(self.maglev.remove(k)).map_err(kernel(abi::MAP_MAGLEV, op)),
         }
     }
 
@@ -236,6 +249,7 @@ impl LbMaps for BpfMaps {
                 }
                 out
             },
+            maglev: dump_hash(&self.maglev, abi::MAP_MAGLEV, |k| k)?,
         })
     }
 }

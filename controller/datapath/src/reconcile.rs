@@ -37,6 +37,8 @@ pub fn diff(desired: &LbState, current: &LbState) -> Vec<Op> {
     let (slots, heads): (BTreeMap<SvcKey, SvcValue>, BTreeMap<SvcKey, SvcValue>) =
         desired.services.iter().map(|(k, v)| (*k, *v)).partition(|(k, _)| k.slot != 0);
     puts(&slots, &current.services, Op::PutService, &mut ops);
+    // A header switches to Maglev only once its table is there, and leaves it before it goes.
+    puts(&desired.maglev, &current.maglev, |k, t| Op::PutMaglev(k, Box::new(t)), &mut ops);
     puts(&heads, &current.services, Op::PutService, &mut ops);
     // An address starts dropping unknown ports only once its frontends answer.
     puts(&desired.lb_addrs, &current.lb_addrs, Op::PutLbAddr, &mut ops);
@@ -45,6 +47,7 @@ pub fn diff(desired: &LbState, current: &LbState) -> Vec<Op> {
     // Headers go first so no reader follows a count into slots that are being removed.
     ops.extend(current.services.keys().filter(|k| k.slot == 0 && !desired.services.contains_key(k)).map(|k| Op::DelService(*k)));
     ops.extend(current.services.keys().filter(|k| k.slot != 0 && !desired.services.contains_key(k)).map(|k| Op::DelService(*k)));
+    dels(&desired.maglev, &current.maglev, Op::DelMaglev, &mut ops);
     set_puts(&current.nodeports, &desired.nodeports, Op::DelNodePort, &mut ops);
     set_puts(&current.src_ranges, &desired.src_ranges, Op::DelSrcRange, &mut ops);
     dels(&desired.revnat, &current.revnat, Op::DelRevNat, &mut ops);
@@ -132,6 +135,7 @@ fn restrict(state: &LbState, t: &Touched) -> LbState {
         lb_addrs: pick(&state.lb_addrs, &t.lb_addrs),
         nodeports: pick_set(&state.nodeports, &t.nodeports),
         blocklist: state.blocklist.clone(),
+        maglev: pick(&state.maglev, &t.maglev),
     }
 }
 
@@ -151,6 +155,17 @@ pub fn check_consistent(state: &LbState) -> Result<(), String> {
         }
         if head.flags & sluice_abi::SVC_F_SOURCE_RANGES != 0 && !state.src_ranges.iter().any(|r| r.rev_nat_id == u32::from(head.rev_nat_id)) {
             return Err(format!("{k:?} enforces source ranges but has none"));
+        }
+    }
+    for (k, head) in state.services.iter().filter(|(k, v)| k.slot == 0 && v.lb_alg == sluice_abi::LB_ALG_MAGLEV) {
+        let table = sluice_abi::MaglevKey { rev_nat_id: head.rev_nat_id, scope: k.scope, proto: k.proto };
+        if !state.maglev.contains_key(&table) {
+            return Err(format!("{k:?} uses Maglev but has no table"));
+        }
+    }
+    for (k, table) in &state.maglev {
+        if let Some(id) = table.backend_ids.iter().find(|id| !state.backends.contains_key(id)) {
+            return Err(format!("maglev table {k:?} names missing backend {id}"));
         }
     }
     for addr in state.lb_addrs.keys() {

@@ -274,6 +274,11 @@ struct Fixture {
 
 impl Fixture {
     fn new(test: &str, accel: bool) -> Fixture {
+        Fixture::planned(test, accel, false)
+    }
+
+    /// As `new`, with the ProxyConfig's loadBalancingAlgorithm set to maglev when `maglev`.
+    fn planned(test: &str, accel: bool, maglev: bool) -> Fixture {
         private_netns();
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
         let pins = PinDir(PathBuf::from(format!("/sys/fs/bpf/sluice-packets-{}-{test}-{nanos}", std::process::id())));
@@ -292,7 +297,7 @@ impl Fixture {
         manifest::parse("cluster", CLUSTER, &mut objects, &mut warnings);
         assert!(warnings.is_empty(), "{warnings:?}");
         let (services, slices): (Vec<Service>, Vec<EndpointSlice>) = (objects.services, objects.slices);
-        let node = NodeContext { node_name: Some("node-a".into()), node_ips: vec![NODE4.into(), NODE6.into()], external_ip_cidrs: None };
+        let node = NodeContext { node_name: Some("node-a".into()), node_ips: vec![NODE4.into(), NODE6.into()], external_ip_cidrs: None, maglev };
         let p = plan(&services, &slices, &node, &Ids::default(), Capacity::default());
         assert!(p.warnings.is_empty(), "{:?}", p.warnings);
         let mut maps = BpfMaps::open(&pins.0).expect("opening the pinned maps");
@@ -1435,4 +1440,32 @@ fn the_agent_forgets_affinity_to_a_backend_that_left_the_frontend() {
     fx.set_affinity(key(2), value(stranger));
     let other = std::collections::BTreeSet::from([u32::from(head.rev_nat_id) + 1000]);
     assert_eq!(sluice_datapath::conntrack::forget_stale_affinity(&fx.pins.0, &state, Some(&other)).unwrap(), 0);
+}
+
+// ------------------------------------------------------------------ Maglev
+
+#[test]
+fn maglev_sends_a_flow_to_the_same_backend_from_every_node() {
+    skip_unless_runnable!("maglev");
+    // Two nodes' datapaths, programmed from the same objects (each has its own maps, as two
+    // nodes do; the second could as well be the first after losing its conntrack).
+    let node_a = Fixture::planned("maglev-a", false, true);
+    let node_b = Fixture::planned("maglev-b", false, true);
+    let state = sluice_datapath::LbMaps::dump(&BpfMaps::open(&node_a.pins.0).unwrap()).unwrap();
+    let nodeport = state.services.iter().find(|(k, v)| k.slot == 0 && k.port_be == 30083u16.to_be() && v.lb_alg == abi::LB_ALG_MAGLEV);
+    assert!(nodeport.is_some(), "the NodePort frontend uses Maglev");
+    assert!(
+        state.services.iter().filter(|(k, _)| k.slot == 0 && k.addr == Addr::from(Ipv4Addr::new(10, 96, 0, 83))).all(|(_, v)| v.lb_alg == abi::LB_ALG_RANDOM),
+        "the ClusterIP (socket-LB) stays random"
+    );
+    let backends: Vec<IpAddr> = (10..18).map(|i| IpAddr::from([10, 244, 2, i])).collect();
+    let mut seen = std::collections::BTreeSet::new();
+    for port in 44000..44060 {
+        let pkt = packet(flow(CLIENT, port, NODE4, 30083, TCP), b"");
+        let (a, b) = (parse(&node_a.ingress(&pkt).1).flow.dst, parse(&node_b.ingress(&pkt).1).flow.dst);
+        assert_eq!(a, b, "flow from port {port}: node a picked {a}, node b {b}");
+        assert!(backends.contains(&a));
+        seen.insert(a);
+    }
+    assert!(seen.len() >= 5, "60 flows over 8 backends reached only {seen:?}");
 }
