@@ -31,6 +31,7 @@ for line in open(a.tsv):
 METRICS = [
     ("ew_p50_us", "east-west connect+request p50 (µs)", "lower"),
     ("ew_p99_us", "east-west connect+request p99 (µs)", "lower"),
+    ("ew_paired_np_p50_us", "east-west p50 straight to the pods, measured right before this contender (µs)", "lower"),
     ("connect4_ns", "east-west: the connect4 hook's own run time per connection, kernel BPF stats (ns)", "lower"),
     ("ew_tc_ns_per_conn", "east-west: tc programs' run time per connection (packets crossing nodes), kernel BPF stats (ns)", "lower"),
     ("ew_tc_runs_per_conn", "east-west: tc program runs per connection", "lower"),
@@ -49,7 +50,7 @@ METRICS = [
     ("cpu_s", "proxy CPU time on n1 over its whole run (s)", "lower"),
     ("rss_mb", "proxy peak RSS on n1, VmHWM (MiB)", "lower"),
 ]
-PROXY_ONLY = {"connect4_ns", "ew_tc_ns_per_conn", "ew_tc_runs_per_conn", "ew_xdp_ns_per_conn", "cold_ms", "change_p50_ms", "change_p99_ms", "agent_change_p50_ms", "agent_change_p99_ms", "cpu_s", "rss_mb"}
+PROXY_ONLY = {"ew_paired_np_p50_us", "connect4_ns", "ew_tc_ns_per_conn", "ew_tc_runs_per_conn", "ew_xdp_ns_per_conn", "cold_ms", "change_p50_ms", "change_p99_ms", "agent_change_p50_ms", "agent_change_p99_ms", "cpu_s", "rss_mb"}
 
 
 def fmt(v):
@@ -109,6 +110,14 @@ for c in [c for c in cont if c.startswith("sluice")]:
         if v and r:
             notes.append(f"- target ‘east-west p50 within 5% of no proxy’: {c} at {int(s):,}: "
                          f"{(v / r - 1) * 100:+.1f}% → {'met' if v <= 1.05 * r else 'missed'}")
+        paired = val.get((s, c, "ew_paired_np_p50_us"))
+        if v and paired:
+            notes.append(f"  - against the paired baseline (straight to the pods, the minute before): {(v / paired - 1) * 100:+.1f}% "
+                         f"→ {'met' if v <= 1.05 * paired else 'missed'}")
+        hook, tc = val.get((s, c, "connect4_ns")), val.get((s, c, "ew_tc_ns_per_conn"))
+        if v and hook is not None and tc is not None:
+            notes.append(f"  - what Sluice's programs cost per connection (kernel BPF stats): connect4 {hook / 1000:.1f} µs + tc {tc / 1000:.1f} µs "
+                         f"= {(hook + tc) / 1000:.1f} µs, {(hook + tc) / 10 / v:.1f}% of the p50")
 big = scales[-1]
 for c in [c for c in cont if c.startswith("sluice")]:
     v = val.get((big, c, "change_p99_ms"))

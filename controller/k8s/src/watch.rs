@@ -96,9 +96,10 @@ where
     K: Indexed + kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
 {
     // The initial list comes from the apiserver's watch cache (resourceVersion 0), as
-    // client-go's informers in kube-proxy ask for it, instead of paging through etcd: at 10,000
-    // Services that list is most of a cold start.
-    let config = watcher::Config::default().labels(LABEL_SELECTOR).any_semantic();
+    // client-go's informers in kube-proxy ask for it, instead of from etcd: at 10,000 Services
+    // that list is most of a cold start.
+    // Pages of 5,000 instead of 500: ten times fewer round trips for a large cluster.
+    let config = watcher::Config::default().labels(LABEL_SELECTOR).any_semantic().page_size(5_000);
     let mut stream = watcher::watcher(api, config).backoff(CatchUpBackoff::default()).boxed();
     let mut buffer: Vec<K> = Vec::new();
     loop {
