@@ -497,7 +497,7 @@ fn apply_proxy_config(
         }
     });
     let mut problems = Vec::new();
-    let mut restart_required = Vec::new();
+    let restart_required: Vec<String> = Vec::new();
     // Without a ProxyConfig, the agent's own flag decides.
     let accel = match config.as_ref().map(|c| c.spec.xdp_acceleration) {
         None => flag_accel,
@@ -550,8 +550,15 @@ fn apply_proxy_config(
             .collect::<Vec<_>>()
     });
     let sizes = spec.map_sizes;
-    if sizes.services != sluice_abi::SERVICES_MAX as i32 || sizes.backends != sluice_abi::BACKENDS_MAX as i32 {
-        restart_required.push("mapSizes (the maps are sized when created; new sizes need new maps)".into());
+    // Maps are created with their built-in sizes and reused across restarts; resizing one means
+    // new maps and moving every entry (conntrack included) over, which the agent does not do yet.
+    if sizes.services != sluice_abi::SERVICES_MAX as i32 || sizes.backends != sluice_abi::BACKENDS_MAX as i32 || sizes.conntrack != sluice_abi::CT_MAX as i32 {
+        problems.push(format!(
+            "mapSizes other than the built-in ones (services {}, backends {}, conntrack {}) are not supported yet: the maps keep those sizes",
+            sluice_abi::SERVICES_MAX,
+            sluice_abi::BACKENDS_MAX,
+            sluice_abi::CT_MAX
+        ));
     }
     AppliedConfig {
         external_ip_cidrs,

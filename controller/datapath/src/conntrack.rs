@@ -43,13 +43,21 @@ pub fn forget_udp_backends(root: &Path, gone: &[(Addr, u16)]) -> Result<usize, M
 /// one when None) are looked at, and the map is read only if one of them has affinity at all.
 /// Returns how many entries were removed.
 pub fn forget_stale_affinity(root: &Path, desired: &LbState, frontends: Option<&BTreeSet<u32>>) -> Result<usize, MapError> {
-    let in_scope = |id: u32| frontends.is_none_or(|f| f.contains(&id));
-    let with_affinity: BTreeSet<u16> = desired
-        .services
-        .iter()
-        .filter(|(k, v)| k.slot == 0 && v.flags & abi::SVC_F_AFFINITY != 0 && in_scope(u32::from(v.rev_nat_id)))
-        .map(|(_, v)| v.rev_nat_id)
-        .collect();
+    // The slots of one frontend (all protocols and scopes) are one range of the service map.
+    let slots_of = |id: u32| {
+        let fe = desired.revnat.get(&id).copied();
+        fe.into_iter().flat_map(move |fe| {
+            let lo = SvcKey { addr: fe.addr, port_be: fe.port_be, proto: 0, scope: 0, slot: 0, pad: 0 };
+            let hi = SvcKey { addr: fe.addr, port_be: fe.port_be, proto: u8::MAX, scope: u8::MAX, slot: u16::MAX, pad: u16::MAX };
+            desired.services.range(lo..=hi).filter(move |(_, v)| u32::from(v.rev_nat_id) == id)
+        })
+    };
+    let has_affinity = |id: u32| slots_of(id).any(|(k, v)| k.slot == 0 && v.flags & abi::SVC_F_AFFINITY != 0);
+    // Only the frontends a plan touched (a few per change), or every one after a full plan.
+    let with_affinity: BTreeSet<u16> = match frontends {
+        Some(ids) => ids.iter().copied().filter(|id| has_affinity(*id)).map(|id| id as u16).collect(),
+        None => desired.services.iter().filter(|(k, v)| k.slot == 0 && v.flags & abi::SVC_F_AFFINITY != 0).map(|(_, v)| v.rev_nat_id).collect(),
+    };
     // Frontends that lost affinity altogether leave entries nobody reads; the LRU ages them out.
     if with_affinity.is_empty() {
         return Ok(0);
@@ -57,13 +65,8 @@ pub fn forget_stale_affinity(root: &Path, desired: &LbState, frontends: Option<&
     // (rev-NAT id, scope, backend id) of every slot of those frontends.
     let mut members = BTreeSet::new();
     for id in &with_affinity {
-        let Some(fe) = desired.revnat.get(&u32::from(*id)) else { continue };
-        let lo = SvcKey { addr: fe.addr, port_be: fe.port_be, proto: 0, scope: 0, slot: 0, pad: 0 };
-        let hi = SvcKey { addr: fe.addr, port_be: fe.port_be, proto: u8::MAX, scope: u8::MAX, slot: u16::MAX, pad: u16::MAX };
-        for (k, v) in desired.services.range(lo..=hi) {
-            if k.slot != 0 && v.rev_nat_id == *id {
-                members.insert((*id, k.scope, v.backend_id));
-            }
+        for (k, v) in slots_of(u32::from(*id)).filter(|(k, _)| k.slot != 0) {
+            members.insert((*id, k.scope, v.backend_id));
         }
     }
     let map = open_pinned(root, abi::MAP_AFFINITY)?;
