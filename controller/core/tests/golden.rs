@@ -7,7 +7,6 @@
 //! `# external-ip-cidrs: CIDR,CIDR` a ProxyConfig's externalIPCIDRs.
 
 use std::fs;
-use std::path::Path;
 
 use sluice_core::manifest::{self, Objects};
 use sluice_core::{Capacity, Ids, NodeContext, plan, view};
@@ -43,7 +42,7 @@ fn render_case(yaml: &str) -> String {
 
 #[test]
 fn golden_cases() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    let dir = manifest_dir().join("tests/golden");
     let update = std::env::var_os("UPDATE_GOLDEN").is_some();
     let mut cases: Vec<_> = fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "yaml")).collect();
     cases.sort();
@@ -66,11 +65,18 @@ fn golden_cases() {
 
 #[test]
 fn the_plan_is_deterministic() {
-    for case in fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden")).unwrap() {
+    for case in fs::read_dir(manifest_dir().join("tests/golden")).unwrap() {
         let path = case.unwrap().path();
         if path.extension().is_some_and(|e| e == "yaml") {
             let yaml = fs::read_to_string(&path).unwrap();
             assert_eq!(render_case(&yaml), render_case(&yaml), "{}", path.display());
         }
     }
+}
+
+/// The crate's directory, asked of cargo when the test runs rather than baked in when it was
+/// built: a test binary reused from a clone at another path (one shared CARGO_TARGET_DIR) would
+/// otherwise read that clone's files, or a deleted directory.
+fn manifest_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR").map(std::path::PathBuf::from).expect("run by cargo test")
 }

@@ -1,10 +1,10 @@
 //! The committed CRD YAML must be exactly what the types generate.
 //! `UPDATE_CRDS=1 cargo test -p sluice-crds` rewrites it.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repo root")
+    manifest_dir().join("../..").canonicalize().expect("repo root")
 }
 
 /// Both places the YAML is committed: the plain manifests and the Helm chart's `crds/`.
@@ -52,4 +52,11 @@ fn committed_crds_match_the_types() {
         "the committed CRD YAML is out of date:\n  {}\nregenerate it with:\n  UPDATE_CRDS=1 cargo test -p sluice-crds\n(then re-render manifests/install.yaml with charts/check.sh --update)",
         problems.join("\n  ")
     );
+}
+
+/// The crate's directory, asked of cargo when the test runs rather than baked in when it was
+/// built: a test binary reused from a clone at another path (one shared CARGO_TARGET_DIR) would
+/// otherwise read that clone's files, or a deleted directory.
+fn manifest_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR").map(std::path::PathBuf::from).expect("run by cargo test")
 }

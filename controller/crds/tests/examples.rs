@@ -1,13 +1,12 @@
 //! The examples in manifests/examples/ deserialize into the types, and the Rust defaults agree
 //! with the defaults the CRD schema makes the apiserver fill in.
 
-use std::path::Path;
 
 use kube::CustomResourceExt;
 use sluice_crds::*;
 
 fn example(name: &str) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../manifests/examples").join(name);
+    let path = manifest_dir().join("../../manifests/examples").join(name);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
@@ -54,4 +53,11 @@ fn schema_defaults_match_rust_defaults() {
     assert_eq!(spec["xdpAcceleration"]["default"], serde_json::to_value(d.xdp_acceleration).unwrap());
     assert_eq!(spec["loadBalancingAlgorithm"]["default"], serde_json::to_value(d.load_balancing_algorithm).unwrap());
     assert_eq!(spec["hostNamespaceOnly"]["default"], serde_json::json!(d.host_namespace_only));
+}
+
+/// The crate's directory, asked of cargo when the test runs rather than baked in when it was
+/// built: a test binary reused from a clone at another path (one shared CARGO_TARGET_DIR) would
+/// otherwise read that clone's files, or a deleted directory.
+fn manifest_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR").map(std::path::PathBuf::from).expect("run by cargo test")
 }

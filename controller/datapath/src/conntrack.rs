@@ -3,11 +3,11 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use aya::maps::{HashMap, Map, MapData};
+use aya::maps::{HashMap, MapData};
 use sluice_abi::{self as abi, Addr, AffinityKey, AffinityValue, CtKey, CtValue, SvcKey};
 use sluice_core::LbState;
 
-use crate::maps::{MapError, open_pinned};
+use crate::maps::{MapError, open_hash};
 
 /// Forgets the UDP flows of backends that are gone, as kube-proxy clears their conntrack
 /// entries: a UDP client keeps its source port for long, and without this its datagrams would
@@ -17,13 +17,7 @@ pub fn forget_udp_backends(root: &Path, gone: &[(Addr, u16)]) -> Result<usize, M
     if gone.is_empty() {
         return Ok(0);
     }
-    let map = open_pinned(root, abi::MAP_CT)?;
-    let data = match map {
-        Map::LruHashMap(d) | Map::HashMap(d) => d,
-        _ => return Ok(0),
-    };
-    let mut ct: HashMap<MapData, CtKey, CtValue> =
-        HashMap::try_from(Map::HashMap(data)).map_err(|source| MapError::Open { path: root.join(abi::MAP_CT), source })?;
+    let mut ct: HashMap<MapData, CtKey, CtValue> = open_hash(root, abi::MAP_CT)?;
     let matches = |a: &Addr, port_be: u16| gone.iter().any(|(ga, gp)| ga == a && gp.to_be() == port_be);
     let stale: Vec<CtKey> = ct
         .iter()
@@ -69,13 +63,7 @@ pub fn forget_stale_affinity(root: &Path, desired: &LbState, frontends: Option<&
             members.insert((*id, k.scope, v.backend_id));
         }
     }
-    let map = open_pinned(root, abi::MAP_AFFINITY)?;
-    let data = match map {
-        Map::LruHashMap(d) | Map::HashMap(d) => d,
-        _ => return Ok(0),
-    };
-    let mut affinity: HashMap<MapData, AffinityKey, AffinityValue> =
-        HashMap::try_from(Map::HashMap(data)).map_err(|source| MapError::Open { path: root.join(abi::MAP_AFFINITY), source })?;
+    let mut affinity: HashMap<MapData, AffinityKey, AffinityValue> = open_hash(root, abi::MAP_AFFINITY)?;
     let stale: Vec<AffinityKey> = affinity
         .iter()
         .filter_map(Result::ok)

@@ -155,8 +155,13 @@ pub(crate) fn open_pinned(root: &Path, name: &str) -> Result<Map, MapError> {
     Map::from_map_data(data).map_err(|source| MapError::Open { path, source })
 }
 
-fn open_hash<K: aya::Pod, V: aya::Pod>(root: &Path, name: &str) -> Result<HashMap<MapData, K, V>, MapError> {
-    let map = open_pinned(root, name)?;
+/// A pinned hash map, plain or LRU (the datapath fills the LRU ones; userspace reads and prunes
+/// them like any hash).
+pub(crate) fn open_hash<K: aya::Pod, V: aya::Pod>(root: &Path, name: &str) -> Result<HashMap<MapData, K, V>, MapError> {
+    let map = match open_pinned(root, name)? {
+        Map::LruHashMap(d) => Map::HashMap(d),
+        other => other,
+    };
     HashMap::try_from(map).map_err(|source| MapError::Open { path: root.join(name), source })
 }
 

@@ -8,14 +8,14 @@ use aya::maps::{Array, HashMap, MapData};
 use sluice_abi::{self as abi, AgentStatus, Problem};
 
 use crate::MapError;
-use crate::maps::open_pinned;
+use crate::maps::{open_hash, open_pinned};
 
 fn status_array(root: &Path) -> Result<Array<MapData, AgentStatus>, MapError> {
     Array::try_from(open_pinned(root, abi::MAP_AGENT_STATUS)?).map_err(|source| MapError::Open { path: root.join(abi::MAP_AGENT_STATUS), source })
 }
 
 fn problems_map(root: &Path) -> Result<HashMap<MapData, u32, Problem>, MapError> {
-    HashMap::try_from(open_pinned(root, abi::MAP_PROBLEMS)?).map_err(|source| MapError::Open { path: root.join(abi::MAP_PROBLEMS), source })
+    open_hash(root, abi::MAP_PROBLEMS)
 }
 
 fn kernel(op: &'static str, map: &'static str) -> impl FnOnce(aya::maps::MapError) -> MapError {
@@ -61,11 +61,7 @@ pub fn read_problems(root: &Path) -> Result<Vec<(String, String)>, MapError> {
 /// so it is done on demand, not on every sync.
 pub fn lru_usage(root: &Path) -> Vec<(&'static str, usize, u32)> {
     fn count<K: aya::Pod, V: aya::Pod>(root: &Path, name: &'static str) -> Option<usize> {
-        let data = match open_pinned(root, name).ok()? {
-            aya::maps::Map::LruHashMap(d) | aya::maps::Map::HashMap(d) => d,
-            _ => return None,
-        };
-        let map: HashMap<MapData, K, V> = HashMap::try_from(aya::maps::Map::HashMap(data)).ok()?;
+        let map: HashMap<MapData, K, V> = open_hash(root, name).ok()?;
         Some(map.keys().filter(Result::is_ok).count())
     }
     let mut out = Vec::new();
