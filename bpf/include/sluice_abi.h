@@ -44,6 +44,11 @@ struct sluice_addr {
 #define SLUICE_SVC_F_TERMINATING_FALLBACK (1 << 8)
 /* loadBalancerSourceRanges apply: the source must match sluice_src_ranges for this rev-NAT id. */
 #define SLUICE_SVC_F_SOURCE_RANGES (1 << 9)
+/* Topology hints narrowed the cluster-wide backends to this node's zone, or to this node.
+ * The agent applies them when it lays out the slots; programs ignore these bits, readers
+ * (sluice explain) use them to tell why an endpoint is missing. */
+#define SLUICE_SVC_F_TOPOLOGY_ZONE (1 << 10)
+#define SLUICE_SVC_F_TOPOLOGY_NODE (1 << 11)
 
 #define SLUICE_LB_ALG_RANDOM 0
 #define SLUICE_LB_ALG_MAGLEV 1

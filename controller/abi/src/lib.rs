@@ -17,6 +17,8 @@ pub const SVC_F_EXT_LOCAL: u16 = 1 << 6;
 pub const SVC_F_INT_LOCAL: u16 = 1 << 7;
 pub const SVC_F_TERMINATING_FALLBACK: u16 = 1 << 8;
 pub const SVC_F_SOURCE_RANGES: u16 = 1 << 9;
+pub const SVC_F_TOPOLOGY_ZONE: u16 = 1 << 10;
+pub const SVC_F_TOPOLOGY_NODE: u16 = 1 << 11;
 
 pub const CT_F_SNAT: u8 = 1 << 0;
 pub const CT_F_LOCAL: u8 = 1 << 1;

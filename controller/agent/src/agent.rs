@@ -238,13 +238,12 @@ async fn run(args: AgentArgs) -> anyhow::Result<()> {
             tracing::info!("cluster mode: watching Services, EndpointSlices and SourceBlocklists");
             if let Some(node) = &args.node_name {
                 tokio::spawn(crate::node_status::run(client.clone(), node.clone(), root.clone(), facts.clone(), usage.clone()));
-                tokio::spawn(crate::probes::watch_node(client.clone(), node.clone(), probes.clone()));
             }
             recorder = Some(Arc::new(kube::runtime::events::Recorder::new(
                 client.clone(),
                 kube::runtime::events::Reporter { controller: "sluice".into(), instance: args.node_name.clone() },
             )));
-            tokio::spawn(watch::run(client, shared.clone(), client_errors.clone()))
+            tokio::spawn(watch::run(client, args.node_name.clone(), shared.clone(), client_errors.clone()))
         }
     };
 
@@ -268,7 +267,8 @@ async fn run(args: AgentArgs) -> anyhow::Result<()> {
             async move { probes.respond(&path) }
         }));
     }
-    let mut node = NodeContext { node_name: args.node_name.clone(), node_ips: north_south.node_ips.clone(), external_ip_cidrs: None, maglev: false };
+    let mut node =
+        NodeContext { node_name: args.node_name.clone(), node_ips: north_south.node_ips.clone(), external_ip_cidrs: None, maglev: false, zone: None };
     let flag_accel: loader::Acceleration = args.nodeport_acceleration.into();
     let mut health = crate::health::HealthServers::new(probes.clone());
     let mut sigterm = signal(SignalKind::terminate())?;
@@ -303,6 +303,11 @@ async fn run(args: AgentArgs) -> anyhow::Result<()> {
         let (mut p, blocks, pending, generation) = {
             let mut index = shared.index.lock().expect("index lock");
             metrics.set_changes(index.service_events, index.slice_events);
+            if let Some(facts) = &index.node {
+                probes.set_node_eligible(facts.eligible);
+                // A new zone changes the node context: the planner lays everything out again.
+                node.zone = facts.zone.clone();
+            }
             if !index.complete() {
                 continue;
             }

@@ -129,6 +129,15 @@ pub fn explain(state: &LbState, target: SocketAddr, proto: Proto, from: Option<I
         return e;
     }
     let fallback = v.flags.contains(&"terminating-fallback");
+    // Hints narrow only the cluster-wide set, which this scope uses unless a Local policy applies.
+    let policy_local =
+        (scope == "external" && v.flags.contains(&"ext-local")) || (v.flags.contains(&"int-local") && (scope == "internal" || v.flags.contains(&"ClusterIP")));
+    let topology = match () {
+        _ if policy_local => None,
+        _ if v.flags.contains(&"same-node") => Some("topology hint for this node (trafficDistribution PreferSameNode)"),
+        _ if v.flags.contains(&"same-zone") => Some("topology hint for this node's zone (trafficDistribution)"),
+        _ => None,
+    };
     for b in &v.backends {
         let mut why = vec![if fallback { "serving but terminating (no endpoint is ready)" } else { "ready" }];
         if b.flags.contains(&"local") {
@@ -138,6 +147,8 @@ pub fn explain(state: &LbState, target: SocketAddr, proto: Proto, from: Option<I
             why.push("externalTrafficPolicy Local: local endpoints only");
         } else if v.flags.contains(&"int-local") && (scope == "internal" || v.flags.contains(&"ClusterIP")) {
             why.push("internalTrafficPolicy Local: local endpoints only");
+        } else if let Some(hint) = topology {
+            why.push(hint);
         }
         e.candidates.push(Candidate { address: b.address.clone(), port: b.port, why });
     }
@@ -168,6 +179,11 @@ pub fn explain(state: &LbState, target: SocketAddr, proto: Proto, from: Option<I
             remote
         ),
     } + affinity.as_deref().unwrap_or_default()
+        + match topology {
+            Some(_) if v.flags.contains(&"same-node") => "; topology hints: only the endpoints meant for this node, the others serve other nodes",
+            Some(_) => "; topology hints: only the endpoints meant for this node's zone, the others serve other zones",
+            None => "",
+        }
         + if from.is_some() && v.flags.contains(&"maglev") {
             "; Maglev: the flow's addresses and ports pick the backend, the same one on every node"
         } else {
@@ -217,7 +233,13 @@ mod tests {
         let mut o = manifest::Objects::default();
         let mut w = Vec::new();
         manifest::parse("t", yaml, &mut o, &mut w);
-        let node = NodeContext { node_name: Some("a".into()), node_ips: vec!["172.30.0.11".parse().unwrap()], external_ip_cidrs: None, maglev: false };
+        let node = NodeContext {
+            node_name: Some("a".into()),
+            node_ips: vec!["172.30.0.11".parse().unwrap()],
+            external_ip_cidrs: None,
+            maglev: false,
+            zone: Some("z1".into()),
+        };
         plan(&o.services, &o.slices, &node, &Ids::default(), Capacity::default()).desired
     }
 
@@ -246,6 +268,23 @@ mod tests {
         // Not a service at all.
         let (a, p) = t("10.1.2.3:80/udp");
         assert_eq!(explain(&s, a, p, None).verdict, "pass");
+    }
+
+    const ZONED: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: zoned, namespace: d}\nspec: {type: NodePort, clusterIP: 10.96.0.6, externalTrafficPolicy: Local, ports: [{port: 80, nodePort: 30081}]}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: zoned-1, namespace: d, labels: {kubernetes.io/service-name: zoned}}\naddressType: IPv4\nports: [{port: 80}]\nendpoints: [{addresses: [10.244.1.2], nodeName: a, hints: {forZones: [{name: z2}]}}, {addresses: [10.244.3.2], nodeName: c, hints: {forZones: [{name: z1}]}}]\n";
+
+    #[test]
+    fn says_when_topology_hints_narrow_the_candidates() {
+        let s = state(ZONED);
+        let (a, p) = parse_target("10.96.0.6:80").unwrap();
+        let e = explain(&s, a, p, None);
+        assert_eq!(e.candidates.iter().map(|c| c.address.as_str()).collect::<Vec<_>>(), ["10.244.3.2"], "{e:?}");
+        assert!(e.candidates[0].why.iter().any(|w| w.contains("zone")), "{e:?}");
+        assert!(e.reason.contains("topology hints"), "{e:?}");
+        // From outside, externalTrafficPolicy Local keeps the local endpoint: hints play no part.
+        let (a, p) = parse_target("172.30.0.11:30081").unwrap();
+        let e = explain(&s, a, p, Some("192.0.2.9".parse().unwrap()));
+        assert_eq!(e.candidates.iter().map(|c| c.address.as_str()).collect::<Vec<_>>(), ["10.244.1.2"], "{e:?}");
+        assert!(!e.reason.contains("topology") && e.candidates[0].why.iter().all(|w| !w.contains("zone")), "{e:?}");
     }
 
     #[test]

@@ -40,7 +40,10 @@ impl Probes {
     }
 
     pub fn set_node_eligible(&self, eligible: bool) {
-        self.inner.lock().expect("probes").node_eligible = Some(eligible);
+        let before = self.inner.lock().expect("probes").node_eligible.replace(eligible);
+        if before.is_some_and(|b| b != eligible) || (before.is_none() && !eligible) {
+            tracing::info!(eligible, "node eligibility for traffic changed (/healthz follows it)");
+        }
     }
 
     /// What /healthz says: keeping up with changes, and the Node not going away.
@@ -85,40 +88,6 @@ impl Probes {
     }
 }
 
-/// Whether this node should still get traffic: not being deleted, not tainted for deletion by
-/// the cluster autoscaler.
-pub fn node_eligible(node: &k8s_openapi::api::core::v1::Node) -> bool {
-    let tainted = node.spec.as_ref().and_then(|s| s.taints.as_ref()).is_some_and(|t| t.iter().any(|t| t.key == "ToBeDeletedByClusterAutoscaler"));
-    node.metadata.deletion_timestamp.is_none() && !tainted
-}
-
-/// Follows this node's Node object and keeps the probes told whether it is eligible.
-pub async fn watch_node(client: kube::Client, node: String, probes: std::sync::Arc<Probes>) {
-    use futures::StreamExt;
-    use kube::runtime::watcher::{self, Event};
-    let nodes: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(client);
-    let config = watcher::Config::default().fields(&format!("metadata.name={node}"));
-    let mut stream = watcher::watcher(nodes, config).boxed();
-    loop {
-        match stream.next().await {
-            Some(Ok(Event::Apply(n) | Event::InitApply(n))) => {
-                let eligible = node_eligible(&n);
-                if probes.inner.lock().expect("probes").node_eligible != Some(eligible) {
-                    tracing::info!(node, eligible, "node eligibility for traffic changed (/healthz follows it)");
-                }
-                probes.set_node_eligible(eligible);
-            }
-            Some(Ok(Event::Delete(_))) => probes.set_node_eligible(false),
-            Some(Ok(_)) => {}
-            Some(Err(e)) => {
-                tracing::debug!(node, "watching the Node: {e}");
-                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-            }
-            None => return,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,20 +120,5 @@ mod tests {
         assert!(p.respond("/livez").status.starts_with("200"));
         p.set_node_eligible(true);
         assert!(p.respond("/healthz").status.starts_with("200"));
-    }
-
-    #[test]
-    fn a_node_being_deleted_or_marked_by_the_autoscaler_is_not_eligible() {
-        use k8s_openapi::api::core::v1::{Node, NodeSpec, Taint};
-        let mut n = Node::default();
-        assert!(node_eligible(&n));
-        n.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now()));
-        assert!(!node_eligible(&n));
-        let mut n = Node::default();
-        n.spec = Some(NodeSpec {
-            taints: Some(vec![Taint { key: "ToBeDeletedByClusterAutoscaler".into(), effect: "NoSchedule".into(), ..Default::default() }]),
-            ..Default::default()
-        });
-        assert!(!node_eligible(&n));
     }
 }

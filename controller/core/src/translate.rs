@@ -137,6 +137,8 @@ pub struct NodeContext {
     pub external_ip_cidrs: Option<Vec<(IpAddr, u8)>>,
     /// ProxyConfig loadBalancingAlgorithm maglev: north-south frontends get Maglev tables.
     pub maglev: bool,
+    /// The Node's `topology.kubernetes.io/zone` label: the zone whose topology hints apply here.
+    pub zone: Option<String>,
 }
 
 fn in_cidr(ip: IpAddr, (net, bits): (IpAddr, u8)) -> bool {
@@ -178,12 +180,26 @@ struct ServicePort {
 }
 
 /// An endpoint of one slice, ready to be matched against service ports.
+#[derive(Clone)]
 struct SliceEndpoint {
     ip: IpAddr,
     ready: bool,
     serving: bool,
     terminating: bool,
     local: bool,
+    /// Topology hints the EndpointSlice controller set (trafficDistribution): the zones and the
+    /// nodes this endpoint is meant for.
+    zone_hints: Vec<String>,
+    node_hints: Vec<String>,
+}
+
+/// Which topology hints narrow a Service's cluster-wide endpoints on this node (kube-proxy's
+/// topologyModeFromHints).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Topology {
+    Everywhere,
+    SameZone,
+    SameNode,
 }
 
 /// Endpoints grouped by (port name, protocol) → resolved port → endpoints.
@@ -303,7 +319,10 @@ fn collect_slice(
             (Some(me), Some(theirs)) => me == theirs,
             _ => false,
         };
-        slice_eps.push(SliceEndpoint { ip, ready, serving, terminating, local });
+        let hints = ep.hints.as_ref();
+        let zone_hints = hints.and_then(|h| h.for_zones.as_ref()).map(|z| z.iter().map(|z| z.name.clone()).collect()).unwrap_or_default();
+        let node_hints = hints.and_then(|h| h.for_nodes.as_ref()).map(|n| n.iter().map(|n| n.name.clone()).collect()).unwrap_or_default();
+        slice_eps.push(SliceEndpoint { ip, ready, serving, terminating, local, zone_hints, node_hints });
     }
     let entry = endpoints.entry(svc_name).or_default();
     let ports = slice.ports.clone().unwrap_or_default();
@@ -328,7 +347,7 @@ fn collect_slice(
         let key = (p.name.clone().unwrap_or_default(), proto);
         let list = entry.by_port.entry(key).or_default();
         for ep in &slice_eps {
-            list.push((port, SliceEndpoint { ip: ep.ip, ready: ep.ready, serving: ep.serving, terminating: ep.terminating, local: ep.local }));
+            list.push((port, ep.clone()));
         }
     }
 }
@@ -447,7 +466,8 @@ fn translate_service(name: &ServiceName, svc: &Service, eps: &ServiceEndpoints, 
                 .get(&(sp.name.clone(), sp.proto))
                 .map(|v| v.iter().filter(|(_, ep)| ep.ip.is_ipv6() == family_ip.is_ipv6()).collect())
                 .unwrap_or_default();
-            let cluster = usable(&candidates, |_| true);
+            let topology = topology_from_hints(&candidates, node);
+            let cluster = usable(&candidates, |ep| available_for(ep, topology, node));
             let local = usable(&candidates, |ep| ep.local);
             health_local.extend(local.0.iter().map(|t| t.ip));
             let internal = if int_local { &local } else { &cluster };
@@ -459,6 +479,12 @@ fn translate_service(name: &ServiceName, svc: &Service, eps: &ServiceEndpoints, 
             if affinity {
                 common |= abi::SVC_F_AFFINITY;
             }
+            // Marks that the cluster-wide set was narrowed, so `explain` can say why an endpoint is missing.
+            let topology_flag = match topology {
+                Topology::Everywhere => 0,
+                Topology::SameZone => abi::SVC_F_TOPOLOGY_ZONE,
+                Topology::SameNode => abi::SVC_F_TOPOLOGY_NODE,
+            };
             let frontend = |kind: FrontendKind, ip: IpAddr, port: u16, ext: &(Vec<Target>, bool), int: Option<&(Vec<Target>, bool)>| {
                 let mut flags = common | kind.flag();
                 if kind != FrontendKind::ClusterIp && ext_local {
@@ -466,6 +492,10 @@ fn translate_service(name: &ServiceName, svc: &Service, eps: &ServiceEndpoints, 
                 }
                 if ext.1 {
                     flags |= abi::SVC_F_TERMINATING_FALLBACK;
+                }
+                let uses_cluster_set = !int_local || (kind != FrontendKind::ClusterIp && !ext_local);
+                if uses_cluster_set {
+                    flags |= topology_flag;
                 }
                 let ranges = if kind == FrontendKind::LoadBalancer { source_ranges.clone() } else { Vec::new() };
                 if !ranges.is_empty() {
@@ -516,6 +546,32 @@ pub fn parse_cidr(text: &str) -> Option<(IpAddr, u8)> {
     let bits: u8 = bits.parse().ok()?;
     let max = if ip.is_ipv4() { 32 } else { 128 };
     (bits <= max).then_some((ip, bits))
+}
+
+/// Topology hints apply only when every ready endpoint carries one (else the controller has not
+/// finished, or gave up) and at least one is meant for this node or its zone; node hints win over
+/// zone hints. Otherwise the cluster-wide set is used as it is.
+fn topology_from_hints(candidates: &[&(u16, SliceEndpoint)], node: &NodeContext) -> Topology {
+    let ready: Vec<&SliceEndpoint> = candidates.iter().map(|(_, ep)| ep).filter(|ep| ep.ready).collect();
+    if ready.is_empty() {
+        return Topology::Everywhere;
+    }
+    let has = |hints: &[String], want: Option<&String>| want.is_some_and(|w| hints.contains(w));
+    if ready.iter().all(|ep| !ep.node_hints.is_empty()) && ready.iter().any(|ep| has(&ep.node_hints, node.node_name.as_ref())) {
+        return Topology::SameNode;
+    }
+    if ready.iter().all(|ep| !ep.zone_hints.is_empty()) && ready.iter().any(|ep| has(&ep.zone_hints, node.zone.as_ref())) {
+        return Topology::SameZone;
+    }
+    Topology::Everywhere
+}
+
+fn available_for(ep: &SliceEndpoint, topology: Topology, node: &NodeContext) -> bool {
+    match topology {
+        Topology::Everywhere => true,
+        Topology::SameZone => node.zone.as_ref().is_some_and(|z| ep.zone_hints.contains(z)),
+        Topology::SameNode => node.node_name.as_ref().is_some_and(|n| ep.node_hints.contains(n)),
+    }
 }
 
 /// kube-proxy's categorisation: ready endpoints; only when none is ready, the serving

@@ -4,7 +4,8 @@
 //!
 //! A `# node: NAME` line in the YAML sets the node the plan is made for, and
 //! `# node-ips: IP,IP` the addresses its NodePorts are served on, and
-//! `# external-ip-cidrs: CIDR,CIDR` a ProxyConfig's externalIPCIDRs.
+//! `# external-ip-cidrs: CIDR,CIDR` a ProxyConfig's externalIPCIDRs, and `# zone: NAME` the
+//! node's topology.kubernetes.io/zone label.
 
 use std::fs;
 
@@ -19,11 +20,12 @@ fn render_case(yaml: &str) -> String {
         .lines()
         .find_map(|l| l.strip_prefix("# external-ip-cidrs: "))
         .map(|s| s.split(',').map(|c| sluice_core::translate::parse_cidr(c).unwrap()).collect());
+    let zone = yaml.lines().find_map(|l| l.strip_prefix("# zone: ")).map(|s| s.trim().to_string());
     let mut objects = Objects::default();
     let mut warnings = Vec::new();
     manifest::parse("input", yaml, &mut objects, &mut warnings);
-    let p =
-        plan(&objects.services, &objects.slices, &NodeContext { node_name, node_ips, external_ip_cidrs, maglev: false }, &Ids::default(), Capacity::default());
+    let node = NodeContext { node_name, node_ips, external_ip_cidrs, maglev: false, zone };
+    let p = plan(&objects.services, &objects.slices, &node, &Ids::default(), Capacity::default());
     let mut out = view::render_text(&view::frontends(&p.desired));
     for (addr, v) in &p.desired.lb_addrs {
         out.push_str(&format!("frontend address {:?} flags={:#x}\n", addr, v.flags));

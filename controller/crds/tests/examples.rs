@@ -1,7 +1,6 @@
 //! The examples in manifests/examples/ deserialize into the types, and the Rust defaults agree
 //! with the defaults the CRD schema makes the apiserver fill in.
 
-
 use kube::CustomResourceExt;
 use sluice_crds::*;
 

@@ -297,7 +297,7 @@ impl Fixture {
         manifest::parse("cluster", CLUSTER, &mut objects, &mut warnings);
         assert!(warnings.is_empty(), "{warnings:?}");
         let (services, slices): (Vec<Service>, Vec<EndpointSlice>) = (objects.services, objects.slices);
-        let node = NodeContext { node_name: Some("node-a".into()), node_ips: vec![NODE4.into(), NODE6.into()], external_ip_cidrs: None, maglev };
+        let node = NodeContext { node_name: Some("node-a".into()), node_ips: vec![NODE4.into(), NODE6.into()], external_ip_cidrs: None, maglev, zone: None };
         let p = plan(&services, &slices, &node, &Ids::default(), Capacity::default());
         assert!(p.warnings.is_empty(), "{:?}", p.warnings);
         let mut maps = BpfMaps::open(&pins.0).expect("opening the pinned maps");

@@ -35,6 +35,9 @@ pub struct Index {
     pub blocklists: BTreeMap<String, sluice_core::blocklist::Blocklist>,
     /// The ProxyConfig named `default` (sluice.dev/v1alpha1), as the API returned it.
     pub proxy_config: Option<serde_json::Value>,
+    /// This agent's Node, once listed (cluster mode with a node name only; see `expect_node`).
+    pub node: Option<crate::NodeFacts>,
+    node_pending: bool,
     /// Events received per kind, for the change counters.
     pub service_events: u64,
     pub slice_events: u64,
@@ -106,6 +109,24 @@ impl Index {
         self.touched();
     }
 
+    /// The first plan waits for the Node too: its zone decides which topology hints apply, and
+    /// programming every endpoint first, then narrowing, would move connections for nothing.
+    pub fn expect_node(&mut self) {
+        self.node_pending = true;
+    }
+
+    /// The Node as last seen (`NodeFacts::GONE` when it does not exist). Returns whether anything
+    /// the agent uses changed; only then is it a change to plan.
+    pub fn set_node(&mut self, facts: crate::NodeFacts) -> bool {
+        self.node_pending = false;
+        if self.node.as_ref() == Some(&facts) {
+            return false;
+        }
+        self.node = Some(facts);
+        self.touched();
+        true
+    }
+
     pub fn set_proxy_config(&mut self, config: Option<serde_json::Value>) {
         self.proxy_config = config;
         self.touched();
@@ -131,7 +152,7 @@ impl Index {
 
     /// True once every watched kind has delivered a complete list.
     pub fn complete(&self) -> bool {
-        self.services_listed && self.slices_listed
+        self.services_listed && self.slices_listed && !self.node_pending
     }
 
     /// Marks everything up to now as planned; returns when the oldest pending change arrived.
@@ -224,6 +245,22 @@ mod tests {
         assert!(!i.complete());
         i.reset_slices(vec![]);
         assert!(i.complete());
+    }
+
+    #[test]
+    fn waits_for_the_node_when_told_to_and_plans_only_its_changes() {
+        let mut i = Index::default();
+        i.expect_node();
+        i.reset_services(vec![]);
+        i.reset_slices(vec![]);
+        assert!(!i.complete(), "the Node's zone is not known yet");
+        let zoned = crate::NodeFacts { zone: Some("z1".into()), eligible: true };
+        assert!(i.set_node(zoned.clone()));
+        assert!(i.complete());
+        let generation = i.generation;
+        assert!(!i.set_node(zoned), "an update that changes nothing the agent uses");
+        assert_eq!(i.generation, generation);
+        assert!(i.set_node(crate::NodeFacts::GONE));
     }
 
     #[test]

@@ -4,6 +4,8 @@
 
 pub mod index;
 pub mod manifests;
+pub mod node;
 pub mod watch;
 
 pub use index::{Index, Shared};
+pub use node::NodeFacts;

@@ -202,13 +202,59 @@ async fn run_proxy_config(client: Client, shared: Shared) {
     }
 }
 
-/// Runs the watchers until the process ends.
-pub async fn run(client: Client, shared: Shared, errors: std::sync::Arc<ClientErrors>) {
+/// This agent's own Node: its zone label and whether it is being taken out of service.
+async fn run_node(client: Client, name: String, shared: Shared) {
+    let api: Api<k8s_openapi::api::core::v1::Node> = Api::all(client);
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let mut stream = watcher::watcher(api, config).backoff(CatchUpBackoff::default()).boxed();
+    let mut seen_in_list = false;
+    let set = |facts: crate::NodeFacts| {
+        shared.update(|index| {
+            let zone_before = index.node.as_ref().map(|n| n.zone.clone());
+            if index.set_node(facts.clone()) && zone_before != Some(facts.zone.clone()) {
+                tracing::info!(node = %name, zone = facts.zone.as_deref().unwrap_or("(none)"), "node zone: topology hints are read for it");
+            }
+        })
+    };
+    loop {
+        match stream.try_next().await {
+            Ok(Some(Event::Init)) => seen_in_list = false,
+            Ok(Some(Event::InitApply(n) | Event::Apply(n))) => {
+                seen_in_list = true;
+                set(crate::NodeFacts::of(&n));
+            }
+            Ok(Some(Event::InitDone)) => {
+                if !seen_in_list {
+                    // Not found is not "being deleted": /healthz keeps what it knew (eligible
+                    // when it never saw the Node), as kube-proxy does; only the zone is unknown.
+                    tracing::warn!(node = %name, "no Node object by this name: no zone, so no topology hints apply");
+                    let eligible = shared.index.lock().expect("index lock").node.as_ref().is_none_or(|n| n.eligible);
+                    set(crate::NodeFacts { zone: None, eligible });
+                }
+            }
+            Ok(Some(Event::Delete(_))) => set(crate::NodeFacts::GONE),
+            Ok(None) => return,
+            Err(e) => tracing::warn!(node = %name, "watching the Node (retrying): {e}"),
+        }
+    }
+}
+
+/// Runs the watchers until the process ends. With a node name, the first plan also waits for
+/// that Node (its zone).
+pub async fn run(client: Client, node_name: Option<String>, shared: Shared, errors: std::sync::Arc<ClientErrors>) {
+    if node_name.is_some() {
+        shared.index.lock().expect("index lock").expect_node();
+    }
+    let node = async {
+        if let Some(name) = node_name {
+            run_node(client.clone(), name, shared.clone()).await
+        }
+    };
     let services = run_one(Api::<Service>::all(client.clone()), shared.clone(), "Service", errors.clone());
     let slices = run_one(Api::<EndpointSlice>::all(client.clone()), shared.clone(), "EndpointSlice", errors);
     let blocklists = run_blocklists(client.clone(), shared.clone());
-    let proxy_config = run_proxy_config(client, shared);
-    futures::join!(services, slices, blocklists, proxy_config);
+    let proxy_config = run_proxy_config(client.clone(), shared.clone());
+    futures::join!(node, services, slices, blocklists, proxy_config);
 }
 
 #[cfg(test)]
