@@ -103,7 +103,10 @@ int sluice_xdp(struct xdp_md *ctx)
 	if (p.proto != IPPROTO_TCP && p.proto != IPPROTO_UDP)
 		return XDP_PASS;
 	cfg = ns_config();
-	accel = cfg && (cfg->flags & SLUICE_CFG_F_XDP_ACCEL);
+	/* FIN and RST go on to tc, which records that the flow closed (rare packets; XDP's stack
+	 * has no room for that bookkeeping). */
+	accel = cfg && (cfg->flags & SLUICE_CFG_F_XDP_ACCEL) &&
+		!(p.proto == IPPROTO_TCP && (p.tcp_flags & (SLUICE_TCP_FIN | SLUICE_TCP_RST)));
 
 	/* Replies first, as tc does: the SNAT port keeps the client's port when it is free, so a
 	 * reply can be addressed to node-IP:port that is also a NodePort, and must not be taken for

@@ -192,6 +192,12 @@ struct sluice_nodeport_key {
 
 #define SLUICE_CT_F_SNAT  (1 << 0)
 #define SLUICE_CT_F_LOCAL (1 << 1) /* backend is on this node */
+/* TCP close seen: FIN from the client side, FIN from the backend side (an RST sets both). A
+ * flow with both is over: its SNAT port may go to a new flow when no free one is found, and
+ * a SYN on its tuple starts a new flow instead of reusing the old one's backend. */
+#define SLUICE_CT_F_FIN_FWD (1 << 2)
+#define SLUICE_CT_F_FIN_REV (1 << 3)
+#define SLUICE_CT_F_CLOSED  (SLUICE_CT_F_FIN_FWD | SLUICE_CT_F_FIN_REV)
 
 struct sluice_ct_key {
 	struct sluice_addr saddr;

@@ -131,13 +131,35 @@ static __always_inline int node_owns_tcp(void *ctx, const struct sluice_addr *sa
 	return owned;
 }
 
-/* Finds a source port on the node address that no other flow to this backend uses. */
-static __always_inline int snat_port(void *ctx, const struct pkt *p, const struct sluice_backend *be,
+static __always_inline int ct_closed(__u8 flags)
+{
+	return (flags & SLUICE_CT_F_CLOSED) == SLUICE_CT_F_CLOSED;
+}
+
+/* The conntrack flags a TCP FIN or RST adds; `fin` is the bit of the side that sent it. */
+static __always_inline __u8 ct_close_bits(const struct pkt *p, __u8 fin)
+{
+	if (p->proto != IPPROTO_TCP)
+		return 0;
+	if (p->tcp_flags & SLUICE_TCP_RST)
+		return SLUICE_CT_F_CLOSED;
+	return (p->tcp_flags & SLUICE_TCP_FIN) ? fin : 0;
+}
+
+/*
+ * Finds a source port on the node address that no other flow to this backend uses. Entries
+ * live until the LRU evicts them, so after enough flows to one backend most ports are held by
+ * flows long over: when no free port turns up, one whose TCP flow has closed is taken over.
+ * XDP tries only the client's own port and leaves the search to tc: its stack has no room
+ * for it, and a new flow's first packet through the stack costs little.
+ */
+static __always_inline int snat_port(void *ctx, int xdp, const struct pkt *p, const struct sluice_backend *be,
 				     const struct sluice_addr *snat, __be16 *port)
 {
 	struct sluice_ct_key rk = {};
 	struct sluice_ct_value *taken;
 	__u16 candidate = bpf_ntohs(p->sport);
+	__be16 finished = 0;
 
 	rk.saddr = be->addr;
 	rk.daddr = *snat;
@@ -145,19 +167,28 @@ static __always_inline int snat_port(void *ctx, const struct pkt *p, const struc
 	rk.proto = p->proto;
 	rk.dir = SLUICE_CT_REVERSE;
 #pragma unroll
-	for (int i = 0; i < 4; i++) {
+	for (int i = 0; i < (xdp ? 1 : 4); i++) {
 		rk.dport = bpf_htons(candidate);
 		taken = bpf_map_lookup_elem(&SLUICE_MAP_CT, &rk);
 		/* Free, or already this very flow's (its forward entry was evicted). The same client
 		 * port towards another frontend is another flow: sharing the SNAT tuple would send
 		 * its replies back with the wrong source. */
-		if ((!taken || (addr_eq(&taken->addr2, &p->saddr) && taken->port2 == p->sport &&
-				addr_eq(&taken->addr1, &p->daddr) && taken->port1 == p->dport)) &&
+		int ours = !taken || (addr_eq(&taken->addr2, &p->saddr) && taken->port2 == p->sport &&
+				      addr_eq(&taken->addr1, &p->daddr) && taken->port1 == p->dport);
+
+		if ((ours || (!xdp && !finished && ct_closed(taken->flags))) &&
 		    !(p->proto == IPPROTO_TCP && node_owns_tcp(ctx, &be->addr, be->port, snat, rk.dport, p->v6))) {
-			*port = rk.dport;
-			return 0;
+			if (ours) {
+				*port = rk.dport;
+				return 0;
+			}
+			finished = rk.dport;
 		}
 		candidate = 32768 + (bpf_get_prandom_u32() % 28232);
+	}
+	if (finished) {
+		*port = finished;
+		return 0;
 	}
 	return -1;
 }
@@ -199,10 +230,19 @@ static __always_inline enum ns_action ns_forward(void *ctx, int xdp, struct pkt 
 
 	ct_key_of(&fk, p, SLUICE_CT_FORWARD);
 	found = bpf_map_lookup_elem(&SLUICE_MAP_CT, &fk);
+	/* A SYN on the tuple of a closed flow is a new connection on a reused client port: it is
+	 * balanced afresh, and does not claim back a SNAT port another flow may hold by now. */
+	if (found && p->proto == IPPROTO_TCP && ct_closed(found->flags) &&
+	    (p->tcp_flags & (SLUICE_TCP_SYN | SLUICE_TCP_ACK)) == SLUICE_TCP_SYN)
+		found = 0;
 	if (found) {
 		struct sluice_ct_key rk = {};
 		struct sluice_ct_value *rev;
+		/* XDP leaves FIN and RST to tc, so only tc records closes. */
+		__u8 close_bits = xdp ? 0 : ct_close_bits(p, SLUICE_CT_F_FIN_FWD);
 
+		if (close_bits)
+			found->flags |= close_bits;
 		fwd = *found;
 		if (xdp && (fwd.flags & SLUICE_CT_F_LOCAL))
 			return NS_PASS; /* tc delivers to local backends */
@@ -218,8 +258,12 @@ static __always_inline enum ns_action ns_forward(void *ctx, int xdp, struct pkt 
 		rk.daddr = (fwd.flags & SLUICE_CT_F_SNAT) ? fwd.addr2 : p->saddr;
 		rk.dport = (fwd.flags & SLUICE_CT_F_SNAT) ? fwd.port2 : p->sport;
 		rev = bpf_map_lookup_elem(&SLUICE_MAP_CT, &rk);
-		if (!rev || !addr_eq(&rev->addr1, &p->daddr) || rev->port1 != p->dport ||
-		    !addr_eq(&rev->addr2, &p->saddr) || rev->port2 != p->sport) {
+		if (rev && addr_eq(&rev->addr1, &p->daddr) && rev->port1 == p->dport &&
+		    addr_eq(&rev->addr2, &p->saddr) && rev->port2 == p->sport) {
+			if (close_bits)
+				rev->flags |= close_bits;
+		} else if (!ct_closed(fwd.flags)) {
+			/* (A closed flow's last ACK must not take back a port a new flow now holds.) */
 			struct sluice_ct_value fresh = {};
 
 			fresh.addr1 = p->daddr;
@@ -291,7 +335,9 @@ static __always_inline enum ns_action ns_forward(void *ctx, int xdp, struct pkt 
 				reason = SLUICE_CNT_NP_DROP_SNAT_PORT;
 				goto drop;
 			}
-			if (snat_port(ctx, p, &be, &snat, &fwd.port2)) {
+			if (snat_port(ctx, xdp, p, &be, &snat, &fwd.port2)) {
+				if (xdp)
+					return NS_PASS; /* tc searches further */
 				reason = SLUICE_CNT_NP_DROP_SNAT_PORT;
 				goto drop;
 			}
@@ -357,6 +403,25 @@ static __always_inline enum ns_action ns_reverse(void *ctx, int xdp, struct pkt 
 		return NS_PASS;
 	if (snat && p->proto == IPPROTO_TCP && node_owns_tcp(ctx, &p->saddr, p->sport, &p->daddr, p->dport, p->v6))
 		return NS_PASS; /* the node's own connection reusing a port a NAT flow once had */
+	if (!xdp) {
+		__u8 close_bits = ct_close_bits(p, SLUICE_CT_F_FIN_REV);
+
+		if (close_bits) {
+			struct sluice_ct_key fk = {};
+			struct sluice_ct_value *fwd;
+
+			found->flags |= close_bits;
+			fk.saddr = rev.addr2;
+			fk.sport = rev.port2;
+			fk.daddr = rev.addr1;
+			fk.dport = rev.port1;
+			fk.proto = p->proto;
+			fk.dir = SLUICE_CT_FORWARD;
+			fwd = bpf_map_lookup_elem(&SLUICE_MAP_CT, &fk);
+			if (fwd)
+				fwd->flags |= close_bits;
+		}
+	}
 	if (xdp && xdp_route(ctx, p, &rev.addr1, &rev.addr2, fib))
 		return NS_PASS;
 	if (set_addr(ctx, xdp, p, DIR_SRC, &p->saddr, &rev.addr1) ||

@@ -30,6 +30,11 @@ struct icmphdr {
 #define L4_OFF_V4 (ETH_HLEN + sizeof(struct iphdr))
 #define L4_OFF_V6 (ETH_HLEN + sizeof(struct ipv6hdr))
 
+#define SLUICE_TCP_FIN 0x01
+#define SLUICE_TCP_SYN 0x02
+#define SLUICE_TCP_RST 0x04
+#define SLUICE_TCP_ACK 0x10
+
 struct pkt {
 	struct sluice_addr saddr;
 	struct sluice_addr daddr;
@@ -38,7 +43,7 @@ struct pkt {
 	__u8 proto;
 	__u8 v6;
 	__u8 icmp_type; /* when proto is ICMP/ICMPv6 */
-	__u8 pad;
+	__u8 tcp_flags; /* when proto is TCP: FIN, SYN, RST, ... (0 if the header is cut short) */
 	__u32 l4_off;
 };
 
@@ -87,6 +92,12 @@ static __always_inline enum parse_result parse(void *data, void *data_end, struc
 			return PARSE_OTHER;
 		p->sport = ports[0];
 		p->dport = ports[1];
+		if (p->proto == IPPROTO_TCP) {
+			__u8 *flags = data + p->l4_off + 13;
+
+			if ((void *)(flags + 1) <= data_end)
+				p->tcp_flags = *flags;
+		}
 		return PARSE_OK;
 	}
 	if (p->proto == IPPROTO_ICMP || p->proto == IPPROTO_ICMPV6) {

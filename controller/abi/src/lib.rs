@@ -22,6 +22,9 @@ pub const SVC_F_TOPOLOGY_NODE: u16 = 1 << 11;
 
 pub const CT_F_SNAT: u8 = 1 << 0;
 pub const CT_F_LOCAL: u8 = 1 << 1;
+pub const CT_F_FIN_FWD: u8 = 1 << 2;
+pub const CT_F_FIN_REV: u8 = 1 << 3;
+pub const CT_F_CLOSED: u8 = CT_F_FIN_FWD | CT_F_FIN_REV;
 pub const CT_FORWARD: u8 = 0;
 pub const CT_REVERSE: u8 = 1;
 

@@ -48,6 +48,9 @@ pub fn run(args: &DumpArgs) -> anyhow::Result<()> {
                 "rev_nat_id": v.rev_nat_id,
                 "snat": v.flags & abi::CT_F_SNAT != 0,
                 "local": v.flags & abi::CT_F_LOCAL != 0,
+                // TCP FIN seen from the client / from the backend (an RST sets both): closed.
+                "fin_client": v.flags & abi::CT_F_FIN_FWD != 0,
+                "fin_backend": v.flags & abi::CT_F_FIN_REV != 0,
             })
         })?,
         abi::MAP_AFFINITY => hash_entries::<abi::AffinityKey, abi::AffinityValue>(args, |k, v| {

@@ -469,6 +469,19 @@ impl Flow {
 
 /// TCP (SYN, or ACK when `payload` is not empty) or UDP segment with a correct checksum.
 fn l4(f: &Flow, payload: &[u8], udp_zero_csum: bool) -> Vec<u8> {
+    l4_flags(f, payload, udp_zero_csum, if payload.is_empty() { 0x02 } else { 0x18 })
+}
+
+const FIN_ACK: u8 = 0x11;
+const ACK: u8 = 0x10;
+const SYN: u8 = 0x02;
+
+/// A TCP segment of `f` with these flags (FIN 0x01, SYN 0x02, RST 0x04, ACK 0x10).
+fn tcp_segment(f: Flow, flags: u8, payload: &[u8]) -> Vec<u8> {
+    frame(MAC_NODE, MAC_CLIENT, f.src, f.dst, f.proto, &l4_flags(&f, payload, false, flags))
+}
+
+fn l4_flags(f: &Flow, payload: &[u8], udp_zero_csum: bool, tcp_flags: u8) -> Vec<u8> {
     let mut s = Vec::new();
     s.extend(f.sport.to_be_bytes());
     s.extend(f.dport.to_be_bytes());
@@ -477,7 +490,7 @@ fn l4(f: &Flow, payload: &[u8], udp_zero_csum: bool) -> Vec<u8> {
             s.extend(0x1000_0000u32.to_be_bytes()); // seq
             s.extend(if payload.is_empty() { 0u32 } else { 0x2000_0000 }.to_be_bytes());
             s.push(5 << 4);
-            s.push(if payload.is_empty() { 0x02 } else { 0x18 }); // SYN / PSH+ACK
+            s.push(tcp_flags);
             s.extend(64240u16.to_be_bytes());
             s.extend([0, 0, 0, 0]); // checksum, urgent pointer
             16
@@ -750,6 +763,71 @@ fn a_flow_reclaims_its_reverse_entry_from_a_later_flow_on_the_same_client_port()
     fx.ingress(&packet(a, b"a again"));
     let (_, out) = fx.egress(&packet(to_backend.reply(), b"reply"));
     assert_eq!(parse(&out).flow, a.reply(), "the reply must come from the frontend flow a used");
+}
+
+#[test]
+fn a_closed_flows_snat_port_goes_to_a_new_flow_only_when_no_port_is_free() {
+    skip_unless_runnable!("snat_closed_reuse");
+    let fx = Fixture::new("snatreuse", false);
+    let a = flow(CLIENT, 40001, NODE4, 30082, TCP);
+    assert_eq!(parse(&fx.ingress(&tcp_segment(a, SYN, b"")).1).flow, flow(NODE4, 40001, REMOTE_BE, 8080, TCP));
+    // Every other port to that backend is held by a flow still open (long-lived connections
+    // through another frontend), so flow a's port is the only candidate left.
+    {
+        let data = MapData::from_pin(fx.pins.0.join(abi::MAP_CT)).unwrap();
+        let mut ct: HashMap<MapData, CtKey, CtValue> = HashMap::try_from(aya::maps::Map::from_map_data(data).unwrap()).unwrap();
+        let other = Ipv4Addr::new(198, 51, 100, 99);
+        for port in 32768..61000u16 {
+            let key = ct_key(flow(REMOTE_BE, 8080, NODE4, port, TCP), abi::CT_REVERSE);
+            let held = CtValue {
+                addr1: Addr::from(NODE4),
+                addr2: Addr::from(other),
+                port1_be: 30099u16.to_be(),
+                port2_be: port.to_be(),
+                rev_nat_id: 1,
+                flags: abi::CT_F_SNAT,
+                pad: 0,
+            };
+            ct.insert(key, held, 0).unwrap();
+        }
+    }
+    let b = flow(Ipv4Addr::new(198, 51, 100, 21), 40001, NODE4, 30082, TCP);
+    assert_eq!(fx.ingress(&tcp_segment(b, SYN, b"")).0, TC_ACT_SHOT, "no free SNAT port while flow a is open");
+    assert_eq!(fx.counter(Counter::NpDropSnatPort), 1);
+
+    // Flow a closes: FIN from the client, FIN from the backend. Both entries record it.
+    fx.ingress(&tcp_segment(a, FIN_ACK, b""));
+    let b2n = flow(REMOTE_BE, 8080, NODE4, 40001, TCP);
+    assert_eq!(parse(&fx.ingress(&tcp_segment(b2n, FIN_ACK, b"")).1).flow, a.reply());
+    assert_eq!(fx.ct_get(&ct_key(a, abi::CT_FORWARD)).unwrap().flags, abi::CT_F_SNAT | abi::CT_F_CLOSED);
+    assert_eq!(fx.ct_get(&ct_key(b2n, abi::CT_REVERSE)).unwrap().flags, abi::CT_F_SNAT | abi::CT_F_CLOSED);
+
+    // Now flow b gets the closed flow's port, and the backend's replies go to b.
+    assert_eq!(parse(&fx.ingress(&tcp_segment(b, SYN, b"")).1).flow, flow(NODE4, 40001, REMOTE_BE, 8080, TCP));
+    assert_eq!(parse(&fx.ingress(&tcp_segment(b2n, ACK, b"")).1).flow, b.reply());
+    // Flow a's last ACK still reaches the backend, but must not take the port back from b.
+    fx.ingress(&tcp_segment(a, ACK, b""));
+    assert_eq!(parse(&fx.ingress(&tcp_segment(b2n, ACK, b"x")).1).flow, b.reply(), "a closed flow reclaimed its SNAT port");
+    assert_eq!(fx.counter(Counter::NpDropSnatPort), 1);
+}
+
+#[test]
+fn a_syn_on_a_closed_flows_tuple_is_a_new_flow() {
+    skip_unless_runnable!("syn_after_close");
+    let fx = Fixture::new("synclose", false);
+    let a = flow(CLIENT, 40002, NODE4, 30082, TCP);
+    fx.ingress(&tcp_segment(a, SYN, b""));
+    // An RST closes the flow at once (both sides).
+    let b2n = flow(REMOTE_BE, 8080, NODE4, 40002, TCP);
+    fx.ingress(&tcp_segment(b2n, 0x14, b""));
+    assert_eq!(fx.ct_get(&ct_key(a, abi::CT_FORWARD)).unwrap().flags, abi::CT_F_SNAT | abi::CT_F_CLOSED);
+    // The client reuses its port: a new flow, counted as one, with its entries open again.
+    fx.ingress(&tcp_segment(a, SYN, b""));
+    assert_eq!(fx.counter(Counter::NpNewFlow), 2);
+    assert_eq!(fx.ct_get(&ct_key(a, abi::CT_FORWARD)).unwrap().flags, abi::CT_F_SNAT);
+    // Without a close, a SYN retransmission stays the same flow.
+    fx.ingress(&tcp_segment(a, SYN, b""));
+    assert_eq!(fx.counter(Counter::NpNewFlow), 2);
 }
 
 #[test]
@@ -1102,6 +1180,35 @@ fn xdp_acceleration_translates_remote_flows_and_passes_local_ones() {
     // Once tc owns the flow, XDP keeps passing it.
     assert_eq!(fx.xdp(&local), (XDP_PASS, local.clone()));
     assert_eq!(fx.counter(Counter::XdpPassLocal), 1);
+}
+
+#[test]
+fn xdp_takes_only_the_clients_own_port_as_snat_port_and_leaves_the_search_and_closes_to_tc() {
+    skip_unless_runnable!("xdp_snat_search");
+    if !have_ip() {
+        return;
+    }
+    let fx = Fixture::new("xdpsearch", true);
+    route_to_backends();
+    route_to_clients();
+    let a = flow(CLIENT_IN_RANGE, 48100, LB_REMOTE, 80, TCP);
+    let (verdict, out) = fx.xdp(&tcp_segment(a, SYN, b""));
+    assert_eq!(verdict, XDP_REDIRECT, "counters: {:?}", fx.counters());
+    assert_eq!(parse(&out).flow, flow(NODE4, 48100, REMOTE_BE, 8080, TCP));
+    // Another client on the same port: that SNAT port is taken, so XDP hands the packet on
+    // untouched and records nothing; tc finds another port.
+    let b = flow(Ipv4Addr::new(192, 0, 2, 8), 48100, LB_REMOTE, 80, TCP);
+    let syn = tcp_segment(b, SYN, b"");
+    assert_eq!(fx.xdp(&syn), (XDP_PASS, syn.clone()));
+    assert!(fx.ct_get(&ct_key(b, abi::CT_FORWARD)).is_none());
+    let seen = parse(&fx.ingress(&syn).1).flow;
+    assert_eq!((seen.src, seen.dst), (IpAddr::from(NODE4), IpAddr::from(REMOTE_BE)));
+    assert_ne!(seen.sport, 48100);
+    // A FIN is tc's to see, so the close is recorded.
+    let fin = tcp_segment(a, FIN_ACK, b"");
+    assert_eq!(fx.xdp(&fin), (XDP_PASS, fin.clone()));
+    fx.ingress(&fin);
+    assert_eq!(fx.ct_get(&ct_key(a, abi::CT_FORWARD)).unwrap().flags, abi::CT_F_SNAT | abi::CT_F_FIN_FWD);
 }
 
 #[test]
