@@ -35,11 +35,13 @@ mod tests {
         assert!(NodeFacts::of(&n).eligible);
         n.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now()));
         assert!(!NodeFacts::of(&n).eligible);
-        let mut n = Node::default();
-        n.spec = Some(NodeSpec {
-            taints: Some(vec![Taint { key: "ToBeDeletedByClusterAutoscaler".into(), effect: "NoSchedule".into(), ..Default::default() }]),
+        let n = Node {
+            spec: Some(NodeSpec {
+                taints: Some(vec![Taint { key: "ToBeDeletedByClusterAutoscaler".into(), effect: "NoSchedule".into(), ..Default::default() }]),
+                ..Default::default()
+            }),
             ..Default::default()
-        });
+        };
         assert!(!NodeFacts::of(&n).eligible);
     }
 
