@@ -75,10 +75,16 @@ static __always_inline enum lb_result lb_slot(struct sluice_svc_key *key, __u16 
  * timeout and the backend is still there. The agent removes affinity entries of backends that
  * leave a frontend, so "still there" is a lookup, not a scan of the slots. A frontend with
  * Maglev and a flow hash (tc, XDP) takes the backend the Maglev table names for the flow.
+ *
+ * `own` is scratch space on the caller's stack, or 0 for the per-CPU scratch map. Packet
+ * programs (tc, XDP) run with bottom halves off, so nothing else uses the map on that CPU
+ * meanwhile; socket programs run in process context, where a preemptible kernel may switch to
+ * another task running the same program between the key's write and its lookup, so they pass
+ * their own (their stack has room; XDP's has not).
  */
 static __always_inline enum lb_result lb_pick(struct sluice_svc_key *key, const struct sluice_svc_value *svc,
 					      struct sluice_backend *backend, const struct sluice_addr *client, __u8 by_cookie,
-					      __u32 flow_hash)
+					      __u32 flow_hash, struct sluice_lb_scratch *own)
 {
 	struct sluice_lb_scratch *aff = 0, *sc = 0;
 	int maglev = flow_hash && svc->lb_alg == SLUICE_LB_ALG_MAGLEV;
@@ -92,7 +98,7 @@ static __always_inline enum lb_result lb_pick(struct sluice_svc_key *key, const 
 	if (svc->count == 0)
 		return LB_NO_BACKEND;
 	if ((client && (svc->flags & SLUICE_SVC_F_AFFINITY)) || maglev)
-		sc = bpf_map_lookup_elem(&sluice_lb_scratch, &zero);
+		sc = own ? own : bpf_map_lookup_elem(&sluice_lb_scratch, &zero);
 	if (client && (svc->flags & SLUICE_SVC_F_AFFINITY))
 		aff = sc;
 	if (aff) {

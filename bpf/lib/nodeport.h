@@ -293,7 +293,7 @@ static __always_inline enum ns_action ns_forward(void *ctx, int xdp, struct pkt 
 			return NS_PASS;
 		flags = svc->flags;
 		rev_nat_id = svc->rev_nat_id;
-		switch (lb_pick(&key, svc, &be, &p->saddr, 0, svc->lb_alg == SLUICE_LB_ALG_MAGLEV ? flow_hash(p) : 0)) {
+		switch (lb_pick(&key, svc, &be, &p->saddr, 0, svc->lb_alg == SLUICE_LB_ALG_MAGLEV ? flow_hash(p) : 0, 0)) {
 		case LB_PICKED:
 			break;
 		case LB_NO_BACKEND:

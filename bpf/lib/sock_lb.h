@@ -47,7 +47,9 @@ sock_select_backend(struct bpf_sock_addr *ctx, struct sluice_svc_key *key, struc
 
 		__builtin_memcpy(client.bytes, &netns, sizeof(netns));
 	}
-	switch (lb_pick(key, svc, backend, &client, 1, 0)) {
+	struct sluice_lb_scratch own = {};
+
+	switch (lb_pick(key, svc, backend, &client, 1, 0, &own)) {
 	case LB_PICKED:
 		return SOCK_XLATE_DONE;
 	case LB_NO_BACKEND:
