@@ -117,6 +117,8 @@ int sluice_xdp(struct xdp_md *ctx)
 			return xdp_send(ctx, &fib);
 		case NS_DROP:
 			return XDP_DROP;
+		case NS_TO_STACK:
+			return XDP_PASS; /* a reply tc must see (it updates both conntrack entries) */
 		default:
 			break;
 		}

@@ -216,7 +216,10 @@ struct sluice_ct_value {
 	__be16 port2;
 	__u16 rev_nat_id;
 	__u8 flags;
-	__u8 pad;
+	/* When a UDP flow last carried a packet, in epochs of 2^36 ns (about 69 s), never 0; 0 is
+	 * an entry written before epochs existed, taken as fresh. UDP has no end, so a flow idle
+	 * for two epochs is over. */
+	__u8 epoch;
 };
 
 /*

@@ -96,13 +96,16 @@ static __always_inline void ct_key_of(struct sluice_ct_key *k, const struct pkt 
 }
 
 /*
- * Whether a TCP connection of the node itself owns this tuple (as seen on a packet arriving:
+ * Whether a socket of the node itself owns this tuple (as seen on a packet arriving:
  * saddr/sport the peer, daddr/dport the node). SNAT borrows the node's address and ports from
- * the same range its own connections use, so a reply must not be taken for a NAT reply when
- * the node has a connection of that very tuple, and SNAT must not pick such a port.
+ * the same range its own sockets use, so a reply must not be taken for a NAT reply when the
+ * node has a connection of that very tuple, and SNAT must not pick such a port. A TCP
+ * listener takes any peer, so only a connection counts. A UDP socket counts when connected;
+ * with `bound`, when it merely has the port (a reply to that port would reach it), which is
+ * what choosing a SNAT port must avoid.
  */
-static __always_inline int node_owns_tcp(void *ctx, const struct sluice_addr *saddr, __be16 sport,
-					 const struct sluice_addr *daddr, __be16 dport, int v6)
+static __always_inline int node_owns(void *ctx, __u8 proto, const struct sluice_addr *saddr, __be16 sport,
+				     const struct sluice_addr *daddr, __be16 dport, int v6, int bound)
 {
 	struct bpf_sock_tuple t = {};
 	struct bpf_sock *sk;
@@ -122,11 +125,16 @@ static __always_inline int node_owns_tcp(void *ctx, const struct sluice_addr *sa
 		t.ipv6.dport = dport;
 		size = sizeof(t.ipv6);
 	}
-	sk = bpf_sk_lookup_tcp(ctx, &t, size, BPF_F_CURRENT_NETNS, 0);
+	if (proto == IPPROTO_TCP)
+		sk = bpf_sk_lookup_tcp(ctx, &t, size, BPF_F_CURRENT_NETNS, 0);
+	else
+		sk = bpf_sk_lookup_udp(ctx, &t, size, BPF_F_CURRENT_NETNS, 0);
 	if (!sk)
 		return 0;
-	/* A listener would take any tuple to its port; only a connection is a real owner. */
-	owned = sk->state != BPF_TCP_LISTEN;
+	if (proto == IPPROTO_TCP)
+		owned = sk->state != BPF_TCP_LISTEN;
+	else
+		owned = bound || sk->state == BPF_TCP_ESTABLISHED;
 	bpf_sk_release(sk);
 	return owned;
 }
@@ -134,6 +142,30 @@ static __always_inline int node_owns_tcp(void *ctx, const struct sluice_addr *sa
 static __always_inline int ct_closed(__u8 flags)
 {
 	return (flags & SLUICE_CT_F_CLOSED) == SLUICE_CT_F_CLOSED;
+}
+
+/* Now, in conntrack epochs (see sluice_ct_value.epoch); 0 for protocols that do not use them. */
+static __always_inline __u8 ct_epoch(__u8 proto)
+{
+	__u8 now;
+
+	if (proto != IPPROTO_UDP)
+		return 0;
+	now = bpf_ktime_get_coarse_ns() >> 36;
+	return now ? now : 1;
+}
+
+/* A UDP flow idle for two epochs (69 to 137 s) is over, as conntrack's UDP timeout ends one. */
+static __always_inline int ct_idle(const struct sluice_ct_value *v, __u8 now)
+{
+	return now && v->epoch && (__u8)(now - v->epoch) >= 2;
+}
+
+/* Marks a UDP entry as used now; written only when the epoch moved on, so at most once a minute. */
+static __always_inline void ct_touch(struct sluice_ct_value *v, __u8 now)
+{
+	if (now && v->epoch != now)
+		v->epoch = now;
 }
 
 /* The conntrack flags a TCP FIN or RST adds; `fin` is the bit of the side that sent it. */
@@ -149,7 +181,8 @@ static __always_inline __u8 ct_close_bits(const struct pkt *p, __u8 fin)
 /*
  * Finds a source port on the node address that no other flow to this backend uses. Entries
  * live until the LRU evicts them, so after enough flows to one backend most ports are held by
- * flows long over: when no free port turns up, one whose TCP flow has closed is taken over.
+ * flows long over: when no free port turns up, one whose TCP flow has closed, or whose UDP
+ * flow has been idle too long, is taken over.
  * XDP tries only the client's own port and leaves the search to tc: its stack has no room
  * for it, and a new flow's first packet through the stack costs little.
  */
@@ -160,6 +193,7 @@ static __always_inline int snat_port(void *ctx, int xdp, const struct pkt *p, co
 	struct sluice_ct_value *taken;
 	__u16 candidate = bpf_ntohs(p->sport);
 	__be16 finished = 0;
+	__u8 now = ct_epoch(p->proto);
 
 	rk.saddr = be->addr;
 	rk.daddr = *snat;
@@ -176,8 +210,8 @@ static __always_inline int snat_port(void *ctx, int xdp, const struct pkt *p, co
 		int ours = !taken || (addr_eq(&taken->addr2, &p->saddr) && taken->port2 == p->sport &&
 				      addr_eq(&taken->addr1, &p->daddr) && taken->port1 == p->dport);
 
-		if ((ours || (!xdp && !finished && ct_closed(taken->flags))) &&
-		    !(p->proto == IPPROTO_TCP && node_owns_tcp(ctx, &be->addr, be->port, snat, rk.dport, p->v6))) {
+		if ((ours || (!xdp && !finished && (ct_closed(taken->flags) || ct_idle(taken, now)))) &&
+		    !node_owns(ctx, p->proto, &be->addr, be->port, snat, rk.dport, p->v6, 1)) {
 			if (ours) {
 				*port = rk.dport;
 				return 0;
@@ -227,9 +261,13 @@ static __always_inline enum ns_action ns_forward(void *ctx, int xdp, struct pkt 
 {
 	struct sluice_ct_key fk = {};
 	struct sluice_ct_value *found, fwd = {};
+	__u8 now = ct_epoch(p->proto);
 
 	ct_key_of(&fk, p, SLUICE_CT_FORWARD);
 	found = bpf_map_lookup_elem(&SLUICE_MAP_CT, &fk);
+	/* An idle UDP flow is over: this datagram starts a new one, balanced afresh. */
+	if (found && ct_idle(found, now))
+		found = 0;
 	/* A SYN on the tuple of a closed flow is a new connection on a reused client port: it is
 	 * balanced afresh, and does not claim back a SNAT port another flow may hold by now. */
 	if (found && p->proto == IPPROTO_TCP && ct_closed(found->flags) &&
@@ -243,6 +281,7 @@ static __always_inline enum ns_action ns_forward(void *ctx, int xdp, struct pkt 
 
 		if (close_bits)
 			found->flags |= close_bits;
+		ct_touch(found, now);
 		fwd = *found;
 		if (xdp && (fwd.flags & SLUICE_CT_F_LOCAL))
 			return NS_PASS; /* tc delivers to local backends */
@@ -262,6 +301,7 @@ static __always_inline enum ns_action ns_forward(void *ctx, int xdp, struct pkt 
 		    addr_eq(&rev->addr2, &p->saddr) && rev->port2 == p->sport) {
 			if (close_bits)
 				rev->flags |= close_bits;
+			ct_touch(rev, now);
 		} else if (!ct_closed(fwd.flags)) {
 			/* (A closed flow's last ACK must not take back a port a new flow now holds.) */
 			struct sluice_ct_value fresh = {};
@@ -272,6 +312,7 @@ static __always_inline enum ns_action ns_forward(void *ctx, int xdp, struct pkt 
 			fresh.port2 = p->sport;
 			fresh.rev_nat_id = fwd.rev_nat_id;
 			fresh.flags = fwd.flags;
+			fresh.epoch = now;
 			bpf_map_update_elem(&SLUICE_MAP_CT, &rk, &fresh, BPF_ANY);
 		}
 		if (!xdp)
@@ -309,6 +350,8 @@ static __always_inline enum ns_action ns_forward(void *ctx, int xdp, struct pkt 
 		fwd.addr1 = be.addr;
 		fwd.port1 = be.port;
 		fwd.rev_nat_id = rev_nat_id;
+		fwd.epoch = now;
+		rev.epoch = now;
 		rev.addr1 = p->daddr;
 		rev.port1 = p->dport;
 		rev.addr2 = p->saddr;
@@ -401,16 +444,24 @@ static __always_inline enum ns_action ns_reverse(void *ctx, int xdp, struct pkt 
 	snat = !!(rev.flags & SLUICE_CT_F_SNAT);
 	if (snat == egress)
 		return NS_PASS;
-	if (snat && p->proto == IPPROTO_TCP && node_owns_tcp(ctx, &p->saddr, p->sport, &p->daddr, p->dport, p->v6))
+	if (snat && node_owns(ctx, p->proto, &p->saddr, p->sport, &p->daddr, p->dport, p->v6, 0))
 		return NS_PASS; /* the node's own connection reusing a port a NAT flow once had */
-	if (!xdp) {
+	{
 		__u8 close_bits = ct_close_bits(p, SLUICE_CT_F_FIN_REV);
+		__u8 now = ct_epoch(p->proto);
 
-		if (close_bits) {
+		/* A close, or a UDP flow's first reply of an epoch: both entries learn of it (a
+		 * flow whose client only listens must not look idle). XDP has no stack left for the
+		 * second key: it hands these rare packets to the stack and tc (it never sees a FIN
+		 * or RST here; those go to tc before). */
+		if (close_bits || (now && found->epoch != now)) {
 			struct sluice_ct_key fk = {};
 			struct sluice_ct_value *fwd;
 
+			if (xdp)
+				return NS_TO_STACK;
 			found->flags |= close_bits;
+			ct_touch(found, now);
 			fk.saddr = rev.addr2;
 			fk.sport = rev.port2;
 			fk.daddr = rev.addr1;
@@ -418,8 +469,10 @@ static __always_inline enum ns_action ns_reverse(void *ctx, int xdp, struct pkt 
 			fk.proto = p->proto;
 			fk.dir = SLUICE_CT_FORWARD;
 			fwd = bpf_map_lookup_elem(&SLUICE_MAP_CT, &fk);
-			if (fwd)
+			if (fwd) {
 				fwd->flags |= close_bits;
+				ct_touch(fwd, now);
+			}
 		}
 	}
 	if (xdp && xdp_route(ctx, p, &rev.addr1, &rev.addr2, fib))

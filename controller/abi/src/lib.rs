@@ -432,7 +432,8 @@ pub struct CtValue {
     pub port2_be: u16,
     pub rev_nat_id: u16,
     pub flags: u8,
-    pub pad: u8,
+    /// Last packet of a UDP flow, in epochs of 2^36 ns; 0: written before epochs, fresh.
+    pub epoch: u8,
 }
 
 /// `struct sluice_block_key` (LPM trie key over the source address).
@@ -727,7 +728,7 @@ pub fn layouts() -> Vec<(&'static str, usize, Vec<(&'static str, usize)>)> {
                 ("port2", offset_of!(CtValue, port2_be)),
                 ("rev_nat_id", offset_of!(CtValue, rev_nat_id)),
                 ("flags", offset_of!(CtValue, flags)),
-                ("pad", offset_of!(CtValue, pad)),
+                ("epoch", offset_of!(CtValue, epoch)),
             ],
         ),
         ("sluice_block_key", size_of::<BlockKey>(), vec![("prefixlen", offset_of!(BlockKey, prefixlen)), ("addr", offset_of!(BlockKey, addr))]),

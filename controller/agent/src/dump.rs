@@ -51,6 +51,8 @@ pub fn run(args: &DumpArgs) -> anyhow::Result<()> {
                 // TCP FIN seen from the client / from the backend (an RST sets both): closed.
                 "fin_client": v.flags & abi::CT_F_FIN_FWD != 0,
                 "fin_backend": v.flags & abi::CT_F_FIN_REV != 0,
+                // UDP: when the flow last carried a packet, in epochs of 2^36 ns (0: not yet stamped).
+                "epoch": v.epoch,
             })
         })?,
         abi::MAP_AFFINITY => hash_entries::<abi::AffinityKey, abi::AffinityValue>(args, |k, v| {

@@ -359,6 +359,14 @@ impl Fixture {
     fn ct_get(&self, key: &CtKey) -> Option<CtValue> {
         self.ct().into_iter().find(|(k, _)| k == key).map(|(_, v)| v)
     }
+
+    fn ct_put(&self, entries: impl IntoIterator<Item = (CtKey, CtValue)>) {
+        let data = MapData::from_pin(self.pins.0.join(abi::MAP_CT)).unwrap();
+        let mut map: HashMap<MapData, CtKey, CtValue> = HashMap::try_from(aya::maps::Map::from_map_data(data).unwrap()).unwrap();
+        for (k, v) in entries {
+            map.insert(k, v, 0).unwrap();
+        }
+    }
 }
 
 // ------------------------------------------------------------------ BPF_PROG_TEST_RUN
@@ -773,24 +781,8 @@ fn a_closed_flows_snat_port_goes_to_a_new_flow_only_when_no_port_is_free() {
     assert_eq!(parse(&fx.ingress(&tcp_segment(a, SYN, b"")).1).flow, flow(NODE4, 40001, REMOTE_BE, 8080, TCP));
     // Every other port to that backend is held by a flow still open (long-lived connections
     // through another frontend), so flow a's port is the only candidate left.
-    {
-        let data = MapData::from_pin(fx.pins.0.join(abi::MAP_CT)).unwrap();
-        let mut ct: HashMap<MapData, CtKey, CtValue> = HashMap::try_from(aya::maps::Map::from_map_data(data).unwrap()).unwrap();
-        let other = Ipv4Addr::new(198, 51, 100, 99);
-        for port in 32768..61000u16 {
-            let key = ct_key(flow(REMOTE_BE, 8080, NODE4, port, TCP), abi::CT_REVERSE);
-            let held = CtValue {
-                addr1: Addr::from(NODE4),
-                addr2: Addr::from(other),
-                port1_be: 30099u16.to_be(),
-                port2_be: port.to_be(),
-                rev_nat_id: 1,
-                flags: abi::CT_F_SNAT,
-                pad: 0,
-            };
-            ct.insert(key, held, 0).unwrap();
-        }
-    }
+    let other = Ipv4Addr::new(198, 51, 100, 99);
+    fx.ct_put((32768..61000u16).map(|port| (ct_key(flow(REMOTE_BE, 8080, NODE4, port, TCP), abi::CT_REVERSE), held_by(other, port, abi::CT_F_SNAT, 0))));
     let b = flow(Ipv4Addr::new(198, 51, 100, 21), 40001, NODE4, 30082, TCP);
     assert_eq!(fx.ingress(&tcp_segment(b, SYN, b"")).0, TC_ACT_SHOT, "no free SNAT port while flow a is open");
     assert_eq!(fx.counter(Counter::NpDropSnatPort), 1);
@@ -809,6 +801,47 @@ fn a_closed_flows_snat_port_goes_to_a_new_flow_only_when_no_port_is_free() {
     fx.ingress(&tcp_segment(a, ACK, b""));
     assert_eq!(parse(&fx.ingress(&tcp_segment(b2n, ACK, b"x")).1).flow, b.reply(), "a closed flow reclaimed its SNAT port");
     assert_eq!(fx.counter(Counter::NpDropSnatPort), 1);
+}
+
+/// A reverse entry as a flow from `client` (same port) through another frontend would hold it.
+fn held_by(client: Ipv4Addr, port: u16, flags: u8, epoch: u8) -> CtValue {
+    CtValue { addr1: Addr::from(NODE4), addr2: Addr::from(client), port1_be: 30099u16.to_be(), port2_be: port.to_be(), rev_nat_id: 1, flags, epoch }
+}
+
+#[test]
+fn a_udp_flow_idle_for_two_epochs_is_over_and_its_snat_port_can_go_to_a_new_flow() {
+    skip_unless_runnable!("udp_idle");
+    let fx = Fixture::new("udpidle", false);
+    let a = flow(CLIENT, 5300, NODE4, 30053, UDP);
+    assert_eq!(parse(&fx.ingress(&packet(a, b"q")).1).flow, flow(NODE4, 5300, REMOTE_BE, 5353, UDP));
+    let (fk, rk) = (ct_key(a, abi::CT_FORWARD), ct_key(flow(REMOTE_BE, 5353, NODE4, 5300, UDP), abi::CT_REVERSE));
+    let now = fx.ct_get(&fk).unwrap().epoch;
+    assert_ne!(now, 0, "a UDP entry carries its epoch");
+    // An entry from before epochs (0) is fresh: the flow goes on, and gets stamped.
+    let mut v = fx.ct_get(&fk).unwrap();
+    v.epoch = 0;
+    fx.ct_put([(fk, v)]);
+    fx.ingress(&packet(a, b"q2"));
+    assert_eq!(fx.counter(Counter::NpNewFlow), 1);
+    assert_ne!(fx.ct_get(&fk).unwrap().epoch, 0);
+    // Every other port to that backend is held by fresh UDP flows: a new client is dropped.
+    let other = Ipv4Addr::new(198, 51, 100, 99);
+    fx.ct_put((32768..61000u16).map(|port| (ct_key(flow(REMOTE_BE, 5353, NODE4, port, UDP), abi::CT_REVERSE), held_by(other, port, abi::CT_F_SNAT, now))));
+    let b = flow(Ipv4Addr::new(198, 51, 100, 21), 5300, NODE4, 30053, UDP);
+    assert_eq!(fx.ingress(&packet(b, b"q")).0, TC_ACT_SHOT);
+    assert_eq!(fx.counter(Counter::NpDropSnatPort), 1);
+    // Flow a goes quiet for two epochs: its port goes to b, and b gets the replies.
+    let idle = if now.wrapping_sub(2) == 0 { now.wrapping_sub(3) } else { now.wrapping_sub(2) };
+    let (mut fv, mut rv) = (fx.ct_get(&fk).unwrap(), fx.ct_get(&rk).unwrap());
+    (fv.epoch, rv.epoch) = (idle, idle);
+    fx.ct_put([(fk, fv), (rk, rv)]);
+    assert_eq!(parse(&fx.ingress(&packet(b, b"q")).1).flow, flow(NODE4, 5300, REMOTE_BE, 5353, UDP));
+    let reply = packet(flow(REMOTE_BE, 5353, NODE4, 5300, UDP), b"a");
+    assert_eq!(parse(&fx.ingress(&reply).1).flow, b.reply());
+    // a speaks again: a new flow (no port is free here, so it is dropped), never b's port.
+    assert_eq!(fx.ingress(&packet(a, b"q3")).0, TC_ACT_SHOT);
+    assert_eq!(fx.counter(Counter::NpNewFlow), 2);
+    assert_eq!(parse(&fx.ingress(&reply).1).flow, b.reply(), "an idle flow took its port back");
 }
 
 #[test]
@@ -895,6 +928,33 @@ fn udp_nodeport_to_a_remote_backend_and_back() {
     assert_eq!(removed, 4, "forward and reverse entries of both flows");
     assert!(fx.ct_get(&fwd_key).is_none());
     assert_eq!(sluice_datapath::conntrack::forget_udp_backends(&fx.pins.0, &[(Addr::from(REMOTE_BE), 8080)]).unwrap(), 0);
+}
+
+#[test]
+fn udp_snat_avoids_the_nodes_own_ports_and_leaves_their_replies_to_them() {
+    skip_unless_runnable!("udp_node_owns");
+    if !have_ip() {
+        return;
+    }
+    let fx = Fixture::new("udpown", false);
+    route_to_backends();
+    sh(&["ip", "addr", "add", "172.30.0.11/32", "dev", "lo"]);
+    // A process of the node has UDP port 5100 (bound, not connected): a reply to it would reach
+    // that socket, so a client on port 5100 gets another SNAT port.
+    let bound = std::net::UdpSocket::bind((NODE4, 5100)).unwrap();
+    let seen = parse(&fx.ingress(&packet(flow(CLIENT, 5100, NODE4, 30053, UDP), b"q")).1).flow;
+    assert_eq!((seen.src, seen.dst), (IpAddr::from(NODE4), IpAddr::from(REMOTE_BE)));
+    assert_ne!(seen.sport, 5100, "SNAT took a port a node socket holds");
+    drop(bound);
+    // A NAT flow on port 5200; then a node process talks to the same backend from that port.
+    // Its connected socket owns the tuple: the replies are its own, not the NAT flow's.
+    let c2f = flow(CLIENT, 5200, NODE4, 30053, UDP);
+    assert_eq!(parse(&fx.ingress(&packet(c2f, b"q")).1).flow, flow(NODE4, 5200, REMOTE_BE, 5353, UDP));
+    let reply = packet(flow(REMOTE_BE, 5353, NODE4, 5200, UDP), b"a");
+    assert_eq!(parse(&fx.ingress(&reply).1).flow, c2f.reply(), "a NAT reply while no node socket has the port");
+    let own = std::net::UdpSocket::bind((NODE4, 5200)).unwrap();
+    own.connect((REMOTE_BE, 5353)).unwrap();
+    assert_eq!(fx.ingress(&reply), (TC_ACT_UNSPEC, reply.clone()), "the node's connected socket owns the tuple");
 }
 
 #[test]
