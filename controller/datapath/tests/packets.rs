@@ -1271,6 +1271,51 @@ fn xdp_takes_only_the_clients_own_port_as_snat_port_and_leaves_the_search_and_cl
     assert_eq!(fx.ct_get(&ct_key(a, abi::CT_FORWARD)).unwrap().flags, abi::CT_F_SNAT | abi::CT_F_FIN_FWD);
 }
 
+/// Waits while the datapath's conntrack epoch (2^36 ns of CLOCK_MONOTONIC_COARSE, about 69 s)
+/// is less than 2 s from its end, so a test that expects one epoch throughout gets it.
+fn away_from_an_epoch_edge() {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes the timespec it is given.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    let ns = ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64;
+    let left = (1u64 << 36) - (ns & ((1 << 36) - 1));
+    if left < 2_000_000_000 {
+        std::thread::sleep(std::time::Duration::from_nanos(left + 10_000_000));
+    }
+}
+
+#[test]
+fn xdp_leaves_a_udp_flows_first_reply_of_an_epoch_to_tc_which_stamps_both_entries() {
+    skip_unless_runnable!("xdp_udp_epoch");
+    if !have_ip() {
+        return;
+    }
+    away_from_an_epoch_edge();
+    let fx = Fixture::new("xdpepoch", true);
+    route_to_backends();
+    route_to_clients();
+    let c2f = flow(CLIENT_IN_RANGE, 5400, NODE4, 30053, UDP);
+    let (verdict, out) = fx.xdp(&packet(c2f, b"q"));
+    assert_eq!(verdict, XDP_REDIRECT, "counters: {:?}", fx.counters());
+    let snated = parse(&out).flow;
+    assert_eq!(snated, flow(NODE4, 5400, REMOTE_BE, 5353, UDP));
+    let reply = packet(snated.reply(), b"a");
+    assert_eq!(fx.xdp(&reply).0, XDP_REDIRECT, "a reply within the epoch stays in XDP");
+    // The epoch moves on: the next reply goes to tc, which stamps the reverse and the forward entry.
+    let (fk, rk) = (ct_key(c2f, abi::CT_FORWARD), ct_key(snated.reply(), abi::CT_REVERSE));
+    let now = fx.ct_get(&rk).unwrap().epoch;
+    let before = if now == 1 { 255 } else { now - 1 };
+    let (mut fv, mut rv) = (fx.ct_get(&fk).unwrap(), fx.ct_get(&rk).unwrap());
+    (fv.epoch, rv.epoch) = (before, before);
+    fx.ct_put([(fk, fv), (rk, rv)]);
+    assert_eq!(fx.xdp(&reply), (XDP_PASS, reply.clone()));
+    let (verdict, out) = fx.ingress(&reply);
+    assert_eq!(verdict, TC_ACT_REDIRECT, "counters: {:?}", fx.counters());
+    assert_eq!(parse(&out).flow, c2f.reply());
+    assert_eq!((fx.ct_get(&fk).unwrap().epoch, fx.ct_get(&rk).unwrap().epoch), (now, now), "both entries stamped");
+    assert_eq!(fx.xdp(&reply).0, XDP_REDIRECT, "and XDP takes the replies again");
+}
+
 #[test]
 fn xdp_acceleration_takes_a_reply_to_a_snat_port_that_is_also_a_node_port_as_a_reply() {
     skip_unless_runnable!("xdp_snat_port_collision");
