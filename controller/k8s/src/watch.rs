@@ -100,10 +100,31 @@ where
     // that list is most of a cold start.
     // Pages of 5,000 instead of 500: ten times fewer round trips for a large cluster.
     let config = watcher::Config::default().labels(LABEL_SELECTOR).any_semantic().page_size(5_000);
-    let mut stream = watcher::watcher(api, config).backoff(CatchUpBackoff::default()).boxed();
+    let start = || watcher::watcher(api.clone(), config.clone()).backoff(CatchUpBackoff::default()).boxed();
+    let mut stream = start();
     let mut buffer: Vec<K> = Vec::new();
+    // After a watch error, the watcher retries the watch it had. Once, right after an apiserver
+    // restart, such a retry (after a 403 while the restarted apiserver's authorizer warmed up)
+    // never answered, and kube-runtime only gives up on a watch that does not answer after its
+    // 290 s timeout. So after an error the watch must yield something within a deadline, or
+    // it is dropped for a fresh list.
+    let mut deadline: Option<tokio::time::Instant> = None;
     loop {
-        match stream.try_next().await {
+        let next = tokio::select! {
+            next = stream.try_next() => next,
+            _ = sleep_until_some(deadline) => {
+                deadline = None;
+                tracing::warn!(kind, "the watch gave nothing within {SILENT_AFTER_ERROR:?} of an error: listing again");
+                stream = start();
+                continue;
+            }
+        };
+        if next.is_ok() {
+            deadline = None;
+        } else if deadline.is_none() {
+            deadline = Some(tokio::time::Instant::now() + SILENT_AFTER_ERROR);
+        }
+        match next {
             Ok(Some(Event::Init)) => buffer.clear(),
             Ok(Some(Event::InitApply(obj))) => buffer.push(obj),
             Ok(Some(Event::InitDone)) => {
@@ -123,6 +144,16 @@ where
                 tracing::warn!(kind, "watch error (retrying): {e}");
             }
         }
+    }
+}
+
+/// How long a watch may stay silent after an error before it is replaced by a fresh list.
+const SILENT_AFTER_ERROR: std::time::Duration = std::time::Duration::from_secs(10);
+
+async fn sleep_until_some(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
