@@ -100,31 +100,10 @@ where
     // that list is most of a cold start.
     // Pages of 5,000 instead of 500: ten times fewer round trips for a large cluster.
     let config = watcher::Config::default().labels(LABEL_SELECTOR).any_semantic().page_size(5_000);
-    let start = || watcher::watcher(api.clone(), config.clone()).backoff(CatchUpBackoff::default()).boxed();
-    let mut stream = start();
+    let mut stream = Guarded::new(kind, move || watcher::watcher(api.clone(), config.clone()).backoff(CatchUpBackoff::default()).boxed());
     let mut buffer: Vec<K> = Vec::new();
-    // After a watch error, the watcher retries the watch it had. Once, right after an apiserver
-    // restart, such a retry (after a 403 while the restarted apiserver's authorizer warmed up)
-    // never answered, and kube-runtime only gives up on a watch that does not answer after its
-    // 290 s timeout. So after an error the watch must yield something within a deadline, or
-    // it is dropped for a fresh list.
-    let mut deadline: Option<tokio::time::Instant> = None;
     loop {
-        let next = tokio::select! {
-            next = stream.try_next() => next,
-            _ = sleep_until_some(deadline) => {
-                deadline = None;
-                tracing::warn!(kind, "the watch gave nothing within {SILENT_AFTER_ERROR:?} of an error: listing again");
-                stream = start();
-                continue;
-            }
-        };
-        if next.is_ok() {
-            deadline = None;
-        } else if deadline.is_none() {
-            deadline = Some(tokio::time::Instant::now() + SILENT_AFTER_ERROR);
-        }
-        match next {
+        match stream.next().await {
             Ok(Some(Event::Init)) => buffer.clear(),
             Ok(Some(Event::InitApply(obj))) => buffer.push(obj),
             Ok(Some(Event::InitDone)) => {
@@ -150,6 +129,47 @@ where
 /// How long a watch may stay silent after an error before it is replaced by a fresh list.
 const SILENT_AFTER_ERROR: std::time::Duration = std::time::Duration::from_secs(10);
 
+type EventStream<K> = futures::stream::BoxStream<'static, Result<Event<K>, watcher::Error>>;
+
+/// A watcher that must answer soon after an error. After an error the watcher retries the
+/// watch it had; right after an apiserver restart such a retry (after a 403 while the restarted
+/// apiserver's authorizer warmed up) has never answered, and kube-runtime only gives up on a
+/// silent watch after its 290 s timeout. So a watch that yields nothing within
+/// `SILENT_AFTER_ERROR` of an error is dropped and started again, with a fresh list.
+struct Guarded<K> {
+    kind: &'static str,
+    start: Box<dyn Fn() -> EventStream<K> + Send>,
+    stream: EventStream<K>,
+    deadline: Option<tokio::time::Instant>,
+}
+
+impl<K: 'static> Guarded<K> {
+    fn new(kind: &'static str, start: impl Fn() -> EventStream<K> + Send + 'static) -> Self {
+        let stream = start();
+        Guarded { kind, start: Box::new(start), stream, deadline: None }
+    }
+
+    async fn next(&mut self) -> Result<Option<Event<K>>, watcher::Error> {
+        loop {
+            let next = tokio::select! {
+                next = self.stream.try_next() => next,
+                _ = sleep_until_some(self.deadline) => {
+                    self.deadline = None;
+                    tracing::warn!(kind = self.kind, "the watch gave nothing within {SILENT_AFTER_ERROR:?} of an error: listing again");
+                    self.stream = (self.start)();
+                    continue;
+                }
+            };
+            if next.is_ok() {
+                self.deadline = None;
+            } else if self.deadline.is_none() {
+                self.deadline = Some(tokio::time::Instant::now() + SILENT_AFTER_ERROR);
+            }
+            return next;
+        }
+    }
+}
+
 async fn sleep_until_some(at: Option<tokio::time::Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
@@ -173,11 +193,12 @@ async fn run_blocklists(client: Client, shared: Shared) {
             }
         }
     };
-    let mut stream = watcher::watcher(api, watcher::Config::default()).backoff(CatchUpBackoff::optional()).boxed();
+    let mut stream =
+        Guarded::new("SourceBlocklist", move || watcher::watcher(api.clone(), watcher::Config::default()).backoff(CatchUpBackoff::optional()).boxed());
     let mut buffer = Vec::new();
     let mut warned = false;
     loop {
-        match stream.try_next().await {
+        match stream.next().await {
             Ok(Some(Event::Init)) => buffer.clear(),
             Ok(Some(Event::InitApply(obj))) => buffer.extend(convert(obj)),
             Ok(Some(Event::InitDone)) => {
@@ -211,10 +232,10 @@ async fn run_proxy_config(client: Client, shared: Shared) {
     let gvk = GroupVersionKind::gvk("sluice.dev", "v1alpha1", "ProxyConfig");
     let api: Api<DynamicObject> = Api::all_with(client, &ApiResource::from_gvk_with_plural(&gvk, "proxyconfigs"));
     let config = watcher::Config::default().fields("metadata.name=default");
-    let mut stream = watcher::watcher(api, config).backoff(CatchUpBackoff::optional()).boxed();
+    let mut stream = Guarded::new("ProxyConfig", move || watcher::watcher(api.clone(), config.clone()).backoff(CatchUpBackoff::optional()).boxed());
     let mut seen_in_list = false;
     loop {
-        match stream.try_next().await {
+        match stream.next().await {
             Ok(Some(Event::Init)) => seen_in_list = false,
             Ok(Some(Event::InitApply(obj) | Event::Apply(obj))) => {
                 seen_in_list = true;
@@ -237,7 +258,7 @@ async fn run_proxy_config(client: Client, shared: Shared) {
 async fn run_node(client: Client, name: String, shared: Shared) {
     let api: Api<k8s_openapi::api::core::v1::Node> = Api::all(client);
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
-    let mut stream = watcher::watcher(api, config).backoff(CatchUpBackoff::default()).boxed();
+    let mut stream = Guarded::new("Node", move || watcher::watcher(api.clone(), config.clone()).backoff(CatchUpBackoff::default()).boxed());
     let mut seen_in_list = false;
     let set = |facts: crate::NodeFacts| {
         shared.update(|index| {
@@ -248,7 +269,7 @@ async fn run_node(client: Client, name: String, shared: Shared) {
         })
     };
     loop {
-        match stream.try_next().await {
+        match stream.next().await {
             Ok(Some(Event::Init)) => seen_in_list = false,
             Ok(Some(Event::InitApply(n) | Event::Apply(n))) => {
                 seen_in_list = true;
