@@ -86,6 +86,15 @@ static __always_inline int blocklisted(void *data, void *data_end)
 	return 1;
 }
 
+/* Whether the agent has proven that what XDP sends from this device arrives. */
+static __always_inline int device_accelerated(struct xdp_md *ctx)
+{
+	__u32 ifindex = ctx->ingress_ifindex;
+	struct sluice_xdp_device *dev = bpf_map_lookup_elem(&SLUICE_MAP_XDP_DEVICES, &ifindex);
+
+	return dev && (dev->flags & SLUICE_XDP_DEV_F_ACCEL);
+}
+
 SEC("xdp")
 int sluice_xdp(struct xdp_md *ctx)
 {
@@ -105,7 +114,7 @@ int sluice_xdp(struct xdp_md *ctx)
 	cfg = ns_config();
 	/* FIN and RST go on to tc, which records that the flow closed (rare packets; XDP's stack
 	 * has no room for that bookkeeping). */
-	accel = cfg && (cfg->flags & SLUICE_CFG_F_XDP_ACCEL) &&
+	accel = cfg && (cfg->flags & SLUICE_CFG_F_XDP_ACCEL) && device_accelerated(ctx) &&
 		!(p.proto == IPPROTO_TCP && (p.tcp_flags & (SLUICE_TCP_FIN | SLUICE_TCP_RST)));
 
 	/* Replies first, as tc does: the SNAT port keeps the client's port when it is free, so a
@@ -157,6 +166,26 @@ int sluice_xdp(struct xdp_md *ctx)
 	default:
 		return XDP_PASS;
 	}
+}
+
+/*
+ * The agent's proof that XDP's frames leave this device and arrive: it hands this program an
+ * ICMP echo request from the node's SNAT address to a remote backend through
+ * BPF_PROG_TEST_RUN with live frames, on the device's ingress. The frame takes the way a
+ * translated flow takes (the same FIB lookup, MAC rewrite and XDP_TX or redirect), and the
+ * agent waits for the echo reply. Never attached; without a route it drops, counting nothing.
+ */
+SEC("xdp")
+int sluice_xdp_probe(struct xdp_md *ctx)
+{
+	struct bpf_fib_lookup fib;
+	struct pkt p = {};
+
+	if (parse((void *)(long)ctx->data, (void *)(long)ctx->data_end, &p) != PARSE_OK)
+		return XDP_DROP;
+	if (fib_route(ctx, &p, &p.saddr, &p.daddr, &fib) != BPF_FIB_LKUP_RET_SUCCESS)
+		return XDP_DROP;
+	return xdp_send(ctx, &fib);
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

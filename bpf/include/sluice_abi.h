@@ -260,6 +260,30 @@ struct sluice_config {
 	__u32 pad;
 };
 
+/*
+ * XDP acceleration per device (key: ifindex in the node's namespace). XDP translates and sends
+ * flows itself only on a device whose entry has SLUICE_XDP_DEV_F_ACCEL, which the agent sets
+ * once it has seen a frame sent by XDP from that device answered (a driver or peer may accept
+ * XDP programs and still lose what they send). The rest is for the CLI: what runs and why.
+ */
+#define SLUICE_XDP_DEV_F_ACCEL (1 << 0)
+
+enum sluice_xdp_state {
+	SLUICE_XDP_STATE_OFF = 0,      /* acceleration not asked for: tc translates */
+	SLUICE_XDP_STATE_UNPROVEN,     /* asked for, not proven yet (nothing to prove it with): tc */
+	SLUICE_XDP_STATE_ACCELERATED,  /* proven: XDP translates and sends remote flows */
+	SLUICE_XDP_STATE_FALLBACK,     /* best-effort, and XDP's frames were not delivered: tc */
+	SLUICE_XDP_STATE_FAILED,       /* native demanded, and XDP's frames were not delivered: tc */
+};
+
+struct sluice_xdp_device {
+	__u32 flags;      /* SLUICE_XDP_DEV_F_* */
+	__u32 state;      /* enum sluice_xdp_state */
+	__u64 since_ns;   /* CLOCK_REALTIME of the last change of state */
+	char name[16];    /* the device's name (IFNAMSIZ) */
+	char reason[96];  /* why this state, in words */
+};
+
 /* Counter indices of the per-CPU counters array. */
 enum sluice_counter {
 	SLUICE_CNT_SOCK_XLATE = 0,    /* connect/sendmsg translated to a backend */
@@ -284,6 +308,10 @@ enum sluice_counter {
 	SLUICE_CNT_XDP_DROP_BLOCKLIST,/* xdp: source in a SourceBlocklist */
 	SLUICE_CNT_MONITOR_LOST,      /* an event for `sluice monitor` found the ring buffer full */
 	SLUICE_CNT_NP_DROP_ERROR,     /* tc/xdp: a rewrite, map update or bounds check failed */
+	/* Frames XDP sent from a --devices device that the kernel then lost (xdp_watch.c): */
+	SLUICE_CNT_XDP_LOST_TX,       /* XDP_TX: the driver, or a veth's peer, dropped them */
+	SLUICE_CNT_XDP_LOST_REDIRECT, /* redirected: the target device refused or dropped them */
+	SLUICE_CNT_XDP_LOST_OTHER,    /* another driver exception (XDP_ABORTED, an unknown verdict) */
 	SLUICE_CNT_MAX,
 };
 
@@ -364,6 +392,7 @@ struct sluice_problem {
 #define SLUICE_MAP_MAGLEV       sluice_maglev_v1
 #define SLUICE_MAP_AGENT_STATUS sluice_agent_status_v1
 #define SLUICE_MAP_PROBLEMS     sluice_problems_v1
+#define SLUICE_MAP_XDP_DEVICES  sluice_xdp_devices_v1
 
 #define SLUICE_SERVICES_MAX    65536
 #define SLUICE_BACKENDS_MAX    65536
@@ -377,6 +406,7 @@ struct sluice_problem {
 #define SLUICE_PROBLEMS_MAX    4096
 #define SLUICE_AFFINITY_MAX    65536
 #define SLUICE_MAGLEV_MAX      16384
+#define SLUICE_XDP_DEVICES_MAX 256
 
 #ifndef __cplusplus
 _Static_assert(sizeof(struct sluice_addr) == 16, "sluice_addr");
@@ -403,6 +433,7 @@ _Static_assert(sizeof(struct sluice_affinity_value) == 16, "sluice_affinity_valu
 _Static_assert(sizeof(struct sluice_maglev_key) == 4, "sluice_maglev_key");
 _Static_assert(sizeof(struct sluice_maglev_table) == 4084, "sluice_maglev_table");
 _Static_assert(sizeof(struct sluice_problem) == 384, "sluice_problem");
+_Static_assert(sizeof(struct sluice_xdp_device) == 128, "sluice_xdp_device");
 #endif
 
 #endif /* SLUICE_ABI_H */

@@ -115,6 +115,14 @@ struct {
 } SLUICE_MAP_HOST_NETNS SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __u32);
+	__type(value, struct sluice_xdp_device);
+	__uint(max_entries, SLUICE_XDP_DEVICES_MAX);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} SLUICE_MAP_XDP_DEVICES SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, SLUICE_EVENTS_BYTES);
 } SLUICE_MAP_EVENTS SEC(".maps");
@@ -189,7 +197,7 @@ static __always_inline int sluice_monitored(void)
 
 /* Hands a filled-in event to the monitor. Not inlined on purpose: its prototype is what puts
  * struct sluice_event into the object's BTF, where the ABI layout test checks the Rust mirror. */
-static __attribute__((noinline)) void sluice_event_submit(struct sluice_event *ev)
+static __attribute__((noinline, unused)) void sluice_event_submit(struct sluice_event *ev)
 {
 	bpf_ringbuf_submit(ev, 0);
 }

@@ -233,8 +233,8 @@ static __always_inline int snat_port(void *ctx, int xdp, const struct pkt *p, co
  * and be dropped as martian. Without a FIB answer (no neighbour yet, say) XDP leaves the
  * packet untouched and tc translates it from the conntrack entry, resolving the neighbour.
  */
-static __always_inline int xdp_route(struct xdp_md *ctx, const struct pkt *p, const struct sluice_addr *src,
-				     const struct sluice_addr *dst, struct bpf_fib_lookup *fib)
+static __always_inline long fib_route(struct xdp_md *ctx, const struct pkt *p, const struct sluice_addr *src,
+				      const struct sluice_addr *dst, struct bpf_fib_lookup *fib)
 {
 	__builtin_memset(fib, 0, sizeof(*fib));
 	fib->ifindex = ctx->ingress_ifindex;
@@ -248,7 +248,13 @@ static __always_inline int xdp_route(struct xdp_md *ctx, const struct pkt *p, co
 		__builtin_memcpy(fib->ipv6_src, src->words, 16);
 		__builtin_memcpy(fib->ipv6_dst, dst->words, 16);
 	}
-	if (bpf_fib_lookup(ctx, fib, sizeof(*fib), 0) != BPF_FIB_LKUP_RET_SUCCESS) {
+	return bpf_fib_lookup(ctx, fib, sizeof(*fib), 0);
+}
+
+static __always_inline int xdp_route(struct xdp_md *ctx, const struct pkt *p, const struct sluice_addr *src,
+				     const struct sluice_addr *dst, struct bpf_fib_lookup *fib)
+{
+	if (fib_route(ctx, p, src, dst, fib) != BPF_FIB_LKUP_RET_SUCCESS) {
 		sluice_count(SLUICE_CNT_NP_FIB_FAIL);
 		return -1;
 	}

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Objects to build: one per hook family, each a thin .c over bpf/lib.
-const OBJECTS: &[&str] = &["sock_lb", "nodeport", "xdp"];
+const OBJECTS: &[&str] = &["sock_lb", "nodeport", "xdp", "xdp_watch"];
 
 fn main() {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());

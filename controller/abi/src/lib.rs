@@ -61,8 +61,9 @@ pub const MAP_AFFINITY: &str = "sluice_affinity_v1";
 pub const MAP_MAGLEV: &str = "sluice_maglev_v1";
 pub const MAP_AGENT_STATUS: &str = "sluice_agent_status_v1";
 pub const MAP_PROBLEMS: &str = "sluice_problems_v1";
+pub const MAP_XDP_DEVICES: &str = "sluice_xdp_devices_v1";
 /// Every map the agent pins; the CLI opens them by these names.
-pub const ALL_MAPS: [&str; 20] = [
+pub const ALL_MAPS: [&str; 21] = [
     MAP_SERVICES,
     MAP_BACKENDS,
     MAP_REVNAT,
@@ -83,6 +84,7 @@ pub const ALL_MAPS: [&str; 20] = [
     MAP_MAGLEV,
     MAP_AGENT_STATUS,
     MAP_PROBLEMS,
+    MAP_XDP_DEVICES,
 ];
 
 pub const SERVICES_MAX: u32 = 65536;
@@ -97,6 +99,7 @@ pub const BLOCKLIST_MAX: u32 = 16384;
 pub const PROBLEMS_MAX: u32 = 4096;
 pub const AFFINITY_MAX: u32 = 65536;
 pub const MAGLEV_MAX: u32 = 16384;
+pub const XDP_DEVICES_MAX: u32 = 256;
 /// Entries of one Maglev table (a prime).
 pub const MAGLEV_M: usize = 1021;
 /// Destination ports one blocklist entry can be limited to.
@@ -128,10 +131,13 @@ pub enum Counter {
     XdpDropBlocklist,
     MonitorLost,
     NpDropError,
+    XdpLostTx,
+    XdpLostRedirect,
+    XdpLostOther,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 22] = [
+    pub const ALL: [Counter; 25] = [
         Counter::SockXlate,
         Counter::SockNoBackend,
         Counter::SockMissingSlot,
@@ -154,6 +160,9 @@ impl Counter {
         Counter::XdpDropBlocklist,
         Counter::MonitorLost,
         Counter::NpDropError,
+        Counter::XdpLostTx,
+        Counter::XdpLostRedirect,
+        Counter::XdpLostOther,
     ];
 
     pub fn name(self) -> &'static str {
@@ -180,6 +189,9 @@ impl Counter {
             Counter::XdpDropBlocklist => "xdp_drop_blocklist",
             Counter::MonitorLost => "monitor_events_lost",
             Counter::NpDropError => "nodeport_drop_internal_error",
+            Counter::XdpLostTx => "xdp_lost_tx",
+            Counter::XdpLostRedirect => "xdp_lost_redirect",
+            Counter::XdpLostOther => "xdp_lost_other",
         }
     }
 
@@ -197,6 +209,9 @@ impl Counter {
                 | Counter::BindDenied
                 | Counter::XdpDropBlocklist
                 | Counter::NpDropError
+                | Counter::XdpLostTx
+                | Counter::XdpLostRedirect
+                | Counter::XdpLostOther
         )
     }
 }
@@ -595,6 +610,56 @@ pub struct Problem {
     pub message: [u8; 256],
 }
 
+/// `SLUICE_XDP_DEV_F_ACCEL`: XDP translates and sends flows itself on this device.
+pub const XDP_DEV_F_ACCEL: u32 = 1 << 0;
+
+/// `enum sluice_xdp_state`: whether XDP acceleration runs on a device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub enum XdpState {
+    Off = 0,
+    Unproven,
+    Accelerated,
+    Fallback,
+    Failed,
+}
+
+impl XdpState {
+    pub const ALL: [XdpState; 5] = [XdpState::Off, XdpState::Unproven, XdpState::Accelerated, XdpState::Fallback, XdpState::Failed];
+
+    pub fn from_raw(v: u32) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| *s as u32 == v)
+    }
+
+    /// The word the CLI, SluiceNode status and metrics use.
+    pub fn name(self) -> &'static str {
+        match self {
+            XdpState::Off => "off",
+            XdpState::Unproven => "unproven",
+            XdpState::Accelerated => "accelerated",
+            XdpState::Fallback => "fallback",
+            XdpState::Failed => "failed",
+        }
+    }
+}
+
+/// `struct sluice_xdp_device`.
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct XdpDevice {
+    pub flags: u32,
+    pub state: u32,
+    pub since_ns: u64,
+    pub name: [u8; 16],
+    pub reason: [u8; 96],
+}
+
+impl Default for XdpDevice {
+    fn default() -> Self {
+        XdpDevice { flags: 0, state: 0, since_ns: 0, name: [0; 16], reason: [0; 96] }
+    }
+}
+
 /// Copies `s` into a fixed C string field, cut at a character boundary so it stays valid UTF-8
 /// and NUL-terminated.
 pub fn put_str(field: &mut [u8], s: &str) {
@@ -627,6 +692,17 @@ pub fn layouts() -> Vec<(&'static str, usize, Vec<(&'static str, usize)>)> {
     use std::mem::{offset_of, size_of};
     vec![
         ("sluice_addr", size_of::<Addr>(), vec![]),
+        (
+            "sluice_xdp_device",
+            size_of::<XdpDevice>(),
+            vec![
+                ("flags", offset_of!(XdpDevice, flags)),
+                ("state", offset_of!(XdpDevice, state)),
+                ("since_ns", offset_of!(XdpDevice, since_ns)),
+                ("name", offset_of!(XdpDevice, name)),
+                ("reason", offset_of!(XdpDevice, reason)),
+            ],
+        ),
         (
             "sluice_svc_key",
             size_of::<SvcKey>(),
@@ -842,6 +918,7 @@ mod pod {
     unsafe impl aya::Pod for super::BlockKey {}
     unsafe impl aya::Pod for super::BlockPort {}
     unsafe impl aya::Pod for super::BlockValue {}
+    unsafe impl aya::Pod for super::XdpDevice {}
 }
 
 #[cfg(test)]

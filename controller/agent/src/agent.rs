@@ -75,6 +75,8 @@ struct NorthSouth {
     node_ips: Vec<std::net::IpAddr>,
     programs: Vec<sluice_crds::ProgramStatus>,
     device_status: Vec<sluice_crds::DeviceStatus>,
+    /// The program the acceleration proof runs (None without devices).
+    xdp_probe: Option<aya::programs::ProgramFd>,
     /// Kept alive so the programs stay owned by this agent generation (the links are pinned).
     _objects: Vec<aya::Ebpf>,
 }
@@ -93,7 +95,7 @@ fn setup_north_south(args: &AgentArgs, root: &Path) -> anyhow::Result<NorthSouth
     }
     if devices.is_empty() {
         tracing::info!("no devices (no default route and no --devices): NodePort, ExternalIP and LoadBalancer traffic is not handled");
-        return Ok(NorthSouth { devices, node_ips, programs: Vec::new(), device_status: Vec::new(), _objects: Vec::new() });
+        return Ok(NorthSouth { devices, node_ips, programs: Vec::new(), device_status: Vec::new(), xdp_probe: None, _objects: Vec::new() });
     }
     let accel: loader::Acceleration = args.nodeport_acceleration.into();
     let mut tc = loader::load_object(root, sluice_datapath::NODEPORT_OBJECT).context("loading the tc programs")?;
@@ -128,7 +130,10 @@ fn setup_north_south(args: &AgentArgs, root: &Path) -> anyhow::Result<NorthSouth
         }
     }
     tracing::info!(node_ips = ?node_ips, "NodePorts served on these addresses");
-    Ok(NorthSouth { devices, node_ips, programs, device_status, _objects: vec![tc, xdp] })
+    let (watch, watch_reports) = loader::attach_xdp_watch(root).context("attaching the counters of frames lost after XDP")?;
+    programs.extend(watch_reports.iter().map(|r| sluice_crds::ProgramStatus { name: r.program.into(), hook: r.hook.clone(), attached: true }));
+    let xdp_probe = Some(loader::load_xdp_probe(&mut xdp).context("loading the XDP proof program")?);
+    Ok(NorthSouth { devices, node_ips, programs, device_status, xdp_probe, _objects: vec![tc, xdp, watch] })
 }
 
 pub fn main(args: AgentArgs) -> anyhow::Result<()> {
@@ -200,7 +205,14 @@ async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let reports = loader::attach_sock_lb(&mut ebpf, &root, &cgroup).context("attaching socket hooks")?;
     let replaced = reports.iter().filter(|r| r.how == loader::Attachment::Replaced).count();
     tracing::info!(cgroup = %cgroup.display(), attached = reports.len() - replaced, replaced, "socket hooks in place");
-    let north_south = setup_north_south(&args, &root)?;
+    let mut north_south = setup_north_south(&args, &root)?;
+    let accel_wanted = match north_south.xdp_probe.take() {
+        Some(probe) => Some(
+            crate::acceleration::start(root.clone(), probe, &north_south.devices, &north_south.node_ips, args.nodeport_acceleration.into())
+                .context("starting the XDP acceleration proof")?,
+        ),
+        None => None,
+    };
     let facts = Arc::new(std::sync::Mutex::new(crate::node_status::Facts::default()));
     {
         let mut f = facts.lock().expect("facts");
@@ -218,6 +230,9 @@ async fn run(args: AgentArgs) -> anyhow::Result<()> {
     }
     let mut keep = vec![loader::links_dir(&root, &cgroup)?];
     keep.extend(north_south.devices.iter().map(|d| loader::device_links(&root, d)));
+    if !north_south.devices.is_empty() {
+        keep.push(loader::xdp_watch_links(&root));
+    }
     for old in loader::prune_links(&root, &keep)? {
         tracing::info!(links = %old.display(), "detached programs from a hook this agent no longer serves");
     }
@@ -312,6 +327,9 @@ async fn run(args: AgentArgs) -> anyhow::Result<()> {
                 continue;
             }
             let applied = apply_proxy_config(index.proxy_config.as_ref(), &root, !north_south.devices.is_empty(), flag_accel, &north_south);
+            if let Some(w) = &accel_wanted {
+                w.lock().expect("wanted").acceleration = applied.acceleration;
+            }
             node.external_ip_cidrs = applied.external_ip_cidrs.clone();
             // A change of algorithm changes the node context: the planner lays everything out again.
             node.maglev = applied.maglev;
@@ -397,6 +415,13 @@ async fn run(args: AgentArgs) -> anyhow::Result<()> {
                 agent_status.last_error = [0; 224];
                 record_status(&root, &agent_status);
                 usage.set_planned(reconciler.current().map_usage().to_vec());
+                if let Some(w) = &accel_wanted {
+                    let targets = crate::acceleration::remote_targets(&planner.desired().backends);
+                    let mut w = w.lock().expect("wanted");
+                    if w.targets != targets {
+                        w.targets = targets;
+                    }
+                }
                 let latency = pending.map(|t| t.elapsed());
                 probes.updated();
                 metrics.sync_duration.observe(started.elapsed().as_secs_f64());
@@ -480,6 +505,8 @@ fn publish_event(recorder: Arc<kube::runtime::events::Recorder>, w: sluice_core:
 
 /// What a ProxyConfig changes in this agent right now, and what it reports back.
 struct AppliedConfig {
+    /// What the flag or the ProxyConfig asks of XDP (each device still needs its proof).
+    acceleration: loader::Acceleration,
     external_ip_cidrs: Option<Vec<(std::net::IpAddr, u8)>>,
     maglev: bool,
     status: Option<crate::node_status::ProxyConfigReport>,
@@ -537,7 +564,7 @@ fn apply_proxy_config(
         }
     }
     let Some(config) = config else {
-        return AppliedConfig { external_ip_cidrs: None, maglev: false, status: None };
+        return AppliedConfig { acceleration: accel, external_ip_cidrs: None, maglev: false, status: None };
     };
     let spec = &config.spec;
     if !has_devices && accel != loader::Acceleration::Disabled {
@@ -566,6 +593,7 @@ fn apply_proxy_config(
         ));
     }
     AppliedConfig {
+        acceleration: accel,
         external_ip_cidrs,
         maglev: spec.load_balancing_algorithm == sluice_crds::LoadBalancingAlgorithm::Maglev,
         status: Some(crate::node_status::ProxyConfigReport { generation: config.metadata.generation, problems, restart_required }),

@@ -1,5 +1,6 @@
 //! `sluice`: the node agent and the tools to look inside the datapath it programs.
 
+mod acceleration;
 mod agent;
 mod cli;
 mod dump;

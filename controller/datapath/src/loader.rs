@@ -34,6 +34,8 @@ pub const SOCK_PROGRAMS: [&str; 2] = ["sluice_post_bind4", "sluice_post_bind6"];
 pub const TC_INGRESS: &str = "sluice_nodeport_ingress";
 pub const TC_EGRESS: &str = "sluice_nodeport_egress";
 pub const XDP_PROGRAM: &str = "sluice_xdp";
+/// Run by the acceleration proof on a device's ingress, never attached (see `xdp_proof`).
+pub const XDP_PROBE_PROGRAM: &str = "sluice_xdp_probe";
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -268,6 +270,56 @@ pub fn attach_xdp(ebpf: &mut Ebpf, root: &Path, device: &str, accel: Acceleratio
         }
     };
     Ok((AttachReport { program: name, hook: format!("xdp {device}"), how: Attachment::Attached }, native))
+}
+
+/// The tracepoints `bpf/xdp_watch.c` counts XDP's lost frames on, and its program for each.
+pub const XDP_WATCH_PROGRAMS: [(&str, &str); 4] = [
+    ("sluice_watch_bulk_tx", "xdp_bulk_tx"),
+    ("sluice_watch_devmap_xmit", "xdp_devmap_xmit"),
+    ("sluice_watch_redirect_err", "xdp_redirect_err"),
+    ("sluice_watch_exception", "xdp_exception"),
+];
+
+/// Where the xdp_watch links are pinned (for [`prune_links`]).
+pub fn xdp_watch_links(root: &Path) -> PathBuf {
+    root.join("links").join("xdp-watch")
+}
+
+/// Attaches the counters of frames the kernel lost after XDP sent them (`bpf/xdp_watch.c`) on
+/// the kernel's xdp tracepoints. Tracing links cannot swap their program, so a restarted agent
+/// attaches anew and then drops its predecessor's links.
+pub fn attach_xdp_watch(root: &Path) -> Result<(Ebpf, Vec<AttachReport>), LoadError> {
+    let mut ebpf = load_object(root, crate::XDP_WATCH_OBJECT)?;
+    let btf = aya::Btf::from_sys_fs().map_err(|e| LoadError::Io { what: "reading the kernel's BTF".into(), source: std::io::Error::other(e) })?;
+    let dir = xdp_watch_links(root);
+    fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
+    let mut reports = Vec::new();
+    for (name, tracepoint) in XDP_WATCH_PROGRAMS {
+        let err = |source| LoadError::Program { name, source };
+        let prog: &mut aya::programs::BtfTracePoint = ebpf.program_mut(name).ok_or(err(ProgramError::NotLoaded))?.try_into().map_err(err)?;
+        load_once(name, || prog.load(tracepoint, &btf))?;
+        let id = prog.attach().map_err(err)?;
+        let link: FdLink = prog.take_link(id).map_err(err)?.into();
+        let pin = dir.join(name);
+        let how = if pin.exists() {
+            fs::remove_file(&pin).map_err(io(format!("removing {}", pin.display())))?;
+            Attachment::Replaced
+        } else {
+            Attachment::Attached
+        };
+        link.pin(&pin).map_err(|source| LoadError::Pin { name, path: pin.clone(), source })?;
+        reports.push(AttachReport { program: name, hook: format!("tp_btf {tracepoint}"), how });
+    }
+    Ok((ebpf, reports))
+}
+
+/// Loads the program the acceleration proof runs; its fd, for `xdp_proof::prove`.
+pub fn load_xdp_probe(ebpf: &mut Ebpf) -> Result<aya::programs::ProgramFd, LoadError> {
+    let name = XDP_PROBE_PROGRAM;
+    let err = |source| LoadError::Program { name, source };
+    let prog: &mut Xdp = ebpf.program_mut(name).ok_or(err(ProgramError::NotLoaded))?.try_into().map_err(err)?;
+    load_once(name, || prog.load())?;
+    prog.fd().map_err(err)?.try_clone().map_err(io(format!("{name}: program fd")))
 }
 
 /// Writes the node-wide datapath settings (SNAT addresses, XDP acceleration).

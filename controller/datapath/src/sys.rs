@@ -1,13 +1,22 @@
-//! The two bpf(2) commands aya 0.14 does not expose for pinned cgroup links.
+//! The bpf(2) commands aya 0.14 does not expose: pinned links, and running a program on a
+//! frame of our own (packet tests, and the proof that XDP's frames arrive).
 
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
+use std::mem::size_of;
 use std::path::Path;
 
 const BPF_OBJ_GET: libc::c_long = 7;
 const BPF_LINK_UPDATE: libc::c_long = 29;
+const BPF_PROG_TEST_RUN: libc::c_long = 10;
+/// The XDP actions a run reports, and the flag that makes XDP_TX and redirects real.
+pub const XDP_DROP: u32 = 1;
+pub const XDP_PASS: u32 = 2;
+pub const XDP_TX: u32 = 3;
+pub const XDP_REDIRECT: u32 = 4;
+const BPF_F_TEST_XDP_LIVE_FRAMES: u32 = 1 << 1;
 
 #[repr(C)]
 #[derive(Default)]
@@ -25,6 +34,95 @@ struct LinkUpdateAttr {
     new_prog_fd: u32,
     flags: u32,
     old_prog_fd: u32,
+}
+
+/// The `test` member of union bpf_attr.
+#[repr(C)]
+#[derive(Default)]
+struct TestRunAttr {
+    prog_fd: u32,
+    retval: u32,
+    data_size_in: u32,
+    data_size_out: u32,
+    data_in: u64,
+    data_out: u64,
+    repeat: u32,
+    duration: u32,
+    ctx_size_in: u32,
+    ctx_size_out: u32,
+    ctx_in: u64,
+    ctx_out: u64,
+    flags: u32,
+    cpu: u32,
+    batch_size: u32,
+    pad: u32,
+}
+
+/// `struct xdp_md` as BPF_PROG_TEST_RUN takes it: the frame arrives on `ingress_ifindex`.
+#[repr(C)]
+#[derive(Default)]
+struct XdpMd {
+    data: u32,
+    data_end: u32,
+    data_meta: u32,
+    ingress_ifindex: u32,
+    rx_queue_index: u32,
+    egress_ifindex: u32,
+}
+
+/// How a test run treats what the program does with the frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunMode {
+    /// The program runs; its verdict and the frame as it left come back, nothing is sent.
+    Dry,
+    /// XDP only: XDP_TX and redirects really transmit (BPF_F_TEST_XDP_LIVE_FRAMES).
+    Live,
+}
+
+/// Runs `prog` once on `frame`, optionally as if it arrived on `ingress_ifindex` (XDP, or
+/// `ctx` for other program types). Returns the verdict and, in a dry run, the frame after.
+pub fn prog_test_run(prog: BorrowedFd<'_>, frame: &[u8], ctx: TestContext<'_>, mode: RunMode) -> io::Result<(u32, Vec<u8>)> {
+    let mut out = vec![0u8; if mode == RunMode::Dry { 4096 } else { 0 }];
+    let xdp_md;
+    let ctx_bytes: Option<&[u8]> = match ctx {
+        TestContext::None => None,
+        TestContext::Raw(bytes) => Some(bytes),
+        TestContext::XdpIngress(ifindex) => {
+            xdp_md = XdpMd { data_end: frame.len() as u32, ingress_ifindex: ifindex, ..Default::default() };
+            // SAFETY: XdpMd is repr(C) plain integers; the slice lives as long as xdp_md.
+            Some(unsafe { std::slice::from_raw_parts(&xdp_md as *const XdpMd as *const u8, size_of::<XdpMd>()) })
+        }
+    };
+    let mut attr = TestRunAttr {
+        prog_fd: prog.as_raw_fd() as u32,
+        data_size_in: frame.len() as u32,
+        data_in: frame.as_ptr() as u64,
+        repeat: 1,
+        ..Default::default()
+    };
+    if mode == RunMode::Dry {
+        attr.data_size_out = out.len() as u32;
+        attr.data_out = out.as_mut_ptr() as u64;
+    } else {
+        attr.flags = BPF_F_TEST_XDP_LIVE_FRAMES;
+    }
+    if let Some(ctx) = ctx_bytes {
+        attr.ctx_in = ctx.as_ptr() as u64;
+        attr.ctx_size_in = ctx.len() as u32;
+    }
+    bpf(BPF_PROG_TEST_RUN, &mut attr)?;
+    out.truncate(attr.data_size_out as usize);
+    Ok((attr.retval, out))
+}
+
+/// What a test run's frame arrives with.
+#[derive(Debug, Clone, Copy)]
+pub enum TestContext<'a> {
+    None,
+    /// The program type's own context struct, as bytes.
+    Raw(&'a [u8]),
+    /// XDP: arrived on this device of the caller's network namespace.
+    XdpIngress(u32),
 }
 
 fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<libc::c_long> {
