@@ -693,17 +693,6 @@ pub fn layouts() -> Vec<(&'static str, usize, Vec<(&'static str, usize)>)> {
     vec![
         ("sluice_addr", size_of::<Addr>(), vec![]),
         (
-            "sluice_xdp_device",
-            size_of::<XdpDevice>(),
-            vec![
-                ("flags", offset_of!(XdpDevice, flags)),
-                ("state", offset_of!(XdpDevice, state)),
-                ("since_ns", offset_of!(XdpDevice, since_ns)),
-                ("name", offset_of!(XdpDevice, name)),
-                ("reason", offset_of!(XdpDevice, reason)),
-            ],
-        ),
-        (
             "sluice_svc_key",
             size_of::<SvcKey>(),
             vec![
@@ -886,6 +875,17 @@ pub fn layouts() -> Vec<(&'static str, usize, Vec<(&'static str, usize)>)> {
                 ("pad", offset_of!(Config, pad)),
             ],
         ),
+        (
+            "sluice_xdp_device",
+            size_of::<XdpDevice>(),
+            vec![
+                ("flags", offset_of!(XdpDevice, flags)),
+                ("state", offset_of!(XdpDevice, state)),
+                ("since_ns", offset_of!(XdpDevice, since_ns)),
+                ("name", offset_of!(XdpDevice, name)),
+                ("reason", offset_of!(XdpDevice, reason)),
+            ],
+        ),
     ]
 }
 
@@ -977,6 +977,7 @@ mod tests {
                 ("sluice_agent_status", 256),
                 ("sluice_problem", 384),
                 ("sluice_config", 40),
+                ("sluice_xdp_device", 128),
             ]
         );
     }

@@ -21,9 +21,10 @@ use aya::maps::{HashMap, MapData};
 use aya::programs::{SchedClassifier, Xdp};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use sluice_abi::{self as abi, Addr, Counter, CtKey, CtValue};
+use sluice_abi::{self as abi, Addr, Counter, CtKey, CtValue, XdpDevice, XdpState};
 use sluice_core::{Capacity, Ids, NodeContext, manifest, plan};
-use sluice_datapath::{BpfMaps, Reconciler, counters, loader};
+use sluice_datapath::sys::{self, RunMode, TestContext};
+use sluice_datapath::{BpfMaps, Reconciler, counters, loader, xdp_proof};
 
 // ------------------------------------------------------------------ constants of the verdicts
 
@@ -317,6 +318,20 @@ impl Fixture {
         let config =
             abi::Config { node_ip4: IpAddr::from(ip4).into(), node_ip6: IpAddr::from(ip6).into(), flags: if accel { abi::CFG_F_XDP_ACCEL } else { 0 }, pad: 0 };
         loader::write_config(&mut self.nodeport, config).unwrap();
+        if accel {
+            // Test runs without a context arrive on lo.
+            self.device_state(1, XdpState::Accelerated);
+        }
+    }
+
+    /// Records a device's proven (or not) acceleration, as the agent's proof does.
+    fn device_state(&self, ifindex: u32, state: XdpState) {
+        let entry = XdpDevice {
+            flags: if state == XdpState::Accelerated { abi::XDP_DEV_F_ACCEL } else { 0 },
+            state: state as u32,
+            ..Default::default()
+        };
+        xdp_proof::write_device(&self.pins.0, ifindex, &entry).unwrap();
     }
 
     fn tc(&self, name: &str, pkt: &[u8], ctx: Option<&[u8]>) -> (i32, Vec<u8>) {
@@ -371,51 +386,13 @@ impl Fixture {
 
 // ------------------------------------------------------------------ BPF_PROG_TEST_RUN
 
-const BPF_PROG_TEST_RUN: libc::c_long = 10;
-
-/// The `test` member of union bpf_attr.
-#[repr(C)]
-#[derive(Default)]
-struct TestRunAttr {
-    prog_fd: u32,
-    retval: u32,
-    data_size_in: u32,
-    data_size_out: u32,
-    data_in: u64,
-    data_out: u64,
-    repeat: u32,
-    duration: u32,
-    ctx_size_in: u32,
-    ctx_size_out: u32,
-    ctx_in: u64,
-    ctx_out: u64,
-    flags: u32,
-    cpu: u32,
-    batch_size: u32,
-    pad: u32,
-}
-
 /// Runs the program once on `pkt`; returns its return value and the packet as it left.
 fn test_run(prog_fd: i32, pkt: &[u8], ctx: Option<&[u8]>) -> (i32, Vec<u8>) {
-    let mut out = vec![0u8; 4096];
-    let mut attr = TestRunAttr {
-        prog_fd: prog_fd as u32,
-        data_size_in: pkt.len() as u32,
-        data_size_out: out.len() as u32,
-        data_in: pkt.as_ptr() as u64,
-        data_out: out.as_mut_ptr() as u64,
-        repeat: 1,
-        ..Default::default()
-    };
-    if let Some(ctx) = ctx {
-        attr.ctx_in = ctx.as_ptr() as u64;
-        attr.ctx_size_in = ctx.len() as u32;
-    }
-    // SAFETY: attr is a correctly laid-out bpf_attr prefix whose pointers outlive the call.
-    let r = unsafe { libc::syscall(libc::SYS_bpf, BPF_PROG_TEST_RUN, &mut attr as *mut TestRunAttr, size_of::<TestRunAttr>()) };
-    assert_eq!(r, 0, "BPF_PROG_TEST_RUN: {}", std::io::Error::last_os_error());
-    out.truncate(attr.data_size_out as usize);
-    (attr.retval as i32, out)
+    // SAFETY: the fd belongs to a program the fixture keeps loaded for the whole call.
+    let prog = unsafe { std::os::fd::BorrowedFd::borrow_raw(prog_fd) };
+    let ctx = ctx.map_or(TestContext::None, TestContext::Raw);
+    let (verdict, out) = sys::prog_test_run(prog, pkt, ctx, RunMode::Dry).unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN: {e}"));
+    (verdict as i32, out)
 }
 
 // ------------------------------------------------------------------ building packets
@@ -1471,6 +1448,7 @@ fn fib_success_redirects_translated_packets_with_next_hop_macs() {
     }
     let fx = Fixture::new("fib", true);
     let (ifindex, s0_mac) = route_to_backends();
+    fx.device_state(ifindex, XdpState::Accelerated);
 
     let c2f = flow(CLIENT, 49000, NODE4, 30082, TCP);
     let (verdict, out) = fx.ingress(&packet(c2f, b""));
@@ -1502,6 +1480,56 @@ fn fib_success_redirects_translated_packets_with_next_hop_macs() {
     assert_eq!(seen.flow, flow(NODE4, 49003, REMOTE_BE, 8080, TCP));
     assert_eq!((seen.dst_mac, seen.src_mac), (MAC_BACKEND, s0_mac));
     assert_eq!(fx.counter(Counter::NpFibFail), 0);
+}
+
+#[test]
+fn xdp_leaves_remote_flows_to_tc_on_a_device_not_proven() {
+    skip_unless_runnable!("xdp_unproven");
+    if !have_ip() {
+        return;
+    }
+    let fx = Fixture::new("unproven", true);
+    route_to_backends();
+    route_to_clients();
+    for state in [XdpState::Unproven, XdpState::Fallback, XdpState::Failed] {
+        fx.device_state(1, state);
+        let pkt = packet(flow(CLIENT_IN_RANGE, 48100 + state as u16, LB_REMOTE, 80, TCP), b"");
+        assert_eq!(fx.xdp(&pkt), (XDP_PASS, pkt.clone()), "{state:?}: untouched, for tc");
+        assert_eq!(parse(&fx.ingress(&pkt).1).flow.dst, IpAddr::from(REMOTE_BE), "{state:?}: tc translates it");
+    }
+    assert_eq!(fx.counter(Counter::XdpForward), 0);
+    // Proven: the same flow's next packet goes out from XDP.
+    fx.device_state(1, XdpState::Accelerated);
+    let pkt = packet(flow(CLIENT_IN_RANGE, 48100 + XdpState::Failed as u16, LB_REMOTE, 80, TCP), b"");
+    assert_eq!(fx.xdp(&pkt).0, XDP_REDIRECT);
+    assert_eq!(fx.counter(Counter::XdpForward), 1);
+}
+
+#[test]
+fn the_proof_frame_leaves_the_way_a_translated_flow_does() {
+    skip_unless_runnable!("xdp_probe");
+    if !have_ip() {
+        return;
+    }
+    let mut fx = Fixture::new("probe", true);
+    let (ifindex, s0_mac) = route_to_backends();
+    let probe = loader::load_xdp_probe(&mut fx.xdp).expect("loading sluice_xdp_probe");
+    let frame = xdp_proof::echo_frame(NODE4.into(), REMOTE_BE.into(), 7, 1);
+    // Back out of the device it came in on, addressed to the next hop ...
+    let (verdict, out) = sys::prog_test_run(probe.as_fd(), &frame, TestContext::XdpIngress(ifindex), RunMode::Dry).unwrap();
+    assert_eq!(verdict, sys::XDP_TX);
+    assert_eq!((&out[0..6], &out[6..12]), (&MAC_BACKEND[..], &s0_mac[..]), "MACs of the next hop");
+    assert_eq!(&out[12..], &frame[12..], "nothing else changed");
+    // ... or redirected out of another one ...
+    let (verdict, _) = sys::prog_test_run(probe.as_fd(), &frame, TestContext::XdpIngress(1), RunMode::Dry).unwrap();
+    assert_eq!(verdict, sys::XDP_REDIRECT);
+    // ... and dropped where XDP finds no way, as a flow would be left to tc.
+    let nowhere = xdp_proof::echo_frame(NODE4.into(), "203.0.113.9".parse().unwrap(), 7, 2);
+    let (verdict, _) = sys::prog_test_run(probe.as_fd(), &nowhere, TestContext::XdpIngress(ifindex), RunMode::Dry).unwrap();
+    assert_eq!(verdict, sys::XDP_DROP);
+    let v6 = xdp_proof::echo_frame(NODE6.into(), REMOTE_BE6.into(), 7, 3);
+    assert_eq!(sys::prog_test_run(probe.as_fd(), &v6, TestContext::XdpIngress(ifindex), RunMode::Dry).unwrap().0, sys::XDP_TX);
+    assert_eq!(fx.counters(), vec![], "the proof counts nothing");
 }
 
 // ------------------------------------------------------------------ sluice monitor events
