@@ -198,6 +198,11 @@ struct sluice_nodeport_key {
 #define SLUICE_CT_F_FIN_FWD (1 << 2)
 #define SLUICE_CT_F_FIN_REV (1 << 3)
 #define SLUICE_CT_F_CLOSED  (SLUICE_CT_F_FIN_FWD | SLUICE_CT_F_FIN_REV)
+/* On the reverse entry of a flow XDP created to a remote backend, until its first reply: a
+ * client that has to send its SYN again on such a flow tells the agent that what XDP sends
+ * may not arrive (SLUICE_CNT_XDP_SYN_UNANSWERED), even where the agent's own proof got through
+ * (a frame whose checksum the sender left to offload is one XDP cannot fix). */
+#define SLUICE_CT_F_XDP_UNANSWERED (1 << 4)
 
 struct sluice_ct_key {
 	struct sluice_addr saddr;
@@ -312,6 +317,8 @@ enum sluice_counter {
 	SLUICE_CNT_XDP_LOST_TX,       /* XDP_TX: the driver, or a veth's peer, dropped them */
 	SLUICE_CNT_XDP_LOST_REDIRECT, /* redirected: the target device refused or dropped them */
 	SLUICE_CNT_XDP_LOST_OTHER,    /* another driver exception (XDP_ABORTED, an unknown verdict) */
+	SLUICE_CNT_XDP_FLOW_ANSWERED, /* a flow XDP created to a remote backend got its first reply */
+	SLUICE_CNT_XDP_SYN_UNANSWERED,/* xdp: a client sent its SYN again on such a flow, unanswered */
 	SLUICE_CNT_MAX,
 };
 

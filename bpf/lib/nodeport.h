@@ -305,6 +305,9 @@ static __always_inline enum ns_action ns_forward(void *ctx, int xdp, struct pkt 
 		rev = bpf_map_lookup_elem(&SLUICE_MAP_CT, &rk);
 		if (rev && addr_eq(&rev->addr1, &p->daddr) && rev->port1 == p->dport &&
 		    addr_eq(&rev->addr2, &p->saddr) && rev->port2 == p->sport) {
+			if (xdp && (rev->flags & SLUICE_CT_F_XDP_UNANSWERED) &&
+			    (p->tcp_flags & (SLUICE_TCP_SYN | SLUICE_TCP_ACK)) == SLUICE_TCP_SYN)
+				sluice_count(SLUICE_CNT_XDP_SYN_UNANSWERED);
 			if (close_bits)
 				rev->flags |= close_bits;
 			ct_touch(rev, now);
@@ -392,7 +395,7 @@ static __always_inline enum ns_action ns_forward(void *ctx, int xdp, struct pkt 
 			}
 			fwd.addr2 = snat;
 			fwd.flags = SLUICE_CT_F_SNAT;
-			rev.flags = SLUICE_CT_F_SNAT;
+			rev.flags = SLUICE_CT_F_SNAT | (xdp ? SLUICE_CT_F_XDP_UNANSWERED : 0);
 			rk.daddr = snat;
 			rk.dport = fwd.port2;
 		}
@@ -452,6 +455,10 @@ static __always_inline enum ns_action ns_reverse(void *ctx, int xdp, struct pkt 
 		return NS_PASS;
 	if (snat && node_owns(ctx, p->proto, &p->saddr, p->sport, &p->daddr, p->dport, p->v6, 0))
 		return NS_PASS; /* the node's own connection reusing a port a NAT flow once had */
+	if (found->flags & SLUICE_CT_F_XDP_UNANSWERED) {
+		found->flags &= ~SLUICE_CT_F_XDP_UNANSWERED;
+		sluice_count(SLUICE_CNT_XDP_FLOW_ANSWERED);
+	}
 	{
 		__u8 close_bits = ct_close_bits(p, SLUICE_CT_F_FIN_REV);
 		__u8 now = ct_epoch(p->proto);

@@ -25,6 +25,8 @@ pub const CT_F_LOCAL: u8 = 1 << 1;
 pub const CT_F_FIN_FWD: u8 = 1 << 2;
 pub const CT_F_FIN_REV: u8 = 1 << 3;
 pub const CT_F_CLOSED: u8 = CT_F_FIN_FWD | CT_F_FIN_REV;
+/// `SLUICE_CT_F_XDP_UNANSWERED`: a flow XDP created to a remote backend, no reply seen yet.
+pub const CT_F_XDP_UNANSWERED: u8 = 1 << 4;
 pub const CT_FORWARD: u8 = 0;
 pub const CT_REVERSE: u8 = 1;
 
@@ -134,10 +136,12 @@ pub enum Counter {
     XdpLostTx,
     XdpLostRedirect,
     XdpLostOther,
+    XdpFlowAnswered,
+    XdpSynUnanswered,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 25] = [
+    pub const ALL: [Counter; 27] = [
         Counter::SockXlate,
         Counter::SockNoBackend,
         Counter::SockMissingSlot,
@@ -163,6 +167,8 @@ impl Counter {
         Counter::XdpLostTx,
         Counter::XdpLostRedirect,
         Counter::XdpLostOther,
+        Counter::XdpFlowAnswered,
+        Counter::XdpSynUnanswered,
     ];
 
     pub fn name(self) -> &'static str {
@@ -192,6 +198,8 @@ impl Counter {
             Counter::XdpLostTx => "xdp_lost_tx",
             Counter::XdpLostRedirect => "xdp_lost_redirect",
             Counter::XdpLostOther => "xdp_lost_other",
+            Counter::XdpFlowAnswered => "xdp_flow_answered",
+            Counter::XdpSynUnanswered => "xdp_syn_unanswered",
         }
     }
 

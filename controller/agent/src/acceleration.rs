@@ -21,6 +21,14 @@ const RECHECK: Duration = Duration::from_secs(30);
 const RETRY_UNPROVEN: Duration = Duration::from_secs(5);
 /// The soonest a device is checked again because frames were lost.
 const FORCED_RECHECK: Duration = Duration::from_secs(5);
+/// Clients sending their SYN again, unanswered, on flows XDP created: judged over this window.
+const FLOW_WINDOW: Duration = Duration::from_secs(10);
+/// SYNs sent again within FLOW_WINDOW, and more of them than flows answered, that make a
+/// device fall back.
+const UNANSWERED_SYNS: u64 = 2;
+/// How long such a fallback holds before the device is proven again: the echo proof cannot see
+/// what the flows saw (a checksum the sender left to offload), so it must not undo it at once.
+const FLOW_FALLBACK_HOLD: Duration = Duration::from_secs(600);
 /// Remote backends tried per proof; the first that answers the stack decides.
 const MAX_TARGETS: usize = 8;
 
@@ -40,6 +48,10 @@ struct Device {
     state: XdpState,
     checked: Option<Instant>,
     targets_checked: Vec<IpAddr>,
+    /// What was asked for at the last check: a change (best-effort to native) checks again.
+    mode_checked: Acceleration,
+    /// No new proof before then (the flows said XDP's frames do not arrive).
+    hold_until: Option<Instant>,
 }
 
 /// Starts the prover thread for `devices`; returns what the agent updates.
@@ -64,7 +76,7 @@ pub fn start(
             .find(|(i, d)| *i == ifindex && abi::get_str(&d.name) == *name)
             .and_then(|(_, d)| XdpState::from_raw(d.state))
             .unwrap_or(XdpState::Off);
-        devs.push(Device { name: name.clone(), ifindex, state, checked: None, targets_checked: Vec::new() });
+        devs.push(Device { name: name.clone(), ifindex, state, checked: None, targets_checked: Vec::new(), mode_checked: initial, hold_until: None });
     }
     xdp_proof::prune_devices(&root, &devs.iter().map(|d| d.ifindex).collect::<Vec<_>>())?;
     let ip4 = node_ips.iter().copied().find(IpAddr::is_ipv4);
@@ -75,6 +87,7 @@ pub fn start(
         let ident = (std::process::id() as u16) ^ 0x5c00;
         let mut seq = 0u16;
         let mut lost_seen = lost_frames(&root);
+        let mut window: Vec<(Instant, u64, u64)> = Vec::new();
         loop {
             // Frames the kernel lost after XDP sent them: check the accelerated devices now,
             // not at their next turn (at most every FORCED_RECHECK, as a full ring under load
@@ -89,6 +102,28 @@ pub fn start(
                 }
             }
             lost_seen = lost;
+            // Clients of XDP's flows sending their SYN again, unanswered: what XDP sends does
+            // not arrive (or its replies do not come back), whatever the proof said.
+            let now = Instant::now();
+            let (syns, answered) = flow_counters(&root);
+            window.push((now, syns, answered));
+            window.retain(|(at, _, _)| now.duration_since(*at) <= FLOW_WINDOW);
+            let (_, syns0, answered0) = window[0];
+            let (dsyns, danswered) = (syns.saturating_sub(syns0), answered.saturating_sub(answered0));
+            if dsyns >= UNANSWERED_SYNS && dsyns > danswered {
+                let w = shared.lock().expect("wanted").clone();
+                let failed = if w.acceleration == Acceleration::Native { XdpState::Failed } else { XdpState::Fallback };
+                for d in devs.iter_mut().filter(|d| d.state == XdpState::Accelerated) {
+                    let reason = format!(
+                        "clients sent {dsyns} SYNs again on flows XDP created, unanswered ({danswered} answered) in {} s: tc carries the flows; proven again in {} min",
+                        FLOW_WINDOW.as_secs(),
+                        FLOW_FALLBACK_HOLD.as_secs() / 60
+                    );
+                    set(&root, d, failed, reason);
+                    d.checked = Some(now);
+                    d.hold_until = Some(now + FLOW_FALLBACK_HOLD);
+                }
+            }
             let w = shared.lock().expect("wanted").clone();
             for d in devs.iter_mut() {
                 step(&root, &probe, d, &w, ip4, ip6, ident, &mut seq);
@@ -106,8 +141,21 @@ fn lost_frames(root: &std::path::Path) -> u64 {
         .unwrap_or(0)
 }
 
+/// (SYNs sent again on XDP's unanswered flows, XDP's flows answered), from the counters.
+fn flow_counters(root: &std::path::Path) -> (u64, u64) {
+    let all = sluice_datapath::counters::read(root).unwrap_or_default();
+    let get = |c: abi::Counter| all.iter().find(|(k, _)| *k == c).map_or(0, |(_, n)| *n);
+    (get(abi::Counter::XdpSynUnanswered), get(abi::Counter::XdpFlowAnswered))
+}
+
 fn due(d: &Device, w: &Wanted) -> bool {
     let Some(at) = d.checked else { return true };
+    if d.mode_checked != w.acceleration {
+        return true;
+    }
+    if d.hold_until.is_some_and(|until| Instant::now() < until) {
+        return false;
+    }
     match d.state {
         XdpState::Off => true,
         XdpState::Unproven => at.elapsed() >= RETRY_UNPROVEN || d.targets_checked != w.targets,
@@ -132,6 +180,7 @@ fn step(
             set(root, d, XdpState::Off, "acceleration is not asked for: tc translates north-south flows".into());
         }
         d.checked = Some(Instant::now());
+        d.mode_checked = w.acceleration;
         return;
     }
     if !due(d, w) {
@@ -139,6 +188,7 @@ fn step(
     }
     d.checked = Some(Instant::now());
     d.targets_checked = w.targets.clone();
+    d.mode_checked = w.acceleration;
     let targets = &w.targets;
     // IPv4 first where the node has an IPv4 address and there are IPv4 backends.
     let src = [ip4, ip6].into_iter().flatten().find(|ip| targets.iter().any(|t| t.is_ipv6() == ip.is_ipv6()));

@@ -124,16 +124,26 @@ fn setup_north_south(args: &AgentArgs, root: &Path) -> anyhow::Result<NorthSouth
         for r in reports.iter().chain(std::iter::once(&xdp_report)) {
             programs.push(sluice_crds::ProgramStatus { name: r.program.into(), hook: r.hook.clone(), attached: true });
         }
-        device_status.push(sluice_crds::DeviceStatus { name: device.clone(), xdp_mode: if native { "native" } else { "generic" }.into() });
+        device_status.push(sluice_crds::DeviceStatus { name: device.clone(), xdp_mode: if native { "native" } else { "generic" }.into(), ..Default::default() });
         if !native && accel != loader::Acceleration::Disabled {
             tracing::warn!(device, "no native XDP on this device: acceleration runs in generic mode");
         }
     }
     tracing::info!(node_ips = ?node_ips, "NodePorts served on these addresses");
-    let (watch, watch_reports) = loader::attach_xdp_watch(root).context("attaching the counters of frames lost after XDP")?;
-    programs.extend(watch_reports.iter().map(|r| sluice_crds::ProgramStatus { name: r.program.into(), hook: r.hook.clone(), attached: true }));
+    // Counting what the kernel loses after XDP sent it needs the kernel's BTF; without it the
+    // datapath works the same, the xdp_lost_* counters just stay at zero.
+    let watch = match loader::attach_xdp_watch(root) {
+        Ok((watch, reports)) => {
+            programs.extend(reports.iter().map(|r| sluice_crds::ProgramStatus { name: r.program.into(), hook: r.hook.clone(), attached: true }));
+            Some(watch)
+        }
+        Err(e) => {
+            tracing::warn!("frames the kernel loses after XDP sent them are not counted (xdp_lost_*): {e}");
+            None
+        }
+    };
     let xdp_probe = Some(loader::load_xdp_probe(&mut xdp).context("loading the XDP proof program")?);
-    Ok(NorthSouth { devices, node_ips, programs, device_status, xdp_probe, _objects: vec![tc, xdp, watch] })
+    Ok(NorthSouth { devices, node_ips, programs, device_status, xdp_probe, _objects: [Some(tc), Some(xdp), watch].into_iter().flatten().collect() })
 }
 
 pub fn main(args: AgentArgs) -> anyhow::Result<()> {
@@ -560,6 +570,12 @@ fn apply_proxy_config(
         if accel == loader::Acceleration::Native {
             for d in north_south.device_status.iter().filter(|d| d.xdp_mode != "native") {
                 problems.push(format!("xdpAcceleration native: {} runs XDP in {} mode", d.name, d.xdp_mode));
+            }
+            // Native demanded and not delivering: tc carries the flows, and this says so loudly.
+            for (_, d) in sluice_datapath::xdp_proof::read_devices(root).unwrap_or_default() {
+                if d.state == sluice_abi::XdpState::Failed as u32 {
+                    problems.push(format!("xdpAcceleration native: {}: {}", sluice_abi::get_str(&d.name), sluice_abi::get_str(&d.reason)));
+                }
             }
         }
     }

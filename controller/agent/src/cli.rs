@@ -106,6 +106,20 @@ pub fn status(args: &ReadArgs) -> anyhow::Result<()> {
     let config = sluice_datapath::loader::read_config(&args.bpf_root).ok();
     let agent = sluice_datapath::report::read_status(&args.bpf_root).ok().filter(|a| a.pid != 0);
     let problems = sluice_datapath::report::read_problems(&args.bpf_root).unwrap_or_default();
+    let devices: Vec<serde_json::Value> = sluice_datapath::xdp_proof::read_devices(&args.bpf_root)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(ifindex, d)| {
+            let since = k8s_openapi::jiff::Timestamp::from_nanosecond(i128::from(d.since_ns)).map(|t| t.to_string()).unwrap_or_default();
+            serde_json::json!({
+                "name": sluice_abi::get_str(&d.name),
+                "ifindex": ifindex,
+                "xdp_acceleration": sluice_abi::XdpState::from_raw(d.state).map_or("unknown", |s| s.name()),
+                "reason": sluice_abi::get_str(&d.reason),
+                "since": since,
+            })
+        })
+        .collect();
     let agent_json = agent.map(|a| {
         let last_sync = (a.last_sync_unix_ns != 0).then(|| {
             let time = k8s_openapi::jiff::Timestamp::from_nanosecond(i128::from(a.last_sync_unix_ns)).map(|t| t.to_string()).unwrap_or_default();
@@ -130,6 +144,7 @@ pub fn status(args: &ReadArgs) -> anyhow::Result<()> {
                 "maps": map_sizes.iter().map(|(n, c, cap)| serde_json::json!({"name": n, "entries": c, "capacity": cap, "pressure": *c as f64 / f64::from(*cap)})).collect::<Vec<_>>(),
                 "xdp_acceleration": config.map(|c| c.flags & sluice_abi::CFG_F_XDP_ACCEL != 0),
                 "host_namespace_only": config.map(|c| c.flags & sluice_abi::CFG_F_HOST_NS_ONLY != 0),
+                "devices": devices,
                 "counters": counters.iter().map(|(c, v)| (c.name(), *v)).collect::<std::collections::BTreeMap<_, _>>(),
                 "agent": agent_json,
                 "problems": problems.iter().map(|(o, m)| serde_json::json!({"object": o, "message": m})).collect::<Vec<_>>(),
@@ -173,6 +188,18 @@ pub fn status(args: &ReadArgs) -> anyhow::Result<()> {
                     if c.flags & sluice_abi::CFG_F_XDP_ACCEL != 0 { "on" } else { "off" },
                     if c.flags & sluice_abi::CFG_F_HOST_NS_ONLY != 0 { "host namespace only" } else { "every process in the cgroup" }
                 );
+            }
+            if !devices.is_empty() {
+                println!("devices (XDP acceleration, since, why):");
+                for d in &devices {
+                    println!(
+                        "  {:<12} {:<12} {} {}",
+                        d["name"].as_str().unwrap_or_default(),
+                        d["xdp_acceleration"].as_str().unwrap_or_default(),
+                        d["since"].as_str().unwrap_or_default(),
+                        d["reason"].as_str().unwrap_or_default()
+                    );
+                }
             }
             println!("maps (entries / capacity, pressure):");
             for (n, c, cap) in map_sizes {

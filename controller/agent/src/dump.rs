@@ -79,6 +79,19 @@ pub fn run(args: &DumpArgs) -> anyhow::Result<()> {
             let c = loader::read_config(&args.bpf_root)?;
             vec![json!({"node_ip4": ip(&c.node_ip4), "node_ip6": ip(&c.node_ip6), "xdp_acceleration": c.flags & abi::CFG_F_XDP_ACCEL != 0})]
         }
+        abi::MAP_XDP_DEVICES => sluice_datapath::xdp_proof::read_devices(&args.bpf_root)?
+            .into_iter()
+            .map(|(ifindex, d)| {
+                json!({
+                    "ifindex": ifindex,
+                    "name": abi::get_str(&d.name),
+                    "flags": d.flags,
+                    "state": abi::XdpState::from_raw(d.state).map_or("unknown", |s| s.name()),
+                    "since_ns": d.since_ns,
+                    "reason": abi::get_str(&d.reason),
+                })
+            })
+            .collect(),
         abi::MAP_BLOCK_HITS => anyhow::bail!("{} is indexed by blocklist entry id: see sluice_blocklist_v1 and `kubectl get sourceblocklists`", args.map),
         name => {
             let s = BpfMaps::open(&args.bpf_root)?.dump()?;

@@ -23,6 +23,7 @@ pub struct Metrics {
     drops: IntCounterVec,
     map_entries: IntGaugeVec,
     map_capacity: IntGaugeVec,
+    xdp_acceleration: IntGaugeVec,
     usage: Arc<MapUsage>,
     kube_errors: Arc<ClientErrors>,
 }
@@ -56,6 +57,13 @@ impl Metrics {
             IntCounterVec::new(Opts::new("sluice_datapath_drops_total", "Packets dropped or connections refused by the datapath, by reason."), &["reason"])?;
         let map_entries = IntGaugeVec::new(Opts::new("sluice_map_entries", "Entries in a datapath map."), &["map"])?;
         let map_capacity = IntGaugeVec::new(Opts::new("sluice_map_capacity", "Capacity (max entries) of a datapath map."), &["map"])?;
+        let xdp_acceleration = IntGaugeVec::new(
+            Opts::new(
+                "sluice_xdp_acceleration",
+                "1 for the XDP acceleration state each device is in (off, unproven, accelerated, fallback, failed), 0 for the others.",
+            ),
+            &["device", "state"],
+        )?;
         let build_info = IntGaugeVec::new(Opts::new("sluice_build_info", "Always 1; labels say which build runs."), &["version"])?;
         build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
         for c in [
@@ -69,6 +77,7 @@ impl Metrics {
             Box::new(drops.clone()),
             Box::new(map_entries.clone()),
             Box::new(map_capacity.clone()),
+            Box::new(xdp_acceleration.clone()),
             Box::new(build_info),
         ] {
             registry.register(c)?;
@@ -85,6 +94,7 @@ impl Metrics {
             drops,
             map_entries,
             map_capacity,
+            xdp_acceleration,
             usage,
             kube_errors,
         })
@@ -109,6 +119,14 @@ impl Metrics {
             for (c, v) in values {
                 let counter = if c.is_drop() { self.drops.with_label_values(&[c.name()]) } else { self.datapath.with_label_values(&[c.name()]) };
                 Self::catch_up(&counter, v);
+            }
+        }
+        if let Ok(devices) = sluice_datapath::xdp_proof::read_devices(self.usage.root()) {
+            for (_, d) in devices {
+                let (device, state) = (sluice_abi::get_str(&d.name), d.state);
+                for s in sluice_abi::XdpState::ALL {
+                    self.xdp_acceleration.with_label_values(&[device.as_str(), s.name()]).set(i64::from(s as u32 == state));
+                }
             }
         }
         for (name, entries, capacity) in self.usage.snapshot() {

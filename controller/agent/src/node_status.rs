@@ -67,11 +67,19 @@ fn status(root: &PathBuf, facts: &Facts, usage: &MapUsage) -> SluiceNodeStatus {
             }
         }
     }
+    let mut devices = facts.devices.clone();
+    // The acceleration state lives in the pinned map the XDP program reads: one source.
+    for (_, entry) in sluice_datapath::xdp_proof::read_devices(root).unwrap_or_default() {
+        if let Some(d) = devices.iter_mut().find(|d| d.name == sluice_abi::get_str(&entry.name)) {
+            d.acceleration = sluice_abi::XdpState::from_raw(entry.state).map_or("unknown", |s| s.name()).into();
+            d.acceleration_reason = sluice_abi::get_str(&entry.reason);
+        }
+    }
     SluiceNodeStatus {
         kernel_version: kernel_version(),
         bpf_features: facts.features.clone(),
         programs: facts.programs.clone(),
-        devices: facts.devices.clone(),
+        devices,
         maps,
         last_sync: facts.last_sync.clone(),
         errors: facts.errors.clone(),

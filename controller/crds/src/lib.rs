@@ -307,6 +307,17 @@ pub struct DeviceStatus {
     /// How XDP runs on the device: `none`, `native` or `generic`.
     #[schemars(length(max = 32))]
     pub xdp_mode: String,
+    /// Whether XDP translates north-south flows on the device: `off` (not asked for),
+    /// `unproven` (asked for, not proven yet), `accelerated` (what XDP sends from the device was
+    /// seen to arrive), `fallback` or `failed` (it was not: tc carries the flows; `failed` when
+    /// `native` was demanded).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[schemars(length(max = 32))]
+    pub acceleration: String,
+    /// Why the device is in that state.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[schemars(length(max = 256))]
+    pub acceleration_reason: String,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]

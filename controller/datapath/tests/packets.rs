@@ -1506,6 +1506,38 @@ fn xdp_leaves_remote_flows_to_tc_on_a_device_not_proven() {
 }
 
 #[test]
+fn a_syn_sent_again_on_a_flow_xdp_created_and_nobody_answered_is_counted() {
+    skip_unless_runnable!("xdp_unanswered");
+    if !have_ip() {
+        return;
+    }
+    let fx = Fixture::new("unanswered", true);
+    route_to_backends();
+    route_to_clients();
+    let c2f = flow(CLIENT_IN_RANGE, 48200, LB_REMOTE, 80, TCP);
+    let syn = tcp_segment(c2f, SYN, b"");
+    let (verdict, out) = fx.xdp(&syn);
+    assert_eq!(verdict, XDP_REDIRECT, "counters: {:?}", fx.counters());
+    let b2n = parse(&out).flow.reply();
+    assert_eq!(fx.ct_get(&ct_key(b2n, abi::CT_REVERSE)).unwrap().flags, abi::CT_F_SNAT | abi::CT_F_XDP_UNANSWERED);
+    // The client sends its SYN again: nothing came back.
+    assert_eq!(fx.xdp(&syn).0, XDP_REDIRECT);
+    assert_eq!(fx.counter(Counter::XdpSynUnanswered), 1);
+    // The SYN-ACK: the flow is answered, once.
+    assert_eq!(fx.xdp(&tcp_segment(b2n, SYN | 0x10, b"")).0, XDP_REDIRECT);
+    assert_eq!(fx.ct_get(&ct_key(b2n, abi::CT_REVERSE)).unwrap().flags, abi::CT_F_SNAT);
+    assert_eq!(fx.xdp(&tcp_segment(b2n, SYN | 0x10, b"")).0, XDP_REDIRECT);
+    assert_eq!(fx.counter(Counter::XdpFlowAnswered), 1);
+    // A SYN sent again now (its SYN-ACK was lost on the way back) is not counted, nor is a flow
+    // tc created.
+    assert_eq!(fx.xdp(&syn).0, XDP_REDIRECT);
+    let by_tc = flow(CLIENT_IN_RANGE, 48201, LB_REMOTE, 80, TCP);
+    fx.ingress(&tcp_segment(by_tc, SYN, b""));
+    assert_eq!(fx.xdp(&tcp_segment(by_tc, SYN, b"")).0, XDP_REDIRECT);
+    assert_eq!(fx.counter(Counter::XdpSynUnanswered), 1);
+}
+
+#[test]
 fn the_proof_frame_leaves_the_way_a_translated_flow_does() {
     skip_unless_runnable!("xdp_probe");
     if !have_ip() {
