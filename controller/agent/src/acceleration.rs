@@ -22,7 +22,7 @@ const RETRY_UNPROVEN: Duration = Duration::from_secs(5);
 /// The soonest a device is checked again because frames were lost.
 const FORCED_RECHECK: Duration = Duration::from_secs(5);
 /// Clients sending their SYN again, unanswered, on flows XDP created: judged over this window.
-const FLOW_WINDOW: Duration = Duration::from_secs(10);
+const FLOW_WINDOW: Duration = Duration::from_secs(5);
 /// SYNs sent again within FLOW_WINDOW, and more of them than flows answered, that make a
 /// device fall back.
 const UNANSWERED_SYNS: u64 = 2;
