@@ -68,11 +68,17 @@ fn status(root: &PathBuf, facts: &Facts, usage: &MapUsage) -> SluiceNodeStatus {
         }
     }
     let mut devices = facts.devices.clone();
+    let mut errors = facts.errors.clone();
     // The acceleration state lives in the pinned map the XDP program reads: one source.
     for (_, entry) in sluice_datapath::xdp_proof::read_devices(root).unwrap_or_default() {
         if let Some(d) = devices.iter_mut().find(|d| d.name == sluice_abi::get_str(&entry.name)) {
-            d.acceleration = sluice_abi::XdpState::from_raw(entry.state).map_or("unknown", |s| s.name()).into();
+            let state = sluice_abi::XdpState::from_raw(entry.state);
+            d.acceleration = state.map_or("unknown", |s| s.name()).into();
             d.acceleration_reason = sluice_abi::get_str(&entry.reason);
+            // Native acceleration demanded and not delivering is an error, not a detail.
+            if state == Some(sluice_abi::XdpState::Failed) {
+                errors.push(format!("XDP acceleration (native) failed on {}: {}", d.name, d.acceleration_reason));
+            }
         }
     }
     SluiceNodeStatus {
@@ -82,7 +88,7 @@ fn status(root: &PathBuf, facts: &Facts, usage: &MapUsage) -> SluiceNodeStatus {
         devices,
         maps,
         last_sync: facts.last_sync.clone(),
-        errors: facts.errors.clone(),
+        errors,
         blocklist_drops,
     }
 }
