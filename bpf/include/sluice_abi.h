@@ -432,6 +432,8 @@ _Static_assert(sizeof(struct sluice_ct_key) == 40, "sluice_ct_key");
 _Static_assert(sizeof(struct sluice_ct_value) == 40, "sluice_ct_value");
 _Static_assert(sizeof(struct sluice_config) == 40, "sluice_config");
 _Static_assert(sizeof(struct sluice_block_key) == 20, "sluice_block_key");
+_Static_assert(sizeof(struct sluice_block_port) == 4, "sluice_block_port");
+_Static_assert(SLUICE_CNT_MAX <= SLUICE_COUNTERS_SIZE, "the counters array has room for every counter");
 _Static_assert(sizeof(struct sluice_block_value) == 40, "sluice_block_value");
 _Static_assert(sizeof(struct sluice_event) == 96, "sluice_event");
 _Static_assert(sizeof(struct sluice_agent_status) == 256, "sluice_agent_status");

@@ -203,6 +203,39 @@ impl Counter {
         }
     }
 
+    /// Its enumerator in `enum sluice_counter`.
+    pub fn c_name(self) -> &'static str {
+        match self {
+            Counter::SockXlate => "SLUICE_CNT_SOCK_XLATE",
+            Counter::SockNoBackend => "SLUICE_CNT_SOCK_NO_BACKEND",
+            Counter::SockMissingSlot => "SLUICE_CNT_SOCK_MISSING_SLOT",
+            Counter::SockRevnat => "SLUICE_CNT_SOCK_REVNAT",
+            Counter::SockRevnatStale => "SLUICE_CNT_SOCK_REVNAT_STALE",
+            Counter::NpNewFlow => "SLUICE_CNT_NP_NEW_FLOW",
+            Counter::NpForward => "SLUICE_CNT_NP_FORWARD",
+            Counter::NpReverse => "SLUICE_CNT_NP_REVERSE",
+            Counter::NpIcmpError => "SLUICE_CNT_NP_ICMP_ERROR",
+            Counter::NpDropNoBackend => "SLUICE_CNT_NP_DROP_NO_BACKEND",
+            Counter::NpDropLocalNone => "SLUICE_CNT_NP_DROP_LOCAL_NONE",
+            Counter::NpDropSnatPort => "SLUICE_CNT_NP_DROP_SNAT_PORT",
+            Counter::NpFibFail => "SLUICE_CNT_NP_FIB_FAIL",
+            Counter::XdpDropSourceRange => "SLUICE_CNT_XDP_DROP_SOURCE_RANGE",
+            Counter::XdpDropUnknownPort => "SLUICE_CNT_XDP_DROP_UNKNOWN_PORT",
+            Counter::XdpForward => "SLUICE_CNT_XDP_FORWARD",
+            Counter::XdpReverse => "SLUICE_CNT_XDP_REVERSE",
+            Counter::XdpPassLocal => "SLUICE_CNT_XDP_PASS_LOCAL",
+            Counter::BindDenied => "SLUICE_CNT_BIND_DENIED",
+            Counter::XdpDropBlocklist => "SLUICE_CNT_XDP_DROP_BLOCKLIST",
+            Counter::MonitorLost => "SLUICE_CNT_MONITOR_LOST",
+            Counter::NpDropError => "SLUICE_CNT_NP_DROP_ERROR",
+            Counter::XdpLostTx => "SLUICE_CNT_XDP_LOST_TX",
+            Counter::XdpLostRedirect => "SLUICE_CNT_XDP_LOST_REDIRECT",
+            Counter::XdpLostOther => "SLUICE_CNT_XDP_LOST_OTHER",
+            Counter::XdpFlowAnswered => "SLUICE_CNT_XDP_FLOW_ANSWERED",
+            Counter::XdpSynUnanswered => "SLUICE_CNT_XDP_SYN_UNANSWERED",
+        }
+    }
+
     /// Whether the counter counts packets or connections the datapath dropped or refused.
     pub fn is_drop(self) -> bool {
         matches!(
@@ -639,6 +672,17 @@ impl XdpState {
         Self::ALL.into_iter().find(|s| *s as u32 == v)
     }
 
+    /// Its enumerator in `enum sluice_xdp_state`.
+    pub fn c_name(self) -> &'static str {
+        match self {
+            XdpState::Off => "SLUICE_XDP_STATE_OFF",
+            XdpState::Unproven => "SLUICE_XDP_STATE_UNPROVEN",
+            XdpState::Accelerated => "SLUICE_XDP_STATE_ACCELERATED",
+            XdpState::Fallback => "SLUICE_XDP_STATE_FALLBACK",
+            XdpState::Failed => "SLUICE_XDP_STATE_FAILED",
+        }
+    }
+
     /// The word the CLI, SluiceNode status and metrics use.
     pub fn name(self) -> &'static str {
         match self {
@@ -693,6 +737,96 @@ pub struct Config {
     pub node_ip6: Addr,
     pub flags: u32,
     pub pad: u32,
+}
+
+/// Every constant mirrored here, by its name in `sluice_abi.h`, for the test that reads the
+/// header (`tests/header.rs`): a value that differs, a header constant missing here or a name
+/// here the header lacks fails it.
+pub fn c_constants() -> Vec<(&'static str, u64)> {
+    let mut v: Vec<(&'static str, u64)> = vec![
+        ("SLUICE_SCOPE_EXT", SCOPE_EXT.into()),
+        ("SLUICE_SCOPE_INT", SCOPE_INT.into()),
+        ("SLUICE_SVC_F_CLUSTER_IP", SVC_F_CLUSTER_IP.into()),
+        ("SLUICE_SVC_F_NODE_PORT", SVC_F_NODE_PORT.into()),
+        ("SLUICE_SVC_F_EXTERNAL_IP", SVC_F_EXTERNAL_IP.into()),
+        ("SLUICE_SVC_F_LOAD_BALANCER", SVC_F_LOAD_BALANCER.into()),
+        ("SLUICE_SVC_F_TWO_SCOPES", SVC_F_TWO_SCOPES.into()),
+        ("SLUICE_SVC_F_AFFINITY", SVC_F_AFFINITY.into()),
+        ("SLUICE_SVC_F_EXT_LOCAL", SVC_F_EXT_LOCAL.into()),
+        ("SLUICE_SVC_F_INT_LOCAL", SVC_F_INT_LOCAL.into()),
+        ("SLUICE_SVC_F_TERMINATING_FALLBACK", SVC_F_TERMINATING_FALLBACK.into()),
+        ("SLUICE_SVC_F_SOURCE_RANGES", SVC_F_SOURCE_RANGES.into()),
+        ("SLUICE_SVC_F_TOPOLOGY_ZONE", SVC_F_TOPOLOGY_ZONE.into()),
+        ("SLUICE_SVC_F_TOPOLOGY_NODE", SVC_F_TOPOLOGY_NODE.into()),
+        ("SLUICE_LB_ALG_RANDOM", LB_ALG_RANDOM.into()),
+        ("SLUICE_LB_ALG_MAGLEV", LB_ALG_MAGLEV.into()),
+        ("SLUICE_BACKEND_F_TERMINATING", BACKEND_F_TERMINATING.into()),
+        ("SLUICE_BACKEND_F_LOCAL", BACKEND_F_LOCAL.into()),
+        ("SLUICE_MAGLEV_M", MAGLEV_M as u64),
+        ("SLUICE_CT_FORWARD", CT_FORWARD.into()),
+        ("SLUICE_CT_REVERSE", CT_REVERSE.into()),
+        ("SLUICE_CT_F_SNAT", CT_F_SNAT.into()),
+        ("SLUICE_CT_F_LOCAL", CT_F_LOCAL.into()),
+        ("SLUICE_CT_F_FIN_FWD", CT_F_FIN_FWD.into()),
+        ("SLUICE_CT_F_FIN_REV", CT_F_FIN_REV.into()),
+        ("SLUICE_CT_F_CLOSED", CT_F_CLOSED.into()),
+        ("SLUICE_CT_F_XDP_UNANSWERED", CT_F_XDP_UNANSWERED.into()),
+        ("SLUICE_BLOCK_PORTS", BLOCK_PORTS as u64),
+        ("SLUICE_CFG_F_XDP_ACCEL", CFG_F_XDP_ACCEL.into()),
+        ("SLUICE_CFG_F_HOST_NS_ONLY", CFG_F_HOST_NS_ONLY.into()),
+        ("SLUICE_XDP_DEV_F_ACCEL", XDP_DEV_F_ACCEL.into()),
+        ("SLUICE_HOOK_CONNECT4", HOOK_CONNECT4.into()),
+        ("SLUICE_HOOK_CONNECT6", HOOK_CONNECT6.into()),
+        ("SLUICE_HOOK_SENDMSG4", HOOK_SENDMSG4.into()),
+        ("SLUICE_HOOK_SENDMSG6", HOOK_SENDMSG6.into()),
+        ("SLUICE_HOOK_POST_BIND", HOOK_POST_BIND.into()),
+        ("SLUICE_HOOK_TC", HOOK_TC.into()),
+        ("SLUICE_HOOK_XDP", HOOK_XDP.into()),
+        ("SLUICE_SERVICES_MAX", SERVICES_MAX.into()),
+        ("SLUICE_BACKENDS_MAX", BACKENDS_MAX.into()),
+        ("SLUICE_REVNAT_MAX", REVNAT_MAX.into()),
+        ("SLUICE_SOCK_REVNAT_MAX", SOCK_REVNAT_MAX.into()),
+        ("SLUICE_SRC_RANGES_MAX", SRC_RANGES_MAX.into()),
+        ("SLUICE_LB_ADDRS_MAX", LB_ADDRS_MAX.into()),
+        ("SLUICE_NODEPORTS_MAX", NODEPORTS_MAX.into()),
+        ("SLUICE_CT_MAX", CT_MAX.into()),
+        ("SLUICE_BLOCKLIST_MAX", BLOCKLIST_MAX.into()),
+        ("SLUICE_PROBLEMS_MAX", PROBLEMS_MAX.into()),
+        ("SLUICE_AFFINITY_MAX", AFFINITY_MAX.into()),
+        ("SLUICE_MAGLEV_MAX", MAGLEV_MAX.into()),
+        ("SLUICE_XDP_DEVICES_MAX", XDP_DEVICES_MAX.into()),
+    ];
+    v.extend(Counter::ALL.iter().map(|c| (c.c_name(), *c as u64)));
+    v.push(("SLUICE_CNT_MAX", Counter::ALL.len() as u64));
+    v.extend(XdpState::ALL.iter().map(|s| (s.c_name(), *s as u64)));
+    v
+}
+
+/// Every map name, by its `SLUICE_MAP_*` name in the header (checked like [`c_constants`]).
+pub fn c_map_names() -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("SLUICE_MAP_SERVICES", MAP_SERVICES),
+        ("SLUICE_MAP_BACKENDS", MAP_BACKENDS),
+        ("SLUICE_MAP_REVNAT", MAP_REVNAT),
+        ("SLUICE_MAP_SOCK_REVNAT", MAP_SOCK_REVNAT),
+        ("SLUICE_MAP_COUNTERS", MAP_COUNTERS),
+        ("SLUICE_MAP_NAMES", MAP_NAMES),
+        ("SLUICE_MAP_SRC_RANGES", MAP_SRC_RANGES),
+        ("SLUICE_MAP_LB_ADDRS", MAP_LB_ADDRS),
+        ("SLUICE_MAP_NODEPORTS", MAP_NODEPORTS),
+        ("SLUICE_MAP_CT", MAP_CT),
+        ("SLUICE_MAP_CONFIG", MAP_CONFIG),
+        ("SLUICE_MAP_BLOCKLIST", MAP_BLOCKLIST),
+        ("SLUICE_MAP_BLOCK_HITS", MAP_BLOCK_HITS),
+        ("SLUICE_MAP_HOST_NETNS", MAP_HOST_NETNS),
+        ("SLUICE_MAP_EVENTS", MAP_EVENTS),
+        ("SLUICE_MAP_MONITOR", MAP_MONITOR),
+        ("SLUICE_MAP_AFFINITY", MAP_AFFINITY),
+        ("SLUICE_MAP_MAGLEV", MAP_MAGLEV),
+        ("SLUICE_MAP_AGENT_STATUS", MAP_AGENT_STATUS),
+        ("SLUICE_MAP_PROBLEMS", MAP_PROBLEMS),
+        ("SLUICE_MAP_XDP_DEVICES", MAP_XDP_DEVICES),
+    ]
 }
 
 /// Field offsets and sizes of each mirror, in the names the C header uses, for the BTF check.
@@ -884,6 +1018,11 @@ pub fn layouts() -> Vec<(&'static str, usize, Vec<(&'static str, usize)>)> {
             ],
         ),
         (
+            "sluice_block_port",
+            size_of::<BlockPort>(),
+            vec![("port", offset_of!(BlockPort, port_be)), ("proto", offset_of!(BlockPort, proto)), ("pad", offset_of!(BlockPort, pad))],
+        ),
+        (
             "sluice_xdp_device",
             size_of::<XdpDevice>(),
             vec![
@@ -985,6 +1124,7 @@ mod tests {
                 ("sluice_agent_status", 256),
                 ("sluice_problem", 384),
                 ("sluice_config", 40),
+                ("sluice_block_port", 4),
                 ("sluice_xdp_device", 128),
             ]
         );
