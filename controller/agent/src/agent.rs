@@ -459,6 +459,7 @@ async fn run(args: AgentArgs) -> anyhow::Result<()> {
                 facts.lock().expect("facts").errors = vec![format!("sync failed: {e}")];
                 metrics.sync_errors.inc();
                 tracing::error!("sync failed, retrying in 1s: {e}");
+                probes.attempted();
                 agent_status.failed_syncs += 1;
                 sluice_abi::put_str(&mut agent_status.last_error, &format!("sync failed: {e}"));
                 record_status(&root, &agent_status);

@@ -1,5 +1,9 @@
 //! /healthz, /livez and /readyz with kube-proxy's meaning: healthy unless a change has been
 //! waiting longer than the timeout without being applied; ready once the first full sync is done.
+//! /livez differs in one way: a sync that keeps failing (a kernel refusing a write, say) fails
+//! /healthz but not /livez while the agent keeps trying, since a restart would not fix it and
+//! the kubelet would restart the agent on every node in a loop; /livez fails when the sync
+//! loop itself stops.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
@@ -12,6 +16,8 @@ struct Inner {
     /// The oldest change not yet applied.
     queued: Option<Instant>,
     last_updated: Option<SystemTime>,
+    /// When the loop last tried to apply what was queued, whether it worked or not.
+    last_attempt: Option<Instant>,
     synced_once: bool,
     /// False while this node's Node object is being deleted (or is marked for deletion by the
     /// cluster autoscaler); None until it has been seen.
@@ -28,8 +34,14 @@ impl Probes {
         self.inner.lock().expect("probes").queued.get_or_insert_with(Instant::now);
     }
 
+    /// A sync was tried and failed; it will be tried again.
+    pub fn attempted(&self) {
+        self.inner.lock().expect("probes").last_attempt = Some(Instant::now());
+    }
+
     pub fn updated(&self) {
         let mut i = self.inner.lock().expect("probes");
+        i.last_attempt = Some(Instant::now());
         i.queued = None;
         i.last_updated = Some(SystemTime::now());
         i.synced_once = true;
@@ -37,6 +49,12 @@ impl Probes {
 
     pub fn healthy(&self, timeout: Duration) -> bool {
         self.inner.lock().expect("probes").queued.is_none_or(|q| q.elapsed() <= timeout)
+    }
+
+    /// What /livez says: changes are applied in time, or the loop at least keeps trying.
+    pub fn alive(&self, timeout: Duration) -> bool {
+        let i = self.inner.lock().expect("probes");
+        i.queued.is_none_or(|q| q.elapsed() <= timeout) || i.last_attempt.is_some_and(|a| a.elapsed() <= timeout)
     }
 
     pub fn set_node_eligible(&self, eligible: bool) {
@@ -74,7 +92,8 @@ impl Probes {
                     body["nodeEligible"] = eligible.into();
                 }
                 drop(i);
-                (self.healthy(HEALTH_TIMEOUT) && node_ok, body.to_string())
+                let ok = if path == "/livez" { self.alive(HEALTH_TIMEOUT) } else { self.healthy(HEALTH_TIMEOUT) && node_ok };
+                (ok, body.to_string())
             }
             "/readyz" => {
                 let ready = self.ready();
@@ -106,6 +125,21 @@ mod tests {
         assert!(p.ready());
         assert!(p.respond("/readyz").status.starts_with("200"));
         assert!(p.respond("/nope").status.starts_with("404"));
+    }
+
+    #[test]
+    fn a_sync_that_keeps_failing_fails_healthz_but_not_livez_while_the_loop_retries() {
+        let p = Probes::default();
+        p.queued();
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(!p.alive(Duration::from_millis(10)), "queued long ago, nothing tried: the loop is stuck");
+        p.attempted();
+        assert!(!p.healthy(Duration::from_millis(10)), "the change is still not applied");
+        assert!(p.alive(Duration::from_millis(10)), "but the loop keeps trying: a restart would not help");
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(!p.alive(Duration::from_millis(10)), "no attempt for a while: stuck after all");
+        p.updated();
+        assert!(p.alive(Duration::ZERO) && p.healthy(Duration::ZERO));
     }
 
     #[test]

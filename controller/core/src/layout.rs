@@ -22,11 +22,22 @@ use crate::translate::{Frontend, FrontendKind, Target, Warning};
 pub struct Capacity {
     pub services: usize,
     pub backends: usize,
+    pub src_ranges: usize,
+    pub lb_addrs: usize,
+    pub nodeports: usize,
+    pub maglev: usize,
 }
 
 impl Default for Capacity {
     fn default() -> Self {
-        Capacity { services: abi::SERVICES_MAX as usize, backends: abi::BACKENDS_MAX as usize }
+        Capacity {
+            services: abi::SERVICES_MAX as usize,
+            backends: abi::BACKENDS_MAX as usize,
+            src_ranges: abi::SRC_RANGES_MAX as usize,
+            lb_addrs: abi::LB_ADDRS_MAX as usize,
+            nodeports: abi::NODEPORTS_MAX as usize,
+            maglev: abi::MAGLEV_MAX as usize,
+        }
     }
 }
 
@@ -286,8 +297,34 @@ impl Layout {
                 .filter(|t| !self.backend_ids.holds(&BackendIdent { ip: t.ip, port: t.port, proto: fe.proto }))
                 .collect::<BTreeSet<_>>()
                 .len();
-            if self.state.services.len() + slots_needed > cap.services || self.state.backends.len() + new_backends > cap.backends {
-                c.warnings.push(Warning { object, message: format!("{}:{}/{}: the service map is full; not programmed", fe.ip, fe.port, fe.proto) });
+            // Every map this frontend would add to must have room for all of it, checked here: a
+            // map write that fails would stop the sync for every Service, on every node alike.
+            let lb_addr = matches!(fe.kind, FrontendKind::LoadBalancer | FrontendKind::ExternalIp) && !node_ips.contains(&fe.ip);
+            let nodeport = NodePortKey { port: fe.port, proto: fe.proto.number(), pad: 0 };
+            let needs = [
+                (abi::MAP_SERVICES, self.state.services.len(), slots_needed, cap.services),
+                (abi::MAP_BACKENDS, self.state.backends.len(), new_backends, cap.backends),
+                // A new frontend id makes every one of its ranges a new key.
+                (abi::MAP_SRC_RANGES, self.state.src_ranges.len(), fe.source_ranges.len(), cap.src_ranges),
+                (abi::MAP_LB_ADDRS, self.state.lb_addrs.len(), usize::from(lb_addr && !self.state.lb_addrs.contains_key(&Addr::from(fe.ip))), cap.lb_addrs),
+                (
+                    abi::MAP_NODEPORTS,
+                    self.state.nodeports.len(),
+                    usize::from(fe.kind == FrontendKind::NodePort && !self.state.nodeports.contains(&nodeport)),
+                    cap.nodeports,
+                ),
+                (
+                    abi::MAP_MAGLEV,
+                    self.state.maglev.len(),
+                    if maglev && fe.kind != FrontendKind::ClusterIp { 1 + usize::from(fe.internal.is_some()) } else { 0 },
+                    cap.maglev,
+                ),
+            ];
+            if let Some((map, _, need, capacity)) = needs.iter().find(|(_, have, need, capacity)| have + need > *capacity) {
+                c.warnings.push(Warning {
+                    object,
+                    message: format!("{}:{}/{}: the {map} map is full ({need} more entries, {capacity} at most); not programmed", fe.ip, fe.port, fe.proto),
+                });
                 continue;
             }
             let ident = FrontendIdent { ip: fe.ip, port: fe.port };
@@ -312,14 +349,14 @@ impl Layout {
             }
             // A node address used as an externalIP still serves ssh, kubelet and replies to the
             // node's own connections: it must never drop "unknown ports".
-            if matches!(fe.kind, FrontendKind::LoadBalancer | FrontendKind::ExternalIp) && !node_ips.contains(&fe.ip) {
+            if lb_addr {
                 let addr = Addr::from(fe.ip);
                 *self.lb_addr_users.entry(addr).or_default().entry(group.clone()).or_insert(0) |= u32::from(fe.flags);
                 self.refresh_lb_addr(addr);
                 c.lb_addrs.push(addr);
             }
             if fe.kind == FrontendKind::NodePort {
-                let k = NodePortKey { port: fe.port, proto: fe.proto.number(), pad: 0 };
+                let k = nodeport;
                 if add_ref(&mut self.nodeport_refs, k) {
                     self.state.nodeports.insert(k);
                     self.touched.nodeports.insert(k);

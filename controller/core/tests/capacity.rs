@@ -1,0 +1,98 @@
+//! Every map a Service adds to is checked for room when the plan is made: a Service that does
+//! not fit is refused alone, with a warning naming the map, and every other Service is still
+//! programmed. (A map write that failed instead would stop the sync for everyone, on every node.)
+
+use sluice_core::{Capacity, Ids, NodeContext, manifest, plan};
+
+const SERVICES: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: many-ranges, namespace: demo}
+spec:
+  type: LoadBalancer
+  clusterIP: 10.96.0.10
+  loadBalancerSourceRanges: [192.0.2.0/28, 192.0.2.16/28, 192.0.2.32/28, 192.0.2.48/28, 192.0.2.64/28]
+  ports: [{port: 80, nodePort: 30080}]
+status: {loadBalancer: {ingress: [{ip: 172.31.1.10}]}}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: few-ranges, namespace: demo}
+spec:
+  type: LoadBalancer
+  clusterIP: 10.96.0.11
+  loadBalancerSourceRanges: [198.51.100.0/24, 203.0.113.0/24]
+  ports: [{port: 80, nodePort: 30081}]
+status: {loadBalancer: {ingress: [{ip: 172.31.1.11}]}}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: many-ranges-1, namespace: demo, labels: {kubernetes.io/service-name: many-ranges}}
+addressType: IPv4
+ports: [{port: 80}]
+endpoints: [{addresses: [10.244.2.2], nodeName: n2}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: few-ranges-1, namespace: demo, labels: {kubernetes.io/service-name: few-ranges}}
+addressType: IPv4
+ports: [{port: 80}]
+endpoints: [{addresses: [10.244.2.3], nodeName: n2}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: plain, namespace: demo}
+spec:
+  clusterIP: 10.96.0.12
+  ports: [{port: 80}]
+"#;
+
+fn node() -> NodeContext {
+    NodeContext { node_name: Some("n1".into()), node_ips: vec!["172.30.0.11".parse().unwrap()], external_ip_cidrs: None, maglev: false, zone: None }
+}
+
+fn frontends_of(p: &sluice_core::Plan, ip: &str) -> usize {
+    let ip: std::net::IpAddr = ip.parse().unwrap();
+    p.desired.services.keys().filter(|k| k.addr.ip() == ip).count()
+}
+
+#[test]
+fn a_service_with_more_source_ranges_than_the_map_holds_is_refused_alone() {
+    let (services, slices, warnings) = manifest::parse_str(SERVICES);
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let p = plan(&services, &slices, &node(), &Ids::default(), Capacity { src_ranges: 4, ..Capacity::default() });
+    let refused: Vec<_> = p.warnings.iter().filter(|w| w.message.contains("sluice_src_ranges_v1 map is full")).collect();
+    assert_eq!(refused.len(), 1, "{:?}", p.warnings);
+    assert_eq!(refused[0].object, "Service demo/many-ranges");
+    assert_eq!(frontends_of(&p, "172.31.1.10"), 0, "the LoadBalancer IP that does not fit is not programmed");
+    assert!(frontends_of(&p, "172.31.1.11") > 0, "the other Service's ranges fit: programmed");
+    assert!(frontends_of(&p, "10.96.0.12") > 0, "Services that need no range are programmed");
+    assert_eq!(p.desired.src_ranges.len(), 2, "only the ranges that fit are written");
+    // The ClusterIP and NodePort of the refused Service need no range: they are programmed.
+    assert!(frontends_of(&p, "10.96.0.10") > 0);
+}
+
+#[test]
+fn nodeports_lb_addresses_and_maglev_tables_are_bounded_too() {
+    let (services, slices, _) = manifest::parse_str(SERVICES);
+    let p = plan(&services, &slices, &node(), &Ids::default(), Capacity { nodeports: 1, ..Capacity::default() });
+    assert_eq!(p.desired.nodeports.len(), 1);
+    assert_eq!(p.warnings.iter().filter(|w| w.message.contains("sluice_nodeports_v1 map is full")).count(), 1, "{:?}", p.warnings);
+
+    let p = plan(&services, &slices, &node(), &Ids::default(), Capacity { lb_addrs: 1, ..Capacity::default() });
+    assert_eq!(p.desired.lb_addrs.len(), 1);
+    assert_eq!(p.warnings.iter().filter(|w| w.message.contains("sluice_lb_addrs_v1 map is full")).count(), 1, "{:?}", p.warnings);
+
+    let maglev = NodeContext { maglev: true, ..node() };
+    let p = plan(&services, &slices, &maglev, &Ids::default(), Capacity { maglev: 3, ..Capacity::default() });
+    assert!(p.desired.maglev.len() <= 3);
+    assert!(p.warnings.iter().any(|w| w.message.contains("sluice_maglev_v1 map is full")), "{:?}", p.warnings);
+}
+
+#[test]
+fn with_room_for_everything_nothing_is_refused() {
+    let (services, slices, _) = manifest::parse_str(SERVICES);
+    let p = plan(&services, &slices, &node(), &Ids::default(), Capacity::default());
+    assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+    assert_eq!(p.desired.src_ranges.len(), 7);
+}
