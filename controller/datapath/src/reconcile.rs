@@ -23,8 +23,59 @@ fn set_puts<K: Ord + Copy>(desired: &BTreeSet<K>, current: &BTreeSet<K>, op: imp
     ops.extend(desired.difference(current).map(|k| op(*k)));
 }
 
-/// The ordered operations turning `current` into `desired`.
+/// The ordered operations turning `current` into `desired`: first the deletions nothing that
+/// stays refers to (they make room, so a plan that removes one Service and adds another near a
+/// map's capacity fits), then the puts, then the other deletions.
 pub fn diff(desired: &LbState, current: &LbState) -> Vec<Op> {
+    let mut ops = room_first(desired, current);
+    if ops.is_empty() {
+        ops.extend(ordered(desired, current));
+    } else {
+        let mut after = current.clone();
+        for op in &ops {
+            op.apply_to(&mut after);
+        }
+        ops.extend(ordered(desired, &after));
+    }
+    ops
+}
+
+/// Deletions that need nothing put first: frontends that leave entirely (header, then slots),
+/// and what no entry that stays refers to (backends, rev-NAT ids and names, source ranges and
+/// Maglev tables of frontends that left; NodePorts, LoadBalancer addresses and SourceBlocklist
+/// entries no longer wanted).
+fn room_first(desired: &LbState, current: &LbState) -> Vec<Op> {
+    let header = |k: &SvcKey| SvcKey { slot: 0, ..*k };
+    let staying = |k: &SvcKey| desired.services.contains_key(&header(k));
+    let mut ops: Vec<Op> = Vec::new();
+    ops.extend(current.services.keys().filter(|k| k.slot == 0 && !staying(k)).map(|k| Op::DelService(*k)));
+    ops.extend(current.services.keys().filter(|k| k.slot != 0 && !staying(k)).map(|k| Op::DelService(*k)));
+    // What the entries that stay still name until the puts replace them.
+    let kept = current.services.iter().filter(|(k, _)| staying(k));
+    let (mut backends, mut frontends) = (BTreeSet::new(), BTreeSet::new());
+    let mut maglev_users = BTreeSet::new();
+    for (k, v) in kept {
+        frontends.insert(u32::from(v.rev_nat_id));
+        if k.slot != 0 {
+            backends.insert(v.backend_id);
+        } else if v.lb_alg == sluice_abi::LB_ALG_MAGLEV {
+            maglev_users.insert(v.rev_nat_id);
+        }
+    }
+    let unused_frontend = |id: u32| !desired.revnat.contains_key(&id) && !frontends.contains(&id);
+    ops.extend(current.maglev.keys().filter(|k| !desired.maglev.contains_key(k) && !maglev_users.contains(&k.rev_nat_id)).map(|k| Op::DelMaglev(*k)));
+    ops.extend(current.src_ranges.iter().filter(|k| !desired.src_ranges.contains(k) && unused_frontend(k.rev_nat_id)).map(|k| Op::DelSrcRange(*k)));
+    ops.extend(current.nodeports.difference(&desired.nodeports).map(|k| Op::DelNodePort(*k)));
+    ops.extend(current.lb_addrs.keys().filter(|k| !desired.lb_addrs.contains_key(k)).map(|k| Op::DelLbAddr(*k)));
+    ops.extend(current.blocklist.keys().filter(|k| !desired.blocklist.contains_key(k)).map(|k| Op::DelBlock(*k)));
+    ops.extend(current.revnat.keys().filter(|id| unused_frontend(**id)).map(|id| Op::DelRevNat(*id)));
+    ops.extend(current.names.keys().filter(|id| unused_frontend(**id)).map(|id| Op::DelName(*id)));
+    ops.extend(current.backends.keys().filter(|id| !desired.backends.contains_key(id) && !backends.contains(id)).map(|id| Op::DelBackend(*id)));
+    ops
+}
+
+/// Puts in the order lookups need them, then the deletions in reverse order.
+fn ordered(desired: &LbState, current: &LbState) -> Vec<Op> {
     let mut ops = Vec::new();
     // What slots and headers point at exists before they do.
     puts(&desired.backends, &current.backends, Op::PutBackend, &mut ops);
@@ -276,6 +327,63 @@ mod tests {
         assert_eq!(maps.writes, 3, "ops: {ops:?}");
         assert_eq!(stats, SyncStats { writes: 2, deletes: 1 });
         assert_eq!(maps.state, p2.desired);
+    }
+
+    /// Fake maps that refuse a write past `cap` entries in the service or blocklist map, as the
+    /// kernel's full hash maps do.
+    struct Bounded {
+        inner: FakeMaps,
+        cap: usize,
+    }
+
+    impl LbMaps for Bounded {
+        fn apply(&mut self, op: &Op) -> Result<(), MapError> {
+            let mut next = self.inner.state.clone();
+            op.apply_to(&mut next);
+            if next.services.len() > self.cap || next.blocklist.len() > self.cap {
+                return Err(MapError::Injected(self.inner.writes));
+            }
+            self.inner.apply(op)
+        }
+        fn dump(&self) -> Result<LbState, MapError> {
+            self.inner.dump()
+        }
+    }
+
+    #[test]
+    fn near_full_churn_converges_because_deletes_make_room_first() {
+        // Five Services fill the service map to the last entry; the next plan deletes one and
+        // adds another of the same size.
+        let five: String = (0..5).map(|i| service_yaml(i, &eps(i))).collect();
+        let swapped: String = (1..6).map(|i| service_yaml(i, &eps(i))).collect();
+        let p1 = plan_of(&five, &Ids::default());
+        let p2 = plan_of(&swapped, &p1.ids);
+        let cap = p1.desired.services.len();
+        assert_eq!(p2.desired.services.len(), cap);
+        let mut maps = Bounded { inner: FakeMaps::default(), cap };
+        let mut rec = Reconciler::from_maps(&maps).unwrap();
+        rec.sync(&mut maps, &p1.desired).unwrap();
+        let before = maps.inner.state.clone();
+        let logged = maps.inner.log.len();
+        rec.sync(&mut maps, &p2.desired).expect("the deletes make room for the puts");
+        assert_eq!(maps.inner.state, p2.desired);
+        assert_every_step_consistent(&before, &maps.inner.log[logged..]);
+
+        // A SourceBlocklist swapped for a disjoint one of the same size, at capacity.
+        let block = |first: u8| -> LbState {
+            let mut s = p2.desired.clone();
+            for i in 0..4u8 {
+                let ip: std::net::IpAddr = format!("192.0.{}.{i}", first).parse().unwrap();
+                let key = sluice_abi::BlockKey::new(ip, 32);
+                s.blocklist.insert(key, sluice_abi::BlockValue { id: u32::from(i), ..Default::default() });
+            }
+            s
+        };
+        let mut maps = Bounded { inner: FakeMaps::default(), cap: cap.max(4) };
+        let mut rec = Reconciler::from_maps(&maps).unwrap();
+        rec.sync(&mut maps, &block(2)).unwrap();
+        rec.sync(&mut maps, &block(3)).expect("the old entries leave before the new ones arrive");
+        assert_eq!(maps.inner.state, block(3));
     }
 
     const TWO: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: a, namespace: d}\nspec: {clusterIP: 10.96.0.1, ports: [{port: 80}, {name: u, port: 53, protocol: UDP}]}\n---\n\
