@@ -6,11 +6,63 @@ use serde::Deserialize;
 
 use crate::translate::Warning;
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Objects {
     pub services: Vec<Service>,
     pub slices: Vec<EndpointSlice>,
     pub blocklists: Vec<crate::blocklist::Blocklist>,
+}
+
+impl Objects {
+    fn extend(&mut self, other: Objects) {
+        self.services.extend(other.services);
+        self.slices.extend(other.slices);
+        self.blocklists.extend(other.blocklists);
+    }
+}
+
+/// Standalone mode's memory of each manifest file: the objects of its last version that read
+/// without an error. A file caught half-written, or saved with a mistake, keeps serving its
+/// previous objects (with a warning) instead of taking its Services out of the datapath.
+#[derive(Debug, Default)]
+pub struct LastGood {
+    files: std::collections::BTreeMap<String, Objects>,
+}
+
+impl LastGood {
+    /// Takes in one file's text (or why it could not be read): its objects, or the last good
+    /// ones when this version has an error.
+    pub fn read(&mut self, source: &str, text: Result<&str, String>, into: &mut Objects, warnings: &mut Vec<Warning>) {
+        let mut fresh = Objects::default();
+        let mut found = Vec::new();
+        match text {
+            // Caught between truncate and write, most likely: deleting the file is how its
+            // objects are removed.
+            Ok(text) if text.trim().is_empty() && self.files.contains_key(source) => {
+                found.push(Warning { object: source.to_string(), message: "empty (delete the file to remove its objects)".into() })
+            }
+            Ok(text) => parse(source, text, &mut fresh, &mut found),
+            Err(e) => found.push(Warning { object: source.to_string(), message: format!("unreadable: {e}") }),
+        }
+        match self.files.get(source) {
+            Some(good) if !found.is_empty() => {
+                into.extend(good.clone());
+                warnings.extend(found.into_iter().map(|w| Warning { message: format!("{}; keeping the file's last good version", w.message), ..w }));
+            }
+            _ => {
+                if found.is_empty() {
+                    self.files.insert(source.to_string(), fresh.clone());
+                }
+                into.extend(fresh);
+                warnings.extend(found);
+            }
+        }
+    }
+
+    /// Forgets the files that are gone.
+    pub fn retain(&mut self, present: &[String]) {
+        self.files.retain(|f, _| present.contains(f));
+    }
 }
 
 /// Parses every document of a (multi-document) YAML text; `List` objects are unpacked.
@@ -64,5 +116,40 @@ fn take(source: &str, index: usize, value: serde_yaml::Value, into: &mut Objects
             }
         }
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const WEB: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: d}\nspec: {clusterIP: 10.96.0.10, ports: [{port: 80}]}\n";
+
+    fn read(last: &mut LastGood, text: Result<&str, String>) -> (Vec<String>, Vec<Warning>) {
+        let (mut objects, mut warnings) = (Objects::default(), Vec::new());
+        last.read("dir/web.yaml", text, &mut objects, &mut warnings);
+        (objects.services.iter().map(|s| s.metadata.name.clone().unwrap_or_default()).collect(), warnings)
+    }
+
+    #[test]
+    fn a_file_with_an_error_keeps_serving_its_last_good_version() {
+        let mut last = LastGood::default();
+        assert_eq!(read(&mut last, Ok(WEB)).0, ["web"]);
+        // Half-written: the YAML stops mid-mapping.
+        let (services, warnings) = read(&mut last, Ok(&WEB[..60]));
+        assert_eq!(services, ["web"], "the last good version stays");
+        assert!(warnings[0].message.contains("keeping the file's last good version"), "{warnings:?}");
+        for bad in [Ok(""), Ok("kind: Service\nspec: {ports: [{port: nope}]}\n"), Err("permission denied".to_string())] {
+            let (services, warnings) = read(&mut last, bad.as_deref().map_err(Clone::clone));
+            assert_eq!(services, ["web"]);
+            assert_eq!(warnings.len(), 1, "{warnings:?}");
+        }
+        // Fixed: the new version replaces it.
+        assert_eq!(read(&mut last, Ok(&WEB.replace("web", "shop"))).0, ["shop"]);
+        // Gone: forgotten, and a broken new file of that name has nothing to fall back on.
+        last.retain(&[]);
+        let (services, warnings) = read(&mut last, Ok(&WEB[..60]));
+        assert!(services.is_empty());
+        assert!(!warnings[0].message.contains("last good"), "{warnings:?}");
     }
 }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use sluice_core::Warning;
-use sluice_core::manifest::{self, Objects};
+use sluice_core::manifest::{LastGood, Objects};
 
 use crate::Shared;
 
@@ -38,15 +38,17 @@ fn fingerprint(files: &[PathBuf]) -> Fingerprint {
         .collect()
 }
 
-/// Reads every manifest in `dir`. Unreadable files and bad documents become warnings.
-pub fn read_dir(dir: &Path) -> std::io::Result<(Objects, Vec<Warning>)> {
+/// Reads every manifest in `dir`. Unreadable files and bad documents become warnings; a file
+/// with an error keeps its last good version from `last_good`.
+pub fn read_dir(dir: &Path, last_good: &mut LastGood) -> std::io::Result<(Objects, Vec<Warning>)> {
     let mut objects = Objects::default();
     let mut warnings = Vec::new();
-    for file in manifest_files(dir)? {
-        match std::fs::read_to_string(&file) {
-            Ok(text) => manifest::parse(&file.display().to_string(), &text, &mut objects, &mut warnings),
-            Err(e) => warnings.push(Warning { object: file.display().to_string(), message: format!("unreadable: {e}") }),
-        }
+    let files = manifest_files(dir)?;
+    let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+    last_good.retain(&names);
+    for (file, name) in files.iter().zip(&names) {
+        let text = std::fs::read_to_string(file).map_err(|e| e.to_string());
+        last_good.read(name, text.as_deref().map_err(Clone::clone), &mut objects, &mut warnings);
     }
     Ok((objects, warnings))
 }
@@ -54,12 +56,13 @@ pub fn read_dir(dir: &Path) -> std::io::Result<(Objects, Vec<Warning>)> {
 /// Watches `dir` forever, resetting the index whenever its files change.
 pub async fn run(dir: PathBuf, shared: Shared) {
     let mut last: Option<Fingerprint> = None;
+    let mut last_good = LastGood::default();
     loop {
         match manifest_files(&dir) {
             Ok(files) => {
                 let now = fingerprint(&files);
                 if last.as_ref() != Some(&now) {
-                    match read_dir(&dir) {
+                    match read_dir(&dir, &mut last_good) {
                         Ok((objects, warnings)) => {
                             for w in &warnings {
                                 tracing::warn!(object = %w.object, "{}", w.message);
