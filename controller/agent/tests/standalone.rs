@@ -547,6 +547,22 @@ fn scenario(family: &'static str, report: &mut Report) -> Result<(), String> {
     let v = env.run_client("spread", &[web.clone(), "100".into()]);
     report.check(&format!("{family}: no new connection reaches the removed backend"), balanced(&v, &["backend-1", "backend-2"], 100));
 
+    // The file caught half-written (no write-then-rename this time): the last good version
+    // keeps serving, and the log says why.
+    let needle = "keeping the file's last good version";
+    let seen = std::fs::read_to_string(&env.agent_log).unwrap_or_default().matches(needle).count();
+    let full = std::fs::read_to_string(env.manifests.join("web.yaml")).unwrap();
+    // Cut inside the first flow mapping: not YAML any more (a cut between documents would still
+    // be YAML, with fewer objects, which nothing can tell from a deliberate edit).
+    let cut = full.find("metadata: {").unwrap() + 15;
+    std::fs::write(env.manifests.join("web.yaml"), &full[..cut]).unwrap();
+    let kept = wait_log(&env.agent_log, needle, seen + 1, Duration::from_secs(5));
+    let v = env.run_client("spread", &[web.clone(), "60".into()]);
+    report.check(
+        &format!("{family}: a half-written manifest keeps its last good version serving"),
+        kept.and_then(|_| balanced(&v, &["backend-1", "backend-2"], 60)),
+    );
+
     // Restart under load: an established connection, a connect loop, kill -9, restart.
     env.write_manifests(&[1, 2, 3]);
     env.wait_for_backends(3, Duration::from_secs(5))?;
