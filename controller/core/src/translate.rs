@@ -457,7 +457,8 @@ fn translate_service(name: &ServiceName, svc: &Service, eps: &ServiceEndpoints, 
     }
     let node_ips: Vec<IpAddr> = node.node_ips.iter().copied().filter(|ip| same_family(ip)).collect();
 
-    // kube-proxy's count: distinct local endpoints of the Service, over all its ports and families.
+    // kube-proxy's count: distinct ready local endpoints of the Service, over all its ports and
+    // families.
     let mut health_local: BTreeSet<IpAddr> = BTreeSet::new();
     for family_ip in &ips {
         for sp in &ports {
@@ -469,7 +470,12 @@ fn translate_service(name: &ServiceName, svc: &Service, eps: &ServiceEndpoints, 
             let topology = topology_from_hints(&candidates, node);
             let cluster = usable(&candidates, |ep| available_for(ep, topology, node));
             let local = usable(&candidates, |ep| ep.local);
-            health_local.extend(local.0.iter().map(|t| t.ip));
+            // Ready ones only, as kube-proxy counts them: a node whose local endpoints are all
+            // terminating answers 503, so load balancers drain it (the datapath still uses them
+            // as the fallback).
+            if !local.1 {
+                health_local.extend(local.0.iter().map(|t| t.ip));
+            }
             let internal = if int_local { &local } else { &cluster };
             let external = if ext_local { &local } else { &cluster };
             let mut common = 0;
