@@ -19,6 +19,8 @@ static __always_inline int tc_verdict(struct __sk_buff *skb, enum ns_action act,
 		return tc_forward(skb, v6);
 	case NS_TO_STACK:
 		return TC_ACT_OK;
+	case NS_REJECT:
+		return v6 ? tc_reject6(skb) : tc_reject4(skb);
 	default:
 		return TC_ACT_UNSPEC; /* untouched: next program, or the stack */
 	}

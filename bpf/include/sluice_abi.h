@@ -49,6 +49,10 @@ struct sluice_addr {
  * (sluice explain) use them to tell why an endpoint is missing. */
 #define SLUICE_SVC_F_TOPOLOGY_ZONE (1 << 10)
 #define SLUICE_SVC_F_TOPOLOGY_NODE (1 << 11)
+/* The Service has no usable endpoint anywhere: its frontends reject (ICMP port unreachable, as
+ * kube-proxy's REJECT) whatever the traffic policy; a Local policy with endpoints only on other
+ * nodes drops instead. */
+#define SLUICE_SVC_F_NO_ENDPOINTS  (1 << 12)
 
 #define SLUICE_LB_ALG_RANDOM 0
 #define SLUICE_LB_ALG_MAGLEV 1
@@ -300,7 +304,7 @@ enum sluice_counter {
 	SLUICE_CNT_NP_FORWARD,        /* tc: packet of a known flow translated */
 	SLUICE_CNT_NP_REVERSE,        /* tc: reply reverse-translated */
 	SLUICE_CNT_NP_ICMP_ERROR,     /* tc: ICMP error of a tracked flow translated */
-	SLUICE_CNT_NP_DROP_NO_BACKEND,/* tc: frontend without usable backend */
+	SLUICE_CNT_NP_REJECT_NO_BACKEND,/* tc: frontend without usable backend: ICMP port unreachable */
 	SLUICE_CNT_NP_DROP_LOCAL_NONE,/* tc: externalTrafficPolicy Local, no local backend */
 	SLUICE_CNT_NP_DROP_SNAT_PORT, /* tc: no free SNAT port */
 	SLUICE_CNT_NP_FIB_FAIL,       /* tc: no route to the backend; left to the stack */

@@ -11,7 +11,10 @@ fn main() {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
     let bpf = manifest.join("../../bpf").canonicalize().expect("bpf/ directory beside controller/");
     let out = PathBuf::from(std::env::var("OUT_DIR").unwrap());
-    println!("cargo:rerun-if-changed={}", bpf.display());
+    // Relative, so cargo resolves it in whichever checkout builds: the target directory is shared
+    // between checkouts (CI clones into a new directory each run), and an absolute path would
+    // make another checkout's unchanged sources decide that this one's objects are fresh.
+    println!("cargo:rerun-if-changed=../../bpf");
     println!("cargo:rerun-if-env-changed=SLUICE_CLANG");
 
     let clang = std::env::var("SLUICE_CLANG").unwrap_or_else(|_| "clang-19".into());

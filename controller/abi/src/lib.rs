@@ -19,6 +19,7 @@ pub const SVC_F_TERMINATING_FALLBACK: u16 = 1 << 8;
 pub const SVC_F_SOURCE_RANGES: u16 = 1 << 9;
 pub const SVC_F_TOPOLOGY_ZONE: u16 = 1 << 10;
 pub const SVC_F_TOPOLOGY_NODE: u16 = 1 << 11;
+pub const SVC_F_NO_ENDPOINTS: u16 = 1 << 12;
 
 pub const CT_F_SNAT: u8 = 1 << 0;
 pub const CT_F_LOCAL: u8 = 1 << 1;
@@ -120,7 +121,7 @@ pub enum Counter {
     NpForward,
     NpReverse,
     NpIcmpError,
-    NpDropNoBackend,
+    NpRejectNoBackend,
     NpDropLocalNone,
     NpDropSnatPort,
     NpFibFail,
@@ -151,7 +152,7 @@ impl Counter {
         Counter::NpForward,
         Counter::NpReverse,
         Counter::NpIcmpError,
-        Counter::NpDropNoBackend,
+        Counter::NpRejectNoBackend,
         Counter::NpDropLocalNone,
         Counter::NpDropSnatPort,
         Counter::NpFibFail,
@@ -182,7 +183,7 @@ impl Counter {
             Counter::NpForward => "nodeport_forward",
             Counter::NpReverse => "nodeport_reverse",
             Counter::NpIcmpError => "nodeport_icmp_error_translated",
-            Counter::NpDropNoBackend => "nodeport_drop_no_backend",
+            Counter::NpRejectNoBackend => "nodeport_rejected_no_backend",
             Counter::NpDropLocalNone => "nodeport_drop_no_local_backend",
             Counter::NpDropSnatPort => "nodeport_drop_no_snat_port",
             Counter::NpFibFail => "nodeport_fib_miss",
@@ -215,7 +216,7 @@ impl Counter {
             Counter::NpForward => "SLUICE_CNT_NP_FORWARD",
             Counter::NpReverse => "SLUICE_CNT_NP_REVERSE",
             Counter::NpIcmpError => "SLUICE_CNT_NP_ICMP_ERROR",
-            Counter::NpDropNoBackend => "SLUICE_CNT_NP_DROP_NO_BACKEND",
+            Counter::NpRejectNoBackend => "SLUICE_CNT_NP_REJECT_NO_BACKEND",
             Counter::NpDropLocalNone => "SLUICE_CNT_NP_DROP_LOCAL_NONE",
             Counter::NpDropSnatPort => "SLUICE_CNT_NP_DROP_SNAT_PORT",
             Counter::NpFibFail => "SLUICE_CNT_NP_FIB_FAIL",
@@ -242,7 +243,7 @@ impl Counter {
             self,
             Counter::SockNoBackend
                 | Counter::SockMissingSlot
-                | Counter::NpDropNoBackend
+                | Counter::NpRejectNoBackend
                 | Counter::NpDropLocalNone
                 | Counter::NpDropSnatPort
                 | Counter::XdpDropSourceRange
@@ -758,6 +759,7 @@ pub fn c_constants() -> Vec<(&'static str, u64)> {
         ("SLUICE_SVC_F_SOURCE_RANGES", SVC_F_SOURCE_RANGES.into()),
         ("SLUICE_SVC_F_TOPOLOGY_ZONE", SVC_F_TOPOLOGY_ZONE.into()),
         ("SLUICE_SVC_F_TOPOLOGY_NODE", SVC_F_TOPOLOGY_NODE.into()),
+        ("SLUICE_SVC_F_NO_ENDPOINTS", SVC_F_NO_ENDPOINTS.into()),
         ("SLUICE_LB_ALG_RANDOM", LB_ALG_RANDOM.into()),
         ("SLUICE_LB_ALG_MAGLEV", LB_ALG_MAGLEV.into()),
         ("SLUICE_BACKEND_F_TERMINATING", BACKEND_F_TERMINATING.into()),

@@ -21,10 +21,13 @@ const RECHECK: Duration = Duration::from_secs(30);
 const RETRY_UNPROVEN: Duration = Duration::from_secs(5);
 /// The soonest a device is checked again because frames were lost.
 const FORCED_RECHECK: Duration = Duration::from_secs(5);
-/// Clients sending their SYN again, unanswered, on flows XDP created: judged over this window.
+/// Clients sending their SYN again, unanswered, on flows XDP created: counted over this window ...
 const FLOW_WINDOW: Duration = Duration::from_secs(5);
-/// SYNs sent again within FLOW_WINDOW, and more of them than flows answered, that make a
-/// device fall back.
+/// ... against the flows answered in this shorter one, the most recent: on a path that stops
+/// delivering, answers stop at once, while the SYNs sent again come 1 and 3 s after the first.
+const ANSWERED_WINDOW: Duration = Duration::from_secs(2);
+/// SYNs sent again within FLOW_WINDOW, and more of them than flows answered within
+/// ANSWERED_WINDOW, that make a device fall back.
 const UNANSWERED_SYNS: u64 = 2;
 /// How long such a fallback holds before the device is proven again: the echo proof cannot see
 /// what the flows saw (a checksum the sender left to offload), so it must not undo it at once.
@@ -108,15 +111,17 @@ pub fn start(
             let (syns, answered) = flow_counters(&root);
             window.push((now, syns, answered));
             window.retain(|(at, _, _)| now.duration_since(*at) <= FLOW_WINDOW);
-            let (_, syns0, answered0) = window[0];
+            let (_, syns0, _) = window[0];
+            let answered0 = window.iter().find(|(at, _, _)| now.duration_since(*at) <= ANSWERED_WINDOW).map_or(answered, |(_, _, a)| *a);
             let (dsyns, danswered) = (syns.saturating_sub(syns0), answered.saturating_sub(answered0));
             if dsyns >= UNANSWERED_SYNS && dsyns > danswered {
                 let w = shared.lock().expect("wanted").clone();
                 let failed = if w.acceleration == Acceleration::Native { XdpState::Failed } else { XdpState::Fallback };
                 for d in devs.iter_mut().filter(|d| d.state == XdpState::Accelerated) {
                     let reason = format!(
-                        "clients sent {dsyns} SYNs again on flows XDP created, unanswered ({danswered} answered) in {} s: tc carries the flows; proven again in {} min",
+                        "clients sent {dsyns} SYNs again on flows XDP created, unanswered, in {} s ({danswered} flows answered in the last {} s): tc carries the flows; proven again in {} min",
                         FLOW_WINDOW.as_secs(),
+                        ANSWERED_WINDOW.as_secs(),
                         FLOW_FALLBACK_HOLD.as_secs() / 60
                     );
                     set(&root, d, failed, reason);

@@ -572,12 +572,6 @@ fn apply_proxy_config(
             for d in north_south.device_status.iter().filter(|d| d.xdp_mode != "native") {
                 problems.push(format!("xdpAcceleration native: {} runs XDP in {} mode", d.name, d.xdp_mode));
             }
-            // Native demanded and not delivering: tc carries the flows, and this says so loudly.
-            for (_, d) in sluice_datapath::xdp_proof::read_devices(root).unwrap_or_default() {
-                if d.state == sluice_abi::XdpState::Failed as u32 {
-                    problems.push(format!("xdpAcceleration native: {}: {}", sluice_abi::get_str(&d.name), sluice_abi::get_str(&d.reason)));
-                }
-            }
         }
     }
     let Some(config) = config else {

@@ -153,12 +153,12 @@ pub fn explain(state: &LbState, target: SocketAddr, proto: Proto, from: Option<I
         e.candidates.push(Candidate { address: b.address.clone(), port: b.port, why });
     }
     if v.backends.is_empty() {
-        if from.is_some() && v.flags.contains(&"ext-local") {
+        if from.is_some() && v.flags.contains(&"ext-local") && !v.flags.contains(&"no-endpoints") {
             e.verdict = "drop";
             e.reason = "externalTrafficPolicy Local and no endpoint on this node: dropped, not rejected (nodeport_drop_no_local_backend)".into();
         } else if from.is_some() {
-            e.verdict = "drop";
-            e.reason = "no usable endpoint: tc drops the packet (nodeport_drop_no_backend)".into();
+            e.verdict = "reject";
+            e.reason = "no usable endpoint anywhere: tc answers with an ICMP port unreachable, as kube-proxy's REJECT (nodeport_rejected_no_backend)".into();
         } else {
             e.verdict = "reject";
             e.reason = "no usable endpoint: connect() fails at once with ECONNREFUSED (sock_rejected_no_backend)".into();
@@ -268,6 +268,18 @@ mod tests {
         // Not a service at all.
         let (a, p) = t("10.1.2.3:80/udp");
         assert_eq!(explain(&s, a, p, None).verdict, "pass");
+    }
+
+    #[test]
+    fn a_frontend_without_endpoints_rejects_whatever_the_traffic_policy() {
+        let none = LB.replace("endpoints: [{addresses: [10.244.2.2], nodeName: b}]", "endpoints: []");
+        let s = state(&none);
+        let (a, p) = parse_target("172.30.0.11:30080").unwrap();
+        let e = explain(&s, a, p, Some("192.0.2.9".parse().unwrap()));
+        assert_eq!(e.verdict, "reject", "{e:?}");
+        assert!(e.reason.contains("nodeport_rejected_no_backend"), "{e:?}");
+        let (a, p) = parse_target("10.96.0.5:80").unwrap();
+        assert!(explain(&s, a, p, None).reason.contains("ECONNREFUSED"));
     }
 
     const ZONED: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: zoned, namespace: d}\nspec: {type: NodePort, clusterIP: 10.96.0.6, externalTrafficPolicy: Local, ports: [{port: 80, nodePort: 30081}]}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: zoned-1, namespace: d, labels: {kubernetes.io/service-name: zoned}}\naddressType: IPv4\nports: [{port: 80}]\nendpoints: [{addresses: [10.244.1.2], nodeName: a, hints: {forZones: [{name: z2}]}}, {addresses: [10.244.3.2], nodeName: c, hints: {forZones: [{name: z1}]}}]\n";

@@ -122,7 +122,14 @@ async fn write_once(client: &kube::Client, node: &str, root: &PathBuf, facts: &M
         let patch = serde_json::json!({"status": {"drops": drops, "observedGeneration": generation}});
         lists.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
     }
-    if let Some(report) = proxy_config {
+    if let Some(mut report) = proxy_config {
+        // Native acceleration demanded and not delivering (the proof decides that after the
+        // ProxyConfig was applied, so it is read here, from the device map, at each write).
+        for (_, d) in sluice_datapath::xdp_proof::read_devices(root).unwrap_or_default() {
+            if d.state == sluice_abi::XdpState::Failed as u32 {
+                report.problems.push(format!("xdpAcceleration native: {}: {}", sluice_abi::get_str(&d.name), sluice_abi::get_str(&d.reason)));
+            }
+        }
         let gvk = kube::api::GroupVersionKind::gvk("sluice.dev", "v1alpha1", "ProxyConfig");
         let configs: Api<kube::api::DynamicObject> = Api::all_with(client.clone(), &kube::api::ApiResource::from_gvk_with_plural(&gvk, "proxyconfigs"));
         let applied = report.problems.is_empty();

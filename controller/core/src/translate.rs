@@ -499,6 +499,9 @@ fn translate_service(name: &ServiceName, svc: &Service, eps: &ServiceEndpoints, 
                 if ext.1 {
                     flags |= abi::SVC_F_TERMINATING_FALLBACK;
                 }
+                if cluster.0.is_empty() && local.0.is_empty() {
+                    flags |= abi::SVC_F_NO_ENDPOINTS;
+                }
                 let uses_cluster_set = !int_local || (kind != FrontendKind::ClusterIp && !ext_local);
                 if uses_cluster_set {
                     flags |= topology_flag;

@@ -34,7 +34,7 @@ pub struct FrontendView {
     pub backends: Vec<BackendView>,
 }
 
-const SVC_FLAG_NAMES: [(u16, &str); 12] = [
+const SVC_FLAG_NAMES: [(u16, &str); 13] = [
     (abi::SVC_F_CLUSTER_IP, "ClusterIP"),
     (abi::SVC_F_NODE_PORT, "NodePort"),
     (abi::SVC_F_EXTERNAL_IP, "ExternalIP"),
@@ -44,6 +44,7 @@ const SVC_FLAG_NAMES: [(u16, &str); 12] = [
     (abi::SVC_F_EXT_LOCAL, "ext-local"),
     (abi::SVC_F_INT_LOCAL, "int-local"),
     (abi::SVC_F_TERMINATING_FALLBACK, "terminating-fallback"),
+    (abi::SVC_F_NO_ENDPOINTS, "no-endpoints"),
     (abi::SVC_F_SOURCE_RANGES, "source-ranges"),
     (abi::SVC_F_TOPOLOGY_ZONE, "same-zone"),
     (abi::SVC_F_TOPOLOGY_NODE, "same-node"),

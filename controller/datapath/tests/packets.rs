@@ -215,6 +215,28 @@ ports: [{port: 8080}]
 endpoints:
 - {addresses: [10.244.1.2], nodeName: node-a}
 - {addresses: [10.244.2.2], nodeName: node-b}
+---
+# No endpoint anywhere (named to sort last, so every other id stays as it was).
+apiVersion: v1
+kind: Service
+metadata: {name: zz-empty, namespace: t}
+spec: {type: NodePort, clusterIP: 10.96.0.95, ports: [{port: 80, nodePort: 30095}, {name: u, port: 53, protocol: UDP, nodePort: 30096}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: zz-empty-local, namespace: t}
+spec: {type: NodePort, clusterIP: 10.96.0.97, externalTrafficPolicy: Local, ports: [{port: 80, nodePort: 30097}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: zz-empty-v6, namespace: t}
+spec:
+  type: NodePort
+  clusterIP: "fd00:96::98"
+  clusterIPs: ["fd00:96::98"]
+  ipFamilies: [IPv6]
+  ipFamilyPolicy: SingleStack
+  ports: [{port: 80, nodePort: 30098}]
 "#;
 
 // ------------------------------------------------------------------ environment
@@ -974,6 +996,49 @@ fn parse_icmp4_error(pkt: &[u8]) -> (Ipv4Addr, Ipv4Addr, u8, u8, [u8; 4], Flow) 
 }
 
 #[test]
+fn a_frontend_without_endpoints_answers_with_a_port_unreachable_as_kube_proxys_reject() {
+    skip_unless_runnable!("reject");
+    let fx = Fixture::new("reject", false);
+    for (proto, port) in [(TCP, 30095), (UDP, 30096), (TCP, 30097)] {
+        let f = flow(CLIENT, 40000, NODE4, port, proto);
+        let pkt = if proto == TCP { tcp_segment(f, SYN, b"") } else { packet(f, b"query") };
+        let (verdict, out) = fx.ingress(&pkt);
+        assert_eq!(verdict, TC_ACT_REDIRECT, "{port}: sent back out; counters {:?}", fx.counters());
+        assert_eq!((&out[0..6], &out[6..12]), (&MAC_CLIENT[..], &MAC_NODE[..]), "back to the sender's MAC");
+        let (src, dst, typ, code, _, quoted) = parse_icmp4_error(&out);
+        assert_eq!((src, dst, typ, code), (NODE4, CLIENT, 3, 3), "{port}: port unreachable from the frontend");
+        assert_eq!(quoted, f, "{port}: quotes what the client sent");
+        assert_eq!(out.len(), 14 + 20 + 8 + 20 + 8);
+    }
+    assert_eq!(fx.counter(Counter::NpRejectNoBackend), 3);
+    let f6 = flow(CLIENT6, 40001, NODE6, 30098, TCP);
+    let (verdict, out) = fx.ingress(&tcp_segment(f6, SYN, b""));
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    let (src, dst, typ, _, quoted) = parse_icmp6_error(&out);
+    assert_eq!((src, dst, typ, out[14 + 40 + 1]), (NODE6, CLIENT6, 1, 4), "ICMPv6 port unreachable");
+    assert_eq!(quoted, f6);
+    // externalTrafficPolicy Local with endpoints only on other nodes still drops, as kube-proxy.
+    let (verdict, _) = fx.ingress(&tcp_segment(flow(CLIENT, 40002, NODE4, 30085, TCP), SYN, b""));
+    assert_eq!(verdict, TC_ACT_SHOT);
+    assert_eq!(fx.counter(Counter::NpRejectNoBackend), 4);
+}
+
+#[test]
+fn xdp_leaves_the_reject_to_tc() {
+    skip_unless_runnable!("reject_xdp");
+    if !have_ip() {
+        return;
+    }
+    let fx = Fixture::new("reject-xdp", true);
+    route_to_backends();
+    route_to_clients();
+    let syn = tcp_segment(flow(CLIENT, 40003, NODE4, 30095, TCP), SYN, b"");
+    assert_eq!(fx.xdp(&syn), (XDP_PASS, syn.clone()));
+    assert_eq!(fx.ingress(&syn).0, TC_ACT_REDIRECT);
+    assert_eq!(fx.counter(Counter::NpRejectNoBackend), 1);
+}
+
+#[test]
 fn icmp_fragmentation_needed_from_a_remote_backend_is_translated() {
     skip_unless_runnable!("icmp_error");
     let fx = Fixture::new("icmp", false);
@@ -1101,7 +1166,7 @@ fn external_traffic_policy_local_without_a_local_backend_drops() {
         assert_eq!(verdict, TC_ACT_SHOT, "{dst:?}");
         assert_eq!(fx.counter(Counter::NpDropLocalNone), i as u64 + 1);
     }
-    assert_eq!(fx.counter(Counter::NpDropNoBackend), 0);
+    assert_eq!(fx.counter(Counter::NpRejectNoBackend), 0);
     assert!(fx.ct().is_empty(), "a dropped packet must not create conntrack state");
 
     // XDP leaves it to tc without acceleration, and drops it itself with.
