@@ -96,7 +96,7 @@ else
 fi
 
 # --- lint ---------------------------------------------------------------------------------
-ALL_ON=(--set serviceMonitor.enabled=true --set k8sServiceHost=192.0.2.10 --set k8sServicePort=6443
+ALL_ON=(--set serviceMonitor.enabled=true --set metricsBindAddress=0.0.0.0 --set k8sServiceHost=192.0.2.10 --set k8sServicePort=6443
         --set 'agent.devices={eth0,eth1}' --set agent.logLevel=debug --set 'agent.extraArgs={--nodeport-acceleration=best-effort}'
         --set image.digest=sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef
         --set 'imagePullSecrets[0].name=regcred' --set podAnnotations.a=b --set dashboards.namespace=monitoring)
@@ -121,6 +121,7 @@ refused "an unknown agent value" "additional properties 'privileged' not allowed
 refused "a non-numeric k8sServicePort" "k8sServicePort" --set k8sServicePort=https
 refused "a bpfRoot outside the bpffs" "bpfRoot" --set agent.bpfRoot=/var/run/sluice
 refused "a wrong pull policy" "pullPolicy" --set image.pullPolicy=Sometimes
+refused "a ServiceMonitor with metrics on loopback only" "metricsBindAddress 0.0.0.0" --set serviceMonitor.enabled=true
 
 # --- rendered install YAML ------------------------------------------------------------------
 {

@@ -44,8 +44,9 @@ pub struct AgentArgs {
     /// (fail unless the driver runs XDP) or best-effort.
     #[arg(long, value_enum, default_value_t = AccelerationArg::Disabled)]
     pub nodeport_acceleration: AccelerationArg,
-    /// Where /metrics is served (kube-proxy's port).
-    #[arg(long, default_value = "0.0.0.0:10249")]
+    /// Where /metrics is served: the node's loopback by default, as kube-proxy's (0.0.0.0:10249
+    /// for a Prometheus that scrapes node addresses).
+    #[arg(long, default_value = "127.0.0.1:10249")]
     pub metrics_bind_address: std::net::SocketAddr,
     /// Where /healthz, /livez and /readyz are served (kube-proxy's port).
     #[arg(long, default_value = "0.0.0.0:10256")]
