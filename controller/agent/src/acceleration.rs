@@ -89,13 +89,14 @@ pub fn start(
         // Echo identifiers of this agent, apart from any other pinger on the node.
         let ident = (std::process::id() as u16) ^ 0x5c00;
         let mut seq = 0u16;
-        let mut lost_seen = lost_frames(&root);
+        let mut lost_seen = xdp_counts(&root).lost;
         let mut window: Vec<(Instant, u64, u64)> = Vec::new();
         loop {
             // Frames the kernel lost after XDP sent them: check the accelerated devices now,
             // not at their next turn (at most every FORCED_RECHECK, as a full ring under load
             // loses frames too).
-            let lost = lost_frames(&root);
+            let counts = xdp_counts(&root);
+            let lost = counts.lost;
             if lost > lost_seen {
                 for d in devs.iter_mut().filter(|d| d.state == XdpState::Accelerated) {
                     if d.checked.is_none_or(|at| at.elapsed() >= FORCED_RECHECK) {
@@ -108,7 +109,7 @@ pub fn start(
             // Clients of XDP's flows sending their SYN again, unanswered: what XDP sends does
             // not arrive (or its replies do not come back), whatever the proof said.
             let now = Instant::now();
-            let (syns, answered) = flow_counters(&root);
+            let (syns, answered) = (counts.syns_unanswered, counts.answered);
             window.push((now, syns, answered));
             window.retain(|(at, _, _)| now.duration_since(*at) <= FLOW_WINDOW);
             let (_, syns0, _) = window[0];
@@ -139,18 +140,24 @@ pub fn start(
     Ok(wanted)
 }
 
-/// Frames the kernel lost after XDP sent them, every reason (`bpf/xdp_watch.c`).
-fn lost_frames(root: &std::path::Path) -> u64 {
-    sluice_datapath::counters::read(root)
-        .map(|all| all.iter().filter(|(c, _)| matches!(c, abi::Counter::XdpLostTx | abi::Counter::XdpLostRedirect | abi::Counter::XdpLostOther)).map(|(_, n)| n).sum())
-        .unwrap_or(0)
+/// What the datapath's counters say about XDP's frames, read once a tick.
+struct XdpCounts {
+    /// Frames the kernel lost after XDP sent them, every reason (`bpf/xdp_watch.c`).
+    lost: u64,
+    /// SYNs sent again on XDP's unanswered flows.
+    syns_unanswered: u64,
+    /// XDP's flows answered.
+    answered: u64,
 }
 
-/// (SYNs sent again on XDP's unanswered flows, XDP's flows answered), from the counters.
-fn flow_counters(root: &std::path::Path) -> (u64, u64) {
+fn xdp_counts(root: &std::path::Path) -> XdpCounts {
     let all = sluice_datapath::counters::read(root).unwrap_or_default();
     let get = |c: abi::Counter| all.iter().find(|(k, _)| *k == c).map_or(0, |(_, n)| *n);
-    (get(abi::Counter::XdpSynUnanswered), get(abi::Counter::XdpFlowAnswered))
+    XdpCounts {
+        lost: get(abi::Counter::XdpLostTx) + get(abi::Counter::XdpLostRedirect) + get(abi::Counter::XdpLostOther),
+        syns_unanswered: get(abi::Counter::XdpSynUnanswered),
+        answered: get(abi::Counter::XdpFlowAnswered),
+    }
 }
 
 fn due(d: &Device, w: &Wanted) -> bool {

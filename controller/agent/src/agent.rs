@@ -426,11 +426,18 @@ async fn run(args: AgentArgs) -> anyhow::Result<()> {
                 agent_status.last_error = [0; 224];
                 record_status(&root, &agent_status);
                 usage.set_planned(reconciler.current().map_usage().to_vec());
+                // The proof's targets: walked only when acceleration is asked for and the plan
+                // may have changed the backends (a full plan, or one that touched backends).
                 if let Some(w) = &accel_wanted {
-                    let targets = crate::acceleration::remote_targets(&planner.desired().backends);
                     let mut w = w.lock().expect("wanted");
-                    if w.targets != targets {
-                        w.targets = targets;
+                    let backends_changed = p.touched.as_ref().is_none_or(|t| !t.backends.is_empty());
+                    if w.acceleration == loader::Acceleration::Disabled {
+                        w.targets.clear();
+                    } else if backends_changed || w.targets.is_empty() {
+                        let targets = crate::acceleration::remote_targets(&planner.desired().backends);
+                        if w.targets != targets {
+                            w.targets = targets;
+                        }
                     }
                 }
                 let latency = pending.map(|t| t.elapsed());
