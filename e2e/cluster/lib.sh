@@ -171,3 +171,65 @@ node_ip4() { echo "172.30.0.$((10 + $1))"; }
 node_ip6() { echo "fd00:30::$(printf '%x' $((16 + $1)))"; }
 pod_cidr4() { echo "10.244.$1.0/24"; }
 pod_cidr6() { echo "fd00:244:$(printf '%x' "$1")::/64"; }
+
+# ------------------------------------------------------------ PKI (e2e/cluster and e2e/nodes)
+APISERVER_DNS_SANS="DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
+
+# pki_ca DIR: a fresh CA (ca.key, ca.crt) in DIR.
+pki_ca() {
+	local d=$1
+	openssl ecparam -name prime256v1 -genkey -noout -out "$d/ca.key"
+	printf '[req]\ndistinguished_name=dn\nx509_extensions=v3\nprompt=no\n[dn]\nCN=sluice-e2e-ca\n[v3]\nbasicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign,digitalSignature\nsubjectKeyIdentifier=hash\n' >"$d/ca.cnf"
+	openssl req -x509 -new -key "$d/ca.key" -config "$d/ca.cnf" -days 30 -out "$d/ca.crt"
+	chmod 600 "$d/ca.key"
+}
+
+# pki_leaf DIR NAME SUBJECT EKU [SANS]: NAME.key and NAME.crt signed by DIR's CA.
+pki_leaf() {
+	local d=$1 n=$2 subj=$3 eku=$4 sans=${5:-}
+	openssl ecparam -name prime256v1 -genkey -noout -out "$d/$n.key"
+	openssl req -new -key "$d/$n.key" -subj "$subj" -out "$d/$n.csr"
+	{
+		echo "basicConstraints=critical,CA:FALSE"
+		echo "keyUsage=critical,digitalSignature,keyEncipherment"
+		echo "extendedKeyUsage=$eku"
+		[[ -n $sans ]] && echo "subjectAltName=$sans"
+	} >"$d/$n.ext"
+	openssl x509 -req -in "$d/$n.csr" -CA "$d/ca.crt" -CAkey "$d/ca.key" -set_serial "0x$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')" \
+		-days 30 -extfile "$d/$n.ext" -out "$d/$n.crt" 2>/dev/null
+	rm -f "$d/$n.csr" "$d/$n.ext"
+	chmod 600 "$d/$n.key"
+}
+
+# pki_service_account_key DIR: the service-account signing key pair (sa.key, sa.pub).
+pki_service_account_key() {
+	openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$1/sa.key" 2>/dev/null
+	openssl pkey -in "$1/sa.key" -pubout -out "$1/sa.pub"
+	chmod 600 "$1/sa.key"
+}
+
+# write_kubeconfig FILE SERVER PKI_DIR USER CERTNAME: a client-certificate kubeconfig.
+write_kubeconfig() {
+	local f=$1 server=$2 d=$3 user=$4 cert=$5
+	cat >"$f" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: sluice-e2e
+  cluster:
+    server: $server
+    certificate-authority-data: $(base64 -w0 <"$d/ca.crt")
+users:
+- name: $user
+  user:
+    client-certificate-data: $(base64 -w0 <"$d/$cert.crt")
+    client-key-data: $(base64 -w0 <"$d/$cert.key")
+contexts:
+- name: sluice-e2e
+  context:
+    cluster: sluice-e2e
+    user: $user
+current-context: sluice-e2e
+EOF
+	chmod 600 "$f"
+}

@@ -7,7 +7,9 @@
 #   e2e/tools/build.sh etcd helm  build only these
 #   e2e/tools/build.sh --print-bin-dir
 #
-# Tools: kube-apiserver kube-controller-manager kube-proxy kubectl etcd helm.
+# Tools: kube-apiserver kube-controller-manager kube-proxy kubectl etcd helm (the default set),
+# and for kubelet nodes (e2e/nodes): kubelet kube-scheduler e2e.test agnhost containerd ctr
+# containerd-shim-runc-v2 runc coredns ginkgo (`build.sh --nodes` builds the default set and these).
 # A tool is skipped when its stamp ($BIN/.stamps/NAME) holds the wanted
 # version/recipe and the binary exists, so a warm run is a no-op in seconds.
 # Cold build seconds are recorded in $BIN/.stamps/NAME.build-seconds.
@@ -34,6 +36,7 @@ LOGS=$CACHE/logs
 RECIPE=1
 
 ALL_TOOLS=(kube-apiserver kube-controller-manager kube-proxy kubectl etcd helm)
+NODE_TOOLS=(kubelet kube-scheduler containerd ctr containerd-shim-runc-v2 runc coredns agnhost e2e.test ginkgo)
 
 if [[ ${1:-} == --print-bin-dir ]]; then
 	echo "$BIN"
@@ -136,6 +139,15 @@ k8s_prepare() {
 			"k8s.io/kubernetes/cmd/kubectl@$KUBERNETES_VERSION")
 		touch "$dir/.ready"
 	fi
+	# Packages beyond the four above (kubelet nodes, the e2e suite) are added to the same wrapper
+	# module, once each, so every Kubernetes binary shares one dependency set and build cache.
+	local pkg
+	for pkg in cmd/kubelet cmd/kube-scheduler test/images/agnhost test/e2e; do
+		grep -qxF "$pkg" "$dir/.ready" && continue
+		log "adding k8s.io/kubernetes/$pkg to the wrapper module"
+		(cd "$dir" && run_logged "$logf" "${NICE[@]}" go get -t "k8s.io/kubernetes/$pkg@$KUBERNETES_VERSION")
+		echo "$pkg" >>"$dir/.ready"
+	done
 	K8S_DIR=$dir
 	local v=${KUBERNETES_VERSION#v} major minor
 	major=${v%%.*}; minor=${v#*.}; minor=${minor%%.*}
@@ -147,16 +159,19 @@ k8s_prepare() {
 	k8s_prepared=1
 }
 
-build_k8s() { # name
-	local name=$1
+build_k8s() { # name [package]
+	local name=$1 pkg=${2:-cmd/$1}
 	up_to_date "$name" "$KUBERNETES_VERSION" && return 0
 	local t0; t0=$(date +%s)
 	k8s_prepare
 	local logf=$LOGS/build-$name.log
 	: >"$logf"
 	log "building $name $KUBERNETES_VERSION (log: $logf)"
-	(cd "$K8S_DIR" && run_logged "$logf" "${NICE[@]}" go build -ldflags "$K8S_LDFLAGS" \
-		-o "$BIN/.$name.tmp" "k8s.io/kubernetes/cmd/$name")
+	local build=(go build)
+	# The upstream e2e suite is a test binary (as upstream's `make WHAT=test/e2e/e2e.test`).
+	[[ $name == e2e.test ]] && build=(go test -c)
+	(cd "$K8S_DIR" && run_logged "$logf" "${NICE[@]}" "${build[@]}" -ldflags "$K8S_LDFLAGS" \
+		-o "$BIN/.$name.tmp" "k8s.io/kubernetes/$pkg")
 	mv -f "$BIN/.$name.tmp" "$BIN/$name"
 	finish "$name" "$KUBERNETES_VERSION" "$t0"
 }
@@ -207,15 +222,118 @@ build_helm() {
 	finish helm "$HELM_VERSION" "$t0"
 }
 
+# The ginkgo runner at the version the e2e suite is built with (it runs e2e.test in parallel).
+build_ginkgo() {
+	k8s_prepare
+	local ver
+	ver=$(cd "$K8S_DIR" && go list -m -f '{{.Version}}' github.com/onsi/ginkgo/v2)
+	up_to_date ginkgo "$ver" && return 0
+	local t0; t0=$(date +%s)
+	local logf=$LOGS/build-ginkgo.log
+	: >"$logf"
+	log "building ginkgo $ver (log: $logf)"
+	(cd "$K8S_DIR" && run_logged "$logf" "${NICE[@]}" go build -ldflags "-s -w" \
+		-o "$BIN/.ginkgo.tmp" github.com/onsi/ginkgo/v2/ginkgo)
+	mv -f "$BIN/.ginkgo.tmp" "$BIN/ginkgo"
+	finish ginkgo "$ver" "$t0"
+}
+
+# ------------------------------------------------- container runtime (kubelet nodes)
+build_containerd() { # name: containerd, ctr or containerd-shim-runc-v2
+	local name=$1
+	up_to_date "$name" "$CONTAINERD_VERSION" && return 0
+	local t0; t0=$(date +%s)
+	local logf=$LOGS/build-$name.log gobin=$WORK/$name-gobin
+	: >"$logf"
+	log "building $name $CONTAINERD_VERSION (log: $logf)"
+	rm -rf "$gobin"; mkdir -p "$gobin"
+	local ldf="-s -w -X github.com/containerd/containerd/v2/version.Version=$CONTAINERD_VERSION"
+	(cd "$WORK" && GOBIN=$gobin run_logged "$logf" "${NICE[@]}" go install -ldflags "$ldf" \
+		-tags "no_btrfs no_devmapper no_zfs" "github.com/containerd/containerd/v2/cmd/$name@$CONTAINERD_VERSION")
+	mv -f "$gobin/$name" "$BIN/$name"
+	rm -rf "$gobin"
+	finish "$name" "$CONTAINERD_VERSION" "$t0"
+}
+
+build_runc() {
+	up_to_date runc "$RUNC_VERSION" && return 0
+	local t0; t0=$(date +%s)
+	local logf=$LOGS/build-runc.log gobin=$WORK/runc-gobin
+	: >"$logf"
+	[[ -f /usr/include/seccomp.h ]] || die "runc needs libseccomp-dev (e2e/tools/install-deps.sh --nodes installs it)"
+	log "building runc $RUNC_VERSION with seccomp (log: $logf)"
+	rm -rf "$gobin"; mkdir -p "$gobin"
+	# containerd gives every sandbox a seccomp profile, so runc needs seccomp: cgo, linked
+	# statically so the binary runs in any mount namespace.
+	(cd "$WORK" && CGO_ENABLED=1 GOBIN=$gobin run_logged "$logf" "${NICE[@]}" go install \
+		-tags "seccomp netgo osusergo urfave_cli_no_docs" \
+		-ldflags "-s -w -X main.version=${RUNC_VERSION#v} -extldflags -static" \
+		"github.com/opencontainers/runc@$RUNC_VERSION")
+	mv -f "$gobin/runc" "$BIN/runc"
+	rm -rf "$gobin"
+	finish runc "$RUNC_VERSION" "$t0"
+}
+
+# CoreDNS with the plugins a cluster's kube-dns uses (the Corefile kubeadm writes, plus bind,
+# hosts, rewrite and whoami), in CoreDNS's own plugin order: the full build compiles every cloud
+# and tracing SDK CoreDNS can talk to (about three times the packages) for nothing here.
+# Directive names; a package named otherwise follows after a colon.
+COREDNS_PLUGINS=(reload bind debug ready health prometheus:metrics errors log loadbalance cache rewrite hosts kubernetes loop forward whoami)
+build_coredns() {
+	# The plugin set is part of what is built: another set rebuilds.
+	local want; want="$COREDNS_VERSION+plugins-$(printf '%s\n' "${COREDNS_PLUGINS[@]}" | md5sum | cut -c1-8)"
+	up_to_date coredns "$want" && return 0
+	local t0; t0=$(date +%s)
+	local dir=$WORK/coredns-$COREDNS_VERSION logf=$LOGS/build-coredns.log
+	: >"$logf"
+	if [[ ! -f $dir/.ready ]]; then
+		log "preparing wrapper module for github.com/coredns/coredns $COREDNS_VERSION in $dir"
+		rm -rf "$dir"; mkdir -p "$dir"
+		printf '// Generated by sluice e2e/tools/build.sh; do not edit.\nmodule sluice.local/e2e-tools/coredns\n\ngo 1.26.0\n' >"$dir/go.mod"
+		{
+			echo "// Generated by sluice e2e/tools/build.sh; do not edit."
+			echo "package main"
+			echo
+			echo "import ("
+			echo '	"github.com/coredns/coredns/core/dnsserver"'
+			echo '	"github.com/coredns/coredns/coremain"'
+			local p
+			for p in "${COREDNS_PLUGINS[@]}"; do echo "	_ \"github.com/coredns/coredns/plugin/${p#*:}\""; done
+			echo ")"
+			echo
+			printf 'func init() {\n\tdnsserver.Directives = []string{'
+			printf '"%s", ' "${COREDNS_PLUGINS[@]%%:*}"
+			printf '}\n}\n\nfunc main() { coremain.Run() }\n'
+		} >"$dir/main.go"
+		(cd "$dir" && run_logged "$logf" "${NICE[@]}" go get "github.com/coredns/coredns@$COREDNS_VERSION" &&
+			run_logged "$logf" "${NICE[@]}" go mod tidy)
+		touch "$dir/.ready"
+	fi
+	log "building coredns $COREDNS_VERSION (log: $logf)"
+	(cd "$dir" && run_logged "$logf" "${NICE[@]}" go build -ldflags "-s -w -X github.com/coredns/coredns/coremain.GitCommit=$COREDNS_VERSION" \
+		-o "$BIN/.coredns.tmp" .)
+	mv -f "$BIN/.coredns.tmp" "$BIN/coredns"
+	finish coredns "$want" "$t0"
+}
+
 tools=("$@")
+if [[ ${tools[0]:-} == --nodes ]]; then
+	tools=("${ALL_TOOLS[@]}" "${NODE_TOOLS[@]}")
+fi
 [[ ${#tools[@]} -gt 0 ]] || tools=("${ALL_TOOLS[@]}")
 T0=$(date +%s)
 for t in "${tools[@]}"; do
 	case $t in
-	kube-apiserver | kube-controller-manager | kube-proxy | kubectl) build_k8s "$t" ;;
+	kube-apiserver | kube-controller-manager | kube-proxy | kubectl | kubelet | kube-scheduler) build_k8s "$t" ;;
+	agnhost) build_k8s agnhost test/images/agnhost ;;
+	ginkgo) build_ginkgo ;;
+	e2e.test) build_k8s e2e.test test/e2e ;;
+	containerd | ctr | containerd-shim-runc-v2) build_containerd "$t" ;;
+	runc) build_runc ;;
+	coredns) build_coredns ;;
 	etcd) build_etcd ;;
 	helm) build_helm ;;
-	*) die "unknown tool '$t' (known: ${ALL_TOOLS[*]})" ;;
+	*) die "unknown tool '$t' (known: ${ALL_TOOLS[*]} ${NODE_TOOLS[*]})" ;;
 	esac
 done
 if [[ ${#SUMMARY[@]} -gt 0 ]]; then
