@@ -217,7 +217,10 @@ class Rootfs:
                 self._put(lib, Node("file", os.stat(lib).st_mode & 0o777, src=lib))
 
     def add_host_tree(self, src, path, mode=None):
-        st = os.stat(src)
+        try:
+            st = os.stat(src)
+        except OSError as e:
+            raise Error(f"cannot copy {src}: {e.strerror}") from None
         if not stat.S_ISDIR(st.st_mode):
             self.add_host_file(src, path, mode)
             return
@@ -586,11 +589,18 @@ def main(argv):
         elif len(argv) == 2 and argv[0] == "refs":
             print("\n".join(load_spec(argv[1])["refs"]))
         elif len(argv) >= 2 and argv[0] == "verify":
-            return 0 if all([verify(p) for p in argv[1:]]) else 1
+            ok = True
+            for path in argv[1:]:
+                try:
+                    ok = verify(path) and ok
+                except (OSError, tarfile.TarError) as e:
+                    print(f"FAIL {path}: {e}", file=sys.stderr)
+                    ok = False
+            return 0 if ok else 1
         else:
             print(__doc__.split("\n\n")[1], file=sys.stderr)
             return 2
-    except Error as e:
+    except (Error, OSError) as e:
         print(f"[oci] ERROR: {e}", file=sys.stderr)
         return 1
     return 0

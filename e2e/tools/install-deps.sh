@@ -42,8 +42,8 @@ fi
 # deb_binary PACKAGE PATH DEST: install one file of a Debian package without installing the
 # package (whose maintainer scripts would start a server).
 deb_binary() {
-	local work
 	work=$(mktemp -d)
+	trap 'rm -rf "$work"' EXIT
 	(cd "$work" && { apt-get download "$1" >/dev/null 2>&1 || { apt-get update -qq && apt-get download "$1" >/dev/null; }; })
 	dpkg-deb -x "$work/$1"_*.deb "$work/x"
 	install -m 0755 "$work/x/$2" "$3"
