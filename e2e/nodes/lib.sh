@@ -79,3 +79,8 @@ in_cp() { nsenter --net="/run/netns/$(ns_name cp)" -- "$@"; }
 # kc: kubectl as admin, from the control plane's netns (the host reaches it only through the
 # relay kubeconfig in $RUN/admin.kubeconfig).
 kc() { in_cp "$TOOLS_BIN/kubectl" --kubeconfig "$RUN/kubeconfigs/admin-cp.kubeconfig" "$@"; }
+
+# node_import NODE TAR: load an image tar into the node's containerd (the kubelet's namespace).
+node_import() {
+	in_node "$1" "$TOOLS_BIN/ctr" -a /run/containerd/containerd.sock -n k8s.io images import "$2" >/dev/null
+}

@@ -9,7 +9,7 @@
 #
 # Tools: kube-apiserver kube-controller-manager kube-proxy kubectl etcd helm (the default set),
 # and for kubelet nodes (e2e/nodes): kubelet kube-scheduler e2e.test agnhost containerd ctr
-# containerd-shim-runc-v2 runc coredns ginkgo (`build.sh --nodes` builds the default set and these).
+# containerd-shim-runc-v2 runc coredns regression-issue-74839 ginkgo (`build.sh --nodes` builds the default set and these).
 # A tool is skipped when its stamp ($BIN/.stamps/NAME) holds the wanted
 # version/recipe and the binary exists, so a warm run is a no-op in seconds.
 # Cold build seconds are recorded in $BIN/.stamps/NAME.build-seconds.
@@ -36,7 +36,7 @@ LOGS=$CACHE/logs
 RECIPE=1
 
 ALL_TOOLS=(kube-apiserver kube-controller-manager kube-proxy kubectl etcd helm)
-NODE_TOOLS=(kubelet kube-scheduler containerd ctr containerd-shim-runc-v2 runc coredns agnhost e2e.test ginkgo)
+NODE_TOOLS=(kubelet kube-scheduler containerd ctr containerd-shim-runc-v2 runc coredns agnhost regression-issue-74839 e2e.test ginkgo)
 
 if [[ ${1:-} == --print-bin-dir ]]; then
 	echo "$BIN"
@@ -142,7 +142,7 @@ k8s_prepare() {
 	# Packages beyond the four above (kubelet nodes, the e2e suite) are added to the same wrapper
 	# module, once each, so every Kubernetes binary shares one dependency set and build cache.
 	local pkg
-	for pkg in cmd/kubelet cmd/kube-scheduler test/images/agnhost test/e2e; do
+	for pkg in cmd/kubelet cmd/kube-scheduler test/images/agnhost test/images/regression-issue-74839 test/e2e; do
 		grep -qxF "$pkg" "$dir/.ready" && continue
 		log "adding k8s.io/kubernetes/$pkg to the wrapper module"
 		(cd "$dir" && run_logged "$logf" "${NICE[@]}" go get -t "k8s.io/kubernetes/$pkg@$KUBERNETES_VERSION")
@@ -326,6 +326,7 @@ for t in "${tools[@]}"; do
 	case $t in
 	kube-apiserver | kube-controller-manager | kube-proxy | kubectl | kubelet | kube-scheduler) build_k8s "$t" ;;
 	agnhost) build_k8s agnhost test/images/agnhost ;;
+	regression-issue-74839) build_k8s regression-issue-74839 test/images/regression-issue-74839 ;;
 	ginkgo) build_ginkgo ;;
 	e2e.test) build_k8s e2e.test test/e2e ;;
 	containerd | ctr | containerd-shim-runc-v2) build_containerd "$t" ;;

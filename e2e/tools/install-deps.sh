@@ -26,7 +26,7 @@ done
 if [[ -n $nodes ]]; then
 	# By package, not by command: the images need these very packages (a static busybox, the
 	# OpenBSD netcat), and the -dev ones have no command.
-	for pkg in busybox-static netcat-openbsd bind9-dnsutils socat curl iproute2 iperf bash dash \
+	for pkg in busybox-static wget netcat-openbsd bind9-dnsutils socat curl iproute2 iperf bash dash \
 		coreutils grep sed findutils hostname libc-bin mount util-linux netbase gcc libc6-dev libseccomp-dev conntrack iptables; do
 		[[ $(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null) == "install ok installed" ]] || need+=("$pkg")
 	done
