@@ -190,11 +190,8 @@ fn the_map_list_is_exactly_the_headers_maps() {
 #[test]
 fn every_header_struct_has_a_mirror_checked_against_btf() {
     let text = strip_comments(HEADER);
-    let mut structs: Vec<&str> = text
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("struct ")?.strip_suffix('{').map(str::trim))
-        .filter(|n| n.starts_with("sluice_"))
-        .collect();
+    let mut structs: Vec<&str> =
+        text.lines().filter_map(|l| l.trim().strip_prefix("struct ")?.strip_suffix('{').map(str::trim)).filter(|n| n.starts_with("sluice_")).collect();
     structs.sort();
     let mut mirrors: Vec<&str> = sluice_abi::layouts().into_iter().map(|(n, _, _)| n).collect();
     mirrors.sort();

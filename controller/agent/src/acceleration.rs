@@ -58,13 +58,7 @@ struct Device {
 }
 
 /// Starts the prover thread for `devices`; returns what the agent updates.
-pub fn start(
-    root: PathBuf,
-    probe: aya::programs::ProgramFd,
-    devices: &[String],
-    node_ips: &[IpAddr],
-    initial: Acceleration,
-) -> anyhow::Result<SharedWanted> {
+pub fn start(root: PathBuf, probe: aya::programs::ProgramFd, devices: &[String], node_ips: &[IpAddr], initial: Acceleration) -> anyhow::Result<SharedWanted> {
     let wanted = Arc::new(Mutex::new(Wanted { acceleration: initial, targets: Vec::new() }));
     let mut devs = Vec::new();
     let existing = xdp_proof::read_devices(&root)?;

@@ -51,6 +51,47 @@ pub struct AgentArgs {
     /// Where /healthz, /livez and /readyz are served (kube-proxy's port).
     #[arg(long, default_value = "0.0.0.0:10256")]
     pub healthz_bind_address: std::net::SocketAddr,
+    /// NAMESPACE/NAME of the DaemonSet that runs this agent. When the agent stops and that
+    /// DaemonSet is gone or being deleted (helm uninstall), it removes its datapath, as
+    /// `sluice cleanup` does; on any other stop (upgrade, restart, eviction) and whenever the
+    /// apiserver cannot tell, everything stays pinned and keeps serving.
+    #[arg(long)]
+    pub owner_daemonset: Option<OwnerDaemonSet>,
+}
+
+/// `--owner-daemonset NAMESPACE/NAME`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OwnerDaemonSet {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl std::str::FromStr for OwnerDaemonSet {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.split_once('/') {
+            Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => Ok(OwnerDaemonSet { namespace: ns.into(), name: name.into() }),
+            _ => Err(format!("{s:?}: expected NAMESPACE/NAME")),
+        }
+    }
+}
+
+/// Whether the agent's DaemonSet is gone or being deleted: `Some(true)` only when the apiserver
+/// says so, `None` when it cannot be asked.
+async fn owner_removed(client: &kube::Client, owner: &OwnerDaemonSet) -> Option<bool> {
+    let api: kube::Api<k8s_openapi::api::apps::v1::DaemonSet> = kube::Api::namespaced(client.clone(), &owner.namespace);
+    match tokio::time::timeout(Duration::from_secs(5), api.get_opt(&owner.name)).await {
+        Ok(Ok(None)) => Some(true),
+        Ok(Ok(Some(ds))) => Some(ds.metadata.deletion_timestamp.is_some()),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "cannot tell whether the agent's DaemonSet is being removed: the datapath stays");
+            None
+        }
+        Err(_) => {
+            tracing::warn!("the apiserver did not answer within 5 s whether the agent's DaemonSet is being removed: the datapath stays");
+            None
+        }
+    }
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -125,7 +166,11 @@ fn setup_north_south(args: &AgentArgs, root: &Path) -> anyhow::Result<NorthSouth
         for r in reports.iter().chain(std::iter::once(&xdp_report)) {
             programs.push(sluice_crds::ProgramStatus { name: r.program.into(), hook: r.hook.clone(), attached: true });
         }
-        device_status.push(sluice_crds::DeviceStatus { name: device.clone(), xdp_mode: if native { "native" } else { "generic" }.into(), ..Default::default() });
+        device_status.push(sluice_crds::DeviceStatus {
+            name: device.clone(),
+            xdp_mode: if native { "native" } else { "generic" }.into(),
+            ..Default::default()
+        });
         if !native && accel != loader::Acceleration::Disabled {
             tracing::warn!(device, "no native XDP on this device: acceleration runs in generic mode");
         }
@@ -254,6 +299,7 @@ async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let probes = Arc::new(crate::probes::Probes::default());
     let mut recorder: Option<Arc<kube::runtime::events::Recorder>> = None;
     let client_errors = Arc::new(watch::ClientErrors::default());
+    let mut owner_client: Option<kube::Client> = None;
     let source = match &args.manifests {
         Some(dir) => {
             tracing::info!(dir = %dir.display(), "standalone mode: reading manifests");
@@ -269,6 +315,7 @@ async fn run(args: AgentArgs) -> anyhow::Result<()> {
                 client.clone(),
                 kube::runtime::events::Reporter { controller: "sluice".into(), instance: args.node_name.clone() },
             )));
+            owner_client = Some(client.clone());
             tokio::spawn(watch::run(client, args.node_name.clone(), shared.clone(), client_errors.clone()))
         }
     };
@@ -478,8 +525,19 @@ async fn run(args: AgentArgs) -> anyhow::Result<()> {
     }
     source.abort();
     let errors = client_errors.0.load(std::sync::atomic::Ordering::Relaxed);
-    tracing::info!(kube_client_errors = errors, "stopping; programs and maps stay pinned and keep serving");
+    let uninstalling = match (&args.owner_daemonset, &owner_client) {
+        (Some(owner), Some(client)) => owner_removed(client, owner).await == Some(true),
+        _ => false,
+    };
+    if !uninstalling {
+        tracing::info!(kube_client_errors = errors, "stopping; programs and maps stay pinned and keep serving");
+        drop(ebpf);
+        return Ok(());
+    }
+    tracing::info!("stopping, and the agent's DaemonSet is being removed: removing the datapath");
     drop(ebpf);
+    let removed = loader::remove_pins(&root).context("removing the datapath")?;
+    tracing::info!(pins = removed.len(), bpf_root = %root.display(), "datapath removed: programs detached, maps and links unpinned");
     Ok(())
 }
 

@@ -213,3 +213,28 @@ pub fn status(args: &ReadArgs) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// `sluice cleanup`: the datapath off this node. Refuses while the agent that recorded its pid
+/// in the pins still runs (it would attach everything again), unless --force. The pid is the
+/// agent's in its own pid namespace (a container's), so a process counts only if it is a
+/// `sluice` too.
+pub fn cleanup(args: &crate::CleanupArgs) -> anyhow::Result<()> {
+    let root = &args.bpf_root;
+    if !root.exists() {
+        println!("nothing pinned at {}: no Sluice datapath on this node", root.display());
+        return Ok(());
+    }
+    if let Ok(status) = sluice_datapath::report::read_status(root) {
+        let pid = status.pid;
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        if pid != 0 && comm.trim() == "sluice" && !args.force {
+            anyhow::bail!("the agent that pinned {} still runs (pid {pid}): stop it first, or pass --force", root.display());
+        }
+    }
+    let removed = sluice_datapath::loader::remove_pins(root)?;
+    for path in &removed {
+        println!("removed {}", path.display());
+    }
+    println!("{} pins removed: programs detached, maps freed, {} gone", removed.len(), root.display());
+    Ok(())
+}

@@ -42,6 +42,10 @@ enum Command {
     Explain(explain::ExplainArgs),
     /// Stream what the datapath decides, live: translations, rejects and drops with reasons.
     Monitor(monitor::MonitorArgs),
+    /// Remove the datapath from this node: detach every program (unpin the links) and unpin
+    /// every map under --bpf-root, as kube-proxy's --cleanup. Stop the agent first, or it
+    /// attaches again.
+    Cleanup(CleanupArgs),
     /// Look at the BPF maps themselves.
     Bpf {
         #[command(subcommand)]
@@ -59,6 +63,16 @@ enum BpfCommand {
 enum ServiceCommand {
     /// List every frontend with its backends, read from the pinned maps.
     List(ReadArgs),
+}
+
+#[derive(clap::Args)]
+pub struct CleanupArgs {
+    /// Where the agent pinned its maps and links.
+    #[arg(long, default_value = DEFAULT_BPF_ROOT)]
+    pub bpf_root: PathBuf,
+    /// Remove even while the agent that wrote these pins still runs (it would attach again).
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(clap::Args)]
@@ -87,6 +101,7 @@ fn main() -> std::process::ExitCode {
         Command::Status(args) => cli::status(&args),
         Command::Explain(args) => explain::run(&args),
         Command::Monitor(args) => monitor::run(&args),
+        Command::Cleanup(args) => cli::cleanup(&args),
         Command::Bpf { command: BpfCommand::Dump(args) } => dump::run(&args),
     };
     match result {

@@ -615,6 +615,13 @@ fn scenario(family: &'static str, report: &mut Report) -> Result<(), String> {
     let v = env.run_client("spread", &[web.clone(), "300".into()]);
     report.check(&format!("{family}: balancing after the restart"), balanced(&v, &all, 300));
 
+    // `sluice cleanup` refuses while the agent runs: it would attach everything again.
+    let busy = Command::new(SLUICE).arg("cleanup").arg("--bpf-root").arg(&env.bpf_root).output().expect("sluice cleanup");
+    report.check(
+        &format!("{family}: sluice cleanup refuses while the agent runs"),
+        ensure(!busy.status.success() && env.bpf_root.exists(), || format!("{busy:?}")),
+    );
+
     // SIGTERM leaves the datapath programmed.
     let status = env.kill_agent(libc::SIGTERM);
     report.check(&format!("{family}: SIGTERM exits cleanly"), ensure(status.is_some_and(|s| s.success()), || format!("{status:?}")));
@@ -624,6 +631,21 @@ fn scenario(family: &'static str, report: &mut Report) -> Result<(), String> {
         &format!("{family}: service list works with no agent running"),
         ensure(env.tcp_backend_count() == Some(3), || format!("{}", env.service_list())),
     );
+
+    // `sluice cleanup` (kube-proxy's --cleanup): every program detached, every pin gone, and the
+    // ClusterIP is just an address again.
+    let out = Command::new(SLUICE).arg("cleanup").arg("--bpf-root").arg(&env.bpf_root).output().expect("sluice cleanup");
+    report.check(&format!("{family}: sluice cleanup succeeds"), ensure(out.status.success(), || format!("{out:?}")));
+    report.check(&format!("{family}: no pin left after cleanup"), ensure(!env.bpf_root.exists(), || format!("{} still there", env.bpf_root.display())));
+    let attached = sh("bpftool", &["cgroup", "show", &env.cgroup.display().to_string()]);
+    report.check(
+        &format!("{family}: no program attached to the cgroup after cleanup"),
+        ensure(attached.as_ref().is_ok_and(|o| !o.contains("sluice")), || format!("{attached:?}")),
+    );
+    let v = env.run_client("refused", &[web.clone()]);
+    report.check(&format!("{family}: the ClusterIP is no longer translated after cleanup"), ensure(!v["error"].is_null(), || format!("{v}")));
+    let again = Command::new(SLUICE).arg("cleanup").arg("--bpf-root").arg(&env.bpf_root).output().expect("sluice cleanup");
+    report.check(&format!("{family}: sluice cleanup with nothing pinned succeeds"), ensure(again.status.success(), || format!("{again:?}")));
     env.keep_log = report.checks.iter().any(|(_, r)| r.is_err());
     Ok(())
 }

@@ -346,6 +346,35 @@ pub fn prune_links(root: &Path, keep: &[PathBuf]) -> Result<Vec<PathBuf>, LoadEr
     Ok(removed)
 }
 
+/// Removes everything pinned under `root` and `root` itself: the links first, which detaches
+/// the programs from the cgroup and the devices (no other process holds them), then the maps.
+/// Returns what was removed, links first; nothing pinned is not an error.
+pub fn remove_pins(root: &Path) -> Result<Vec<PathBuf>, LoadError> {
+    let mut removed = Vec::new();
+    if !root.exists() {
+        return Ok(removed);
+    }
+    let links = root.join("links");
+    if let Ok(entries) = fs::read_dir(&links) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            fs::remove_dir_all(&path).map_err(io(format!("removing {}", path.display())))?;
+            removed.push(path);
+        }
+    }
+    for entry in fs::read_dir(root).map_err(io(format!("reading {}", root.display())))?.flatten() {
+        let path = entry.path();
+        if path == links {
+            continue;
+        }
+        let gone = if path.is_dir() { fs::remove_dir_all(&path) } else { fs::remove_file(&path) };
+        gone.map_err(io(format!("removing {}", path.display())))?;
+        removed.push(path);
+    }
+    fs::remove_dir_all(root).map_err(io(format!("removing {}", root.display())))?;
+    Ok(removed)
+}
+
 /// The links directory a device's programs are pinned under (for [`prune_links`]).
 pub fn device_links(root: &Path, device: &str) -> PathBuf {
     root.join("links").join(format!("dev-{device}"))

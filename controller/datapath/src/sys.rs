@@ -3,9 +3,9 @@
 
 use std::ffi::CString;
 use std::io;
+use std::mem::size_of;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::mem::size_of;
 use std::path::Path;
 
 const BPF_OBJ_GET: libc::c_long = 7;
@@ -93,13 +93,8 @@ pub fn prog_test_run(prog: BorrowedFd<'_>, frame: &[u8], ctx: TestContext<'_>, m
             Some(unsafe { std::slice::from_raw_parts(&xdp_md as *const XdpMd as *const u8, size_of::<XdpMd>()) })
         }
     };
-    let mut attr = TestRunAttr {
-        prog_fd: prog.as_raw_fd() as u32,
-        data_size_in: frame.len() as u32,
-        data_in: frame.as_ptr() as u64,
-        repeat: 1,
-        ..Default::default()
-    };
+    let mut attr =
+        TestRunAttr { prog_fd: prog.as_raw_fd() as u32, data_size_in: frame.len() as u32, data_in: frame.as_ptr() as u64, repeat: 1, ..Default::default() };
     if mode == RunMode::Dry {
         attr.data_size_out = out.len() as u32;
         attr.data_out = out.as_mut_ptr() as u64;

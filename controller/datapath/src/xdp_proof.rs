@@ -184,7 +184,9 @@ impl Pinger {
             let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
             let mut sl = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
             // SAFETY: buf and ss are ours and sized as passed.
-            let got = unsafe { libc::recvfrom(self.sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT, &mut ss as *mut _ as *mut libc::sockaddr, &mut sl) };
+            let got = unsafe {
+                libc::recvfrom(self.sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT, &mut ss as *mut _ as *mut libc::sockaddr, &mut sl)
+            };
             if got < 0 {
                 continue;
             }

@@ -47,13 +47,8 @@ fn the_loaders_program_names_are_exactly_the_objects_programs() {
     ];
     for (name, object, mut expected) in objects {
         let btf = btf_of(name, object);
-        let mut programs: Vec<&str> = btf["types"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|t| t["kind"] == "FUNC" && t["linkage"] == "global")
-            .map(|t| t["name"].as_str().unwrap())
-            .collect();
+        let mut programs: Vec<&str> =
+            btf["types"].as_array().unwrap().iter().filter(|t| t["kind"] == "FUNC" && t["linkage"] == "global").map(|t| t["name"].as_str().unwrap()).collect();
         programs.sort();
         expected.sort();
         assert_eq!(programs, expected, "programs of {name}.o against the loader's names");

@@ -348,11 +348,7 @@ impl Fixture {
 
     /// Records a device's proven (or not) acceleration, as the agent's proof does.
     fn device_state(&self, ifindex: u32, state: XdpState) {
-        let entry = XdpDevice {
-            flags: if state == XdpState::Accelerated { abi::XDP_DEV_F_ACCEL } else { 0 },
-            state: state as u32,
-            ..Default::default()
-        };
+        let entry = XdpDevice { flags: if state == XdpState::Accelerated { abi::XDP_DEV_F_ACCEL } else { 0 }, state: state as u32, ..Default::default() };
         xdp_proof::write_device(&self.pins.0, ifindex, &entry).unwrap();
     }
 
