@@ -30,7 +30,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the node agent: watch Services and EndpointSlices, program the datapath.
-    Agent(agent::AgentArgs),
+    Agent(Box<agent::AgentArgs>),
     /// Inspect the programmed services.
     Service {
         #[command(subcommand)]
@@ -96,7 +96,7 @@ fn main() -> std::process::ExitCode {
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Agent(args) => agent::main(args),
+        Command::Agent(args) => agent::main(*args),
         Command::Service { command: ServiceCommand::List(args) } => cli::service_list(&args),
         Command::Status(args) => cli::status(&args),
         Command::Explain(args) => explain::run(&args),
