@@ -1,36 +1,40 @@
 #!/usr/bin/env bash
-# Install the Debian packages the e2e harness needs (if missing):
-# CNI plugins (ptp, host-local), socat, jq, curl, openssl, iproute2, util-linux, ethtool (the
-# north-south fabric turns checksum offload off with it, as a wire has none), promtool.
-# Go (for e2e/tools/build.sh) is expected on the machine already.
+# Install the Debian packages Sluice's builds and tests need, when missing (apt-get update
+# first, as a fresh machine needs), and mount the bpffs when none is mounted. Rust and Go are
+# expected on the machine already.
 #
-#   e2e/tools/install-deps.sh          the harness's tools
+#   e2e/tools/install-deps.sh          building Sluice (clang-19, libbpf-dev, ...) and the
+#                                      harness: CNI plugins (ptp, host-local), socat, jq, curl,
+#                                      openssl, iproute2, util-linux, ethtool (the north-south
+#                                      fabric turns checksum offload off with it, as a wire has
+#                                      none), bpftool, promtool
 #   e2e/tools/install-deps.sh --nodes  also what kubelet nodes (e2e/nodes) need: the host binaries
 #                                      e2e/nodes/images copies into the test images (busybox-static,
-#                                      netcat-openbsd, bind9-dnsutils, iperf, nginx's binary, ...),
-#                                      gcc and a static libc for the pause image, libseccomp-dev
-#                                      for runc (e2e/tools/build.sh), conntrack and iptables for
-#                                      kubelet
+#                                      wget, netcat-openbsd, bind9-dnsutils, iperf, nginx's binary,
+#                                      ...), gcc and a static libc for the pause image,
+#                                      libseccomp-dev for runc (e2e/tools/build.sh), conntrack and
+#                                      iptables for the kubelet
+#   e2e/tools/install-deps.sh --all    everything the README's test command runs: --nodes and the
+#                                      benchmark harness's peers (wrk, iperf3, nftables, bc)
 set -euo pipefail
-nodes=
+nodes= bench=
 case ${1:-} in
 --nodes) nodes=1 ;;
+--all) nodes=1 bench=1 ;;
 "") ;;
-*) echo "usage: $0 [--nodes]" >&2; exit 2 ;;
+*) echo "usage: $0 [--nodes|--all]" >&2; exit 2 ;;
 esac
+packages=(clang-19 llvm-19 libbpf-dev bpftool gcc libc6-dev python3 python3-yaml
+	containernetworking-plugins socat jq curl openssl iproute2 util-linux ethtool)
+# The images need these very packages (a static busybox, the OpenBSD netcat); the -dev ones
+# have no command: so packages are checked, not commands.
+[[ -n $nodes ]] && packages+=(busybox-static wget netcat-openbsd bind9-dnsutils iperf bash dash
+	coreutils grep sed findutils hostname libc-bin mount netbase libseccomp-dev conntrack iptables)
+[[ -n $bench ]] && packages+=(wrk iperf3 iptables nftables bc)
 need=()
-[[ -x /usr/lib/cni/ptp && -x /usr/lib/cni/host-local ]] || need+=(containernetworking-plugins)
-for pair in socat:socat jq:jq curl:curl openssl:openssl ip:iproute2 ss:iproute2 nsenter:util-linux setsid:util-linux flock:util-linux ethtool:ethtool; do
-	command -v "${pair%%:*}" >/dev/null || need+=("${pair#*:}")
+for pkg in "${packages[@]}"; do
+	[[ $(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null) == "install ok installed" ]] || need+=("$pkg")
 done
-if [[ -n $nodes ]]; then
-	# By package, not by command: the images need these very packages (a static busybox, the
-	# OpenBSD netcat), and the -dev ones have no command.
-	for pkg in busybox-static wget netcat-openbsd bind9-dnsutils socat curl iproute2 iperf bash dash \
-		coreutils grep sed findutils hostname libc-bin mount util-linux netbase gcc libc6-dev libseccomp-dev conntrack iptables; do
-		[[ $(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null) == "install ok installed" ]] || need+=("$pkg")
-	done
-fi
 export DEBIAN_FRONTEND=noninteractive
 if ((${#need[@]} > 0)); then
 	mapfile -t need < <(printf '%s\n' "${need[@]}" | sort -u)
@@ -64,5 +68,10 @@ if [[ -n $nodes && ! -x /usr/sbin/nginx && ! -x /usr/local/sbin/nginx ]]; then
 	echo "[install-deps] installing /usr/local/sbin/nginx from Debian's nginx package"
 	deb_binary nginx usr/sbin/nginx /usr/local/sbin/nginx
 	/usr/local/sbin/nginx -v 2>/dev/null
+fi
+if ! awk '$3 == "bpf" { found = 1 } END { exit !found }' /proc/mounts; then
+	[[ $(id -u) == 0 ]] || { echo "[install-deps] ERROR: need root to mount the bpffs" >&2; exit 1; }
+	mount -t bpf bpf /sys/fs/bpf
+	echo "[install-deps] mounted a bpffs at /sys/fs/bpf"
 fi
 echo "[install-deps] all present"
