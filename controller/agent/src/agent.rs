@@ -51,10 +51,10 @@ pub struct AgentArgs {
     /// Where /healthz, /livez and /readyz are served (kube-proxy's port).
     #[arg(long, default_value = "0.0.0.0:10256")]
     pub healthz_bind_address: std::net::SocketAddr,
-    /// NAMESPACE/NAME of the DaemonSet that runs this agent. When the agent stops and that
-    /// DaemonSet is gone or being deleted (helm uninstall), it removes its datapath, as
+    /// NAMESPACE/NAME of the DaemonSet that runs this agent (watched). When the agent stops and
+    /// that DaemonSet is gone or being deleted (helm uninstall), it removes its datapath, as
     /// `sluice cleanup` does; on any other stop (upgrade, restart, eviction) and whenever the
-    /// apiserver cannot tell, everything stays pinned and keeps serving.
+    /// watch has not said so, everything stays pinned and keeps serving.
     #[arg(long)]
     pub owner_daemonset: Option<OwnerDaemonSet>,
 }
@@ -76,22 +76,19 @@ impl std::str::FromStr for OwnerDaemonSet {
     }
 }
 
-/// Whether the agent's DaemonSet is gone or being deleted: `Some(true)` only when the apiserver
-/// says so, `None` when it cannot be asked.
-async fn owner_removed(client: &kube::Client, owner: &OwnerDaemonSet) -> Option<bool> {
-    let api: kube::Api<k8s_openapi::api::apps::v1::DaemonSet> = kube::Api::namespaced(client.clone(), &owner.namespace);
-    match tokio::time::timeout(Duration::from_secs(5), api.get_opt(&owner.name)).await {
-        Ok(Ok(None)) => Some(true),
-        Ok(Ok(Some(ds))) => Some(ds.metadata.deletion_timestamp.is_some()),
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, "cannot tell whether the agent's DaemonSet is being removed: the datapath stays");
-            None
+/// Whether to remove the datapath as the agent stops: the watch on the agent's DaemonSet saw it
+/// go. Pods are deleted after their DaemonSet, so the event has normally arrived before SIGTERM;
+/// a second's grace covers a slow watch (and is all a rolling upgrade waits per node). Without
+/// the answer the datapath stays.
+async fn owner_removed(removed: &std::sync::atomic::AtomicBool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while !removed.load(std::sync::atomic::Ordering::SeqCst) {
+        if Instant::now() >= deadline {
+            return false;
         }
-        Err(_) => {
-            tracing::warn!("the apiserver did not answer within 5 s whether the agent's DaemonSet is being removed: the datapath stays");
-            None
-        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    true
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -299,7 +296,7 @@ async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let probes = Arc::new(crate::probes::Probes::default());
     let mut recorder: Option<Arc<kube::runtime::events::Recorder>> = None;
     let client_errors = Arc::new(watch::ClientErrors::default());
-    let mut owner_client: Option<kube::Client> = None;
+    let owner_removed_flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let source = match &args.manifests {
         Some(dir) => {
             tracing::info!(dir = %dir.display(), "standalone mode: reading manifests");
@@ -315,7 +312,9 @@ async fn run(args: AgentArgs) -> anyhow::Result<()> {
                 client.clone(),
                 kube::runtime::events::Reporter { controller: "sluice".into(), instance: args.node_name.clone() },
             )));
-            owner_client = Some(client.clone());
+            if let Some(owner) = &args.owner_daemonset {
+                tokio::spawn(watch::run_owner_daemonset(client.clone(), owner.namespace.clone(), owner.name.clone(), owner_removed_flag.clone()));
+            }
             tokio::spawn(watch::run(client, args.node_name.clone(), shared.clone(), client_errors.clone()))
         }
     };
@@ -525,10 +524,7 @@ async fn run(args: AgentArgs) -> anyhow::Result<()> {
     }
     source.abort();
     let errors = client_errors.0.load(std::sync::atomic::Ordering::Relaxed);
-    let uninstalling = match (&args.owner_daemonset, &owner_client) {
-        (Some(owner), Some(client)) => owner_removed(client, owner).await == Some(true),
-        _ => false,
-    };
+    let uninstalling = args.owner_daemonset.is_some() && args.manifests.is_none() && owner_removed(&owner_removed_flag).await;
     if !uninstalling {
         tracing::info!(kube_client_errors = errors, "stopping; programs and maps stay pinned and keep serving");
         drop(ebpf);

@@ -291,6 +291,42 @@ async fn run_node(client: Client, name: String, shared: Shared) {
     }
 }
 
+/// Watches the DaemonSet that runs this agent and sets `removed` once it is gone or being
+/// deleted (helm uninstall deletes it before its pods; the chart's RBAC goes at the same time,
+/// so the answer must already be known when the agent is told to stop). A DaemonSet never seen
+/// is not "removed": an agent started some other way keeps its datapath.
+pub async fn run_owner_daemonset(client: Client, namespace: String, name: String, removed: std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    use std::sync::atomic::Ordering;
+    let api: Api<k8s_openapi::api::apps::v1::DaemonSet> = Api::namespaced(client, &namespace);
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let mut stream = Guarded::new("DaemonSet", move || watcher::watcher(api.clone(), config.clone()).backoff(CatchUpBackoff::default()).boxed());
+    let (mut seen, mut seen_in_list) = (false, false);
+    loop {
+        match stream.next().await {
+            Ok(Some(Event::Init)) => seen_in_list = false,
+            Ok(Some(Event::InitApply(ds) | Event::Apply(ds))) => {
+                seen = true;
+                seen_in_list = true;
+                if ds.metadata.deletion_timestamp.is_some() {
+                    removed.store(true, Ordering::SeqCst);
+                }
+            }
+            Ok(Some(Event::InitDone)) => {
+                if seen && !seen_in_list {
+                    removed.store(true, Ordering::SeqCst);
+                }
+            }
+            Ok(Some(Event::Delete(_))) => removed.store(true, Ordering::SeqCst),
+            Ok(None) => return,
+            Err(e) => tracing::debug!(daemonset = %name, "watching the agent's DaemonSet (retrying): {e}"),
+        }
+        if removed.load(Ordering::SeqCst) {
+            tracing::info!(daemonset = %format!("{namespace}/{name}"), "the agent's DaemonSet is being removed: the datapath goes when the agent stops");
+            return;
+        }
+    }
+}
+
 /// Runs the watchers until the process ends. With a node name, the first plan also waits for
 /// that Node (its zone).
 pub async fn run(client: Client, node_name: Option<String>, shared: Shared, errors: std::sync::Arc<ClientErrors>) {
