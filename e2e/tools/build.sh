@@ -14,12 +14,13 @@
 # version/recipe and the binary exists, so a warm run is a no-op in seconds.
 # Cold build seconds are recorded in $BIN/.stamps/NAME.build-seconds.
 #
-# Builds run niced (nice -n 19) with one package at a time (-p=1): the
-# machines have 2 cores and other compiles run beside this one.
+# Builds run niced (nice -n 19), one package per core (-p=$(nproc)): in the test command
+# nothing else compiles meanwhile, and a cold CI must stay under an hour on 2 cores. Set
+# SLUICE_BUILD_JOBS=1 to build beside other work.
 #
 # Environment:
 #   SLUICE_CACHE      cache root (default $HOME/.cache/sluice)
-#   SLUICE_BUILD_JOBS go build -p value (default 1)
+#   SLUICE_BUILD_JOBS go build -p value (default: the number of cores)
 #   GOCACHE/GOMODCACHE are the Go defaults unless set by the caller.
 set -euo pipefail
 
@@ -65,7 +66,7 @@ proxy=$(tr ',|' '\n\n' <<<"$proxy" | grep -v -x -e direct -e off | paste -sd, -)
 [[ -n $proxy ]] || die "GOPROXY has no proxy entry (only direct/off)"
 export GOPROXY=$proxy
 export CGO_ENABLED=0
-export GOFLAGS="-p=${SLUICE_BUILD_JOBS:-1} -buildvcs=false -trimpath"
+export GOFLAGS="-p=${SLUICE_BUILD_JOBS:-$(nproc)} -buildvcs=false -trimpath"
 export GOWORK=off
 NICE=(nice -n 19)
 
