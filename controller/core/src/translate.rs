@@ -311,9 +311,11 @@ fn collect_slice(
             continue;
         }
         let cond = ep.conditions.clone().unwrap_or_default();
-        // API semantics: ready unset means ready; serving unset means "same as ready".
+        // As kube-proxy reads them (endpointslicecache.go): ready and serving unset mean true,
+        // terminating unset means false. (An unset serving is not "same as ready": a terminating
+        // endpoint that does not say is still a fallback.)
         let ready = cond.ready.unwrap_or(true);
-        let serving = cond.serving.unwrap_or(ready);
+        let serving = cond.serving.unwrap_or(true);
         let terminating = cond.terminating.unwrap_or(false);
         let local = match (&node.node_name, &ep.node_name) {
             (Some(me), Some(theirs)) => me == theirs,
