@@ -397,7 +397,7 @@ async fn run(args: AgentArgs) -> anyhow::Result<()> {
             let blocks = sluice_core::blocklist::lay_out(&lists, &block_ids);
             {
                 let mut f = facts.lock().expect("facts");
-                f.block_generations = lists.iter().map(|b| (b.metadata.name.clone(), b.metadata.generation)).collect();
+                f.block_generations = lists.iter().map(|b| (b.metadata.name.clone().unwrap_or_default(), b.metadata.generation)).collect();
             }
             (p, blocks, index.take_pending(), index.generation)
         };
@@ -414,7 +414,7 @@ async fn run(args: AgentArgs) -> anyhow::Result<()> {
             }
         }
         if problems_written.as_ref() != Some(&warnings) {
-            let mut rows: Vec<(String, String)> = p.warnings.iter().map(|w| (w.object.clone(), w.message.clone())).collect();
+            let mut rows: Vec<(String, String)> = p.warnings.iter().map(|w| (w.subject.to_string(), w.message.clone())).collect();
             rows.sort();
             rows.dedup();
             match sluice_datapath::report::write_problems(&root, &rows) {
@@ -551,27 +551,26 @@ fn record_status(root: &Path, status: &sluice_abi::AgentStatus) {
 /// A Service the datapath cannot program (or programs only in part) gets a Warning Event saying
 /// why, where `kubectl describe service` shows it.
 fn publish_event(recorder: Arc<kube::runtime::events::Recorder>, w: sluice_core::Warning) {
-    let Some((namespace, name)) = w.object.strip_prefix("Service ").and_then(|n| n.split_once('/')) else {
+    let sluice_core::Subject::Object { kind: "Service", key } = &w.subject else {
         return;
     };
     let reference = k8s_openapi::api::core::v1::ObjectReference {
         api_version: Some("v1".into()),
         kind: Some("Service".into()),
-        namespace: Some(namespace.into()),
-        name: Some(name.into()),
+        namespace: Some(key.namespace.clone()),
+        name: Some(key.name.clone()),
         ..Default::default()
     };
-    let reason = if w.message.contains("map is full") || w.message.contains("no free") { "MapFull" } else { "NotProgrammed" };
     let event = kube::runtime::events::Event {
         type_: kube::runtime::events::EventType::Warning,
-        reason: reason.into(),
+        reason: w.reason.as_str().into(),
         note: Some(w.message.clone()),
         action: "Program".into(),
         secondary: None,
     };
     tokio::spawn(async move {
         if let Err(e) = recorder.publish(&event, &reference).await {
-            tracing::debug!("cannot publish Event for {}: {e}", w.object);
+            tracing::debug!("cannot publish Event for {}: {e}", w.subject);
         }
     });
 }
@@ -580,7 +579,7 @@ fn publish_event(recorder: Arc<kube::runtime::events::Recorder>, w: sluice_core:
 struct AppliedConfig {
     /// What the flag or the ProxyConfig asks of XDP (each device still needs its proof).
     acceleration: loader::Acceleration,
-    external_ip_cidrs: Option<Vec<(std::net::IpAddr, u8)>>,
+    external_ip_cidrs: Option<Vec<sluice_core::Cidr>>,
     maglev: bool,
     status: Option<crate::node_status::ProxyConfigReport>,
 }
@@ -588,29 +587,21 @@ struct AppliedConfig {
 /// Applies the ProxyConfig `default` where the datapath allows it without a restart (XDP
 /// acceleration, externalIPCIDRs) and says which fields need one or are not supported yet.
 fn apply_proxy_config(
-    raw: Option<&serde_json::Value>,
+    config: Option<&sluice_crds::ProxyConfig>,
     root: &Path,
     has_devices: bool,
     flag_accel: loader::Acceleration,
     north_south: &NorthSouth,
 ) -> AppliedConfig {
-    let config: Option<sluice_crds::ProxyConfig> = raw.and_then(|raw| match serde_json::from_value(raw.clone()) {
-        Ok(c) => Some(c),
-        Err(e) => {
-            tracing::warn!("ProxyConfig default not understood: {e}");
-            None
-        }
-    });
     let mut problems = Vec::new();
-    let restart_required: Vec<String> = Vec::new();
     // Without a ProxyConfig, the agent's own flag decides.
-    let accel = match config.as_ref().map(|c| c.spec.xdp_acceleration) {
+    let accel = match config.map(|c| c.spec.xdp_acceleration) {
         None => flag_accel,
         Some(sluice_crds::XdpAcceleration::Disabled) => loader::Acceleration::Disabled,
         Some(sluice_crds::XdpAcceleration::Native) => loader::Acceleration::Native,
         Some(sluice_crds::XdpAcceleration::BestEffort) => loader::Acceleration::BestEffort,
     };
-    let host_ns_only = config.as_ref().is_some_and(|c| c.spec.host_namespace_only);
+    let host_ns_only = config.is_some_and(|c| c.spec.host_namespace_only);
     {
         let mut want = if has_devices && accel != loader::Acceleration::Disabled { sluice_abi::CFG_F_XDP_ACCEL } else { 0 };
         if host_ns_only {
@@ -646,7 +637,7 @@ fn apply_proxy_config(
     let external_ip_cidrs = spec.external_ip_cidrs.as_ref().map(|list| {
         list.iter()
             .filter_map(|c| {
-                let parsed = sluice_core::translate::parse_cidr(c);
+                let parsed = sluice_core::Cidr::parse(c);
                 if parsed.is_none() {
                     problems.push(format!("externalIPCIDRs entry {c:?} is not a CIDR"));
                 }
@@ -669,6 +660,6 @@ fn apply_proxy_config(
         acceleration: accel,
         external_ip_cidrs,
         maglev: spec.load_balancing_algorithm == sluice_crds::LoadBalancingAlgorithm::Maglev,
-        status: Some(crate::node_status::ProxyConfigReport { generation: config.metadata.generation, problems, restart_required }),
+        status: Some(crate::node_status::ProxyConfigReport { generation: config.metadata.generation, problems }),
     }
 }

@@ -6,7 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use anyhow::{Context, bail};
 use serde::Serialize;
 use sluice_abi::{self as abi, Addr, SvcKey};
-use sluice_core::{LbState, Proto, view};
+use sluice_core::{Cidr, LbState, Protocol, view};
 use sluice_datapath::{BpfMaps, LbMaps};
 
 use crate::Output;
@@ -45,14 +45,14 @@ pub struct Candidate {
     pub why: Vec<&'static str>,
 }
 
-pub fn parse_target(text: &str) -> anyhow::Result<(SocketAddr, Proto)> {
+pub fn parse_target(text: &str) -> anyhow::Result<(SocketAddr, Protocol)> {
     let (addr, proto) = match text.rsplit_once('/') {
         Some((a, p)) => (a, p),
         None => (text, "tcp"),
     };
     let proto = match proto.to_ascii_lowercase().as_str() {
-        "tcp" => Proto::Tcp,
-        "udp" => Proto::Udp,
+        "tcp" => Protocol::TCP,
+        "udp" => Protocol::UDP,
         other => bail!("protocol {other:?}: use tcp or udp"),
     };
     let addr: SocketAddr = addr.parse().with_context(|| format!("{addr:?} is not ADDR:PORT (IPv6: [ADDR]:PORT)"))?;
@@ -60,15 +60,15 @@ pub fn parse_target(text: &str) -> anyhow::Result<(SocketAddr, Proto)> {
 }
 
 fn in_range(state: &LbState, rev_nat_id: u16, client: IpAddr) -> bool {
-    state.src_ranges.iter().filter(|r| r.rev_nat_id == u32::from(rev_nat_id)).any(|r| {
-        let bits = r.prefixlen.saturating_sub(32) as usize;
-        let (a, b) = (Addr::from(client).0, r.addr.0);
-        (0..bits).all(|i| (a[i / 8] >> (7 - i % 8)) & 1 == (b[i / 8] >> (7 - i % 8)) & 1)
-    })
+    state
+        .src_ranges
+        .iter()
+        .filter(|r| r.rev_nat_id == u32::from(rev_nat_id))
+        .any(|r| Cidr { addr: r.addr.ip(), bits: r.prefix_bits() as u8 }.contains(client))
 }
 
 /// The decision, from map contents alone (pure, so it is tested without a kernel).
-pub fn explain(state: &LbState, target: SocketAddr, proto: Proto, from: Option<IpAddr>) -> Explanation {
+pub fn explain(state: &LbState, target: SocketAddr, proto: Protocol, from: Option<IpAddr>) -> Explanation {
     let path = if from.is_some() { "north-south (XDP, then tc on the node's devices)" } else { "socket load-balancing (connect/sendmsg on this node)" };
     let mut e = Explanation {
         target: format!("{target}/{proto}"),
@@ -301,7 +301,7 @@ mod tests {
 
     #[test]
     fn parses_targets() {
-        assert_eq!(parse_target("[fd00::1]:53/UDP").unwrap(), ("[fd00::1]:53".parse().unwrap(), Proto::Udp));
+        assert_eq!(parse_target("[fd00::1]:53/UDP").unwrap(), ("[fd00::1]:53".parse().unwrap(), Protocol::UDP));
         assert!(parse_target("10.0.0.1").is_err());
         assert!(parse_target("10.0.0.1:80/sctp").is_err());
     }

@@ -76,11 +76,11 @@ impl HealthServers {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sluice_core::ServiceName;
+    use sluice_core::ObjectKey;
 
     #[test]
     fn answers_like_kube_proxy() {
-        let mut hc = HealthCheck { port: 32000, service: ServiceName { namespace: "ns".into(), name: "lb".into() }, local_endpoints: 2 };
+        let mut hc = HealthCheck { port: 32000, service: ObjectKey { namespace: "ns".into(), name: "lb".into() }, local_endpoints: 2 };
         let ok = response(&hc, true).render();
         assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
         assert!(ok.ends_with(r#"{"localEndpoints":2,"service":{"name":"lb","namespace":"ns"},"serviceProxyHealthy":true}"#), "{ok}");

@@ -38,7 +38,6 @@ pub struct ProxyConfigReport {
     pub generation: Option<i64>,
     /// Fields that could not be applied as asked, and why.
     pub problems: Vec<String>,
-    pub restart_required: Vec<String>,
 }
 
 pub fn kernel_version() -> String {
@@ -115,8 +114,7 @@ async fn write_once(client: &kube::Client, node: &str, root: &PathBuf, facts: &M
             }
         }
     }
-    let gvk = kube::api::GroupVersionKind::gvk("sluice.dev", "v1alpha1", "SourceBlocklist");
-    let lists: Api<kube::api::DynamicObject> = Api::all_with(client.clone(), &kube::api::ApiResource::from_gvk_with_plural(&gvk, "sourceblocklists"));
+    let lists: Api<sluice_crds::SourceBlocklist> = Api::all(client.clone());
     for (name, generation) in generations {
         let drops = sums.remove(&name).unwrap_or_default();
         let patch = serde_json::json!({"status": {"drops": drops, "observedGeneration": generation}});
@@ -130,12 +128,10 @@ async fn write_once(client: &kube::Client, node: &str, root: &PathBuf, facts: &M
                 report.problems.push(format!("xdpAcceleration native: {}: {}", sluice_abi::get_str(&d.name), sluice_abi::get_str(&d.reason)));
             }
         }
-        let gvk = kube::api::GroupVersionKind::gvk("sluice.dev", "v1alpha1", "ProxyConfig");
-        let configs: Api<kube::api::DynamicObject> = Api::all_with(client.clone(), &kube::api::ApiResource::from_gvk_with_plural(&gvk, "proxyconfigs"));
+        let configs: Api<sluice_crds::ProxyConfig> = Api::all(client.clone());
         let applied = report.problems.is_empty();
         let patch = serde_json::json!({"status": {
             "observedGeneration": report.generation,
-            "restartRequired": report.restart_required,
             "conditions": [{
                 "type": "Applied",
                 "status": if applied { "True" } else { "False" },
@@ -145,7 +141,7 @@ async fn write_once(client: &kube::Client, node: &str, root: &PathBuf, facts: &M
                 "observedGeneration": report.generation,
             }],
         }});
-        configs.patch_status("default", &PatchParams::default(), &Patch::Merge(&patch)).await?;
+        configs.patch_status(sluice_crds::PROXY_CONFIG_NAME, &PatchParams::default(), &Patch::Merge(&patch)).await?;
     }
     Ok(())
 }

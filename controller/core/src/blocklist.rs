@@ -2,53 +2,13 @@
 //! API or a manifest directory) and turns the per-entry hit counters back into status.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
 
-use serde::Deserialize;
 use sluice_abi::{self as abi, BlockKey, BlockPort, BlockValue};
+use sluice_crds::{Protocol, SourceBlocklist};
 
 use crate::ids::{Allocator, IdSpace};
-use crate::translate::{Proto, Warning};
-
-/// The parts of a `sluice.dev/v1alpha1` SourceBlocklist the datapath needs, in the API's JSON
-/// shape (so manifests and watched objects deserialize into it alike).
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-pub struct Blocklist {
-    pub metadata: BlocklistMeta,
-    pub spec: BlocklistSpec,
-}
-
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq, Default)]
-pub struct BlocklistMeta {
-    #[serde(default)]
-    pub name: String,
-    #[serde(default)]
-    pub generation: Option<i64>,
-}
-
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq, Default)]
-pub struct BlocklistSpec {
-    #[serde(default)]
-    pub entries: Vec<BlocklistEntry>,
-}
-
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-pub struct BlocklistEntry {
-    pub cidr: String,
-    #[serde(default)]
-    pub ports: Vec<BlocklistPort>,
-}
-
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-pub struct BlocklistPort {
-    pub port: i32,
-    #[serde(default = "tcp")]
-    pub protocol: String,
-}
-
-fn tcp() -> String {
-    "TCP".into()
-}
+use crate::names::Cidr;
+use crate::translate::{Subject, Warning};
 
 /// Which objects and CIDR a datapath entry stands for (for hit counters → status).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,13 +26,6 @@ pub struct BlockPlan {
     pub warnings: Vec<Warning>,
 }
 
-pub fn parse_cidr(text: &str) -> Option<(IpAddr, u8)> {
-    let (addr, bits) = text.trim().split_once('/')?;
-    let ip: IpAddr = addr.parse().ok()?;
-    let bits: u8 = bits.parse().ok()?;
-    (bits <= if ip.is_ipv4() { 32 } else { 128 }).then_some((ip, bits))
-}
-
 /// Lays out every entry of every blocklist. A CIDR listed by several objects is one entry: all
 /// ports if any of them says so, else the union of their ports.
 /// The ids the blocklist map already holds, so a restarted agent keeps its hit counters' slots.
@@ -85,34 +38,28 @@ pub fn empty_ids() -> IdSpace<BlockKey> {
     IdSpace::with_max(abi::BLOCKLIST_MAX - 1)
 }
 
-pub fn lay_out(lists: &[Blocklist], previous: &IdSpace<BlockKey>) -> BlockPlan {
+pub fn lay_out(lists: &[SourceBlocklist], previous: &IdSpace<BlockKey>) -> BlockPlan {
     let mut plan = BlockPlan { entries: BTreeMap::new(), owners: BTreeMap::new(), ids: empty_ids(), warnings: Vec::new() };
     // key → (cidr text, owners, Some(ports) or None for every port)
-    let mut merged: BTreeMap<BlockKey, (String, Vec<String>, Option<Vec<(u16, Proto)>>)> = BTreeMap::new();
+    let mut merged: BTreeMap<BlockKey, (String, Vec<String>, Option<Vec<(u16, Protocol)>>)> = BTreeMap::new();
     for list in lists {
-        let object = format!("SourceBlocklist {}", list.metadata.name);
+        let name = list.metadata.name.clone().unwrap_or_default();
+        let subject = Subject::cluster_scoped("SourceBlocklist", &name);
         for e in &list.spec.entries {
-            let Some((ip, bits)) = parse_cidr(&e.cidr) else {
-                plan.warnings.push(Warning { object: object.clone(), message: format!("{:?} is not a CIDR; skipped", e.cidr) });
+            // The apiserver validates these; manifests in standalone mode are not validated.
+            let Some(cidr) = Cidr::parse(&e.cidr) else {
+                plan.warnings.push(Warning::new(subject.clone(), format!("{:?} is not a CIDR; skipped", e.cidr)));
                 continue;
             };
             let mut ports = Vec::new();
             for p in &e.ports {
-                let proto = match p.protocol.as_str() {
-                    "TCP" => Proto::Tcp,
-                    "UDP" => Proto::Udp,
-                    other => {
-                        plan.warnings.push(Warning { object: object.clone(), message: format!("{}: protocol {other:?} unknown; port skipped", e.cidr) });
-                        continue;
-                    }
-                };
                 match u16::try_from(p.port) {
-                    Ok(port) if port != 0 => ports.push((port, proto)),
-                    _ => plan.warnings.push(Warning { object: object.clone(), message: format!("{}: port {} out of range; skipped", e.cidr, p.port) }),
+                    Ok(port) if port != 0 => ports.push((port, p.protocol)),
+                    _ => plan.warnings.push(Warning::new(subject.clone(), format!("{}: port {} out of range; skipped", e.cidr, p.port))),
                 }
             }
-            let entry = merged.entry(BlockKey::new(ip, bits)).or_insert_with(|| (e.cidr.clone(), Vec::new(), Some(Vec::new())));
-            entry.1.push(list.metadata.name.clone());
+            let entry = merged.entry(BlockKey::new(cidr.addr, cidr.bits)).or_insert_with(|| (e.cidr.clone(), Vec::new(), Some(Vec::new())));
+            entry.1.push(name.clone());
             match (&mut entry.2, e.ports.is_empty()) {
                 (slot, true) => *slot = None,
                 (Some(have), false) => have.extend(ports),
@@ -123,8 +70,9 @@ pub fn lay_out(lists: &[Blocklist], previous: &IdSpace<BlockKey>) -> BlockPlan {
     let mut ids = Allocator::new(previous);
     for (key, (cidr, owners, ports)) in merged {
         let Some(id) = ids.id(key) else {
-            plan.warnings
-                .push(Warning { object: format!("SourceBlocklist {}", owners.join(",")), message: format!("{cidr}: the blocklist map is full; not enforced") });
+            for owner in &owners {
+                plan.warnings.push(Warning::map_full(Subject::cluster_scoped("SourceBlocklist", owner), format!("{cidr}: the blocklist map is full; not enforced")));
+            }
             continue;
         };
         let mut value = BlockValue { id, ..BlockValue::default() };
@@ -132,10 +80,10 @@ pub fn lay_out(lists: &[Blocklist], previous: &IdSpace<BlockKey>) -> BlockPlan {
             ports.sort();
             ports.dedup();
             if ports.len() > abi::BLOCK_PORTS {
-                plan.warnings.push(Warning {
-                    object: format!("SourceBlocklist {}", owners.join(",")),
-                    message: format!("{cidr}: {} ports listed, the datapath enforces the first {}", ports.len(), abi::BLOCK_PORTS),
-                });
+                for owner in &owners {
+                    let message = format!("{cidr}: {} ports listed, the datapath enforces the first {}", ports.len(), abi::BLOCK_PORTS);
+                    plan.warnings.push(Warning::new(Subject::cluster_scoped("SourceBlocklist", owner), message));
+                }
                 ports.truncate(abi::BLOCK_PORTS);
             }
             value.nports = ports.len() as u16;
@@ -154,7 +102,7 @@ pub fn lay_out(lists: &[Blocklist], previous: &IdSpace<BlockKey>) -> BlockPlan {
 mod tests {
     use super::*;
 
-    fn list(name: &str, yaml_entries: &str) -> Blocklist {
+    fn list(name: &str, yaml_entries: &str) -> SourceBlocklist {
         serde_yaml::from_str(&format!("metadata: {{name: {name}}}\nspec:\n  entries: {yaml_entries}\n")).unwrap()
     }
 

@@ -4,13 +4,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use crate::translate::Proto;
+use sluice_crds::Protocol;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct BackendIdent {
     pub ip: IpAddr,
     pub port: u16,
-    pub proto: Proto,
+    pub proto: Protocol,
 }
 
 /// Rev-NAT identity: the address a reply must show. TCP and UDP on one address:port share it.

@@ -14,12 +14,13 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use crate::layout::{Layout, Touched};
 use crate::state::LbState;
+use crate::names::ObjectKey;
 use crate::translate::{self, HealthCheck, LABEL_SERVICE_NAME, NodeContext, Translation, Warning};
 use crate::{Capacity, Ids};
 
-/// (namespace, name): a Service, or the Service an EndpointSlice names in its label. Slices
-/// without the label are grouped under (namespace, "").
-pub type GroupKey = (String, String);
+/// A Service, or the Service an EndpointSlice names in its label (slices without the label group
+/// under their namespace and name ""): what the planner replans as one.
+pub type GroupKey = ObjectKey;
 
 /// What changed since the last plan.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -37,18 +38,13 @@ impl Changed {
     }
 }
 
-/// The namespace an object lives in; manifests may leave it out, which means `default`.
-pub fn namespace_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> String {
-    meta.namespace.clone().filter(|n| !n.is_empty()).unwrap_or_else(|| "default".into())
-}
-
 pub fn service_group(svc: &Service) -> GroupKey {
-    (namespace_of(&svc.metadata), svc.metadata.name.clone().unwrap_or_default())
+    ObjectKey::of(&svc.metadata)
 }
 
 pub fn slice_group(slice: &EndpointSlice) -> GroupKey {
     let service = slice.metadata.labels.as_ref().and_then(|l| l.get(LABEL_SERVICE_NAME)).cloned().unwrap_or_default();
-    (namespace_of(&slice.metadata), service)
+    ObjectKey::new(ObjectKey::namespace_of(&slice.metadata), service)
 }
 
 /// Where the planner finds the objects of a group.
@@ -338,7 +334,7 @@ mod tests {
         let rev_nat = |p: &Planner| *p.desired().revnat.keys().next().unwrap();
         let backend = |p: &Planner| *p.desired().backends.keys().next().unwrap();
         let (r0, b0) = (rev_nat(&planner), backend(&planner));
-        let group: GroupKey = ("x".into(), "a".into());
+        let group = ObjectKey::new("x", "a");
         let (s, e) = one("10.244.0.2");
         let report = planner.plan(Changed::Groups([group.clone()].into()), &Listed::new(&s, &e), &node, Capacity::default());
         assert_eq!(rev_nat(&planner), r0, "same frontend, same rev-NAT id");

@@ -15,7 +15,7 @@ use sluice_abi::{
 use crate::ids::{BackendIdent, FrontendIdent, IdSpace, Ids};
 use crate::incremental::GroupKey;
 use crate::state::LbState;
-use crate::translate::{Frontend, FrontendKind, Target, Warning};
+use crate::translate::{Frontend, FrontendKind, Subject, Target, Warning};
 
 /// Map capacities the layout must respect (the agent may size maps differently).
 #[derive(Debug, Clone, Copy)]
@@ -280,13 +280,10 @@ impl Layout {
     ) {
         let mut c = Contribution::default();
         for fe in frontends {
-            let object = format!("Service {}", fe.service);
+            let subject = Subject::service(&fe.service);
             let head = SvcKey::new(fe.ip, fe.port, fe.proto.number(), abi::SCOPE_EXT, 0);
             if self.state.services.contains_key(&head) {
-                c.warnings.push(Warning {
-                    object,
-                    message: format!("{}:{}/{}: another Service already uses this frontend; not programmed", fe.ip, fe.port, fe.proto),
-                });
+                c.warnings.push(Warning::new(subject, format!("{}:{}/{}: another Service already uses this frontend; not programmed", fe.ip, fe.port, fe.proto)));
                 continue;
             }
             let slots_needed = 1 + fe.external.len() + fe.internal.as_ref().map_or(0, |i| 1 + i.len());
@@ -321,15 +318,15 @@ impl Layout {
                 ),
             ];
             if let Some((map, _, need, capacity)) = needs.iter().find(|(_, have, need, capacity)| have + need > *capacity) {
-                c.warnings.push(Warning {
-                    object,
-                    message: format!("{}:{}/{}: the {map} map is full ({need} more entries, {capacity} at most); not programmed", fe.ip, fe.port, fe.proto),
-                });
+                c.warnings.push(Warning::map_full(
+                    subject,
+                    format!("{}:{}/{}: the {map} map is full ({need} more entries, {capacity} at most); not programmed", fe.ip, fe.port, fe.proto),
+                ));
                 continue;
             }
             let ident = FrontendIdent { ip: fe.ip, port: fe.port };
             let Some(rev_nat_id) = self.frontend_ids.acquire(ident) else {
-                c.warnings.push(Warning { object, message: "no free frontend id; not programmed".into() });
+                c.warnings.push(Warning::map_full(subject, "no free frontend id; not programmed"));
                 continue;
             };
             c.frontends.push(ident);
@@ -339,8 +336,8 @@ impl Layout {
             self.state.names.insert(id32, FrontendName::new(&fe.service.to_string()));
             self.touched.revnat.insert(id32);
 
-            for (net, bits) in &fe.source_ranges {
-                let k = SrcRangeKey::new(id32, *net, *bits);
+            for range in &fe.source_ranges {
+                let k = SrcRangeKey::new(id32, range.addr, range.bits);
                 if add_ref(&mut self.src_range_refs, k) {
                     self.state.src_ranges.insert(k);
                     self.touched.src_ranges.insert(k);
@@ -379,7 +376,7 @@ impl Layout {
                 for t in targets.iter() {
                     let bident = BackendIdent { ip: t.ip, port: t.port, proto: fe.proto };
                     let Some(id) = self.backend_ids.acquire(bident) else {
-                        c.warnings.push(Warning { object: object.clone(), message: format!("no free backend id for {}:{}", t.ip, t.port) });
+                        c.warnings.push(Warning::map_full(subject.clone(), format!("no free backend id for {}:{}", t.ip, t.port)));
                         continue;
                     };
                     c.backends.push(bident);

@@ -7,6 +7,7 @@ pub mod incremental;
 mod layout;
 pub mod maglev;
 pub mod manifest;
+pub mod names;
 pub mod state;
 pub mod translate;
 pub mod view;
@@ -18,7 +19,9 @@ pub use ids::{BackendIdent, FrontendIdent, Ids};
 pub use incremental::{Changed, Listed, PlanInputs, PlanReport, Planner};
 pub use layout::{Capacity, Touched};
 pub use state::LbState;
-pub use translate::{Frontend, FrontendKind, HealthCheck, NodeContext, Proto, ServiceName, Warning};
+pub use names::{Cidr, ObjectKey};
+pub use sluice_crds::Protocol;
+pub use translate::{Frontend, FrontendKind, HealthCheck, NodeContext, Subject, Warning, WarningReason};
 
 #[derive(Debug)]
 pub struct Plan {
@@ -46,7 +49,7 @@ pub fn plan<'a>(
 /// The IDs the maps already hold, so a restarted agent keeps every unchanged entry as it is.
 pub fn ids_from_state(state: &LbState) -> Ids {
     let backends =
-        state.backends.iter().filter_map(|(id, b)| Some((BackendIdent { ip: b.addr.ip(), port: b.port(), proto: Proto::from_number(b.proto)? }, *id)));
+        state.backends.iter().filter_map(|(id, b)| Some((BackendIdent { ip: b.addr.ip(), port: b.port(), proto: Protocol::from_number(b.proto)? }, *id)));
     let frontends = state.revnat.iter().map(|(id, r)| (FrontendIdent { ip: r.addr.ip(), port: r.port() }, *id));
     Ids::restore(backends, frontends)
 }

@@ -4,13 +4,15 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde::Deserialize;
 
-use crate::translate::Warning;
+use sluice_crds::SourceBlocklist;
+
+use crate::translate::{Subject, Warning};
 
 #[derive(Debug, Default, Clone)]
 pub struct Objects {
     pub services: Vec<Service>,
     pub slices: Vec<EndpointSlice>,
-    pub blocklists: Vec<crate::blocklist::Blocklist>,
+    pub blocklists: Vec<SourceBlocklist>,
 }
 
 impl Objects {
@@ -39,10 +41,10 @@ impl LastGood {
             // Caught between truncate and write, most likely: deleting the file is how its
             // objects are removed.
             Ok(text) if text.trim().is_empty() && self.files.contains_key(source) => {
-                found.push(Warning { object: source.to_string(), message: "empty (delete the file to remove its objects)".into() })
+                found.push(Warning::new(Subject::Manifest(source.to_string()), "empty (delete the file to remove its objects)"))
             }
             Ok(text) => parse(source, text, &mut fresh, &mut found),
-            Err(e) => found.push(Warning { object: source.to_string(), message: format!("unreadable: {e}") }),
+            Err(e) => found.push(Warning::new(Subject::Manifest(source.to_string()), format!("unreadable: {e}"))),
         }
         match self.files.get(source) {
             Some(good) if !found.is_empty() => {
@@ -80,7 +82,7 @@ pub fn parse(source: &str, text: &str, into: &mut Objects, warnings: &mut Vec<Wa
         let value = match serde_yaml::Value::deserialize(doc) {
             Ok(v) => v,
             Err(e) => {
-                warnings.push(Warning { object: format!("{source} document {}", index + 1), message: format!("not YAML: {e}") });
+                warnings.push(Warning::new(Subject::Manifest(format!("{source} document {}", index + 1)), format!("not YAML: {e}")));
                 // A syntax error leaves the rest of the stream unreadable.
                 break;
             }
@@ -94,19 +96,19 @@ fn take(source: &str, index: usize, value: serde_yaml::Value, into: &mut Objects
         return;
     }
     let kind = value.get("kind").and_then(|k| k.as_str()).unwrap_or_default().to_string();
-    let object = || format!("{source} document {} ({kind})", index + 1);
+    let object = || Subject::Manifest(format!("{source} document {} ({kind})", index + 1));
     match kind.as_str() {
         "Service" => match serde_yaml::from_value::<Service>(value) {
             Ok(s) => into.services.push(s),
-            Err(e) => warnings.push(Warning { object: object(), message: format!("not a valid Service: {e}") }),
+            Err(e) => warnings.push(Warning::new(object(), format!("not a valid Service: {e}"))),
         },
         "EndpointSlice" => match serde_yaml::from_value::<EndpointSlice>(value) {
             Ok(s) => into.slices.push(s),
-            Err(e) => warnings.push(Warning { object: object(), message: format!("not a valid EndpointSlice: {e}") }),
+            Err(e) => warnings.push(Warning::new(object(), format!("not a valid EndpointSlice: {e}"))),
         },
-        "SourceBlocklist" => match serde_yaml::from_value::<crate::blocklist::Blocklist>(value) {
+        "SourceBlocklist" => match serde_yaml::from_value::<SourceBlocklist>(value) {
             Ok(b) => into.blocklists.push(b),
-            Err(e) => warnings.push(Warning { object: object(), message: format!("not a valid SourceBlocklist: {e}") }),
+            Err(e) => warnings.push(Warning::new(object(), format!("not a valid SourceBlocklist: {e}"))),
         },
         "List" | "ServiceList" | "EndpointSliceList" | "SourceBlocklistList" => {
             if let Some(items) = value.get("items").and_then(|i| i.as_sequence()) {

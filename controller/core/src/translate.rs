@@ -10,6 +10,9 @@ use std::net::IpAddr;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use sluice_abi as abi;
+use sluice_crds::Protocol;
+
+use crate::names::{Cidr, ObjectKey};
 
 /// Services carrying this label belong to another proxy (kube-proxy skips them too).
 pub const LABEL_SERVICE_PROXY_NAME: &str = "service.kubernetes.io/service-proxy-name";
@@ -20,60 +23,71 @@ pub const LABEL_SERVICE_NAME: &str = "kubernetes.io/service-name";
 
 const DEFAULT_AFFINITY_TIMEOUT_SECONDS: u32 = 10800;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Proto {
-    Tcp,
-    Udp,
+/// What a warning is about: an API object, or a manifest file (standalone mode).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Subject {
+    /// Cluster-scoped kinds (SourceBlocklist) have an empty namespace.
+    Object { kind: &'static str, key: ObjectKey },
+    Manifest(String),
 }
 
-impl Proto {
-    pub fn number(self) -> u8 {
+impl Subject {
+    pub fn service(key: &ObjectKey) -> Subject {
+        Subject::Object { kind: "Service", key: key.clone() }
+    }
+    pub fn cluster_scoped(kind: &'static str, name: &str) -> Subject {
+        Subject::Object { kind, key: ObjectKey::new("", name) }
+    }
+}
+
+impl fmt::Display for Subject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Proto::Tcp => abi::IPPROTO_TCP,
-            Proto::Udp => abi::IPPROTO_UDP,
-        }
-    }
-    pub fn from_number(n: u8) -> Option<Proto> {
-        match n {
-            abi::IPPROTO_TCP => Some(Proto::Tcp),
-            abi::IPPROTO_UDP => Some(Proto::Udp),
-            _ => None,
+            Subject::Object { kind, key } if key.namespace.is_empty() => write!(f, "{kind} {}", key.name),
+            Subject::Object { kind, key } => write!(f, "{kind} {key}"),
+            Subject::Manifest(what) => f.write_str(what),
         }
     }
 }
 
-impl fmt::Display for Proto {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Proto::Tcp => "TCP",
-            Proto::Udp => "UDP",
-        })
-    }
+/// Why something was not programmed as asked; a Service's warning becomes an Event with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum WarningReason {
+    /// The input cannot be used as it is (skipped, or used in part).
+    NotProgrammed,
+    /// A map (or an id space) has no room left for it.
+    MapFull,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ServiceName {
-    pub namespace: String,
-    pub name: String,
-}
-
-impl fmt::Display for ServiceName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.namespace, self.name)
+impl WarningReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WarningReason::NotProgrammed => "NotProgrammed",
+            WarningReason::MapFull => "MapFull",
+        }
     }
 }
 
 /// Something in the input that was skipped, and why.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Warning {
-    /// `Service ns/name` or `EndpointSlice ns/name`.
-    pub object: String,
+    pub subject: Subject,
+    pub reason: WarningReason,
     pub message: String,
+}
+
+impl Warning {
+    pub fn new(subject: Subject, message: impl Into<String>) -> Warning {
+        Warning { subject, reason: WarningReason::NotProgrammed, message: message.into() }
+    }
+    pub fn map_full(subject: Subject, message: impl Into<String>) -> Warning {
+        Warning { subject, reason: WarningReason::MapFull, message: message.into() }
+    }
 }
 
 impl fmt::Display for Warning {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.object, self.message)
+        write!(f, "{}: {}", self.subject, self.message)
     }
 }
 
@@ -109,12 +123,12 @@ pub struct Target {
 /// One address:port/proto a client can connect to, with the backends each scope selects.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Frontend {
-    pub service: ServiceName,
+    pub service: ObjectKey,
     pub port_name: String,
     pub kind: FrontendKind,
     pub ip: IpAddr,
     pub port: u16,
-    pub proto: Proto,
+    pub proto: Protocol,
     /// `SVC_F_*` flags, without the two-scopes bit (layout adds it).
     pub flags: u16,
     pub affinity_timeout: u32,
@@ -122,8 +136,8 @@ pub struct Frontend {
     pub external: Vec<Target>,
     /// Scope INT, only when internal traffic selects a different set than external traffic.
     pub internal: Option<Vec<Target>>,
-    /// loadBalancerSourceRanges (LoadBalancer frontends only): (network address, prefix bits).
-    pub source_ranges: Vec<(IpAddr, u8)>,
+    /// loadBalancerSourceRanges (LoadBalancer frontends only).
+    pub source_ranges: Vec<Cidr>,
 }
 
 /// What the planner needs to know about the node it programs.
@@ -134,26 +148,18 @@ pub struct NodeContext {
     pub node_ips: Vec<IpAddr>,
     /// ProxyConfig externalIPCIDRs: when set, externalIPs outside them are refused (the
     /// CVE-2020-8554 mitigation); None allows every externalIP, as kube-proxy does.
-    pub external_ip_cidrs: Option<Vec<(IpAddr, u8)>>,
+    pub external_ip_cidrs: Option<Vec<Cidr>>,
     /// ProxyConfig loadBalancingAlgorithm maglev: north-south frontends get Maglev tables.
     pub maglev: bool,
     /// The Node's `topology.kubernetes.io/zone` label: the zone whose topology hints apply here.
     pub zone: Option<String>,
 }
 
-fn in_cidr(ip: IpAddr, (net, bits): (IpAddr, u8)) -> bool {
-    match (ip, net) {
-        (IpAddr::V4(a), IpAddr::V4(n)) => bits == 0 || (u32::from(a) ^ u32::from(n)) >> (32 - u32::from(bits.min(32))) == 0,
-        (IpAddr::V6(a), IpAddr::V6(n)) => bits == 0 || (u128::from(a) ^ u128::from(n)) >> (128 - u32::from(bits.min(128))) == 0,
-        _ => false,
-    }
-}
-
 /// A healthCheckNodePort to answer (externalTrafficPolicy Local LoadBalancer services).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HealthCheck {
     pub port: u16,
-    pub service: ServiceName,
+    pub service: ObjectKey,
     pub local_endpoints: usize,
 }
 
@@ -168,14 +174,10 @@ fn is_ignored_by_label(labels: Option<&BTreeMap<String, String>>) -> bool {
     labels.is_some_and(|l| l.contains_key(LABEL_SERVICE_PROXY_NAME) || l.contains_key(LABEL_HEADLESS))
 }
 
-fn ns_name(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> ServiceName {
-    ServiceName { namespace: meta.namespace.clone().unwrap_or_else(|| "default".into()), name: meta.name.clone().unwrap_or_default() }
-}
-
 struct ServicePort {
     name: String,
     port: u16,
-    proto: Proto,
+    proto: Protocol,
     node_port: Option<u16>,
 }
 
@@ -205,30 +207,30 @@ enum Topology {
 /// Endpoints grouped by (port name, protocol) → resolved port → endpoints.
 #[derive(Default)]
 struct ServiceEndpoints {
-    by_port: BTreeMap<(String, Proto), Vec<(u16, SliceEndpoint)>>,
+    by_port: BTreeMap<(String, Protocol), Vec<(u16, SliceEndpoint)>>,
 }
 
 pub fn translate<'a>(services: impl IntoIterator<Item = &'a Service>, slices: impl IntoIterator<Item = &'a EndpointSlice>, node: &NodeContext) -> Translation {
     let mut out = Translation::default();
-    let mut wanted: BTreeMap<ServiceName, &Service> = BTreeMap::new();
+    let mut wanted: BTreeMap<ObjectKey, &Service> = BTreeMap::new();
     // Slices of Services we skip on purpose are not "unknown"; remember them to stay quiet.
-    let mut deliberately_skipped: BTreeSet<ServiceName> = BTreeSet::new();
+    let mut deliberately_skipped: BTreeSet<ObjectKey> = BTreeSet::new();
     for svc in services {
-        let name = ns_name(&svc.metadata);
+        let name = ObjectKey::of(&svc.metadata);
         match service_is_proxied(svc) {
             Ok(()) => {
                 wanted.insert(name, svc);
             }
             Err(skip) => {
                 if let Some(message) = skip {
-                    out.warnings.push(Warning { object: format!("Service {name}"), message });
+                    out.warnings.push(Warning::new(Subject::service(&name), message));
                 }
                 deliberately_skipped.insert(name);
             }
         }
     }
 
-    let mut endpoints: BTreeMap<ServiceName, ServiceEndpoints> = BTreeMap::new();
+    let mut endpoints: BTreeMap<ObjectKey, ServiceEndpoints> = BTreeMap::new();
     for slice in slices {
         collect_slice(slice, node, &wanted, &deliberately_skipped, &mut endpoints, &mut out.warnings);
     }
@@ -262,14 +264,14 @@ fn service_is_proxied(svc: &Service) -> Result<(), Option<String>> {
 fn collect_slice(
     slice: &EndpointSlice,
     node: &NodeContext,
-    wanted: &BTreeMap<ServiceName, &Service>,
-    skipped: &BTreeSet<ServiceName>,
-    endpoints: &mut BTreeMap<ServiceName, ServiceEndpoints>,
+    wanted: &BTreeMap<ObjectKey, &Service>,
+    skipped: &BTreeSet<ObjectKey>,
+    endpoints: &mut BTreeMap<ObjectKey, ServiceEndpoints>,
     warnings: &mut Vec<Warning>,
 ) {
-    let slice_name = ns_name(&slice.metadata);
-    let object = format!("EndpointSlice {slice_name}");
-    let mut warn = |message: String| warnings.push(Warning { object: object.clone(), message });
+    let slice_name = ObjectKey::of(&slice.metadata);
+    let subject = Subject::Object { kind: "EndpointSlice", key: slice_name.clone() };
+    let mut warn = |message: String| warnings.push(Warning::new(subject.clone(), message));
     if is_ignored_by_label(slice.metadata.labels.as_ref()) {
         return;
     }
@@ -277,7 +279,7 @@ fn collect_slice(
         warn(format!("no {LABEL_SERVICE_NAME} label; ignored"));
         return;
     };
-    let svc_name = ServiceName { namespace: slice_name.namespace.clone(), name: service.clone() };
+    let svc_name = ObjectKey::new(slice_name.namespace.clone(), service.clone());
     if !wanted.contains_key(&svc_name) {
         if !skipped.contains(&svc_name) {
             warn(format!("its Service {svc_name} is unknown; ignored"));
@@ -330,9 +332,8 @@ fn collect_slice(
     let ports = slice.ports.clone().unwrap_or_default();
     for p in ports {
         let proto = match p.protocol.as_deref().unwrap_or("TCP") {
-            "TCP" => Proto::Tcp,
-            "UDP" => Proto::Udp,
             "SCTP" => continue,
+            text if Protocol::parse(text).is_some() => Protocol::parse(text).expect("just parsed"),
             other => {
                 warn(format!("port protocol {other:?} is unknown; port skipped"));
                 continue;
@@ -354,10 +355,10 @@ fn collect_slice(
     }
 }
 
-fn translate_service(name: &ServiceName, svc: &Service, eps: &ServiceEndpoints, node: &NodeContext, out: &mut Translation) {
-    let object = format!("Service {name}");
+fn translate_service(name: &ObjectKey, svc: &Service, eps: &ServiceEndpoints, node: &NodeContext, out: &mut Translation) {
+    let subject = Subject::service(name);
     let spec = svc.spec.as_ref().expect("checked by service_is_proxied");
-    let mut warn = |message: String| out.warnings.push(Warning { object: object.clone(), message });
+    let mut warn = |message: String| out.warnings.push(Warning::new(subject.clone(), message));
 
     let mut ips: Vec<IpAddr> = Vec::new();
     let listed = match &spec.cluster_ips {
@@ -379,8 +380,8 @@ fn translate_service(name: &ServiceName, svc: &Service, eps: &ServiceEndpoints, 
     for p in spec.ports.iter().flatten() {
         let pname = p.name.clone().unwrap_or_default();
         let proto = match p.protocol.as_deref().unwrap_or("TCP") {
-            "TCP" => Proto::Tcp,
-            "UDP" => Proto::Udp,
+            "TCP" => Protocol::TCP,
+            "UDP" => Protocol::UDP,
             "SCTP" => {
                 warn(format!("port {pname:?}: SCTP is not supported by the datapath yet; skipped"));
                 continue;
@@ -425,7 +426,7 @@ fn translate_service(name: &ServiceName, svc: &Service, eps: &ServiceEndpoints, 
     let mut externals: Vec<(FrontendKind, IpAddr)> = Vec::new();
     for text in spec.external_ips.iter().flatten() {
         match text.parse::<IpAddr>() {
-            Ok(ip) if node.external_ip_cidrs.as_ref().is_some_and(|allowed| !allowed.iter().any(|c| in_cidr(ip, *c))) => {
+            Ok(ip) if node.external_ip_cidrs.as_ref().is_some_and(|allowed| !allowed.iter().any(|c| c.contains(ip))) => {
                 warn(format!("externalIP {ip} is outside the ProxyConfig's externalIPCIDRs; refused (CVE-2020-8554 mitigation)"))
             }
             Ok(ip) if same_family(&ip) => externals.push((FrontendKind::ExternalIp, ip)),
@@ -448,10 +449,10 @@ fn translate_service(name: &ServiceName, svc: &Service, eps: &ServiceEndpoints, 
             }
         }
     }
-    let mut source_ranges: Vec<(IpAddr, u8)> = Vec::new();
+    let mut source_ranges: Vec<Cidr> = Vec::new();
     if is_lb {
         for text in spec.load_balancer_source_ranges.iter().flatten() {
-            match parse_cidr(text) {
+            match Cidr::parse(text) {
                 Some(r) => source_ranges.push(r),
                 None => warn(format!("loadBalancerSourceRanges entry {text:?} is not a CIDR; skipped")),
             }
@@ -549,14 +550,6 @@ fn translate_service(name: &ServiceName, svc: &Service, eps: &ServiceEndpoints, 
             out.health_checks.push(HealthCheck { port, service: name.clone(), local_endpoints: health_local.len() });
         }
     }
-}
-
-pub fn parse_cidr(text: &str) -> Option<(IpAddr, u8)> {
-    let (addr, bits) = text.trim().split_once('/')?;
-    let ip: IpAddr = addr.parse().ok()?;
-    let bits: u8 = bits.parse().ok()?;
-    let max = if ip.is_ipv4() { 32 } else { 128 };
-    (bits <= max).then_some((ip, bits))
 }
 
 /// Topology hints apply only when every ready endpoint carries one (else the controller has not

@@ -7,7 +7,7 @@ use serde::Serialize;
 use sluice_abi::{self as abi, SvcKey};
 
 use crate::state::LbState;
-use crate::translate::Proto;
+use sluice_crds::Protocol;
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct BackendView {
@@ -78,7 +78,7 @@ pub fn frontends(state: &LbState) -> Vec<FrontendView> {
             service,
             address: key.addr.ip().to_string(),
             port: key.port(),
-            protocol: Proto::from_number(key.proto).map_or_else(|| key.proto.to_string(), |p| p.to_string()),
+            protocol: Protocol::from_number(key.proto).map_or_else(|| key.proto.to_string(), |p| p.to_string()),
             scope: if key.scope == abi::SCOPE_INT { "internal" } else { "external" },
             rev_nat_id: head.rev_nat_id,
             flags: SVC_FLAG_NAMES

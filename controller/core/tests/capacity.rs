@@ -2,7 +2,7 @@
 //! not fit is refused alone, with a warning naming the map, and every other Service is still
 //! programmed. (A map write that failed instead would stop the sync for everyone, on every node.)
 
-use sluice_core::{Capacity, Ids, NodeContext, manifest, plan};
+use sluice_core::{Capacity, Ids, NodeContext, ObjectKey, Subject, WarningReason, manifest, plan};
 
 const SERVICES: &str = r#"
 apiVersion: v1
@@ -61,9 +61,10 @@ fn a_service_with_more_source_ranges_than_the_map_holds_is_refused_alone() {
     let (services, slices, warnings) = manifest::parse_str(SERVICES);
     assert!(warnings.is_empty(), "{warnings:?}");
     let p = plan(&services, &slices, &node(), &Ids::default(), Capacity { src_ranges: 4, ..Capacity::default() });
-    let refused: Vec<_> = p.warnings.iter().filter(|w| w.message.contains("sluice_src_ranges_v1 map is full")).collect();
+    let refused: Vec<_> = p.warnings.iter().filter(|w| w.reason == WarningReason::MapFull).collect();
     assert_eq!(refused.len(), 1, "{:?}", p.warnings);
-    assert_eq!(refused[0].object, "Service demo/many-ranges");
+    assert_eq!(refused[0].subject, Subject::service(&ObjectKey::new("demo", "many-ranges")));
+    assert!(refused[0].message.contains("sluice_src_ranges_v1"), "names the map: {}", refused[0].message);
     assert_eq!(frontends_of(&p, "172.31.1.10"), 0, "the LoadBalancer IP that does not fit is not programmed");
     assert!(frontends_of(&p, "172.31.1.11") > 0, "the other Service's ranges fit: programmed");
     assert!(frontends_of(&p, "10.96.0.12") > 0, "Services that need no range are programmed");

@@ -19,7 +19,7 @@ fn render_case(yaml: &str) -> String {
     let external_ip_cidrs = yaml
         .lines()
         .find_map(|l| l.strip_prefix("# external-ip-cidrs: "))
-        .map(|s| s.split(',').map(|c| sluice_core::translate::parse_cidr(c).unwrap()).collect());
+        .map(|s| s.split(',').map(|c| sluice_core::Cidr::parse(c).unwrap()).collect());
     let zone = yaml.lines().find_map(|l| l.strip_prefix("# zone: ")).map(|s| s.trim().to_string());
     let mut objects = Objects::default();
     let mut warnings = Vec::new();

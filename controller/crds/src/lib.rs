@@ -63,9 +63,9 @@ pub enum ConditionStatus {
 // ProxyConfig
 // ---------------------------------------------------------------------------------------------
 
-/// The cluster-wide Sluice configuration. There is exactly one, named `default`. Agents apply a
-/// change without a restart where the datapath allows it and list in `status.restartRequired`
-/// the fields that only take effect after an agent restart.
+/// The cluster-wide Sluice configuration. There is exactly one, named `default`. Every agent
+/// applies a change at once, without a restart, and reports what it could not apply in its
+/// SluiceNode's errors and in this object's `Applied` condition.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "sluice.dev",
@@ -84,16 +84,10 @@ pub enum ConditionStatus {
     printcolumn(name = "Algorithm", type_ = "string", json_path = ".spec.loadBalancingAlgorithm", description = "backend selection"),
     printcolumn(name = "HostNSOnly", type_ = "boolean", json_path = ".spec.hostNamespaceOnly", description = "socket-LB only for host-namespace processes"),
     printcolumn(name = "Applied", type_ = "string", json_path = ".status.conditions[?(@.type==\"Applied\")].status", description = "whether every agent applied the current generation"),
-    printcolumn(name = "Restart Required", type_ = "string", json_path = ".status.restartRequired", description = "fields that take effect only after an agent restart"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ProxyConfigSpec {
-    /// The port range NodePort Services are allocated from (must match the apiserver's
-    /// `--service-node-port-range`); the datapath treats these ports on node addresses as
-    /// NodePorts.
-    #[serde(default)]
-    pub node_port_range: PortRange,
     /// Translate NodePort/LoadBalancer traffic for remote backends in XDP on the node's devices:
     /// `disabled`, `native` (fail when a driver cannot run XDP natively) or `best-effort`
     /// (native where possible, tc elsewhere).
@@ -108,9 +102,8 @@ pub struct ProxyConfigSpec {
     /// hashing: the same client flow keeps its backend when backends are added or removed).
     #[serde(default)]
     pub load_balancing_algorithm: LoadBalancingAlgorithm,
-    /// Capacities of the BPF maps. Changing one requires an agent restart (maps are recreated
-    /// and repopulated; established connections keep working through conntrack only after the
-    /// restart completes).
+    /// Capacities of the BPF maps. Not applied yet: the maps keep their built-in sizes (the
+    /// defaults below), and an agent asked for other sizes reports that as an error.
     #[serde(default)]
     pub map_sizes: MapSizes,
     /// The CIDRs that Services' `spec.externalIPs` may use (CVE-2020-8554 mitigation). Unset:
@@ -127,43 +120,12 @@ pub struct ProxyConfigSpec {
 impl Default for ProxyConfigSpec {
     fn default() -> Self {
         ProxyConfigSpec {
-            node_port_range: PortRange::default(),
             xdp_acceleration: XdpAcceleration::Disabled,
             host_namespace_only: false,
             load_balancing_algorithm: LoadBalancingAlgorithm::Random,
             map_sizes: MapSizes::default(),
             external_ip_cidrs: None,
         }
-    }
-}
-
-/// An inclusive port range.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("self.min <= self.max")
-    .message("nodePortRange.min must not be greater than nodePortRange.max")
-    .reason(Reason::FieldValueInvalid))]
-pub struct PortRange {
-    /// First port of the range (1-65535).
-    #[serde(default = "default_node_port_min")]
-    #[schemars(range(min = 1, max = 65535))]
-    pub min: i32,
-    /// Last port of the range (1-65535, at least `min`).
-    #[serde(default = "default_node_port_max")]
-    #[schemars(range(min = 1, max = 65535))]
-    pub max: i32,
-}
-
-fn default_node_port_min() -> i32 {
-    30000
-}
-fn default_node_port_max() -> i32 {
-    32767
-}
-
-impl Default for PortRange {
-    fn default() -> Self {
-        PortRange { min: default_node_port_min(), max: default_node_port_max() }
     }
 }
 
@@ -216,11 +178,6 @@ pub struct ProxyConfigStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
-    /// Spec fields (JSON paths such as `spec.mapSizes.conntrack`) whose new value takes effect
-    /// only after the agents restart.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 32), inner(length(max = 256)))]
-    pub restart_required: Vec<String>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -398,7 +355,7 @@ pub struct BlocklistEntry {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     /// At most 8: the datapath matches them in XDP (`SLUICE_BLOCK_PORTS`).
     #[schemars(
-        length(max = 8),
+        length(max = sluice_abi::BLOCK_PORTS),
         extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["port", "protocol"])
     )]
     pub ports: Vec<BlocklistPort>,
@@ -413,11 +370,49 @@ pub struct BlocklistPort {
     pub protocol: Protocol,
 }
 
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+// The one protocol type of Sluice, from the API's spelling to the datapath's protocol numbers.
+/// `TCP` or `UDP`.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default, JsonSchema)]
 pub enum Protocol {
     #[default]
     TCP,
     UDP,
+}
+
+impl Protocol {
+    /// The IP protocol number the datapath keys on.
+    pub fn number(self) -> u8 {
+        match self {
+            Protocol::TCP => sluice_abi::IPPROTO_TCP,
+            Protocol::UDP => sluice_abi::IPPROTO_UDP,
+        }
+    }
+
+    pub fn from_number(n: u8) -> Option<Protocol> {
+        match n {
+            sluice_abi::IPPROTO_TCP => Some(Protocol::TCP),
+            sluice_abi::IPPROTO_UDP => Some(Protocol::UDP),
+            _ => None,
+        }
+    }
+
+    /// The Kubernetes spelling (`TCP`); `None` for a protocol Sluice does not carry (`SCTP`).
+    pub fn parse(text: &str) -> Option<Protocol> {
+        match text {
+            "TCP" => Some(Protocol::TCP),
+            "UDP" => Some(Protocol::UDP),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Protocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Protocol::TCP => "TCP",
+            Protocol::UDP => "UDP",
+        })
+    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]

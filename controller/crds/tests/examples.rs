@@ -37,8 +37,7 @@ fn sluicenode_example() {
 fn empty_spec_means_the_defaults() {
     let spec: ProxyConfigSpec = serde_json::from_str("{}").unwrap();
     assert_eq!(spec, ProxyConfigSpec::default());
-    let spec: ProxyConfigSpec = serde_json::from_str(r#"{"nodePortRange": {"max": 40000}, "mapSizes": {"conntrack": 65536}}"#).unwrap();
-    assert_eq!(spec.node_port_range, PortRange { min: 30000, max: 40000 });
+    let spec: ProxyConfigSpec = serde_json::from_str(r#"{"mapSizes": {"conntrack": 65536}}"#).unwrap();
     assert_eq!(spec.map_sizes, MapSizes { services: 65536, backends: 65536, conntrack: 65536 });
 }
 
@@ -47,7 +46,6 @@ fn schema_defaults_match_rust_defaults() {
     let crd = serde_json::to_value(ProxyConfig::crd()).unwrap();
     let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"];
     let d = ProxyConfigSpec::default();
-    assert_eq!(spec["nodePortRange"]["default"], serde_json::to_value(d.node_port_range).unwrap());
     assert_eq!(spec["mapSizes"]["default"], serde_json::to_value(d.map_sizes).unwrap());
     assert_eq!(spec["xdpAcceleration"]["default"], serde_json::to_value(d.xdp_acceleration).unwrap());
     assert_eq!(spec["loadBalancingAlgorithm"]["default"], serde_json::to_value(d.load_balancing_algorithm).unwrap());

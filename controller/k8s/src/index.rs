@@ -6,22 +6,21 @@ use std::time::Instant;
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use sluice_core::incremental::{Changed, GroupKey, PlanInputs, namespace_of, slice_group};
+use sluice_core::ObjectKey;
+use sluice_core::incremental::{Changed, GroupKey, PlanInputs, slice_group};
+use sluice_crds::{ProxyConfig, SourceBlocklist};
 use tokio::sync::Notify;
 
-/// (namespace, name); a missing namespace (manifests) means `default`, as in the API.
-pub type Key = (String, String);
-
-fn key<K: kube::Resource>(obj: &K) -> Key {
-    (namespace_of(obj.meta()), obj.meta().name.clone().unwrap_or_default())
+fn key<K: kube::Resource>(obj: &K) -> ObjectKey {
+    ObjectKey::of(obj.meta())
 }
 
 #[derive(Debug, Default)]
 pub struct Index {
-    pub services: BTreeMap<Key, Service>,
-    pub slices: BTreeMap<Key, EndpointSlice>,
+    pub services: BTreeMap<ObjectKey, Service>,
+    pub slices: BTreeMap<ObjectKey, EndpointSlice>,
     /// The slices of each Service (by its label), so a change replans only that Service.
-    slices_by_group: BTreeMap<GroupKey, BTreeSet<Key>>,
+    slices_by_group: BTreeMap<GroupKey, BTreeSet<ObjectKey>>,
     /// The groups changed since the planner last looked (all, after a full list).
     pub changed: Changed,
     services_listed: bool,
@@ -32,9 +31,9 @@ pub struct Index {
     pub pending_since: Option<Instant>,
     /// SourceBlocklists by name. Not part of `complete()`: a cluster without the CRD still gets
     /// its Services programmed.
-    pub blocklists: BTreeMap<String, sluice_core::blocklist::Blocklist>,
-    /// The ProxyConfig named `default` (sluice.dev/v1alpha1), as the API returned it.
-    pub proxy_config: Option<serde_json::Value>,
+    pub blocklists: BTreeMap<String, SourceBlocklist>,
+    /// The ProxyConfig named `default`.
+    pub proxy_config: Option<ProxyConfig>,
     /// This agent's Node, once listed (cluster mode with a node name only; see `expect_node`).
     pub node: Option<crate::NodeFacts>,
     node_pending: bool,
@@ -96,16 +95,16 @@ impl Index {
         self.touched();
     }
 
-    pub fn apply_blocklist(&mut self, b: sluice_core::blocklist::Blocklist) {
-        self.blocklists.insert(b.metadata.name.clone(), b);
+    pub fn apply_blocklist(&mut self, b: SourceBlocklist) {
+        self.blocklists.insert(b.metadata.name.clone().unwrap_or_default(), b);
         self.touched();
     }
     pub fn delete_blocklist(&mut self, name: &str) {
         self.blocklists.remove(name);
         self.touched();
     }
-    pub fn reset_blocklists(&mut self, all: Vec<sluice_core::blocklist::Blocklist>) {
-        self.blocklists = all.into_iter().map(|b| (b.metadata.name.clone(), b)).collect();
+    pub fn reset_blocklists(&mut self, all: Vec<SourceBlocklist>) {
+        self.blocklists = all.into_iter().map(|b| (b.metadata.name.clone().unwrap_or_default(), b)).collect();
         self.touched();
     }
 
@@ -127,12 +126,12 @@ impl Index {
         true
     }
 
-    pub fn set_proxy_config(&mut self, config: Option<serde_json::Value>) {
+    pub fn set_proxy_config(&mut self, config: Option<ProxyConfig>) {
         self.proxy_config = config;
         self.touched();
     }
 
-    fn forget_slice(&mut self, k: &Key) {
+    fn forget_slice(&mut self, k: &ObjectKey) {
         if let Some(old) = self.slices.remove(k) {
             let group = slice_group(&old);
             if let Some(set) = self.slices_by_group.get_mut(&group) {
@@ -213,7 +212,7 @@ mod tests {
     fn groups(c: Changed) -> Vec<(&'static str, String)> {
         match c {
             Changed::All => vec![("all", String::new())],
-            Changed::Groups(g) => g.into_iter().map(|(ns, n)| ("group", format!("{ns}/{n}"))).collect(),
+            Changed::Groups(g) => g.into_iter().map(|k| ("group", k.to_string())).collect(),
         }
     }
 
@@ -227,13 +226,13 @@ mod tests {
         // A slice relabelled from web to db changes both.
         i.apply_slice(labelled("a", "web-1", "db"));
         assert_eq!(groups(i.take_changed()), vec![("group", "a/db".into()), ("group", "a/web".into())]);
-        assert_eq!(i.slices(&("a".into(), "db".into())).len(), 1);
-        assert!(i.slices(&("a".into(), "web".into())).is_empty());
+        assert_eq!(i.slices(&ObjectKey::new("a", "db")).len(), 1);
+        assert!(i.slices(&ObjectKey::new("a", "web")).is_empty());
         i.delete_slice(&labelled("a", "web-1", "db"));
         i.apply_service(svc("", "nons"));
         assert_eq!(groups(i.take_changed()), vec![("group", "a/db".into()), ("group", "default/nons".into())], "no namespace means default");
-        assert!(i.groups().contains(&("a".to_string(), "web".to_string())));
-        assert!(!i.groups().iter().any(|(_, n)| n == "web-1"));
+        assert!(i.groups().contains(&ObjectKey::new("a", "web")));
+        assert!(!i.groups().iter().any(|k| k.name == "web-1"));
     }
 
     #[test]
@@ -271,7 +270,7 @@ mod tests {
         i.apply_service(svc("a", "x"));
         assert_eq!(i.services.len(), 2);
         i.delete_service(&svc("a", "x"));
-        assert_eq!(i.services.keys().cloned().collect::<Vec<_>>(), vec![("b".to_string(), "x".to_string())]);
+        assert_eq!(i.services.keys().cloned().collect::<Vec<_>>(), vec![ObjectKey::new("b", "x")]);
         i.apply_slice(slice("a", "s1"));
         i.apply_slice(slice("a", "s2"));
         i.reset_slices(vec![slice("a", "s3")]);

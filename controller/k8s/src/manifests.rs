@@ -65,7 +65,7 @@ pub async fn run(dir: PathBuf, shared: Shared) {
                     match read_dir(&dir, &mut last_good) {
                         Ok((objects, warnings)) => {
                             for w in &warnings {
-                                tracing::warn!(object = %w.object, "{}", w.message);
+                                tracing::warn!(object = %w.subject, "{}", w.message);
                             }
                             tracing::info!(
                                 dir = %dir.display(),

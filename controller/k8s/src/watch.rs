@@ -1,5 +1,6 @@
-//! Cluster mode: kube-runtime watchers on Services and EndpointSlices. Each watcher buffers its
-//! (re)list and swaps it into the index whole at InitDone, so a relist never exposes a half list.
+//! Cluster mode: kube-runtime watchers on every kind the agent reads, through one loop. Each
+//! watcher buffers its (re)list and swaps it into the index whole at InitDone, so a relist never
+//! exposes a half list.
 
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Service;
@@ -8,15 +9,18 @@ use kube::runtime::WatchStreamExt;
 use kube::runtime::utils::Backoff;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client};
+use sluice_crds::{PROXY_CONFIG_NAME, ProxyConfig, SourceBlocklist};
 
 use crate::{Index, Shared};
 
 /// Objects of another proxy and of headless Services are never sent to us (kube-proxy's filter).
 pub const LABEL_SELECTOR: &str = "!service.kubernetes.io/service-proxy-name,!service.kubernetes.io/headless";
 
+/// How one kind's watch events change the index.
 trait Indexed: Sized {
     fn apply(index: &mut Index, obj: Self);
     fn delete(index: &mut Index, obj: &Self);
+    /// A complete (re)list: what it lacks is gone.
     fn reset(index: &mut Index, all: Vec<Self>);
 }
 
@@ -41,6 +45,57 @@ impl Indexed for EndpointSlice {
     }
     fn reset(index: &mut Index, all: Vec<Self>) {
         index.reset_slices(all)
+    }
+}
+
+impl Indexed for SourceBlocklist {
+    fn apply(index: &mut Index, obj: Self) {
+        index.apply_blocklist(obj)
+    }
+    fn delete(index: &mut Index, obj: &Self) {
+        index.delete_blocklist(obj.metadata.name.as_deref().unwrap_or_default())
+    }
+    fn reset(index: &mut Index, all: Vec<Self>) {
+        index.reset_blocklists(all)
+    }
+}
+
+/// Watched by name: a list holds it or not.
+impl Indexed for ProxyConfig {
+    fn apply(index: &mut Index, obj: Self) {
+        index.set_proxy_config(Some(obj))
+    }
+    fn delete(index: &mut Index, _: &Self) {
+        index.set_proxy_config(None)
+    }
+    fn reset(index: &mut Index, all: Vec<Self>) {
+        index.set_proxy_config(all.into_iter().next())
+    }
+}
+
+/// The agent's own Node, watched by name.
+impl Indexed for k8s_openapi::api::core::v1::Node {
+    fn apply(index: &mut Index, obj: Self) {
+        let facts = crate::NodeFacts::of(&obj);
+        let zone_before = index.node.as_ref().map(|n| n.zone.clone());
+        if index.set_node(facts.clone()) && zone_before != Some(facts.zone.clone()) {
+            tracing::info!(zone = facts.zone.as_deref().unwrap_or("(none)"), "node zone: topology hints are read for it");
+        }
+    }
+    fn delete(index: &mut Index, _: &Self) {
+        index.set_node(crate::NodeFacts::GONE);
+    }
+    fn reset(index: &mut Index, all: Vec<Self>) {
+        match all.first() {
+            Some(node) => Self::apply(index, node.clone()),
+            None => {
+                // Not found is not "being deleted": /healthz keeps what it knew (eligible when it
+                // never saw the Node), as kube-proxy does; only the zone is unknown.
+                tracing::warn!("no Node object by this agent's node name: no zone, so no topology hints apply");
+                let eligible = index.node.as_ref().is_none_or(|n| n.eligible);
+                index.set_node(crate::NodeFacts { zone: None, eligible });
+            }
+        }
     }
 }
 
@@ -91,17 +146,37 @@ impl Backoff for CatchUpBackoff {
 #[derive(Debug, Default)]
 pub struct ClientErrors(pub std::sync::atomic::AtomicU64);
 
-async fn run_one<K>(api: Api<K>, shared: Shared, kind: &'static str, errors: std::sync::Arc<ClientErrors>)
+/// One watch: which objects, and how hard to retry.
+struct WatchSpec {
+    kind: &'static str,
+    config: watcher::Config,
+    /// The sluice.dev kinds: a cluster without the CRDs (or their RBAC) still gets its Services
+    /// programmed, so their errors are said once and retried slowly.
+    optional: bool,
+}
+
+impl WatchSpec {
+    /// Services and EndpointSlices. The initial list comes from the apiserver's watch cache
+    /// (resourceVersion 0), as client-go's informers in kube-proxy ask for it, instead of from
+    /// etcd: at 10,000 Services that list is most of a cold start. Pages of 5,000 instead of 500:
+    /// ten times fewer round trips for a large cluster.
+    fn proxied(kind: &'static str) -> WatchSpec {
+        WatchSpec { kind, config: watcher::Config::default().labels(LABEL_SELECTOR).any_semantic().page_size(5_000), optional: false }
+    }
+    fn named(kind: &'static str, name: &str, optional: bool) -> WatchSpec {
+        WatchSpec { kind, config: watcher::Config::default().fields(&format!("metadata.name={name}")), optional }
+    }
+}
+
+async fn run_one<K>(api: Api<K>, spec: WatchSpec, shared: Shared, errors: std::sync::Arc<ClientErrors>)
 where
     K: Indexed + kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
 {
-    // The initial list comes from the apiserver's watch cache (resourceVersion 0), as
-    // client-go's informers in kube-proxy ask for it, instead of from etcd: at 10,000 Services
-    // that list is most of a cold start.
-    // Pages of 5,000 instead of 500: ten times fewer round trips for a large cluster.
-    let config = watcher::Config::default().labels(LABEL_SELECTOR).any_semantic().page_size(5_000);
-    let mut stream = Guarded::new(kind, move || watcher::watcher(api.clone(), config.clone()).backoff(CatchUpBackoff::default()).boxed());
+    let WatchSpec { kind, config, optional } = spec;
+    let backoff = move || if optional { CatchUpBackoff::optional() } else { CatchUpBackoff::default() };
+    let mut stream = Guarded::new(kind, move || watcher::watcher(api.clone(), config.clone()).backoff(backoff()).boxed());
     let mut buffer: Vec<K> = Vec::new();
+    let mut warned = false;
     loop {
         match stream.next().await {
             Ok(Some(Event::Init)) => buffer.clear(),
@@ -116,6 +191,12 @@ where
             Ok(None) => {
                 tracing::error!(kind, "watch stream ended");
                 return;
+            }
+            Err(e) if optional => {
+                if !warned {
+                    tracing::warn!(kind, "watch failed (is the CRD installed?), retrying: {e}");
+                    warned = true;
+                }
             }
             Err(e) => {
                 errors.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -177,120 +258,6 @@ async fn sleep_until_some(at: Option<tokio::time::Instant>) {
     }
 }
 
-/// SourceBlocklists (sluice.dev/v1alpha1), read as dynamic objects: this crate stays free of the
-/// CRD types, and a cluster without the CRD just retries this watch quietly.
-async fn run_blocklists(client: Client, shared: Shared) {
-    use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
-    let gvk = GroupVersionKind::gvk("sluice.dev", "v1alpha1", "SourceBlocklist");
-    let api: Api<DynamicObject> = Api::all_with(client, &ApiResource::from_gvk_with_plural(&gvk, "sourceblocklists"));
-    let convert = |obj: DynamicObject| -> Option<sluice_core::blocklist::Blocklist> {
-        let name = obj.metadata.name.clone().unwrap_or_default();
-        match serde_json::to_value(&obj).and_then(serde_json::from_value) {
-            Ok(b) => Some(b),
-            Err(e) => {
-                tracing::warn!(blocklist = %name, "SourceBlocklist not understood: {e}");
-                None
-            }
-        }
-    };
-    let mut stream =
-        Guarded::new("SourceBlocklist", move || watcher::watcher(api.clone(), watcher::Config::default()).backoff(CatchUpBackoff::optional()).boxed());
-    let mut buffer = Vec::new();
-    let mut warned = false;
-    loop {
-        match stream.next().await {
-            Ok(Some(Event::Init)) => buffer.clear(),
-            Ok(Some(Event::InitApply(obj))) => buffer.extend(convert(obj)),
-            Ok(Some(Event::InitDone)) => {
-                let all = std::mem::take(&mut buffer);
-                tracing::info!(kind = "SourceBlocklist", count = all.len(), "initial list complete");
-                shared.update(|i| i.reset_blocklists(all));
-            }
-            Ok(Some(Event::Apply(obj))) => {
-                if let Some(b) = convert(obj) {
-                    shared.update(|i| i.apply_blocklist(b));
-                }
-            }
-            Ok(Some(Event::Delete(obj))) => {
-                let name = obj.metadata.name.unwrap_or_default();
-                shared.update(|i| i.delete_blocklist(&name));
-            }
-            Ok(None) => return,
-            Err(e) => {
-                if !warned {
-                    tracing::warn!("SourceBlocklist watch failed (is the CRD installed?), retrying: {e}");
-                    warned = true;
-                }
-            }
-        }
-    }
-}
-
-/// The ProxyConfig named `default`; like SourceBlocklists, optional.
-async fn run_proxy_config(client: Client, shared: Shared) {
-    use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
-    let gvk = GroupVersionKind::gvk("sluice.dev", "v1alpha1", "ProxyConfig");
-    let api: Api<DynamicObject> = Api::all_with(client, &ApiResource::from_gvk_with_plural(&gvk, "proxyconfigs"));
-    let config = watcher::Config::default().fields("metadata.name=default");
-    let mut stream = Guarded::new("ProxyConfig", move || watcher::watcher(api.clone(), config.clone()).backoff(CatchUpBackoff::optional()).boxed());
-    let mut seen_in_list = false;
-    loop {
-        match stream.next().await {
-            Ok(Some(Event::Init)) => seen_in_list = false,
-            Ok(Some(Event::InitApply(obj) | Event::Apply(obj))) => {
-                seen_in_list = true;
-                let value = serde_json::to_value(&obj).ok();
-                shared.update(|i| i.set_proxy_config(value));
-            }
-            Ok(Some(Event::InitDone)) => {
-                if !seen_in_list {
-                    shared.update(|i| i.set_proxy_config(None));
-                }
-            }
-            Ok(Some(Event::Delete(_))) => shared.update(|i| i.set_proxy_config(None)),
-            Ok(None) => return,
-            Err(_) => {}
-        }
-    }
-}
-
-/// This agent's own Node: its zone label and whether it is being taken out of service.
-async fn run_node(client: Client, name: String, shared: Shared) {
-    let api: Api<k8s_openapi::api::core::v1::Node> = Api::all(client);
-    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
-    let mut stream = Guarded::new("Node", move || watcher::watcher(api.clone(), config.clone()).backoff(CatchUpBackoff::default()).boxed());
-    let mut seen_in_list = false;
-    let set = |facts: crate::NodeFacts| {
-        shared.update(|index| {
-            let zone_before = index.node.as_ref().map(|n| n.zone.clone());
-            if index.set_node(facts.clone()) && zone_before != Some(facts.zone.clone()) {
-                tracing::info!(node = %name, zone = facts.zone.as_deref().unwrap_or("(none)"), "node zone: topology hints are read for it");
-            }
-        })
-    };
-    loop {
-        match stream.next().await {
-            Ok(Some(Event::Init)) => seen_in_list = false,
-            Ok(Some(Event::InitApply(n) | Event::Apply(n))) => {
-                seen_in_list = true;
-                set(crate::NodeFacts::of(&n));
-            }
-            Ok(Some(Event::InitDone)) => {
-                if !seen_in_list {
-                    // Not found is not "being deleted": /healthz keeps what it knew (eligible
-                    // when it never saw the Node), as kube-proxy does; only the zone is unknown.
-                    tracing::warn!(node = %name, "no Node object by this name: no zone, so no topology hints apply");
-                    let eligible = shared.index.lock().expect("index lock").node.as_ref().is_none_or(|n| n.eligible);
-                    set(crate::NodeFacts { zone: None, eligible });
-                }
-            }
-            Ok(Some(Event::Delete(_))) => set(crate::NodeFacts::GONE),
-            Ok(None) => return,
-            Err(e) => tracing::warn!(node = %name, "watching the Node (retrying): {e}"),
-        }
-    }
-}
-
 /// Watches the DaemonSet that runs this agent and sets `removed` once it is gone or being
 /// deleted (helm uninstall deletes it before its pods; the chart's RBAC goes at the same time,
 /// so the answer must already be known when the agent is told to stop). A DaemonSet never seen
@@ -329,19 +296,32 @@ pub async fn run_owner_daemonset(client: Client, namespace: String, name: String
 
 /// Runs the watchers until the process ends. With a node name, the first plan also waits for
 /// that Node (its zone).
+///
+/// The sluice.dev kinds are read as their typed CRDs: the apiserver validates every object
+/// against the schema generated from the same types, so an object that does not deserialize
+/// means the CRDs and the agent come from different releases, which the chart does not do.
 pub async fn run(client: Client, node_name: Option<String>, shared: Shared, errors: std::sync::Arc<ClientErrors>) {
     if node_name.is_some() {
         shared.index.lock().expect("index lock").expect_node();
     }
-    let node = async {
-        if let Some(name) = node_name {
-            run_node(client.clone(), name, shared.clone()).await
+    let node = {
+        let (api, shared, errors) = (Api::<k8s_openapi::api::core::v1::Node>::all(client.clone()), shared.clone(), errors.clone());
+        async move {
+            if let Some(name) = node_name {
+                run_one(api, WatchSpec::named("Node", &name, false), shared, errors).await
+            }
         }
     };
-    let services = run_one(Api::<Service>::all(client.clone()), shared.clone(), "Service", errors.clone());
-    let slices = run_one(Api::<EndpointSlice>::all(client.clone()), shared.clone(), "EndpointSlice", errors);
-    let blocklists = run_blocklists(client.clone(), shared.clone());
-    let proxy_config = run_proxy_config(client.clone(), shared.clone());
+    let services = run_one(Api::<Service>::all(client.clone()), WatchSpec::proxied("Service"), shared.clone(), errors.clone());
+    let slices = run_one(Api::<EndpointSlice>::all(client.clone()), WatchSpec::proxied("EndpointSlice"), shared.clone(), errors.clone());
+    let blocklists = run_one(
+        Api::<SourceBlocklist>::all(client.clone()),
+        WatchSpec { kind: "SourceBlocklist", config: watcher::Config::default(), optional: true },
+        shared.clone(),
+        errors.clone(),
+    );
+    let proxy_config =
+        run_one(Api::<ProxyConfig>::all(client.clone()), WatchSpec::named("ProxyConfig", PROXY_CONFIG_NAME, true), shared.clone(), errors);
     futures::join!(node, services, slices, blocklists, proxy_config);
 }
 

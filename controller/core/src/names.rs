@@ -1,0 +1,97 @@
+//! The identities the planner works with: which object (namespace and name) and which network
+//! (a CIDR). Each has one type and one parser, so the default-namespace rule and the prefix match
+//! are written once.
+
+use std::fmt;
+use std::net::IpAddr;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+/// A namespaced object: a Service, an EndpointSlice, or the Service an EndpointSlice's label
+/// names (an EndpointSlice without that label groups under its namespace and name "").
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ObjectKey {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl ObjectKey {
+    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> ObjectKey {
+        ObjectKey { namespace: namespace.into(), name: name.into() }
+    }
+
+    /// A manifest may leave the namespace out or empty: that means `default`, as in the API.
+    pub fn of(meta: &ObjectMeta) -> ObjectKey {
+        ObjectKey::new(Self::namespace_of(meta), meta.name.clone().unwrap_or_default())
+    }
+
+    /// The same object's namespace with another name (a slice's Service).
+    pub fn namespace_of(meta: &ObjectMeta) -> String {
+        meta.namespace.clone().filter(|n| !n.is_empty()).unwrap_or_else(|| "default".into())
+    }
+}
+
+impl fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// An address prefix: loadBalancerSourceRanges, externalIPCIDRs, SourceBlocklist entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Cidr {
+    pub addr: IpAddr,
+    pub bits: u8,
+}
+
+impl Cidr {
+    /// `203.0.113.0/24` or `2001:db8::/48` (surrounding blanks allowed, as kube-proxy trims
+    /// loadBalancerSourceRanges); host bits may be set, they are ignored when matching.
+    pub fn parse(text: &str) -> Option<Cidr> {
+        let (addr, bits) = text.trim().split_once('/')?;
+        let addr: IpAddr = addr.parse().ok()?;
+        let bits: u8 = bits.parse().ok()?;
+        (bits <= if addr.is_ipv4() { 32 } else { 128 }).then_some(Cidr { addr, bits })
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (ip, self.addr) {
+            (IpAddr::V4(a), IpAddr::V4(n)) => self.bits == 0 || (u32::from(a) ^ u32::from(n)) >> (32 - u32::from(self.bits)) == 0,
+            (IpAddr::V6(a), IpAddr::V6(n)) => self.bits == 0 || (u128::from(a) ^ u128::from(n)) >> (128 - u32::from(self.bits)) == 0,
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.bits)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unset_or_empty_namespace_is_default() {
+        let meta = |ns: Option<&str>| ObjectMeta { namespace: ns.map(Into::into), name: Some("web".into()), ..Default::default() };
+        assert_eq!(ObjectKey::of(&meta(None)), ObjectKey::new("default", "web"));
+        assert_eq!(ObjectKey::of(&meta(Some(""))), ObjectKey::new("default", "web"));
+        assert_eq!(ObjectKey::of(&meta(Some("a"))).to_string(), "a/web");
+    }
+
+    #[test]
+    fn prefixes_match_by_their_bits_only() {
+        let c = Cidr::parse(" 192.0.2.77/24 ").unwrap();
+        assert!(c.contains("192.0.2.1".parse().unwrap()));
+        assert!(!c.contains("192.0.3.1".parse().unwrap()));
+        assert!(!c.contains("::ffff:192.0.2.1".parse().unwrap()), "families never match");
+        assert!(Cidr::parse("0.0.0.0/0").unwrap().contains("203.0.113.9".parse().unwrap()));
+        assert!(Cidr::parse("2001:db8::/32").unwrap().contains("2001:db8:ffff::1".parse().unwrap()));
+        assert!(Cidr::parse("2001:db8::1/128").unwrap().contains("2001:db8::1".parse().unwrap()));
+        for bad in ["192.0.2.0/33", "192.0.2.0", "nope/8", "::/129"] {
+            assert_eq!(Cidr::parse(bad), None, "{bad}");
+        }
+    }
+}
