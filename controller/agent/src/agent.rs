@@ -1,13 +1,12 @@
 //! The node agent: load and attach the datapath (reusing whatever an earlier run pinned),
 //! then plan and reconcile whenever the sources report a change.
 
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use sluice_core::{Capacity, NodeContext, ids_from_state};
+use sluice_core::NodeContext;
 use sluice_datapath::{BpfMaps, Reconciler, loader};
 use sluice_k8s::{Shared, manifests, watch};
 use tokio::signal::unix::{SignalKind, signal};
@@ -246,8 +245,7 @@ async fn run(args: AgentArgs) -> anyhow::Result<()> {
 
     let mut ebpf = loader::load_sock_lb(&root).context("loading the socket-LB programs")?;
     let mut maps = BpfMaps::open(&root)?;
-    let mut reconciler = Reconciler::from_maps(&maps)?;
-    let mut block_ids = sluice_core::blocklist::ids_from_state(reconciler.current());
+    let reconciler = Reconciler::from_maps(&maps)?;
     tracing::info!(
         bpf_root = %root.display(),
         services = reconciler.current().revnat.len(),
@@ -339,23 +337,16 @@ async fn run(args: AgentArgs) -> anyhow::Result<()> {
             async move { probes.respond(&path) }
         }));
     }
-    let mut node =
+    let node =
         NodeContext { node_name: args.node_name.clone(), node_ips: north_south.node_ips.clone(), external_ip_cidrs: None, maglev: false, zone: None };
-    let flag_accel: loader::Acceleration = args.nodeport_acceleration.into();
+    let settings = crate::sync::Settings { flag_acceleration: args.nodeport_acceleration.into(), devices: north_south.device_status.clone() };
+    let mut syncer = crate::sync::Syncer::new(settings, reconciler, node, std::process::id());
+    let mut node_maps = sluice_datapath::PinnedNodeMaps { root: root.clone() };
     let mut health = crate::health::HealthServers::new(probes.clone());
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
-    let mut last_warnings: BTreeSet<String> = BTreeSet::new();
-    // What the problems map holds; None until this agent has written it (an older agent's
-    // list may be there).
-    let mut problems_written: Option<BTreeSet<String>> = None;
-    let mut agent_status = sluice_abi::AgentStatus { pid: std::process::id(), ..Default::default() };
     let mut retry: Option<Instant> = None;
     let mut first_sync_done = false;
-    // Keeps each Service's translation and map entries: a change lays out only its own Service
-    // again and the reconciler compares only the keys it touched. It starts from the ids the
-    // pinned maps hold, so a restarted agent rewrites nothing that did not change.
-    let mut planner = sluice_core::Planner::new(ids_from_state(reconciler.current()));
     loop {
         let retry_sleep = async {
             match retry {
@@ -371,153 +362,80 @@ async fn run(args: AgentArgs) -> anyhow::Result<()> {
         }
         retry = None;
         probes.queued();
-        let started = Instant::now();
-        let (mut p, blocks, pending, generation) = {
-            let mut index = shared.index.lock().expect("index lock");
-            metrics.set_changes(index.service_events, index.slice_events);
-            if let Some(facts) = &index.node {
-                probes.set_node_eligible(facts.eligible);
-                // A new zone changes the node context: the planner lays everything out again.
-                node.zone = facts.zone.clone();
-            }
-            if !index.complete() {
-                continue;
-            }
-            let applied = apply_proxy_config(index.proxy_config.as_ref(), &root, !north_south.devices.is_empty(), flag_accel, &north_south);
-            if let Some(w) = &accel_wanted {
-                w.lock().expect("wanted").acceleration = applied.acceleration;
-            }
-            node.external_ip_cidrs = applied.external_ip_cidrs.clone();
-            // A change of algorithm changes the node context: the planner lays everything out again.
-            node.maglev = applied.maglev;
-            facts.lock().expect("facts").proxy_config = applied.status;
-            let changed = index.take_changed();
-            let p = planner.plan(changed, &*index, &node, Capacity::default());
-            let lists: Vec<_> = index.blocklists.values().cloned().collect();
-            let blocks = sluice_core::blocklist::lay_out(&lists, &block_ids);
-            {
-                let mut f = facts.lock().expect("facts");
-                f.block_generations = lists.iter().map(|b| (b.metadata.name.clone().unwrap_or_default(), b.metadata.generation)).collect();
-            }
-            (p, blocks, index.take_pending(), index.generation)
+        let report = syncer.step(&shared.index, &mut maps, &mut node_maps);
+        metrics.set_changes(report.events.0, report.events.1);
+        if let Some(eligible) = report.node_eligible {
+            probes.set_node_eligible(eligible);
+        }
+        let Some(config) = &report.config else {
+            continue;
         };
-        planner.set_blocklist(blocks.entries.clone());
-        p.warnings.extend(blocks.warnings.iter().cloned());
-        let planned = started.elapsed();
-        let warnings: BTreeSet<String> = p.warnings.iter().map(|w| w.to_string()).collect();
-        for w in warnings.difference(&last_warnings) {
+        if let Some(w) = &accel_wanted {
+            w.lock().expect("wanted").acceleration = config.acceleration;
+        }
+        for w in &report.new_warnings {
             tracing::warn!("{w}");
-        }
-        if let Some(recorder) = &recorder {
-            for w in p.warnings.iter().filter(|w| !last_warnings.contains(&w.to_string())) {
-                publish_event(recorder.clone(), w.clone());
+            if let Some(recorder) = &recorder {
+                crate::events::publish(recorder.clone(), w.clone());
             }
         }
-        if problems_written.as_ref() != Some(&warnings) {
-            let mut rows: Vec<(String, String)> = p.warnings.iter().map(|w| (w.subject.to_string(), w.message.clone())).collect();
-            rows.sort();
-            rows.dedup();
-            match sluice_datapath::report::write_problems(&root, &rows) {
-                Ok(()) => problems_written = Some(warnings.clone()),
-                Err(e) => tracing::warn!("cannot record the unprogrammable objects for the CLI: {e}"),
-            }
+        health.update(&report.health_checks);
+        {
+            let mut f = facts.lock().expect("facts");
+            f.proxy_config = config.status.clone();
+            f.block_generations = report.block_generations.clone();
         }
-        last_warnings = warnings;
-        health.update(&p.health_checks);
-        // UDP flows to backends that are gone must not stick to them (conntrack forgets them).
-        let gone_udp: Vec<(sluice_abi::Addr, u16)> = {
-            let (current, desired) = (reconciler.current(), planner.desired());
-            let candidates: Vec<(&u32, &sluice_abi::Backend)> = match &p.touched {
-                Some(t) => t.backends.iter().filter_map(|id| current.backends.get_key_value(id)).collect(),
-                None => current.backends.iter().collect(),
-            };
-            candidates
-                .into_iter()
-                .filter(|(id, b)| b.proto == sluice_abi::IPPROTO_UDP && !desired.backends.contains_key(id))
-                .map(|(_, b)| (b.addr, b.port()))
-                .collect()
-        };
-        let synced = match &p.touched {
-            Some(touched) => reconciler.sync_touched(&mut maps, planner.desired(), touched),
-            None => reconciler.sync(&mut maps, planner.desired()),
-        };
-        match synced {
-            Ok(stats) => {
-                match sluice_datapath::conntrack::forget_udp_backends(&root, &gone_udp) {
-                    Ok(0) => {}
-                    Ok(n) => {
-                        tracing::info!(entries = n, "forgot the UDP flows of removed backends")
-                    }
-                    Err(e) => tracing::warn!("cannot clean conntrack of removed UDP backends: {e}"),
-                }
-                match sluice_datapath::conntrack::forget_stale_affinity(&root, planner.desired(), p.touched.as_ref().map(|t| &t.revnat)) {
-                    Ok(0) => {}
-                    Ok(n) => tracing::info!(entries = n, "forgot the session affinity of backends that left their Service"),
-                    Err(e) => tracing::warn!("cannot clean session affinity of removed backends: {e}"),
-                }
-                block_ids = blocks.ids;
+        match &report.outcome {
+            crate::sync::Outcome::Waiting => {}
+            crate::sync::Outcome::Synced(stats) => {
                 {
                     let mut f = facts.lock().expect("facts");
-                    f.block_owners = blocks.owners;
+                    f.block_owners = report.block_owners.clone().unwrap_or_default();
                     f.errors.clear();
                     f.last_sync = Some(sluice_crds::SyncStatus {
                         time: k8s_openapi::jiff::Timestamp::now().to_string(),
-                        duration_seconds: started.elapsed().as_secs_f64(),
+                        duration_seconds: report.took.as_secs_f64(),
                     });
                 }
-                agent_status.last_sync_unix_ns = unix_ns();
-                agent_status.last_sync_duration_ns = started.elapsed().as_nanos() as u64;
-                agent_status.generation = generation;
-                agent_status.failed_syncs = 0;
-                agent_status.last_error = [0; 224];
-                record_status(&root, &agent_status);
-                usage.set_planned(reconciler.current().map_usage().to_vec());
+                usage.set_planned(syncer.current().map_usage().to_vec());
                 // The proof's targets: walked only when acceleration is asked for and the plan
-                // may have changed the backends (a full plan, or one that touched backends).
+                // may have changed the backends.
                 if let Some(w) = &accel_wanted {
                     let mut w = w.lock().expect("wanted");
-                    let backends_changed = p.touched.as_ref().is_none_or(|t| !t.backends.is_empty());
                     if w.acceleration == loader::Acceleration::Disabled {
                         w.targets.clear();
-                    } else if backends_changed || w.targets.is_empty() {
-                        let targets = crate::acceleration::remote_targets(&planner.desired().backends);
+                    } else if report.backends_changed || w.targets.is_empty() {
+                        let targets = crate::acceleration::remote_targets(&syncer.desired().backends);
                         if w.targets != targets {
                             w.targets = targets;
                         }
                     }
                 }
-                let latency = pending.map(|t| t.elapsed());
+                let latency = report.pending_since.map(|t| t.elapsed());
                 probes.updated();
-                metrics.sync_duration.observe(started.elapsed().as_secs_f64());
+                metrics.sync_duration.observe(report.took.as_secs_f64());
                 if let Some(l) = latency {
                     metrics.programming_latency.observe(l.as_secs_f64());
                 }
                 if stats.writes + stats.deletes > 0 || !first_sync_done {
                     tracing::info!(
-                        generation,
-                        frontends = p.frontends,
+                        generation = report.generation,
+                        frontends = report.frontends,
                         writes = stats.writes,
                         deletes = stats.deletes,
-                        plan_ms = planned.as_secs_f64() * 1e3,
-                        sync_ms = started.elapsed().as_secs_f64() * 1e3,
+                        plan_ms = report.planned_in.as_secs_f64() * 1e3,
+                        sync_ms = report.took.as_secs_f64() * 1e3,
                         programming_latency_ms = latency.map(|l| l.as_secs_f64() * 1e3),
                         "datapath synced"
                     );
                 }
                 first_sync_done = true;
             }
-            Err(e) => {
-                // Only what landed is in the mirror; the maps' own ids are the truth now.
-                planner.reset(ids_from_state(reconciler.current()));
-                block_ids = sluice_core::blocklist::ids_from_state(reconciler.current());
-                facts.lock().expect("facts").errors = vec![format!("sync failed: {e}")];
+            crate::sync::Outcome::Failed(error) => {
+                facts.lock().expect("facts").errors = vec![error.clone()];
                 metrics.sync_errors.inc();
-                tracing::error!("sync failed, retrying in 1s: {e}");
+                tracing::error!("{error}; retrying in 1s");
                 probes.attempted();
-                agent_status.failed_syncs += 1;
-                sluice_abi::put_str(&mut agent_status.last_error, &format!("sync failed: {e}"));
-                record_status(&root, &agent_status);
-                shared.index.lock().expect("index lock").pending_since.get_or_insert(pending.unwrap_or_else(Instant::now));
                 retry = Some(Instant::now() + Duration::from_secs(1));
             }
         }
@@ -535,131 +453,4 @@ async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let removed = loader::remove_pins(&root).context("removing the datapath")?;
     tracing::info!(pins = removed.len(), bpf_root = %root.display(), "datapath removed: programs detached, maps and links unpinned");
     Ok(())
-}
-
-fn unix_ns() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
-}
-
-/// Keeps `sluice status` told; a failure here must not hold back the datapath.
-fn record_status(root: &Path, status: &sluice_abi::AgentStatus) {
-    if let Err(e) = sluice_datapath::report::write_status(root, status) {
-        tracing::warn!("cannot record the sync status for the CLI: {e}");
-    }
-}
-
-/// A Service the datapath cannot program (or programs only in part) gets a Warning Event saying
-/// why, where `kubectl describe service` shows it.
-fn publish_event(recorder: Arc<kube::runtime::events::Recorder>, w: sluice_core::Warning) {
-    let sluice_core::Subject::Object { kind: "Service", key } = &w.subject else {
-        return;
-    };
-    let reference = k8s_openapi::api::core::v1::ObjectReference {
-        api_version: Some("v1".into()),
-        kind: Some("Service".into()),
-        namespace: Some(key.namespace.clone()),
-        name: Some(key.name.clone()),
-        ..Default::default()
-    };
-    let event = kube::runtime::events::Event {
-        type_: kube::runtime::events::EventType::Warning,
-        reason: w.reason.as_str().into(),
-        note: Some(w.message.clone()),
-        action: "Program".into(),
-        secondary: None,
-    };
-    tokio::spawn(async move {
-        if let Err(e) = recorder.publish(&event, &reference).await {
-            tracing::debug!("cannot publish Event for {}: {e}", w.subject);
-        }
-    });
-}
-
-/// What a ProxyConfig changes in this agent right now, and what it reports back.
-struct AppliedConfig {
-    /// What the flag or the ProxyConfig asks of XDP (each device still needs its proof).
-    acceleration: loader::Acceleration,
-    external_ip_cidrs: Option<Vec<sluice_core::Cidr>>,
-    maglev: bool,
-    status: Option<crate::node_status::ProxyConfigReport>,
-}
-
-/// Applies the ProxyConfig `default` where the datapath allows it without a restart (XDP
-/// acceleration, externalIPCIDRs) and says which fields need one or are not supported yet.
-fn apply_proxy_config(
-    config: Option<&sluice_crds::ProxyConfig>,
-    root: &Path,
-    has_devices: bool,
-    flag_accel: loader::Acceleration,
-    north_south: &NorthSouth,
-) -> AppliedConfig {
-    let mut problems = Vec::new();
-    // Without a ProxyConfig, the agent's own flag decides.
-    let accel = match config.map(|c| c.spec.xdp_acceleration) {
-        None => flag_accel,
-        Some(sluice_crds::XdpAcceleration::Disabled) => loader::Acceleration::Disabled,
-        Some(sluice_crds::XdpAcceleration::Native) => loader::Acceleration::Native,
-        Some(sluice_crds::XdpAcceleration::BestEffort) => loader::Acceleration::BestEffort,
-    };
-    let host_ns_only = config.is_some_and(|c| c.spec.host_namespace_only);
-    {
-        let mut want = if has_devices && accel != loader::Acceleration::Disabled { sluice_abi::CFG_F_XDP_ACCEL } else { 0 };
-        if host_ns_only {
-            want |= sluice_abi::CFG_F_HOST_NS_ONLY;
-        }
-        let mask = sluice_abi::CFG_F_XDP_ACCEL | sluice_abi::CFG_F_HOST_NS_ONLY;
-        match loader::read_config(root) {
-            Ok(mut current) if current.flags & mask != want => {
-                current.flags = (current.flags & !mask) | want;
-                match loader::write_config_pinned(root, current) {
-                    Ok(()) => tracing::info!(?accel, host_ns_only, "datapath settings changed"),
-                    Err(e) => problems.push(format!("cannot change the datapath settings: {e}")),
-                }
-            }
-            Ok(_) => {}
-            Err(e) => problems.push(format!("cannot read the datapath config: {e}")),
-        }
-    }
-    if has_devices {
-        if accel == loader::Acceleration::Native {
-            for d in north_south.device_status.iter().filter(|d| d.xdp_mode != "native") {
-                problems.push(format!("xdpAcceleration native: {} runs XDP in {} mode", d.name, d.xdp_mode));
-            }
-        }
-    }
-    let Some(config) = config else {
-        return AppliedConfig { acceleration: accel, external_ip_cidrs: None, maglev: false, status: None };
-    };
-    let spec = &config.spec;
-    if !has_devices && accel != loader::Acceleration::Disabled {
-        problems.push("xdpAcceleration: this node has no north-south devices".into());
-    }
-    let external_ip_cidrs = spec.external_ip_cidrs.as_ref().map(|list| {
-        list.iter()
-            .filter_map(|c| {
-                let parsed = sluice_core::Cidr::parse(c);
-                if parsed.is_none() {
-                    problems.push(format!("externalIPCIDRs entry {c:?} is not a CIDR"));
-                }
-                parsed
-            })
-            .collect::<Vec<_>>()
-    });
-    let sizes = spec.map_sizes;
-    // Maps are created with their built-in sizes and reused across restarts; resizing one means
-    // new maps and moving every entry (conntrack included) over, which the agent does not do yet.
-    if sizes.services != sluice_abi::SERVICES_MAX as i32 || sizes.backends != sluice_abi::BACKENDS_MAX as i32 || sizes.conntrack != sluice_abi::CT_MAX as i32 {
-        problems.push(format!(
-            "mapSizes other than the built-in ones (services {}, backends {}, conntrack {}) are not supported yet: the maps keep those sizes",
-            sluice_abi::SERVICES_MAX,
-            sluice_abi::BACKENDS_MAX,
-            sluice_abi::CT_MAX
-        ));
-    }
-    AppliedConfig {
-        acceleration: accel,
-        external_ip_cidrs,
-        maglev: spec.load_balancing_algorithm == sluice_crds::LoadBalancingAlgorithm::Maglev,
-        status: Some(crate::node_status::ProxyConfigReport { generation: config.metadata.generation, problems }),
-    }
 }

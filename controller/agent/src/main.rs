@@ -4,6 +4,7 @@ mod acceleration;
 mod agent;
 mod cli;
 mod dump;
+mod events;
 mod explain;
 mod health;
 mod http;
@@ -12,6 +13,7 @@ mod monitor;
 mod netinfo;
 mod node_status;
 mod probes;
+mod sync;
 mod usage;
 
 use std::path::PathBuf;

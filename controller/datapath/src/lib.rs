@@ -5,6 +5,7 @@ pub mod conntrack;
 pub mod counters;
 pub mod loader;
 pub mod maps;
+pub mod node_maps;
 pub mod reconcile;
 pub mod report;
 pub mod sys;
@@ -19,4 +20,5 @@ pub static XDP_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR
 pub static XDP_WATCH_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xdp_watch.o"));
 
 pub use maps::{BpfMaps, FakeMaps, FaultyMaps, LbMaps, MapError, Op};
+pub use node_maps::{FakeNodeMaps, NodeMaps, PinnedNodeMaps};
 pub use reconcile::{Reconciler, SyncStats};

@@ -1,0 +1,330 @@
+//! One sync of the datapath with the cluster state: read the index, apply the ProxyConfig, plan,
+//! write the maps, forget what the removed backends leave behind, and record the outcome for the
+//! CLI. Its inputs are explicit (the index, the two map traits) and its output is a [`Report`],
+//! so it is tested with in-memory maps; the agent's loop only waits for changes, and hands the
+//! report to the metrics, probes, Events and status writers.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use sluice_abi::{AgentStatus, BlockKey};
+use sluice_core::blocklist::BlockOwner;
+use sluice_core::ids::IdSpace;
+use sluice_core::{Capacity, Cidr, HealthCheck, NodeContext, Planner, Warning, ids_from_state};
+use sluice_crds::{DeviceStatus, LoadBalancingAlgorithm, ProxyConfig, XdpAcceleration};
+use sluice_datapath::{LbMaps, NodeMaps, Reconciler, SyncStats, loader};
+use sluice_k8s::Index;
+
+/// What the agent was started with, fixed for its life.
+pub struct Settings {
+    /// `--nodeport-acceleration`; a ProxyConfig overrides it.
+    pub flag_acceleration: loader::Acceleration,
+    /// The north-south devices and how XDP runs on each (empty without devices).
+    pub devices: Vec<DeviceStatus>,
+}
+
+/// What a ProxyConfig changes in this agent right now, and what it reports back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppliedConfig {
+    /// What the flag or the ProxyConfig asks of XDP (each device still needs its proof).
+    pub acceleration: loader::Acceleration,
+    pub external_ip_cidrs: Option<Vec<Cidr>>,
+    pub maglev: bool,
+    pub status: Option<crate::node_status::ProxyConfigReport>,
+}
+
+#[derive(Debug)]
+pub enum Outcome {
+    /// Not every source has delivered its first complete list: nothing was planned or written.
+    Waiting,
+    Synced(SyncStats),
+    /// The maps hold what landed; the step is to be retried.
+    Failed(String),
+}
+
+#[derive(Debug)]
+pub struct Report {
+    pub outcome: Outcome,
+    /// The index's event counts (Services, EndpointSlices), for the change counters.
+    pub events: (u64, u64),
+    /// Whether the Node should get traffic, once it is known.
+    pub node_eligible: Option<bool>,
+    pub config: Option<AppliedConfig>,
+    /// Warnings the previous step did not have: each is logged and made an Event once.
+    pub new_warnings: Vec<Warning>,
+    pub health_checks: Vec<HealthCheck>,
+    /// name → generation of the SourceBlocklists planned.
+    pub block_generations: BTreeMap<String, Option<i64>>,
+    /// Blocklist entry id → what it stands for (after a successful sync).
+    pub block_owners: Option<BTreeMap<u32, BlockOwner>>,
+    pub generation: u64,
+    pub frontends: usize,
+    /// When the oldest change this step programmed arrived.
+    pub pending_since: Option<Instant>,
+    /// Whether the backends may have changed (a full plan, or one that touched backends).
+    pub backends_changed: bool,
+    pub planned_in: Duration,
+    pub took: Duration,
+}
+
+impl Report {
+    fn waiting(events: (u64, u64), node_eligible: Option<bool>) -> Report {
+        Report {
+            outcome: Outcome::Waiting,
+            events,
+            node_eligible,
+            config: None,
+            new_warnings: Vec::new(),
+            health_checks: Vec::new(),
+            block_generations: BTreeMap::new(),
+            block_owners: None,
+            generation: 0,
+            frontends: 0,
+            pending_since: None,
+            backends_changed: false,
+            planned_in: Duration::ZERO,
+            took: Duration::ZERO,
+        }
+    }
+}
+
+/// The state one sync hands to the next.
+pub struct Syncer {
+    settings: Settings,
+    /// Keeps each Service's translation and map entries: a change lays out only its own Service
+    /// again and the reconciler compares only the keys it touched.
+    planner: Planner,
+    reconciler: Reconciler,
+    block_ids: IdSpace<BlockKey>,
+    node: NodeContext,
+    last_warnings: BTreeSet<String>,
+    /// What the problems map holds; None until this agent has written it (an older agent's
+    /// list may be there).
+    problems_written: Option<BTreeSet<String>>,
+    status: AgentStatus,
+}
+
+impl Syncer {
+    /// Starts from what the maps hold, so a restarted agent rewrites nothing that did not change.
+    pub fn new(settings: Settings, reconciler: Reconciler, node: NodeContext, pid: u32) -> Syncer {
+        let current = reconciler.current();
+        Syncer {
+            settings,
+            planner: Planner::new(ids_from_state(current)),
+            block_ids: sluice_core::blocklist::ids_from_state(current),
+            reconciler,
+            node,
+            last_warnings: BTreeSet::new(),
+            problems_written: None,
+            status: AgentStatus { pid, ..Default::default() },
+        }
+    }
+
+    pub fn current(&self) -> &sluice_core::LbState {
+        self.reconciler.current()
+    }
+
+    pub fn desired(&self) -> &sluice_core::LbState {
+        self.planner.desired()
+    }
+
+    /// One sync. The index is locked while planning only, never while maps are written.
+    pub fn step(&mut self, index: &Mutex<Index>, maps: &mut dyn LbMaps, node_maps: &mut dyn NodeMaps) -> Report {
+        let started = Instant::now();
+        let (plan, blocks, mut report) = {
+            let mut index = index.lock().expect("index lock");
+            let events = (index.service_events, index.slice_events);
+            let node_eligible = index.node.as_ref().map(|n| n.eligible);
+            if let Some(facts) = &index.node {
+                // A new zone changes the node context: the planner lays everything out again.
+                self.node.zone = facts.zone.clone();
+            }
+            if !index.complete() {
+                return Report::waiting(events, node_eligible);
+            }
+            let config = apply_proxy_config(index.proxy_config.as_ref(), &self.settings, node_maps);
+            self.node.external_ip_cidrs = config.external_ip_cidrs.clone();
+            // A change of algorithm changes the node context: the planner lays everything out again.
+            self.node.maglev = config.maglev;
+            let changed = index.take_changed();
+            let plan = self.planner.plan(changed, &*index, &self.node, Capacity::default());
+            let lists: Vec<_> = index.blocklists.values().cloned().collect();
+            let blocks = sluice_core::blocklist::lay_out(&lists, &self.block_ids);
+            let report = Report {
+                config: Some(config),
+                block_generations: lists.iter().map(|b| (b.metadata.name.clone().unwrap_or_default(), b.metadata.generation)).collect(),
+                pending_since: index.take_pending(),
+                generation: index.generation,
+                frontends: plan.frontends,
+                backends_changed: plan.touched.as_ref().is_none_or(|t| !t.backends.is_empty()),
+                ..Report::waiting(events, node_eligible)
+            };
+            (plan, blocks, report)
+        };
+        self.planner.set_blocklist(blocks.entries.clone());
+        let warnings: Vec<Warning> = plan.warnings.iter().chain(&blocks.warnings).cloned().collect();
+        report.planned_in = started.elapsed();
+        report.health_checks = plan.health_checks.clone();
+        self.record_warnings(&warnings, &mut report, node_maps);
+
+        // UDP flows to backends that are gone must not stick to them (conntrack forgets them).
+        let gone_udp: Vec<(sluice_abi::Addr, u16)> = {
+            let (current, desired) = (self.reconciler.current(), self.planner.desired());
+            let candidates: Vec<(&u32, &sluice_abi::Backend)> = match &plan.touched {
+                Some(t) => t.backends.iter().filter_map(|id| current.backends.get_key_value(id)).collect(),
+                None => current.backends.iter().collect(),
+            };
+            candidates
+                .into_iter()
+                .filter(|(id, b)| b.proto == sluice_abi::IPPROTO_UDP && !desired.backends.contains_key(id))
+                .map(|(_, b)| (b.addr, b.port()))
+                .collect()
+        };
+        let synced = match &plan.touched {
+            Some(touched) => self.reconciler.sync_touched(maps, self.planner.desired(), touched),
+            None => self.reconciler.sync(maps, self.planner.desired()),
+        };
+        match synced {
+            Ok(stats) => {
+                match node_maps.forget_udp_backends(&gone_udp) {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(entries = n, "forgot the UDP flows of removed backends"),
+                    Err(e) => tracing::warn!("cannot clean conntrack of removed UDP backends: {e}"),
+                }
+                match node_maps.forget_stale_affinity(self.planner.desired(), plan.touched.as_ref().map(|t| &t.revnat)) {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(entries = n, "forgot the session affinity of backends that left their Service"),
+                    Err(e) => tracing::warn!("cannot clean session affinity of removed backends: {e}"),
+                }
+                self.block_ids = blocks.ids;
+                report.block_owners = Some(blocks.owners);
+                self.status.last_sync_unix_ns = unix_ns();
+                self.status.last_sync_duration_ns = started.elapsed().as_nanos() as u64;
+                self.status.generation = report.generation;
+                self.status.failed_syncs = 0;
+                self.status.last_error = [0; 224];
+                record_status(node_maps, &self.status);
+                report.outcome = Outcome::Synced(stats);
+            }
+            Err(e) => {
+                // Only what landed is in the mirror; the maps' own ids are the truth now.
+                self.planner.reset(ids_from_state(self.reconciler.current()));
+                self.block_ids = sluice_core::blocklist::ids_from_state(self.reconciler.current());
+                let error = format!("sync failed: {e}");
+                self.status.failed_syncs += 1;
+                sluice_abi::put_str(&mut self.status.last_error, &error);
+                record_status(node_maps, &self.status);
+                // What this step took is still to be programmed.
+                index.lock().expect("index lock").pending_since.get_or_insert(report.pending_since.unwrap_or(started));
+                report.outcome = Outcome::Failed(error);
+            }
+        }
+        report.took = started.elapsed();
+        report
+    }
+
+    /// Keeps the warnings that are new for the report, and the problems map in step with them.
+    fn record_warnings(&mut self, warnings: &[Warning], report: &mut Report, node_maps: &mut dyn NodeMaps) {
+        let texts: BTreeSet<String> = warnings.iter().map(|w| w.to_string()).collect();
+        let mut seen = BTreeSet::new();
+        report.new_warnings =
+            warnings.iter().filter(|w| !self.last_warnings.contains(&w.to_string()) && seen.insert(w.to_string())).cloned().collect();
+        if self.problems_written.as_ref() != Some(&texts) {
+            let mut rows: Vec<(String, String)> = warnings.iter().map(|w| (w.subject.to_string(), w.message.clone())).collect();
+            rows.sort();
+            rows.dedup();
+            match node_maps.write_problems(&rows) {
+                Ok(()) => self.problems_written = Some(texts.clone()),
+                Err(e) => tracing::warn!("cannot record the unprogrammable objects for the CLI: {e}"),
+            }
+        }
+        self.last_warnings = texts;
+    }
+}
+
+fn unix_ns() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// Keeps `sluice status` told; a failure here must not hold back the datapath.
+fn record_status(node_maps: &mut dyn NodeMaps, status: &AgentStatus) {
+    if let Err(e) = node_maps.write_status(status) {
+        tracing::warn!("cannot record the sync status for the CLI: {e}");
+    }
+}
+
+/// Applies the ProxyConfig `default` where the datapath allows it without a restart (XDP
+/// acceleration, socket-LB scope, externalIPCIDRs, the algorithm) and says what it could not.
+fn apply_proxy_config(config: Option<&ProxyConfig>, settings: &Settings, node_maps: &mut dyn NodeMaps) -> AppliedConfig {
+    let has_devices = !settings.devices.is_empty();
+    let mut problems = Vec::new();
+    // Without a ProxyConfig, the agent's own flag decides.
+    let acceleration = match config.map(|c| c.spec.xdp_acceleration) {
+        None => settings.flag_acceleration,
+        Some(XdpAcceleration::Disabled) => loader::Acceleration::Disabled,
+        Some(XdpAcceleration::Native) => loader::Acceleration::Native,
+        Some(XdpAcceleration::BestEffort) => loader::Acceleration::BestEffort,
+    };
+    let host_ns_only = config.is_some_and(|c| c.spec.host_namespace_only);
+    let mut want = if has_devices && acceleration != loader::Acceleration::Disabled { sluice_abi::CFG_F_XDP_ACCEL } else { 0 };
+    if host_ns_only {
+        want |= sluice_abi::CFG_F_HOST_NS_ONLY;
+    }
+    let mask = sluice_abi::CFG_F_XDP_ACCEL | sluice_abi::CFG_F_HOST_NS_ONLY;
+    match node_maps.config() {
+        Ok(mut current) if current.flags & mask != want => {
+            current.flags = (current.flags & !mask) | want;
+            match node_maps.set_config(current) {
+                Ok(()) => tracing::info!(?acceleration, host_ns_only, "datapath settings changed"),
+                Err(e) => problems.push(format!("cannot change the datapath settings: {e}")),
+            }
+        }
+        Ok(_) => {}
+        Err(e) => problems.push(format!("cannot read the datapath config: {e}")),
+    }
+    if acceleration == loader::Acceleration::Native {
+        for d in settings.devices.iter().filter(|d| d.xdp_mode != "native") {
+            problems.push(format!("xdpAcceleration native: {} runs XDP in {} mode", d.name, d.xdp_mode));
+        }
+    }
+    let Some(config) = config else {
+        return AppliedConfig { acceleration, external_ip_cidrs: None, maglev: false, status: None };
+    };
+    let spec = &config.spec;
+    if !has_devices && acceleration != loader::Acceleration::Disabled {
+        problems.push("xdpAcceleration: this node has no north-south devices".into());
+    }
+    let external_ip_cidrs = spec.external_ip_cidrs.as_ref().map(|list| {
+        list.iter()
+            .filter_map(|c| {
+                let parsed = Cidr::parse(c);
+                if parsed.is_none() {
+                    problems.push(format!("externalIPCIDRs entry {c:?} is not a CIDR"));
+                }
+                parsed
+            })
+            .collect::<Vec<_>>()
+    });
+    let sizes = spec.map_sizes;
+    // Maps are created with their built-in sizes and reused across restarts; resizing one means
+    // new maps and moving every entry (conntrack included) over, which the agent does not do yet.
+    if sizes.services != sluice_abi::SERVICES_MAX as i32 || sizes.backends != sluice_abi::BACKENDS_MAX as i32 || sizes.conntrack != sluice_abi::CT_MAX as i32 {
+        problems.push(format!(
+            "mapSizes other than the built-in ones (services {}, backends {}, conntrack {}) are not supported yet: the maps keep those sizes",
+            sluice_abi::SERVICES_MAX,
+            sluice_abi::BACKENDS_MAX,
+            sluice_abi::CT_MAX
+        ));
+    }
+    AppliedConfig {
+        acceleration,
+        external_ip_cidrs,
+        maglev: spec.load_balancing_algorithm == LoadBalancingAlgorithm::Maglev,
+        status: Some(crate::node_status::ProxyConfigReport { generation: config.metadata.generation, problems }),
+    }
+}
+
+#[cfg(test)]
+#[path = "sync_tests.rs"]
+mod tests;

@@ -1,0 +1,184 @@
+//! The sync step against in-memory maps: what it writes, what it reports, and how it recovers.
+
+use std::sync::Mutex;
+
+use sluice_abi::Addr;
+use sluice_core::{Subject, WarningReason, manifest};
+use sluice_crds::{DeviceStatus, ProxyConfig, SourceBlocklist};
+use sluice_datapath::{FakeMaps, FakeNodeMaps, FaultyMaps, LbMaps};
+use sluice_k8s::Index;
+
+use super::*;
+
+const WEB: &str = "
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: demo}
+spec:
+  clusterIP: 10.96.0.10
+  ports: [{name: dns, port: 53, targetPort: 5353, protocol: UDP}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: web-1, namespace: demo, labels: {kubernetes.io/service-name: web}}
+addressType: IPv4
+ports: [{name: dns, port: 5353, protocol: UDP}]
+endpoints:
+- {addresses: [10.244.1.2], conditions: {ready: true}}
+- {addresses: [10.244.1.3], conditions: {ready: true}}
+";
+
+fn settings(devices: &[(&str, &str)]) -> Settings {
+    Settings {
+        flag_acceleration: loader::Acceleration::Disabled,
+        devices: devices.iter().map(|(name, mode)| DeviceStatus { name: (*name).into(), xdp_mode: (*mode).into(), ..Default::default() }).collect(),
+    }
+}
+
+fn syncer(settings: Settings) -> Syncer {
+    let reconciler = Reconciler::from_maps(&FakeMaps::default()).unwrap();
+    Syncer::new(settings, reconciler, NodeContext { node_name: Some("n1".into()), ..Default::default() }, 42)
+}
+
+/// An index that has delivered its complete lists.
+fn listed(yaml: &str) -> Mutex<Index> {
+    let (services, slices, warnings) = manifest::parse_str(yaml);
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let mut index = Index::default();
+    index.reset_services(services);
+    index.reset_slices(slices);
+    Mutex::new(index)
+}
+
+fn synced(report: &Report) -> &SyncStats {
+    match &report.outcome {
+        Outcome::Synced(stats) => stats,
+        other => panic!("not synced: {other:?}"),
+    }
+}
+
+#[test]
+fn nothing_is_planned_or_written_until_every_list_is_complete() {
+    let mut s = syncer(settings(&[]));
+    let index = Mutex::new(Index::default());
+    let (services, slices, _) = manifest::parse_str(WEB);
+    index.lock().unwrap().reset_services(services);
+    let (mut maps, mut node_maps) = (FakeMaps::default(), FakeNodeMaps::default());
+    let report = s.step(&index, &mut maps, &mut node_maps);
+    assert!(matches!(report.outcome, Outcome::Waiting), "{report:?}");
+    assert!(report.config.is_none());
+    assert_eq!(maps.writes, 0, "no map is written from a partial list");
+    assert_eq!((node_maps.statuses_written, node_maps.problems_written), (0, 0));
+    index.lock().unwrap().reset_slices(slices);
+    let report = s.step(&index, &mut maps, &mut node_maps);
+    assert!(synced(&report).writes > 0);
+}
+
+#[test]
+fn a_sync_programs_the_maps_records_its_status_and_an_unchanged_index_writes_nothing() {
+    let mut s = syncer(settings(&[]));
+    let index = listed(WEB);
+    let (mut maps, mut node_maps) = (FakeMaps::default(), FakeNodeMaps::default());
+    let report = s.step(&index, &mut maps, &mut node_maps);
+    synced(&report);
+    assert_eq!(maps.dump().unwrap(), *s.desired(), "the maps hold the plan");
+    assert_eq!(report.frontends, 1);
+    assert!(report.pending_since.is_some(), "the latency of the change is reported");
+    let status = node_maps.status.expect("status recorded for the CLI");
+    assert_eq!((status.pid, status.failed_syncs, status.generation), (42, 0, report.generation));
+    assert_eq!(node_maps.problems_written, 1, "the (empty) problem list replaces an older agent's");
+
+    let writes = maps.writes;
+    let report = s.step(&index, &mut maps, &mut node_maps);
+    assert_eq!(synced(&report).writes + synced(&report).deletes, 0);
+    assert_eq!(maps.writes, writes);
+    assert_eq!(node_maps.problems_written, 1, "an unchanged problem list is not rewritten");
+    assert!(report.pending_since.is_none(), "nothing was pending");
+}
+
+#[test]
+fn a_warning_is_reported_once_with_its_subject_and_reason_and_kept_in_the_problems_map() {
+    let mut s = syncer(settings(&[]));
+    let index = listed(&format!("{WEB}---\napiVersion: v1\nkind: Service\nmetadata: {{name: odd, namespace: demo}}\nspec: {{clusterIP: 10.96.0.11, externalIPs: [not-an-ip], ports: [{{port: 80}}]}}\n"));
+    let blocklist: SourceBlocklist =
+        serde_json::from_str(r#"{"metadata": {"name": "edge"}, "spec": {"entries": [{"cidr": "203.0.113.0/24", "ports": [{"port": 0}]}]}}"#).unwrap();
+    index.lock().unwrap().reset_blocklists(vec![blocklist]);
+    let (mut maps, mut node_maps) = (FakeMaps::default(), FakeNodeMaps::default());
+    let report = s.step(&index, &mut maps, &mut node_maps);
+    synced(&report);
+    let subjects: Vec<String> = report.new_warnings.iter().map(|w| w.subject.to_string()).collect();
+    assert_eq!(subjects, ["Service demo/odd", "SourceBlocklist edge"], "{:?}", report.new_warnings);
+    assert!(report.new_warnings.iter().all(|w| w.reason == WarningReason::NotProgrammed));
+    assert_eq!(report.new_warnings[0].subject, Subject::service(&sluice_core::ObjectKey::new("demo", "odd")));
+    assert_eq!(node_maps.problems.len(), 2, "{:?}", node_maps.problems);
+    assert_eq!(report.block_generations.keys().collect::<Vec<_>>(), ["edge"]);
+
+    index.lock().unwrap().apply_service(manifest::parse_str(WEB).0[0].clone());
+    let report = s.step(&index, &mut maps, &mut node_maps);
+    assert!(report.new_warnings.is_empty(), "said once: {:?}", report.new_warnings);
+    assert_eq!(node_maps.problems.len(), 2);
+}
+
+#[test]
+fn a_failed_write_is_reported_and_the_next_step_converges() {
+    let mut s = syncer(settings(&[]));
+    let index = listed(WEB);
+    let mut node_maps = FakeNodeMaps::default();
+    let mut maps = FaultyMaps::failing_at(1);
+    let report = s.step(&index, &mut maps, &mut node_maps);
+    let Outcome::Failed(error) = &report.outcome else { panic!("{report:?}") };
+    assert!(error.starts_with("sync failed:"), "{error}");
+    let status = node_maps.status.unwrap();
+    assert_eq!(status.failed_syncs, 1);
+    assert!(sluice_abi::get_str(&status.last_error).starts_with("sync failed:"));
+    assert!(index.lock().unwrap().pending_since.is_some(), "the change is still to be programmed");
+
+    // The retry (no new event) programs everything, as a fresh agent would.
+    let report = s.step(&index, &mut maps, &mut node_maps);
+    synced(&report);
+    assert_eq!(maps.dump().unwrap(), *s.desired());
+    assert_eq!(node_maps.status.unwrap().failed_syncs, 0);
+    assert!(index.lock().unwrap().pending_since.is_none());
+}
+
+#[test]
+fn the_proxy_config_sets_the_datapath_flags_and_reports_what_it_cannot_apply() {
+    let mut s = syncer(settings(&[("eth0", "generic")]));
+    let index = listed(WEB);
+    let config: ProxyConfig = serde_json::from_str(
+        r#"{"metadata": {"name": "default", "generation": 3},
+            "spec": {"xdpAcceleration": "native", "hostNamespaceOnly": true, "mapSizes": {"conntrack": 65536}, "externalIPCIDRs": ["192.0.2.0/24"]}}"#,
+    )
+    .unwrap();
+    index.lock().unwrap().set_proxy_config(Some(config));
+    let (mut maps, mut node_maps) = (FakeMaps::default(), FakeNodeMaps::default());
+    let report = s.step(&index, &mut maps, &mut node_maps);
+    let applied = report.config.unwrap();
+    assert_eq!(applied.acceleration, loader::Acceleration::Native);
+    assert_eq!(node_maps.config.flags, sluice_abi::CFG_F_XDP_ACCEL | sluice_abi::CFG_F_HOST_NS_ONLY);
+    assert_eq!(applied.external_ip_cidrs, Some(vec![Cidr::parse("192.0.2.0/24").unwrap()]));
+    let status = applied.status.unwrap();
+    assert_eq!(status.generation, Some(3));
+    assert!(status.problems.iter().any(|p| p.contains("eth0 runs XDP in generic mode")), "{:?}", status.problems);
+    assert!(status.problems.iter().any(|p| p.starts_with("mapSizes")), "{:?}", status.problems);
+
+    // Deleted: the agent's own flag (disabled) decides again, and nothing is reported.
+    index.lock().unwrap().set_proxy_config(None);
+    let report = s.step(&index, &mut maps, &mut node_maps);
+    assert_eq!(node_maps.config.flags, 0);
+    assert_eq!(report.config.unwrap().status, None);
+}
+
+#[test]
+fn a_udp_backend_that_leaves_has_its_flows_forgotten() {
+    let mut s = syncer(settings(&[]));
+    let index = listed(WEB);
+    let (mut maps, mut node_maps) = (FakeMaps::default(), FakeNodeMaps::default());
+    synced(&s.step(&index, &mut maps, &mut node_maps));
+    assert!(node_maps.forgotten_udp.is_empty());
+    let (_, slices, _) = manifest::parse_str(&WEB.replace("- {addresses: [10.244.1.3], conditions: {ready: true}}\n", ""));
+    index.lock().unwrap().apply_slice(slices[0].clone());
+    synced(&s.step(&index, &mut maps, &mut node_maps));
+    assert_eq!(node_maps.forgotten_udp, [(Addr::from("10.244.1.3".parse::<std::net::IpAddr>().unwrap()), 5353)]);
+    assert_eq!(node_maps.affinity_cleanups.len(), 2, "affinity is checked after every sync");
+}
