@@ -1,0 +1,141 @@
+//! Conntrack: a flow stays on its backend, its entries survive other flows on the same tuple,
+//! and a flow that is over (closed TCP, UDP idle for two epochs) gives its SNAT port up for good.
+
+use crate::harness::*;
+
+use sluice_abi::CtValue;
+
+/// Fills every SNAT port towards `backend` with a flow still open from another client (through
+/// another frontend), so a new flow to it finds no free port.
+fn hold_every_snat_port(fx: &Fixture, backend: Source, epoch: u8) {
+    let other = Ipv4Addr::new(198, 51, 100, 99);
+    fx.ct_put((32768..61000u16).map(|port| {
+        let held = CtValue {
+            addr1: Addr::from(NODE4),
+            addr2: Addr::from(other),
+            port1_be: 30099u16.to_be(),
+            port2_be: port.to_be(),
+            rev_nat_id: 1,
+            flags: abi::CT_F_SNAT,
+            epoch,
+        };
+        (backend.to(NODE4, port).ct_key(abi::CT_REVERSE), held)
+    }));
+}
+
+#[test]
+fn a_flow_reclaims_its_reverse_entry_from_a_later_flow_on_the_same_client_port() {
+    let Some(fx) = node("reclaim").start() else { return };
+    // Two frontends of one local backend, one client port: at the backend both flows are the
+    // same tuple, so the reverse entry can hold only one of them at a time.
+    let a = tcp(CLIENT, 45555).to(NODE4, 30081);
+    let b = tcp(CLIENT, 45555).to(Ipv4Addr::new(10, 96, 0, 81), 80);
+    let to_backend = fx.ingress(&a.data(b"a")).seen().flow;
+    assert_eq!(to_backend, tcp(CLIENT, 45555).to(LOCAL_BE, 8080));
+    fx.ingress(&b.data(b"b"));
+    // Flow a sends again (its earlier connection ended; the client reused the port for it).
+    fx.ingress(&a.data(b"a again"));
+    assert_eq!(fx.egress(&to_backend.reply().data(b"reply")).seen().flow, a.reply(), "the reply must come from the frontend flow a used");
+}
+
+#[test]
+fn a_closed_flows_snat_port_goes_to_a_new_flow_only_when_no_port_is_free() {
+    let Some(fx) = node("snatreuse").start() else { return };
+    let a = tcp(CLIENT, 40001).to(NODE4, 30082);
+    assert_eq!(fx.ingress(&a.syn()).seen().flow, tcp(NODE4, 40001).to(REMOTE_BE, 8080));
+    // Every other port to that backend is held by a flow still open (long-lived connections
+    // through another frontend), so flow a's port is the only candidate left.
+    hold_every_snat_port(&fx, tcp(REMOTE_BE, 8080), 0);
+    let b = tcp(Ipv4Addr::new(198, 51, 100, 21), 40001).to(NODE4, 30082);
+    assert_eq!(fx.ingress(&b.syn()).verdict, TC_ACT_SHOT, "no free SNAT port while flow a is open");
+    assert_eq!(fx.counter(Counter::NpDropSnatPort), 1);
+
+    // Flow a closes: FIN from the client, FIN from the backend. Both entries record it.
+    fx.ingress(&a.segment(FIN | ACK));
+    let b2n = tcp(REMOTE_BE, 8080).to(NODE4, 40001);
+    assert_eq!(fx.ingress(&b2n.segment(FIN | ACK)).seen().flow, a.reply());
+    assert_eq!(fx.ct_get(&a.ct_key(abi::CT_FORWARD)).unwrap().flags, abi::CT_F_SNAT | abi::CT_F_CLOSED);
+    assert_eq!(fx.ct_get(&b2n.ct_key(abi::CT_REVERSE)).unwrap().flags, abi::CT_F_SNAT | abi::CT_F_CLOSED);
+
+    // Now flow b gets the closed flow's port, and the backend's replies go to b.
+    assert_eq!(fx.ingress(&b.syn()).seen().flow, tcp(NODE4, 40001).to(REMOTE_BE, 8080));
+    assert_eq!(fx.ingress(&b2n.segment(ACK)).seen().flow, b.reply());
+    // Flow a's last ACK still reaches the backend, but must not take the port back from b.
+    fx.ingress(&a.segment(ACK));
+    let late = b2n.packet().flags(ACK).payload(b"x").build();
+    assert_eq!(fx.ingress(&late).seen().flow, b.reply(), "a closed flow reclaimed its SNAT port");
+    assert_eq!(fx.counter(Counter::NpDropSnatPort), 1);
+}
+
+#[test]
+fn a_udp_flow_idle_for_two_epochs_is_over_and_its_snat_port_can_go_to_a_new_flow() {
+    let Some(fx) = node("udpidle").start() else { return };
+    let a = udp(CLIENT, 5300).to(NODE4, 30053);
+    assert_eq!(fx.ingress(&a.data(b"q")).seen().flow, udp(NODE4, 5300).to(REMOTE_BE, 5353));
+    let (fk, rk) = (a.ct_key(abi::CT_FORWARD), udp(REMOTE_BE, 5353).to(NODE4, 5300).ct_key(abi::CT_REVERSE));
+    let now = fx.ct_get(&fk).unwrap().epoch;
+    assert_ne!(now, 0, "a UDP entry carries its epoch");
+    // An entry from before epochs (0) is fresh: the flow goes on, and gets stamped.
+    fx.set_epoch(&[fk], 0);
+    fx.ingress(&a.data(b"q2"));
+    assert_eq!(fx.counter(Counter::NpNewFlow), 1);
+    assert_ne!(fx.ct_get(&fk).unwrap().epoch, 0);
+    // Every other port to that backend is held by fresh UDP flows: a new client is dropped.
+    hold_every_snat_port(&fx, udp(REMOTE_BE, 5353), now);
+    let b = udp(Ipv4Addr::new(198, 51, 100, 21), 5300).to(NODE4, 30053);
+    assert_eq!(fx.ingress(&b.data(b"q")).verdict, TC_ACT_SHOT);
+    assert_eq!(fx.counter(Counter::NpDropSnatPort), 1);
+    // Flow a goes quiet for two epochs: its port goes to b, and b gets the replies.
+    let idle = if now.wrapping_sub(2) == 0 { now.wrapping_sub(3) } else { now.wrapping_sub(2) };
+    fx.set_epoch(&[fk, rk], idle);
+    assert_eq!(fx.ingress(&b.data(b"q")).seen().flow, udp(NODE4, 5300).to(REMOTE_BE, 5353));
+    let reply = udp(REMOTE_BE, 5353).to(NODE4, 5300).data(b"a");
+    assert_eq!(fx.ingress(&reply).seen().flow, b.reply());
+    // a speaks again: a new flow (no port is free here, so it is dropped), never b's port.
+    assert_eq!(fx.ingress(&a.data(b"q3")).verdict, TC_ACT_SHOT);
+    assert_eq!(fx.counter(Counter::NpNewFlow), 2);
+    assert_eq!(fx.ingress(&reply).seen().flow, b.reply(), "an idle flow took its port back");
+}
+
+#[test]
+fn a_syn_on_a_closed_flows_tuple_is_a_new_flow() {
+    let Some(fx) = node("synclose").start() else { return };
+    let a = tcp(CLIENT, 40002).to(NODE4, 30082);
+    fx.ingress(&a.syn());
+    // An RST closes the flow at once (both sides).
+    fx.ingress(&tcp(REMOTE_BE, 8080).to(NODE4, 40002).segment(RST | ACK));
+    assert_eq!(fx.ct_get(&a.ct_key(abi::CT_FORWARD)).unwrap().flags, abi::CT_F_SNAT | abi::CT_F_CLOSED);
+    // The client reuses its port: a new flow, counted as one, with its entries open again.
+    fx.ingress(&a.syn());
+    assert_eq!(fx.counter(Counter::NpNewFlow), 2);
+    assert_eq!(fx.ct_get(&a.ct_key(abi::CT_FORWARD)).unwrap().flags, abi::CT_F_SNAT);
+    // Without a close, a SYN retransmission stays the same flow.
+    fx.ingress(&a.syn());
+    assert_eq!(fx.counter(Counter::NpNewFlow), 2);
+}
+
+#[test]
+fn conntrack_keeps_a_flow_on_its_backend_among_several() {
+    let Some(fx) = node("ct").start() else { return };
+    let backends: Vec<IpAddr> = (10..18).map(|i| IpAddr::from(Ipv4Addr::new(10, 244, 2, i))).collect();
+
+    let c2f = tcp(CLIENT, 41000).to(NODE4, 30083);
+    let first = fx.ingress(&c2f.syn()).seen().flow;
+    assert!(backends.contains(&first.dst), "{first:?}");
+    for i in 0..20 {
+        let out = fx.ingress(&c2f.data(format!("segment {i}").as_bytes()));
+        assert_eq!(out.verdict, TC_ACT_OK);
+        assert_eq!(out.seen().flow, first, "packet {i} of the flow moved");
+    }
+    assert_eq!(fx.counter(Counter::NpNewFlow), 1);
+    assert_eq!(fx.counter(Counter::NpForward), 20);
+
+    // New flows do spread (all 40 on one backend of 8 would be a 1 in 8^39 accident).
+    let mut seen = std::collections::BTreeSet::new();
+    for port in 42000..42040 {
+        seen.insert(fx.ingress(&tcp(CLIENT, port).to(NODE4, 30083).syn()).seen().flow.dst);
+    }
+    assert!(seen.len() >= 3, "40 flows reached only {seen:?}");
+    assert!(seen.iter().all(|b| backends.contains(b)));
+    assert_eq!(fx.counter(Counter::NpNewFlow), 41);
+}

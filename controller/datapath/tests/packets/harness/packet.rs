@@ -1,0 +1,269 @@
+//! Building the frames the programs are sent. A `Flow` is a 5-tuple, written the way it reads:
+//! `tcp(CLIENT, 40000).to(NODE4, 30081)`; its packets come from it:
+//!
+//! - `flow.syn()`: a TCP flow's first segment;
+//! - `flow.data(b"...")`: a segment (PSH|ACK) or datagram carrying that payload;
+//! - `flow.segment(FIN | ACK)`: a TCP segment with just these flags;
+//! - `flow.packet()...build()`: anything else (flags with a payload, no UDP checksum).
+//!
+//! Every frame goes from MAC_CLIENT to MAC_NODE with correct checksums, so a wrong checksum in
+//! what comes out is the program's. ICMP errors come from `icmp(src, dst)`.
+
+use std::net::IpAddr;
+
+use sluice_abi::{Addr, CtKey};
+
+use super::net::*;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Flow {
+    pub src: IpAddr,
+    pub sport: u16,
+    pub dst: IpAddr,
+    pub dport: u16,
+    pub proto: u8,
+}
+
+/// The sending half of a flow, waiting for `.to(dst, dport)`.
+#[derive(Clone, Copy)]
+pub struct Source {
+    src: IpAddr,
+    sport: u16,
+    proto: u8,
+}
+
+pub fn tcp(src: impl Into<IpAddr>, sport: u16) -> Source {
+    Source { src: src.into(), sport, proto: TCP }
+}
+
+pub fn udp(src: impl Into<IpAddr>, sport: u16) -> Source {
+    Source { src: src.into(), sport, proto: UDP }
+}
+
+impl Source {
+    pub fn to(self, dst: impl Into<IpAddr>, dport: u16) -> Flow {
+        Flow { src: self.src, sport: self.sport, dst: dst.into(), dport, proto: self.proto }
+    }
+}
+
+impl Flow {
+    /// The same flow seen the other way round (a reply).
+    pub fn reply(self) -> Flow {
+        Flow { src: self.dst, sport: self.dport, dst: self.src, dport: self.sport, proto: self.proto }
+    }
+
+    /// The conntrack key of this tuple in direction `dir` (abi::CT_FORWARD or CT_REVERSE).
+    pub fn ct_key(self, dir: u8) -> CtKey {
+        CtKey {
+            saddr: Addr::from(self.src),
+            daddr: Addr::from(self.dst),
+            sport_be: self.sport.to_be(),
+            dport_be: self.dport.to_be(),
+            proto: self.proto,
+            dir,
+            pad: 0,
+        }
+    }
+
+    pub fn packet(self) -> Packet {
+        Packet { flow: self, payload: Vec::new(), tcp_flags: None, udp_checksum: true }
+    }
+
+    pub fn syn(self) -> Vec<u8> {
+        self.packet().flags(SYN).build()
+    }
+
+    /// A TCP segment with these flags and nothing else.
+    pub fn segment(self, flags: u8) -> Vec<u8> {
+        self.packet().flags(flags).build()
+    }
+
+    /// A datagram, or a TCP segment (PSH|ACK; SYN if `payload` is empty), carrying `payload`.
+    pub fn data(self, payload: &[u8]) -> Vec<u8> {
+        self.packet().payload(payload).build()
+    }
+}
+
+pub struct Packet {
+    flow: Flow,
+    payload: Vec<u8>,
+    tcp_flags: Option<u8>,
+    udp_checksum: bool,
+}
+
+impl Packet {
+    pub fn payload(mut self, payload: &[u8]) -> Packet {
+        self.payload = payload.to_vec();
+        self
+    }
+
+    pub fn flags(mut self, flags: u8) -> Packet {
+        self.tcp_flags = Some(flags);
+        self
+    }
+
+    /// UDP over IPv4 may go without a checksum (0); the datapath must keep it that way.
+    pub fn without_udp_checksum(mut self) -> Packet {
+        self.udp_checksum = false;
+        self
+    }
+
+    pub fn build(self) -> Vec<u8> {
+        let f = self.flow;
+        let flags = self.tcp_flags.unwrap_or(if self.payload.is_empty() { SYN } else { PSH | ACK });
+        frame(MAC_NODE, MAC_CLIENT, f.src, f.dst, f.proto, &segment(&f, &self.payload, self.udp_checksum, flags))
+    }
+}
+
+/// An ICMP error from `src` to `dst` (ICMPv6 for IPv6 addresses), sent by a backend or a router
+/// on its way: `icmp(REMOTE_BE, NODE4).frag_needed(1400).quoting(&sent[14..])`.
+pub fn icmp(src: impl Into<IpAddr>, dst: impl Into<IpAddr>) -> Icmp {
+    Icmp { src: src.into(), dst: dst.into(), typ: 0, code: 0, rest: [0; 4] }
+}
+
+pub struct Icmp {
+    src: IpAddr,
+    dst: IpAddr,
+    typ: u8,
+    code: u8,
+    rest: [u8; 4],
+}
+
+impl Icmp {
+    /// ICMPv4 destination unreachable, fragmentation needed, with the next hop's MTU.
+    pub fn frag_needed(self, mtu: u16) -> Icmp {
+        self.message(3, 4, u32::from(mtu).to_be_bytes())
+    }
+
+    /// ICMPv4 destination unreachable with this code.
+    pub fn unreachable(self, code: u8) -> Icmp {
+        self.message(3, code, [0; 4])
+    }
+
+    /// ICMPv6 packet too big.
+    pub fn too_big(self, mtu: u32) -> Icmp {
+        self.message(2, 0, mtu.to_be_bytes())
+    }
+
+    /// Any message: type, code and the 4 bytes after the checksum.
+    pub fn message(self, typ: u8, code: u8, rest: [u8; 4]) -> Icmp {
+        Icmp { typ, code, rest, ..self }
+    }
+
+    /// The frame, quoting `quoted` (an IP packet without Ethernet header) after the header.
+    pub fn quoting(self, quoted: &[u8]) -> Vec<u8> {
+        let mut m = vec![self.typ, self.code, 0, 0];
+        m.extend(self.rest);
+        m.extend(quoted);
+        let proto = if self.src.is_ipv4() { ICMP } else { ICMP6 };
+        // ICMPv6 sums the pseudo-header, ICMPv4 only the message.
+        let start = if proto == ICMP6 { csum_add(0, &pseudo_header(self.src, self.dst, proto, m.len())) } else { 0 };
+        let c = csum_fold(csum_add(start, &m));
+        m[2..4].copy_from_slice(&c.to_be_bytes());
+        frame(MAC_NODE, MAC_BACKEND, self.src, self.dst, proto, &m)
+    }
+}
+
+// ------------------------------------------------------------------ wire format
+
+pub(super) fn csum_add(mut sum: u32, data: &[u8]) -> u32 {
+    for chunk in data.chunks(2) {
+        let word = if chunk.len() == 2 { u16::from_be_bytes([chunk[0], chunk[1]]) } else { u16::from(chunk[0]) << 8 };
+        sum += u32::from(word);
+    }
+    sum
+}
+
+pub(super) fn csum_fold(mut sum: u32) -> u16 {
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+pub(super) fn pseudo_header(src: IpAddr, dst: IpAddr, proto: u8, len: usize) -> Vec<u8> {
+    let mut p = Vec::new();
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            p.extend(s.octets());
+            p.extend(d.octets());
+            p.extend([0, proto]);
+            p.extend((len as u16).to_be_bytes());
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            p.extend(s.octets());
+            p.extend(d.octets());
+            p.extend((len as u32).to_be_bytes());
+            p.extend([0, 0, 0, proto]);
+        }
+        _ => panic!("mixed families"),
+    }
+    p
+}
+
+/// A TCP or UDP segment of `f` with a correct checksum (or none, for UDP without one).
+fn segment(f: &Flow, payload: &[u8], udp_checksum: bool, tcp_flags: u8) -> Vec<u8> {
+    let mut s = Vec::new();
+    s.extend(f.sport.to_be_bytes());
+    s.extend(f.dport.to_be_bytes());
+    let csum_at = match f.proto {
+        TCP => {
+            s.extend(0x1000_0000u32.to_be_bytes()); // seq
+            s.extend(if payload.is_empty() { 0u32 } else { 0x2000_0000 }.to_be_bytes());
+            s.push(5 << 4);
+            s.push(tcp_flags);
+            s.extend(64240u16.to_be_bytes());
+            s.extend([0, 0, 0, 0]); // checksum, urgent pointer
+            16
+        }
+        UDP => {
+            s.extend(((8 + payload.len()) as u16).to_be_bytes());
+            s.extend([0, 0]);
+            6
+        }
+        p => panic!("proto {p}"),
+    };
+    s.extend(payload);
+    if f.proto == TCP || udp_checksum {
+        let mut c = csum_fold(csum_add(csum_add(0, &pseudo_header(f.src, f.dst, f.proto, s.len())), &s));
+        if f.proto == UDP && c == 0 {
+            c = 0xffff;
+        }
+        s[csum_at..csum_at + 2].copy_from_slice(&c.to_be_bytes());
+    }
+    s
+}
+
+fn ipv4_header(src: std::net::Ipv4Addr, dst: std::net::Ipv4Addr, proto: u8, payload_len: usize) -> Vec<u8> {
+    let mut h = vec![0x45, 0];
+    h.extend(((20 + payload_len) as u16).to_be_bytes());
+    h.extend([0x12, 0x34, 0x40, 0x00, 64, proto, 0, 0]);
+    h.extend(src.octets());
+    h.extend(dst.octets());
+    let c = csum_fold(csum_add(0, &h));
+    h[10..12].copy_from_slice(&c.to_be_bytes());
+    h
+}
+
+fn frame(dst_mac: [u8; 6], src_mac: [u8; 6], src: IpAddr, dst: IpAddr, proto: u8, l4: &[u8]) -> Vec<u8> {
+    let mut p = Vec::new();
+    p.extend(dst_mac);
+    p.extend(src_mac);
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            p.extend(0x0800u16.to_be_bytes());
+            p.extend(ipv4_header(s, d, proto, l4.len()));
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            p.extend(0x86ddu16.to_be_bytes());
+            p.extend(0x6000_0000u32.to_be_bytes());
+            p.extend((l4.len() as u16).to_be_bytes());
+            p.extend([proto, 64]);
+            p.extend(s.octets());
+            p.extend(d.octets());
+        }
+        _ => panic!("mixed families"),
+    }
+    p.extend(l4);
+    p
+}

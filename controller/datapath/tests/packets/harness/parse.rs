@@ -1,0 +1,147 @@
+//! Reading what came out of a program. Every parser checks every checksum it passes (IPv4
+//! header, L4, ICMP, the quoted header), so an assertion on addresses also proves the frame is
+//! one a peer would accept.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use super::net::*;
+use super::packet::{Flow, csum_add, csum_fold, pseudo_header};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seen {
+    pub dst_mac: [u8; 6],
+    pub src_mac: [u8; 6],
+    pub flow: Flow,
+    /// The L4 checksum field as it is (to tell "left zero" from "recomputed").
+    pub l4_csum: u16,
+    pub payload: Vec<u8>,
+}
+
+/// An ICMP error as it came out: outer addresses, type, code, the 4 bytes after the checksum,
+/// and the flow of the packet it quotes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeenError<A> {
+    pub src: A,
+    pub dst: A,
+    pub typ: u8,
+    pub code: u8,
+    pub rest: [u8; 4],
+    pub quoted: Flow,
+}
+
+/// Parses an IP header at `ip` and checks its checksum; returns (src, dst, proto, header length).
+fn parse_ip(ip: &[u8], what: &str) -> (IpAddr, IpAddr, u8, usize) {
+    match ip[0] >> 4 {
+        4 => {
+            assert_eq!(ip[0] & 0xf, 5, "{what}: IPv4 options");
+            assert_eq!(csum_fold(csum_add(0, &ip[..20])), 0, "{what}: IPv4 header checksum is wrong: {:02x?}", &ip[..20]);
+            let s = Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);
+            let d = Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
+            (s.into(), d.into(), ip[9], 20)
+        }
+        6 => {
+            let s: [u8; 16] = ip[8..24].try_into().unwrap();
+            let d: [u8; 16] = ip[24..40].try_into().unwrap();
+            (Ipv6Addr::from(s).into(), Ipv6Addr::from(d).into(), ip[6], 40)
+        }
+        v => panic!("{what}: IP version {v}"),
+    }
+}
+
+fn ports(proto: u8, src: IpAddr, dst: IpAddr, l4: &[u8]) -> Flow {
+    Flow { src, sport: u16::from_be_bytes([l4[0], l4[1]]), dst, dport: u16::from_be_bytes([l4[2], l4[3]]), proto }
+}
+
+/// Parses a TCP or UDP frame and checks the IPv4 header and L4 checksums.
+pub fn parse(pkt: &[u8]) -> Seen {
+    let ip = &pkt[14..];
+    let (src, dst, proto, hl) = parse_ip(ip, "packet");
+    let total = if ip[0] >> 4 == 4 { usize::from(u16::from_be_bytes([ip[2], ip[3]])) } else { 40 + usize::from(u16::from_be_bytes([ip[4], ip[5]])) };
+    assert_eq!(total, ip.len(), "IP length field vs frame");
+    let seg = &ip[hl..];
+    let l4_csum = match proto {
+        TCP => u16::from_be_bytes([seg[16], seg[17]]),
+        UDP => u16::from_be_bytes([seg[6], seg[7]]),
+        p => panic!("proto {p}"),
+    };
+    if !(proto == UDP && src.is_ipv4() && l4_csum == 0) {
+        let sum = csum_add(csum_add(0, &pseudo_header(src, dst, proto, seg.len())), seg);
+        assert_eq!(
+            csum_fold(sum),
+            0,
+            "L4 checksum of {src}:{} -> {dst}:{} is wrong",
+            u16::from_be_bytes([seg[0], seg[1]]),
+            u16::from_be_bytes([seg[2], seg[3]])
+        );
+    }
+    let hdr = if proto == TCP { 20 } else { 8 };
+    Seen {
+        dst_mac: pkt[0..6].try_into().unwrap(),
+        src_mac: pkt[6..12].try_into().unwrap(),
+        flow: ports(proto, src, dst, seg),
+        l4_csum,
+        payload: seg[hdr..].to_vec(),
+    }
+}
+
+/// Parses an ICMPv4 error frame, checking the outer IP, ICMP and inner IP checksums.
+pub fn parse_icmp4_error(pkt: &[u8]) -> SeenError<Ipv4Addr> {
+    let ip = &pkt[14..];
+    let (src, dst, proto, hl) = parse_ip(ip, "outer header");
+    assert_eq!(proto, ICMP);
+    let m = &ip[hl..];
+    assert_eq!(csum_fold(csum_add(0, m)), 0, "ICMP checksum is wrong");
+    let inner = &m[8..];
+    let (isrc, idst, iproto, ihl) = parse_ip(inner, "quoted header");
+    let quoted = ports(iproto, isrc, idst, &inner[ihl..]);
+    SeenError { src: v4(src), dst: v4(dst), typ: m[0], code: m[1], rest: m[4..8].try_into().unwrap(), quoted }
+}
+
+/// Parses an ICMPv6 error frame, checking the checksum over the pseudo-header of the addresses
+/// it now carries.
+pub fn parse_icmp6_error(pkt: &[u8]) -> SeenError<Ipv6Addr> {
+    let ip = &pkt[14..];
+    assert_eq!(ip[6], ICMP6, "next header ICMPv6");
+    let src = Ipv6Addr::from(<[u8; 16]>::try_from(&ip[8..24]).unwrap());
+    let dst = Ipv6Addr::from(<[u8; 16]>::try_from(&ip[24..40]).unwrap());
+    let m = &ip[40..];
+    let sum = csum_add(csum_add(0, &pseudo_header(src.into(), dst.into(), ICMP6, m.len())), m);
+    assert_eq!(csum_fold(sum), 0, "ICMPv6 checksum is wrong");
+    let inner = &m[8..];
+    let isrc = Ipv6Addr::from(<[u8; 16]>::try_from(&inner[8..24]).unwrap());
+    let idst = Ipv6Addr::from(<[u8; 16]>::try_from(&inner[24..40]).unwrap());
+    let quoted = ports(inner[6], isrc.into(), idst.into(), &inner[40..]);
+    SeenError { src, dst, typ: m[0], code: m[1], rest: m[4..8].try_into().unwrap(), quoted }
+}
+
+pub fn v4(ip: IpAddr) -> Ipv4Addr {
+    match ip {
+        IpAddr::V4(a) => a,
+        IpAddr::V6(a) => panic!("{a} is not IPv4"),
+    }
+}
+
+/// The checker itself: a test that cannot fail proves nothing.
+#[test]
+fn the_packet_checker_rejects_wrong_checksums() {
+    use super::packet::{icmp, tcp, udp};
+    let good = tcp(CLIENT, 1).to(NODE4, 2).data(b"abc");
+    parse(&good);
+    for (what, at) in [("IPv4 header", 14 + 10), ("TCP", 14 + 20 + 16), ("address", 14 + 12), ("port", 14 + 20)] {
+        let mut bad = good.clone();
+        bad[at] ^= 0x40;
+        assert!(std::panic::catch_unwind(|| parse(&bad)).is_err(), "a corrupted {what} passed");
+    }
+    let mut bad = udp(CLIENT6, 1).to(NODE6, 2).data(b"abc");
+    let n = bad.len();
+    bad[n - 1] ^= 1;
+    assert!(std::panic::catch_unwind(|| parse(&bad)).is_err(), "a corrupted UDP/IPv6 payload passed");
+    let quoted = &good[14..];
+    let err = icmp(REMOTE_BE, NODE4).message(3, 4, [0; 4]).quoting(quoted);
+    parse_icmp4_error(&err);
+    for at in [14 + 20 + 2, 14 + 20 + 8 + 10, 14 + 20 + 8 + 12] {
+        let mut bad = err.clone();
+        bad[at] ^= 0x40;
+        assert!(std::panic::catch_unwind(|| parse_icmp4_error(&bad)).is_err(), "corrupted byte {at} of an ICMP error passed");
+    }
+}
