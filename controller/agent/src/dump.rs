@@ -106,9 +106,9 @@ pub fn run(args: &DumpArgs) -> anyhow::Result<()> {
                 })).collect(),
                 abi::MAP_REVNAT => s.revnat.iter().map(|(id, r)| json!({"id": id, "frontend": format!("{}:{}", ip(&r.addr), r.port())})).collect(),
                 abi::MAP_NAMES => s.names.iter().map(|(id, n)| json!({"id": id, "service": n.as_str()})).collect(),
-                abi::MAP_SRC_RANGES => s.src_ranges.iter().map(|r| json!({"rev_nat_id": r.rev_nat_id, "cidr": format!("{}/{}", ip(&r.addr), r.prefix_bits())})).collect(),
+                abi::MAP_SRC_RANGES => s.src_ranges.keys().map(|r| json!({"rev_nat_id": r.rev_nat_id, "cidr": format!("{}/{}", ip(&r.addr), r.prefix_bits())})).collect(),
                 abi::MAP_LB_ADDRS => s.lb_addrs.iter().map(|(a, v)| json!({"address": ip(a), "flags": v.flags})).collect(),
-                abi::MAP_NODEPORTS => s.nodeports.iter().map(|k| json!({"port": k.port, "proto": k.proto})).collect(),
+                abi::MAP_NODEPORTS => s.nodeports.keys().map(|k| json!({"port": k.port, "proto": k.proto})).collect(),
                 abi::MAP_BLOCKLIST => s.blocklist.iter().map(|(k, v)| json!({
                     "cidr": format!("{}/{}", ip(&k.addr), k.prefix_bits()), "id": v.id,
                     "ports": v.ports.iter().take(usize::from(v.nports)).map(|p| json!({"port": u16::from_be(p.port_be), "proto": p.proto})).collect::<Vec<_>>(),

@@ -62,7 +62,7 @@ pub fn parse_target(text: &str) -> anyhow::Result<(SocketAddr, Protocol)> {
 fn in_range(state: &LbState, rev_nat_id: u16, client: IpAddr) -> bool {
     state
         .src_ranges
-        .iter()
+        .keys()
         .filter(|r| r.rev_nat_id == u32::from(rev_nat_id))
         .any(|r| Cidr { addr: r.addr.ip(), bits: r.prefix_bits() as u8 }.contains(client))
 }

@@ -12,7 +12,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
-use crate::layout::{Layout, Touched};
+use crate::layout::Layout;
+use crate::state::Touched;
 use crate::state::LbState;
 use crate::names::ObjectKey;
 use crate::translate::{self, HealthCheck, LABEL_SERVICE_NAME, NodeContext, Translation, Warning};
@@ -247,14 +248,6 @@ mod tests {
         Changed::Groups(keys)
     }
 
-    fn restricted(state: &LbState, t: &Touched) -> LbState {
-        let mut r = LbState::default();
-        r.services = state.services.iter().filter(|(k, _)| t.services.contains(k)).map(|(k, v)| (*k, *v)).collect();
-        r.backends = state.backends.iter().filter(|(k, _)| t.backends.contains(k)).map(|(k, v)| (*k, *v)).collect();
-        r.revnat = state.revnat.iter().filter(|(k, _)| t.revnat.contains(k)).map(|(k, v)| (*k, *v)).collect();
-        r
-    }
-
     #[test]
     fn incremental_plans_equal_full_plans_through_a_sequence_of_changes() {
         let node =
@@ -279,18 +272,17 @@ mod tests {
             assert!(report.warnings.iter().any(|w| w.message.contains("unknown")), "the orphan slice is reported at step {step}");
             // Everything that changed is among the touched keys.
             if let (Some(t), Some(b)) = (&report.touched, &before) {
-                let everything = Touched {
-                    services: b.services.keys().chain(planner.desired().services.keys()).copied().collect(),
-                    backends: b.backends.keys().chain(planner.desired().backends.keys()).copied().collect(),
-                    revnat: b.revnat.keys().chain(planner.desired().revnat.keys()).copied().collect(),
-                    ..Touched::default()
-                };
+                let everything = Touched::all_of(b, planner.desired());
                 let untouched = |s: &LbState| {
-                    let all = restricted(s, &everything);
-                    let mut u = all.clone();
+                    let mut u = s.restrict(&everything);
                     u.services.retain(|k, _| !t.services.contains(k));
                     u.backends.retain(|k, _| !t.backends.contains(k));
                     u.revnat.retain(|k, _| !t.revnat.contains(k));
+                    u.names.retain(|k, _| !t.names.contains(k));
+                    u.src_ranges.retain(|k, _| !t.src_ranges.contains(k));
+                    u.lb_addrs.retain(|k, _| !t.lb_addrs.contains(k));
+                    u.nodeports.retain(|k, _| !t.nodeports.contains(k));
+                    u.maglev.retain(|k, _| !t.maglev.contains(k));
                     u
                 };
                 assert_eq!(untouched(b), untouched(planner.desired()), "an entry changed without being touched at step {step}");

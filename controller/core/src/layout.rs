@@ -14,7 +14,7 @@ use sluice_abi::{
 
 use crate::ids::{BackendIdent, FrontendIdent, IdSpace, Ids};
 use crate::incremental::GroupKey;
-use crate::state::LbState;
+use crate::state::{LbState, PRESENT, Touched};
 use crate::translate::{Frontend, FrontendKind, Subject, Target, Warning};
 
 /// Map capacities the layout must respect (the agent may size maps differently).
@@ -39,19 +39,6 @@ impl Default for Capacity {
             maglev: abi::MAGLEV_MAX as usize,
         }
     }
-}
-
-/// The keys a plan may have changed, per map; the reconciler diffs only these.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Touched {
-    pub services: BTreeSet<SvcKey>,
-    pub backends: BTreeSet<u32>,
-    /// rev-NAT ids: their rev-NAT and name entries.
-    pub revnat: BTreeSet<u32>,
-    pub src_ranges: BTreeSet<SrcRangeKey>,
-    pub lb_addrs: BTreeSet<Addr>,
-    pub nodeports: BTreeSet<NodePortKey>,
-    pub maglev: BTreeSet<MaglevKey>,
 }
 
 /// One ID space with reference counts. An ident whose last user leaves keeps its id until the
@@ -307,7 +294,7 @@ impl Layout {
                 (
                     abi::MAP_NODEPORTS,
                     self.state.nodeports.len(),
-                    usize::from(fe.kind == FrontendKind::NodePort && !self.state.nodeports.contains(&nodeport)),
+                    usize::from(fe.kind == FrontendKind::NodePort && !self.state.nodeports.contains_key(&nodeport)),
                     cap.nodeports,
                 ),
                 (
@@ -335,11 +322,12 @@ impl Layout {
             self.state.revnat.insert(id32, RevNatValue::new(fe.ip, fe.port));
             self.state.names.insert(id32, FrontendName::new(&fe.service.to_string()));
             self.touched.revnat.insert(id32);
+            self.touched.names.insert(id32);
 
             for range in &fe.source_ranges {
                 let k = SrcRangeKey::new(id32, range.addr, range.bits);
                 if add_ref(&mut self.src_range_refs, k) {
-                    self.state.src_ranges.insert(k);
+                    self.state.src_ranges.insert(k, PRESENT);
                     self.touched.src_ranges.insert(k);
                 }
                 c.src_ranges.push(k);
@@ -355,7 +343,7 @@ impl Layout {
             if fe.kind == FrontendKind::NodePort {
                 let k = nodeport;
                 if add_ref(&mut self.nodeport_refs, k) {
-                    self.state.nodeports.insert(k);
+                    self.state.nodeports.insert(k, PRESENT);
                     self.touched.nodeports.insert(k);
                 }
                 c.nodeports.push(k);
@@ -422,6 +410,7 @@ impl Layout {
             self.state.revnat.remove(&id);
             self.state.names.remove(&id);
             self.touched.revnat.insert(id);
+            self.touched.names.insert(id);
         }
     }
 }

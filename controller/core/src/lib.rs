@@ -1,6 +1,9 @@
 //! Sluice's pure core: Kubernetes objects in, the desired contents of the datapath maps out.
 //! No I/O, no clock, no kube client: IDs come in as data, so every plan is reproducible.
 
+/// The ABI types, for the paths `for_each_lb_map!` expands to in other crates.
+pub use sluice_abi as abi;
+
 pub mod blocklist;
 pub mod ids;
 pub mod incremental;
@@ -17,8 +20,8 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 pub use ids::{BackendIdent, FrontendIdent, Ids};
 pub use incremental::{Changed, Listed, PlanInputs, PlanReport, Planner};
-pub use layout::{Capacity, Touched};
-pub use state::LbState;
+pub use layout::Capacity;
+pub use state::{LbState, MapEntry, MapKey, Op, PRESENT, Touched};
 pub use names::{Cidr, ObjectKey};
 pub use sluice_crds::Protocol;
 pub use translate::{Frontend, FrontendKind, HealthCheck, NodeContext, Subject, Warning, WarningReason};

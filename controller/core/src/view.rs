@@ -90,7 +90,7 @@ pub fn frontends(state: &LbState) -> Vec<FrontendView> {
             affinity_timeout_seconds: (head.flags & abi::SVC_F_AFFINITY != 0).then_some(head.affinity_timeout),
             source_ranges: state
                 .src_ranges
-                .iter()
+                .keys()
                 .filter(|r| r.rev_nat_id == u32::from(head.rev_nat_id))
                 .map(|r| format!("{}/{}", r.addr.ip(), r.prefix_bits()))
                 .collect(),

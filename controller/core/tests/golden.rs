@@ -30,7 +30,7 @@ fn render_case(yaml: &str) -> String {
     for (addr, v) in &p.desired.lb_addrs {
         out.push_str(&format!("frontend address {:?} flags={:#x}\n", addr, v.flags));
     }
-    for np in &p.desired.nodeports {
+    for np in p.desired.nodeports.keys() {
         out.push_str(&format!("nodeport {}/{} (bind-protected)\n", np.port, np.proto));
     }
     for hc in &p.health_checks {

@@ -19,6 +19,7 @@ pub static XDP_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR
 /// Counters of the frames the kernel lost after XDP sent them (bpf/xdp_watch.c).
 pub static XDP_WATCH_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xdp_watch.o"));
 
-pub use maps::{BpfMaps, FakeMaps, FaultyMaps, LbMaps, MapError, Op};
+pub use maps::{BpfMaps, FakeMaps, FaultyMaps, LbMaps, MapError};
+pub use sluice_core::Op;
 pub use node_maps::{FakeNodeMaps, NodeMaps, PinnedNodeMaps};
 pub use reconcile::{Reconciler, SyncStats};

@@ -4,24 +4,13 @@
 //! names them; slots exist before the slot-0 count that makes them reachable; on removal the
 //! reverse. Only entries whose value changed are written.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
-use sluice_abi::{SvcKey, SvcValue};
-use sluice_core::{LbState, Touched};
+use sluice_abi::SvcKey;
+use sluice_core::state::PHASES;
+use sluice_core::{LbState, MapKey, Op, Touched};
 
-use crate::maps::{LbMaps, MapError, Op};
-
-fn puts<K: Ord + Copy, V: PartialEq + Copy>(desired: &BTreeMap<K, V>, current: &BTreeMap<K, V>, op: impl Fn(K, V) -> Op, ops: &mut Vec<Op>) {
-    ops.extend(desired.iter().filter(|(k, v)| current.get(k) != Some(v)).map(|(k, v)| op(*k, *v)));
-}
-
-fn dels<K: Ord + Copy, V>(desired: &BTreeMap<K, V>, current: &BTreeMap<K, V>, op: impl Fn(K) -> Op, ops: &mut Vec<Op>) {
-    ops.extend(current.keys().filter(|k| !desired.contains_key(k)).map(|k| op(*k)));
-}
-
-fn set_puts<K: Ord + Copy>(desired: &BTreeSet<K>, current: &BTreeSet<K>, op: impl Fn(K) -> Op, ops: &mut Vec<Op>) {
-    ops.extend(desired.difference(current).map(|k| op(*k)));
-}
+use crate::maps::{LbMaps, MapError};
 
 /// The ordered operations turning `current` into `desired`: first the deletions nothing that
 /// stays refers to (they make room, so a plan that removes one Service and adds another near a
@@ -48,8 +37,9 @@ fn room_first(desired: &LbState, current: &LbState) -> Vec<Op> {
     let header = |k: &SvcKey| SvcKey { slot: 0, ..*k };
     let staying = |k: &SvcKey| desired.services.contains_key(&header(k));
     let mut ops: Vec<Op> = Vec::new();
-    ops.extend(current.services.keys().filter(|k| k.slot == 0 && !staying(k)).map(|k| Op::DelService(*k)));
-    ops.extend(current.services.keys().filter(|k| k.slot != 0 && !staying(k)).map(|k| Op::DelService(*k)));
+    let del = Op::Del;
+    ops.extend(current.services.keys().filter(|k| k.slot == 0 && !staying(k)).map(|k| del(MapKey::Services(*k))));
+    ops.extend(current.services.keys().filter(|k| k.slot != 0 && !staying(k)).map(|k| del(MapKey::Services(*k))));
     // What the entries that stay still name until the puts replace them.
     let kept = current.services.iter().filter(|(k, _)| staying(k));
     let (mut backends, mut frontends) = (BTreeSet::new(), BTreeSet::new());
@@ -63,47 +53,27 @@ fn room_first(desired: &LbState, current: &LbState) -> Vec<Op> {
         }
     }
     let unused_frontend = |id: u32| !desired.revnat.contains_key(&id) && !frontends.contains(&id);
-    ops.extend(current.maglev.keys().filter(|k| !desired.maglev.contains_key(k) && !maglev_users.contains(&k.rev_nat_id)).map(|k| Op::DelMaglev(*k)));
-    ops.extend(current.src_ranges.iter().filter(|k| !desired.src_ranges.contains(k) && unused_frontend(k.rev_nat_id)).map(|k| Op::DelSrcRange(*k)));
-    ops.extend(current.nodeports.difference(&desired.nodeports).map(|k| Op::DelNodePort(*k)));
-    ops.extend(current.lb_addrs.keys().filter(|k| !desired.lb_addrs.contains_key(k)).map(|k| Op::DelLbAddr(*k)));
-    ops.extend(current.blocklist.keys().filter(|k| !desired.blocklist.contains_key(k)).map(|k| Op::DelBlock(*k)));
-    ops.extend(current.revnat.keys().filter(|id| unused_frontend(**id)).map(|id| Op::DelRevNat(*id)));
-    ops.extend(current.names.keys().filter(|id| unused_frontend(**id)).map(|id| Op::DelName(*id)));
-    ops.extend(current.backends.keys().filter(|id| !desired.backends.contains_key(id) && !backends.contains(id)).map(|id| Op::DelBackend(*id)));
+    ops.extend(current.maglev.keys().filter(|k| !desired.maglev.contains_key(k) && !maglev_users.contains(&k.rev_nat_id)).map(|k| del(MapKey::Maglev(*k))));
+    ops.extend(current.src_ranges.keys().filter(|k| !desired.src_ranges.contains_key(k) && unused_frontend(k.rev_nat_id)).map(|k| del(MapKey::SrcRanges(*k))));
+    ops.extend(current.nodeports.keys().filter(|k| !desired.nodeports.contains_key(k)).map(|k| del(MapKey::NodePorts(*k))));
+    ops.extend(current.lb_addrs.keys().filter(|k| !desired.lb_addrs.contains_key(k)).map(|k| del(MapKey::LbAddrs(*k))));
+    ops.extend(current.blocklist.keys().filter(|k| !desired.blocklist.contains_key(k)).map(|k| del(MapKey::Blocklist(*k))));
+    ops.extend(current.revnat.keys().filter(|id| unused_frontend(**id)).map(|id| del(MapKey::RevNat(*id))));
+    ops.extend(current.names.keys().filter(|id| unused_frontend(**id)).map(|id| del(MapKey::Names(*id))));
+    ops.extend(current.backends.keys().filter(|id| !desired.backends.contains_key(id) && !backends.contains(*id)).map(|id| del(MapKey::Backends(*id))));
     ops
 }
 
-/// Puts in the order lookups need them, then the deletions in reverse order.
+/// Puts in the order lookups need them (ascending phase, see `for_each_lb_map!`), then the
+/// deletions in reverse order.
 fn ordered(desired: &LbState, current: &LbState) -> Vec<Op> {
     let mut ops = Vec::new();
-    // What slots and headers point at exists before they do.
-    puts(&desired.backends, &current.backends, Op::PutBackend, &mut ops);
-    puts(&desired.revnat, &current.revnat, Op::PutRevNat, &mut ops);
-    puts(&desired.names, &current.names, Op::PutName, &mut ops);
-    set_puts(&desired.src_ranges, &current.src_ranges, Op::PutSrcRange, &mut ops);
-    set_puts(&desired.nodeports, &current.nodeports, Op::PutNodePort, &mut ops);
-    puts(&desired.blocklist, &current.blocklist, Op::PutBlock, &mut ops);
-    dels(&desired.blocklist, &current.blocklist, Op::DelBlock, &mut ops);
-    let (slots, heads): (BTreeMap<SvcKey, SvcValue>, BTreeMap<SvcKey, SvcValue>) =
-        desired.services.iter().map(|(k, v)| (*k, *v)).partition(|(k, _)| k.slot != 0);
-    puts(&slots, &current.services, Op::PutService, &mut ops);
-    // A header switches to Maglev only once its table is there, and leaves it before it goes.
-    puts(&desired.maglev, &current.maglev, |k, t| Op::PutMaglev(k, Box::new(t)), &mut ops);
-    puts(&heads, &current.services, Op::PutService, &mut ops);
-    // An address starts dropping unknown ports only once its frontends answer.
-    puts(&desired.lb_addrs, &current.lb_addrs, Op::PutLbAddr, &mut ops);
-
-    dels(&desired.lb_addrs, &current.lb_addrs, Op::DelLbAddr, &mut ops);
-    // Headers go first so no reader follows a count into slots that are being removed.
-    ops.extend(current.services.keys().filter(|k| k.slot == 0 && !desired.services.contains_key(k)).map(|k| Op::DelService(*k)));
-    ops.extend(current.services.keys().filter(|k| k.slot != 0 && !desired.services.contains_key(k)).map(|k| Op::DelService(*k)));
-    dels(&desired.maglev, &current.maglev, Op::DelMaglev, &mut ops);
-    set_puts(&current.nodeports, &desired.nodeports, Op::DelNodePort, &mut ops);
-    set_puts(&current.src_ranges, &desired.src_ranges, Op::DelSrcRange, &mut ops);
-    dels(&desired.revnat, &current.revnat, Op::DelRevNat, &mut ops);
-    dels(&desired.names, &current.names, Op::DelName, &mut ops);
-    dels(&desired.backends, &current.backends, Op::DelBackend, &mut ops);
+    for phase in PHASES {
+        desired.puts_in_phase(current, phase, &mut ops);
+    }
+    for phase in PHASES.rev() {
+        desired.deletes_in_phase(current, phase, &mut ops);
+    }
     ops
 }
 
@@ -148,7 +118,7 @@ impl Reconciler {
     /// SourceBlocklist entry): the cost of a change no longer grows with the number of Services.
     /// Correct when the mirror held the previous plan's state, i.e. the last sync succeeded.
     pub fn sync_touched(&mut self, maps: &mut dyn LbMaps, desired: &LbState, touched: &Touched) -> Result<SyncStats, SyncError> {
-        let ops = diff(&restrict(desired, touched), &restrict(&self.current, touched));
+        let ops = diff(&desired.restrict(touched), &self.current.restrict(touched));
         self.apply(maps, ops)
     }
 
@@ -169,27 +139,6 @@ impl Reconciler {
     }
 }
 
-/// The entries of `state` under the touched keys, and all SourceBlocklist entries.
-fn restrict(state: &LbState, t: &Touched) -> LbState {
-    fn pick<K: Ord + Copy, V: Copy>(map: &BTreeMap<K, V>, keys: &BTreeSet<K>) -> BTreeMap<K, V> {
-        keys.iter().filter_map(|k| map.get(k).map(|v| (*k, *v))).collect()
-    }
-    fn pick_set<K: Ord + Copy>(set: &BTreeSet<K>, keys: &BTreeSet<K>) -> BTreeSet<K> {
-        keys.iter().filter(|k| set.contains(k)).copied().collect()
-    }
-    LbState {
-        services: pick(&state.services, &t.services),
-        backends: pick(&state.backends, &t.backends),
-        revnat: pick(&state.revnat, &t.revnat),
-        names: pick(&state.names, &t.revnat),
-        src_ranges: pick_set(&state.src_ranges, &t.src_ranges),
-        lb_addrs: pick(&state.lb_addrs, &t.lb_addrs),
-        nodeports: pick_set(&state.nodeports, &t.nodeports),
-        blocklist: state.blocklist.clone(),
-        maglev: pick(&state.maglev, &t.maglev),
-    }
-}
-
 /// Checks the invariant the datapath relies on: every reachable slot and backend exists.
 pub fn check_consistent(state: &LbState) -> Result<(), String> {
     for (k, head) in state.services.iter().filter(|(k, _)| k.slot == 0) {
@@ -204,7 +153,7 @@ pub fn check_consistent(state: &LbState) -> Result<(), String> {
         if !state.revnat.contains_key(&u32::from(head.rev_nat_id)) {
             return Err(format!("{k:?} names missing rev-NAT {}", head.rev_nat_id));
         }
-        if head.flags & sluice_abi::SVC_F_SOURCE_RANGES != 0 && !state.src_ranges.iter().any(|r| r.rev_nat_id == u32::from(head.rev_nat_id)) {
+        if head.flags & sluice_abi::SVC_F_SOURCE_RANGES != 0 && !state.src_ranges.keys().any(|r| r.rev_nat_id == u32::from(head.rev_nat_id)) {
             return Err(format!("{k:?} enforces source ranges but has none"));
         }
     }
