@@ -152,14 +152,13 @@ static __always_inline __u8 ct_epoch(__u8 proto)
 
 	if (proto != IPPROTO_UDP)
 		return 0;
-	now = bpf_ktime_get_coarse_ns() >> 36;
+	now = bpf_ktime_get_coarse_ns() >> SLUICE_CT_EPOCH_SHIFT;
 	return now ? now : 1;
 }
 
-/* A UDP flow idle for two epochs (69 to 137 s) is over, as conntrack's UDP timeout ends one. */
 static __always_inline int ct_idle(const struct sluice_ct_value *v, __u8 now)
 {
-	return now && v->epoch && (__u8)(now - v->epoch) >= 2;
+	return now && v->epoch && (__u8)(now - v->epoch) >= SLUICE_CT_UDP_TIMEOUT_EPOCHS;
 }
 
 /* Marks a UDP entry as used now; written only when the epoch moved on, so at most once a minute. */
@@ -219,7 +218,7 @@ static __always_inline int snat_port(void *ctx, int xdp, const struct pkt *p, co
 			}
 			finished = rk.dport;
 		}
-		candidate = 32768 + (bpf_get_prandom_u32() % 28232);
+		candidate = SLUICE_SNAT_PORT_MIN + (bpf_get_prandom_u32() % (SLUICE_SNAT_PORT_MAX - SLUICE_SNAT_PORT_MIN + 1));
 	}
 	if (finished) {
 		*port = finished;

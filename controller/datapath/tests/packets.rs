@@ -731,7 +731,7 @@ fn nodeport_remote_backend_is_dnat_and_snat_and_the_reply_is_reversed_on_ingress
     let seen = parse(&out);
     assert_eq!((seen.flow.src, seen.flow.dst, seen.flow.dport), (IpAddr::from(NODE4), IpAddr::from(REMOTE_BE), 8080));
     assert_ne!(seen.flow.sport, 40001, "SNAT port collides with the first flow");
-    assert!((32768..61000).contains(&seen.flow.sport), "SNAT port {}", seen.flow.sport);
+    assert!((abi::SNAT_PORT_MIN..=abi::SNAT_PORT_MAX).contains(&seen.flow.sport), "SNAT port {}", seen.flow.sport);
     let (_, out) = fx.ingress(&packet(seen.flow.reply(), b""));
     assert_eq!(parse(&out).flow, other.reply(), "the second flow's reply goes to the second client");
 
@@ -777,7 +777,7 @@ fn a_closed_flows_snat_port_goes_to_a_new_flow_only_when_no_port_is_free() {
     // Every other port to that backend is held by a flow still open (long-lived connections
     // through another frontend), so flow a's port is the only candidate left.
     let other = Ipv4Addr::new(198, 51, 100, 99);
-    fx.ct_put((32768..61000u16).map(|port| (ct_key(flow(REMOTE_BE, 8080, NODE4, port, TCP), abi::CT_REVERSE), held_by(other, port, abi::CT_F_SNAT, 0))));
+    fx.ct_put((abi::SNAT_PORT_MIN..=abi::SNAT_PORT_MAX).map(|port| (ct_key(flow(REMOTE_BE, 8080, NODE4, port, TCP), abi::CT_REVERSE), held_by(other, port, abi::CT_F_SNAT, 0))));
     let b = flow(Ipv4Addr::new(198, 51, 100, 21), 40001, NODE4, 30082, TCP);
     assert_eq!(fx.ingress(&tcp_segment(b, SYN, b"")).0, TC_ACT_SHOT, "no free SNAT port while flow a is open");
     assert_eq!(fx.counter(Counter::NpDropSnatPort), 1);
@@ -821,12 +821,13 @@ fn a_udp_flow_idle_for_two_epochs_is_over_and_its_snat_port_can_go_to_a_new_flow
     assert_ne!(fx.ct_get(&fk).unwrap().epoch, 0);
     // Every other port to that backend is held by fresh UDP flows: a new client is dropped.
     let other = Ipv4Addr::new(198, 51, 100, 99);
-    fx.ct_put((32768..61000u16).map(|port| (ct_key(flow(REMOTE_BE, 5353, NODE4, port, UDP), abi::CT_REVERSE), held_by(other, port, abi::CT_F_SNAT, now))));
+    fx.ct_put((abi::SNAT_PORT_MIN..=abi::SNAT_PORT_MAX).map(|port| (ct_key(flow(REMOTE_BE, 5353, NODE4, port, UDP), abi::CT_REVERSE), held_by(other, port, abi::CT_F_SNAT, now))));
     let b = flow(Ipv4Addr::new(198, 51, 100, 21), 5300, NODE4, 30053, UDP);
     assert_eq!(fx.ingress(&packet(b, b"q")).0, TC_ACT_SHOT);
     assert_eq!(fx.counter(Counter::NpDropSnatPort), 1);
     // Flow a goes quiet for two epochs: its port goes to b, and b gets the replies.
-    let idle = if now.wrapping_sub(2) == 0 { now.wrapping_sub(3) } else { now.wrapping_sub(2) };
+    let timeout = abi::CT_UDP_TIMEOUT_EPOCHS;
+    let idle = if now.wrapping_sub(timeout) == 0 { now.wrapping_sub(timeout + 1) } else { now.wrapping_sub(timeout) };
     let (mut fv, mut rv) = (fx.ct_get(&fk).unwrap(), fx.ct_get(&rk).unwrap());
     (fv.epoch, rv.epoch) = (idle, idle);
     fx.ct_put([(fk, fv), (rk, rv)]);
@@ -1309,14 +1310,15 @@ fn xdp_takes_only_the_clients_own_port_as_snat_port_and_leaves_the_search_and_cl
     assert_eq!(fx.ct_get(&ct_key(a, abi::CT_FORWARD)).unwrap().flags, abi::CT_F_SNAT | abi::CT_F_FIN_FWD);
 }
 
-/// Waits while the datapath's conntrack epoch (2^36 ns of CLOCK_MONOTONIC_COARSE, about 69 s)
+/// Waits while the datapath's conntrack epoch (2^CT_EPOCH_SHIFT ns of CLOCK_MONOTONIC_COARSE, about 69 s)
 /// is less than 2 s from its end, so a test that expects one epoch throughout gets it.
 fn away_from_an_epoch_edge() {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: clock_gettime writes the timespec it is given.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
     let ns = ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64;
-    let left = (1u64 << 36) - (ns & ((1 << 36) - 1));
+    let epoch = 1u64 << abi::CT_EPOCH_SHIFT;
+    let left = epoch - (ns % epoch);
     if left < 2_000_000_000 {
         std::thread::sleep(std::time::Duration::from_nanos(left + 10_000_000));
     }
