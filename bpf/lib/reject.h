@@ -42,20 +42,28 @@ struct {
 	__uint(max_entries, 1);
 } sluice_reject_scratch SEC(".maps");
 
-/* Cuts `skb` to its first `quote` bytes after Ethernet, makes room for `room` bytes of new
- * headers in front of them, and keeps the MACs and the quote in `r`. */
-static __always_inline int reject_prepare(struct __sk_buff *skb, struct reject_scratch *r, __u32 quote, __u32 room)
+/* The scratch, with `skb` cut to its first `quote` bytes after Ethernet (kept in the scratch
+ * too, as are the MACs) and room made for `room` bytes of new headers in front of them. */
+static __always_inline struct reject_scratch *reject_start(struct __sk_buff *skb, __u32 quote, __u32 room)
 {
-	if (quote > sizeof(r->quoted))
-		return -1;
-	return bpf_skb_load_bytes(skb, 0, r->macs, sizeof(r->macs)) || bpf_skb_load_bytes(skb, L3_OFF, r->quoted, quote) ||
-	       bpf_skb_change_tail(skb, L3_OFF + quote, 0) || bpf_skb_adjust_room(skb, room, BPF_ADJ_ROOM_MAC, 0);
+	__u32 zero = 0;
+	struct reject_scratch *r = bpf_map_lookup_elem(&sluice_reject_scratch, &zero);
+
+	if (!r || quote > sizeof(r->quoted) || bpf_skb_load_bytes(skb, 0, r->macs, sizeof(r->macs)) ||
+	    bpf_skb_load_bytes(skb, L3_OFF, r->quoted, quote) || bpf_skb_change_tail(skb, L3_OFF + quote, 0) ||
+	    bpf_skb_adjust_room(skb, room, BPF_ADJ_ROOM_MAC, 0))
+		return 0;
+	return r;
 }
 
-/* Writes the new headers and swaps the MACs, then sends the error out of the device the
- * packet came in on. */
-static __always_inline int reject_send(struct __sk_buff *skb, struct reject_scratch *r, const void *hdr, __u32 len)
+/* Completes the ICMP checksum over `icmp` and the quote (`sum`: what it covers before them,
+ * ICMPv6's pseudo-header), writes the new headers, swaps the MACs, and sends the error out of
+ * the device the packet came in on. */
+static __always_inline int reject_send(struct __sk_buff *skb, struct reject_scratch *r, struct icmphdr *icmp, __u32 sum,
+				       __u32 quote, const void *hdr, __u32 len)
 {
+	sum = bpf_csum_diff(0, 0, (__be32 *)icmp, sizeof(*icmp), sum);
+	icmp->checksum = csum_fold(bpf_csum_diff(0, 0, (__be32 *)r->quoted, quote, sum));
 	if (bpf_skb_store_bytes(skb, L3_OFF, hdr, len, 0) || bpf_skb_store_bytes(skb, 0, r->macs + ETH_ALEN, ETH_ALEN, 0) ||
 	    bpf_skb_store_bytes(skb, ETH_ALEN, r->macs, ETH_ALEN, 0))
 		return ns_failed(), TC_ACT_SHOT;
@@ -65,11 +73,10 @@ static __always_inline int reject_send(struct __sk_buff *skb, struct reject_scra
 /* ICMP port unreachable back to the sender of `skb` (IPv4 without options, as parse() admits). */
 static __attribute__((noinline, unused)) int tc_reject4(struct __sk_buff *skb)
 {
-	__u32 zero = 0, sum;
-	struct reject_scratch *r = bpf_map_lookup_elem(&sluice_reject_scratch, &zero);
+	struct reject_scratch *r = reject_start(skb, REJECT_QUOTE_V4, sizeof(r->v4));
 	struct iphdr *orig;
 
-	if (!r || reject_prepare(skb, r, REJECT_QUOTE_V4, sizeof(r->v4)))
+	if (!r)
 		return ns_failed(), TC_ACT_SHOT;
 	orig = (struct iphdr *)r->quoted;
 	__builtin_memset(&r->v4, 0, sizeof(r->v4));
@@ -83,19 +90,16 @@ static __attribute__((noinline, unused)) int tc_reject4(struct __sk_buff *skb)
 	r->v4.ip.check = csum_fold(bpf_csum_diff(0, 0, (__be32 *)&r->v4.ip, sizeof(r->v4.ip), 0));
 	r->v4.icmp.type = ICMP_DEST_UNREACH;
 	r->v4.icmp.code = ICMP_PORT_UNREACH;
-	sum = bpf_csum_diff(0, 0, (__be32 *)&r->v4.icmp, sizeof(r->v4.icmp), 0);
-	r->v4.icmp.checksum = csum_fold(bpf_csum_diff(0, 0, (__be32 *)r->quoted, REJECT_QUOTE_V4, sum));
-	return reject_send(skb, r, &r->v4, sizeof(r->v4));
+	return reject_send(skb, r, &r->v4.icmp, 0, REJECT_QUOTE_V4, &r->v4, sizeof(r->v4));
 }
 
 /* ICMPv6 port unreachable back to the sender of `skb`, as tc_reject4. */
 static __attribute__((noinline, unused)) int tc_reject6(struct __sk_buff *skb)
 {
-	__u32 zero = 0, sum;
-	struct reject_scratch *r = bpf_map_lookup_elem(&sluice_reject_scratch, &zero);
+	struct reject_scratch *r = reject_start(skb, REJECT_QUOTE_V6, sizeof(r->v6));
 	struct ipv6hdr *orig;
 
-	if (!r || reject_prepare(skb, r, REJECT_QUOTE_V6, sizeof(r->v6)))
+	if (!r)
 		return ns_failed(), TC_ACT_SHOT;
 	orig = (struct ipv6hdr *)r->quoted;
 	__builtin_memset(&r->v6, 0, sizeof(r->v6));
@@ -111,10 +115,8 @@ static __attribute__((noinline, unused)) int tc_reject6(struct __sk_buff *skb)
 	r->pseudo.daddr = r->v6.ip.daddr;
 	r->pseudo.len = bpf_htonl(sizeof(r->v6.icmp) + REJECT_QUOTE_V6);
 	r->pseudo.next = bpf_htonl(IPPROTO_ICMPV6);
-	sum = bpf_csum_diff(0, 0, (__be32 *)&r->pseudo, sizeof(r->pseudo), 0);
-	sum = bpf_csum_diff(0, 0, (__be32 *)&r->v6.icmp, sizeof(r->v6.icmp), sum);
-	r->v6.icmp.checksum = csum_fold(bpf_csum_diff(0, 0, (__be32 *)r->quoted, REJECT_QUOTE_V6, sum));
-	return reject_send(skb, r, &r->v6, sizeof(r->v6));
+	return reject_send(skb, r, &r->v6.icmp, bpf_csum_diff(0, 0, (__be32 *)&r->pseudo, sizeof(r->pseudo), 0),
+			   REJECT_QUOTE_V6, &r->v6, sizeof(r->v6));
 }
 
 #endif
