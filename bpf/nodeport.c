@@ -1,6 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* tc (tcx) programs on the node's external devices: NodePort, ExternalIP, LoadBalancer. */
+#define SLUICE_CTX_TC
 #include "lib/nodeport.h"
+#include "lib/icmp.h"
+#include "lib/reject.h"
 
 /* Headers we read must be in the linear part of the skb. */
 static __always_inline void pull_headers(struct __sk_buff *skb)
@@ -26,42 +29,35 @@ static __always_inline int tc_verdict(struct __sk_buff *skb, enum ns_action act,
 	}
 }
 
-SEC("classifier")
-int sluice_nodeport_ingress(struct __sk_buff *skb)
+/* Clients reach frontends on ingress only; egress sees the replies of local backends. */
+static __always_inline int tc_nodeport(struct __sk_buff *skb, int egress)
 {
 	struct pkt p = {};
 	enum ns_action act;
 
 	pull_headers(skb);
-	if (parse((void *)(long)skb->data, (void *)(long)skb->data_end, &p) != PARSE_OK)
+	if (parse(ctx_data(skb), ctx_data_end(skb), &p) != PARSE_OK)
 		return TC_ACT_UNSPEC;
-	if (p.proto == IPPROTO_ICMP)
-		return tc_verdict(skb, tc_icmp4_error(skb, &p, 0), 0);
-	if (p.proto == IPPROTO_ICMPV6)
-		return tc_verdict(skb, tc_icmp6_error(skb, &p, 0), 1);
+	if (p.proto == (p.v6 ? IPPROTO_ICMPV6 : IPPROTO_ICMP))
+		return tc_verdict(skb, tc_icmp_error(skb, &p, egress), p.v6);
 	if (p.proto != IPPROTO_TCP && p.proto != IPPROTO_UDP)
 		return TC_ACT_UNSPEC;
-	act = ns_reverse(skb, 0, &p, 0, 0);
-	if (act == NS_PASS)
-		act = ns_forward(skb, 0, &p, 0);
+	act = ns_reverse(skb, &p, egress, 0);
+	if (act == NS_PASS && !egress)
+		act = ns_forward(skb, &p, 0);
 	return tc_verdict(skb, act, p.v6);
+}
+
+SEC("classifier")
+int sluice_nodeport_ingress(struct __sk_buff *skb)
+{
+	return tc_nodeport(skb, 0);
 }
 
 SEC("classifier")
 int sluice_nodeport_egress(struct __sk_buff *skb)
 {
-	struct pkt p = {};
-
-	pull_headers(skb);
-	if (parse((void *)(long)skb->data, (void *)(long)skb->data_end, &p) != PARSE_OK)
-		return TC_ACT_UNSPEC;
-	if (p.proto == IPPROTO_ICMP)
-		return tc_verdict(skb, tc_icmp4_error(skb, &p, 1), 0);
-	if (p.proto == IPPROTO_ICMPV6)
-		return tc_verdict(skb, tc_icmp6_error(skb, &p, 1), 1);
-	if (p.proto != IPPROTO_TCP && p.proto != IPPROTO_UDP)
-		return TC_ACT_UNSPEC;
-	return tc_verdict(skb, ns_reverse(skb, 0, &p, 1, 0), p.v6);
+	return tc_nodeport(skb, 1);
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

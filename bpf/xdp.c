@@ -5,6 +5,7 @@
  * kernel allocates anything, and with acceleration on, translates flows to remote backends and
  * sends them back out without entering the stack. Local backends are left to tc.
  */
+#define SLUICE_CTX_XDP
 #include "lib/nodeport.h"
 
 /*
@@ -87,7 +88,7 @@ static __always_inline int blocklisted(void *data, void *data_end)
 }
 
 /* Whether the agent has proven that what XDP sends from this device arrives. */
-static __always_inline int device_accelerated(struct xdp_md *ctx)
+static __always_inline int device_accelerated(ctx_t *ctx)
 {
 	__u32 ifindex = ctx->ingress_ifindex;
 	struct sluice_xdp_device *dev = bpf_map_lookup_elem(&SLUICE_MAP_XDP_DEVICES, &ifindex);
@@ -96,7 +97,7 @@ static __always_inline int device_accelerated(struct xdp_md *ctx)
 }
 
 SEC("xdp")
-int sluice_xdp(struct xdp_md *ctx)
+int sluice_xdp(ctx_t *ctx)
 {
 	struct sluice_svc_key key = {};
 	struct sluice_svc_value *svc;
@@ -105,13 +106,13 @@ int sluice_xdp(struct xdp_md *ctx)
 	struct pkt p = {};
 	int accel;
 
-	if (blocklisted((void *)(long)ctx->data, (void *)(long)ctx->data_end))
+	if (blocklisted(ctx_data(ctx), ctx_data_end(ctx)))
 		return XDP_DROP;
-	if (parse((void *)(long)ctx->data, (void *)(long)ctx->data_end, &p) != PARSE_OK)
+	if (parse(ctx_data(ctx), ctx_data_end(ctx), &p) != PARSE_OK)
 		return XDP_PASS;
 	if (p.proto != IPPROTO_TCP && p.proto != IPPROTO_UDP)
 		return XDP_PASS;
-	cfg = ns_config();
+	cfg = node_config();
 	/* FIN and RST go on to tc, which records that the flow closed (rare packets; XDP's stack
 	 * has no room for that bookkeeping). */
 	accel = cfg && (cfg->flags & SLUICE_CFG_F_XDP_ACCEL) && device_accelerated(ctx) &&
@@ -121,7 +122,7 @@ int sluice_xdp(struct xdp_md *ctx)
 	 * reply can be addressed to node-IP:port that is also a NodePort, and must not be taken for
 	 * a new flow to that frontend. */
 	if (accel) {
-		switch (ns_reverse(ctx, 1, &p, 0, &fib)) {
+		switch (ns_reverse(ctx, &p, 0, &fib)) {
 		case NS_REDIRECT:
 			return xdp_send(ctx, &fib);
 		case NS_DROP:
@@ -139,7 +140,7 @@ int sluice_xdp(struct xdp_md *ctx)
 	if (!svc) {
 		if (bpf_map_lookup_elem(&SLUICE_MAP_LB_ADDRS, &p.daddr)) {
 			sluice_count(SLUICE_CNT_XDP_DROP_UNKNOWN_PORT);
-			pkt_event(SLUICE_CNT_XDP_DROP_UNKNOWN_PORT, 1, &p, 0, 0, 0);
+			pkt_event(SLUICE_CNT_XDP_DROP_UNKNOWN_PORT, &p, 0, 0, 0);
 			return XDP_DROP;
 		}
 		return XDP_PASS;
@@ -152,13 +153,13 @@ int sluice_xdp(struct xdp_md *ctx)
 		rk.addr = p.saddr;
 		if (!bpf_map_lookup_elem(&SLUICE_MAP_SRC_RANGES, &rk)) {
 			sluice_count(SLUICE_CNT_XDP_DROP_SOURCE_RANGE);
-			pkt_event(SLUICE_CNT_XDP_DROP_SOURCE_RANGE, 1, &p, svc->rev_nat_id, 0, 0);
+			pkt_event(SLUICE_CNT_XDP_DROP_SOURCE_RANGE, &p, svc->rev_nat_id, 0, 0);
 			return XDP_DROP;
 		}
 	}
 	if (!accel)
 		return XDP_PASS;
-	switch (ns_forward(ctx, 1, &p, &fib)) {
+	switch (ns_forward(ctx, &p, &fib)) {
 	case NS_REDIRECT:
 		return xdp_send(ctx, &fib);
 	case NS_DROP:
@@ -176,12 +177,12 @@ int sluice_xdp(struct xdp_md *ctx)
  * agent waits for the echo reply. Never attached; without a route it drops, counting nothing.
  */
 SEC("xdp")
-int sluice_xdp_probe(struct xdp_md *ctx)
+int sluice_xdp_probe(ctx_t *ctx)
 {
 	struct bpf_fib_lookup fib;
 	struct pkt p = {};
 
-	if (parse((void *)(long)ctx->data, (void *)(long)ctx->data_end, &p) != PARSE_OK)
+	if (parse(ctx_data(ctx), ctx_data_end(ctx), &p) != PARSE_OK)
 		return XDP_DROP;
 	if (fib_route(ctx, &p, &p.saddr, &p.daddr, &fib) != BPF_FIB_LKUP_RET_SUCCESS)
 		return XDP_DROP;

@@ -225,11 +225,22 @@ struct sluice_ct_value {
 	__be16 port2;
 	__u16 rev_nat_id;
 	__u8 flags;
-	/* When a UDP flow last carried a packet, in epochs of 2^36 ns (about 69 s), never 0; 0 is
-	 * an entry written before epochs existed, taken as fresh. UDP has no end, so a flow idle
-	 * for two epochs is over. */
+	/* When a UDP flow last carried a packet, in conntrack epochs, never 0; 0 is an entry
+	 * written before epochs existed, taken as fresh. */
 	__u8 epoch;
 };
+
+/* Conntrack's clock for UDP: an epoch is 2^SHIFT ns of CLOCK_MONOTONIC_COARSE (about 69 s), so
+ * one byte holds a flow's last use and an entry is written at most once an epoch. */
+#define SLUICE_CT_EPOCH_SHIFT 36
+/* UDP has no end: a flow idle this many epochs (69 to 137 s) is over, as conntrack's UDP
+ * timeout ends one. TCP flows end with their FIN or RST (SLUICE_CT_F_CLOSED), or the LRU. */
+#define SLUICE_CT_UDP_TIMEOUT_EPOCHS 2
+
+/* SNAT source ports: Linux's default ephemeral range (ip_local_port_range), which the node's
+ * own sockets share; SNAT skips a port a node socket holds instead of reserving the range. */
+#define SLUICE_SNAT_PORT_MIN 32768
+#define SLUICE_SNAT_PORT_MAX 60999
 
 /*
  * SourceBlocklist: sources dropped in XDP before anything else. LPM key over the source

@@ -186,6 +186,13 @@ static __always_inline void sluice_count(__u32 idx)
 		*c += 1;
 }
 
+static __always_inline struct sluice_config *node_config(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&SLUICE_MAP_CONFIG, &zero);
+}
+
 /* Whether a `sluice monitor` holds the lease; the clock is read only while one does. */
 static __always_inline int sluice_monitored(void)
 {

@@ -1,25 +1,21 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * Address and port rewrites with checksum fix-up, in two flavours: tc uses the kernel's
- * checksum helpers (correct for every skb checksum state, including CHECKSUM_PARTIAL from
- * local senders); XDP sees raw frames with complete checksums and patches them incrementally.
- * Callers pass `xdp` as a compile-time constant, so each program keeps only its own flavour.
+ * Address and port rewrites with checksum fix-up, one flavour per hook (ctx.h): tc uses the
+ * kernel's checksum helpers (correct for every skb checksum state, including CHECKSUM_PARTIAL
+ * from local senders); XDP sees raw frames with complete checksums and patches them
+ * incrementally.
  */
 #ifndef SLUICE_NAT_H
 #define SLUICE_NAT_H
 
 #include <linux/pkt_cls.h>
+#include "ctx.h"
 #include "packet.h"
 
 #define DIR_SRC 0
 #define DIR_DST 1
 
-static __always_inline __u16 csum_fold(__u32 csum)
-{
-	csum = (csum & 0xffff) + (csum >> 16);
-	csum = (csum & 0xffff) + (csum >> 16);
-	return (__u16)~csum;
-}
+#if CTX_XDP
 
 /* RFC 1624 incremental update of a checksum field for `len` bytes changing from old to new. */
 static __always_inline void csum_patch(__sum16 *field, void *old, void *new, __u32 len)
@@ -29,8 +25,78 @@ static __always_inline void csum_patch(__sum16 *field, void *old, void *new, __u
 	*field = csum_fold(bpf_csum_diff(old, len, new, len, seed));
 }
 
-static __always_inline int tc_set_addr(struct __sk_buff *skb, const struct pkt *p, int which,
-				       const struct sluice_addr *old, const struct sluice_addr *new)
+/* Patches the L4 checksum at csum_off (if any). */
+static __always_inline int patch_l4(ctx_t *ctx, const struct pkt *p, void *old, void *new, __u32 len)
+{
+	void *data = ctx_data(ctx), *data_end = ctx_data_end(ctx);
+	__u32 csum_off = l4_csum_off(p);
+	__sum16 *csum;
+
+	if (!csum_off)
+		return 0;
+	if (csum_off > 128)
+		return -1;
+	csum = data + csum_off;
+	if ((void *)(csum + 1) > data_end)
+		return -1;
+	/* UDP over IPv4 may carry no checksum; keep it that way. */
+	if (p->proto == IPPROTO_UDP && !p->v6 && *csum == 0)
+		return 0;
+	csum_patch(csum, old, new, len);
+	if (p->proto == IPPROTO_UDP && *csum == 0)
+		*csum = 0xffff;
+	return 0;
+}
+
+static __always_inline int set_addr(ctx_t *ctx, const struct pkt *p, int which,
+				    const struct sluice_addr *old, const struct sluice_addr *new)
+{
+	void *data = ctx_data(ctx), *data_end = ctx_data_end(ctx);
+
+	if (!p->v6) {
+		struct iphdr *ip = data + L3_OFF;
+		__be32 o = old->words[3], n = new->words[3];
+
+		if ((void *)(ip + 1) > data_end)
+			return -1;
+		csum_patch(&ip->check, &o, &n, sizeof(n));
+		if (which == DIR_DST)
+			ip->daddr = n;
+		else
+			ip->saddr = n;
+		return patch_l4(ctx, p, &o, &n, sizeof(n));
+	}
+	struct ipv6hdr *ip6 = data + L3_OFF;
+	struct sluice_addr o = *old, n = *new;
+
+	if ((void *)(ip6 + 1) > data_end)
+		return -1;
+	if (which == DIR_DST)
+		__builtin_memcpy(&ip6->daddr, &n, 16);
+	else
+		__builtin_memcpy(&ip6->saddr, &n, 16);
+	return patch_l4(ctx, p, o.words, n.words, 16);
+}
+
+static __always_inline int store_port(ctx_t *ctx, const struct pkt *p, int which, __be16 old, __be16 new)
+{
+	void *data = ctx_data(ctx), *data_end = ctx_data_end(ctx);
+	__be16 *ports;
+	__u32 o = old, n = new; /* bpf_csum_diff wants 4-byte multiples */
+
+	if (p->l4_off > 64)
+		return -1;
+	ports = data + p->l4_off;
+	if ((void *)(ports + 2) > data_end)
+		return -1;
+	ports[which == DIR_DST ? 1 : 0] = new;
+	return patch_l4(ctx, p, &o, &n, sizeof(o));
+}
+
+#else /* tc */
+
+static __always_inline int set_addr(ctx_t *skb, const struct pkt *p, int which,
+				    const struct sluice_addr *old, const struct sluice_addr *new)
 {
 	__u32 csum_off = l4_csum_off(p);
 	__u64 l4_flags = BPF_F_PSEUDO_HDR | (p->proto == IPPROTO_UDP ? BPF_F_MARK_MANGLED_0 : 0);
@@ -55,7 +121,7 @@ static __always_inline int tc_set_addr(struct __sk_buff *skb, const struct pkt *
 	return bpf_skb_store_bytes(skb, off, (void *)new->words, 16, 0);
 }
 
-static __always_inline int tc_set_port(struct __sk_buff *skb, const struct pkt *p, int which, __be16 old, __be16 new)
+static __always_inline int store_port(ctx_t *skb, const struct pkt *p, int which, __be16 old, __be16 new)
 {
 	__u32 csum_off = l4_csum_off(p);
 	__u64 flags = p->proto == IPPROTO_UDP ? BPF_F_MARK_MANGLED_0 : 0;
@@ -65,85 +131,13 @@ static __always_inline int tc_set_port(struct __sk_buff *skb, const struct pkt *
 	return bpf_skb_store_bytes(skb, p->l4_off + (which == DIR_DST ? 2 : 0), &new, sizeof(new), 0);
 }
 
-/* Patches the L4 checksum at csum_off (if any) in an XDP frame. */
-static __always_inline int xdp_patch_l4(struct xdp_md *ctx, const struct pkt *p, void *old, void *new, __u32 len)
-{
-	void *data = (void *)(long)ctx->data, *data_end = (void *)(long)ctx->data_end;
-	__u32 csum_off = l4_csum_off(p);
-	__sum16 *csum;
+#endif
 
-	if (!csum_off)
-		return 0;
-	if (csum_off > 128)
-		return -1;
-	csum = data + csum_off;
-	if ((void *)(csum + 1) > data_end)
-		return -1;
-	/* UDP over IPv4 may carry no checksum; keep it that way. */
-	if (p->proto == IPPROTO_UDP && !p->v6 && *csum == 0)
-		return 0;
-	csum_patch(csum, old, new, len);
-	if (p->proto == IPPROTO_UDP && *csum == 0)
-		*csum = 0xffff;
-	return 0;
-}
-
-static __always_inline int xdp_set_addr(struct xdp_md *ctx, const struct pkt *p, int which,
-					const struct sluice_addr *old, const struct sluice_addr *new)
-{
-	void *data = (void *)(long)ctx->data, *data_end = (void *)(long)ctx->data_end;
-
-	if (!p->v6) {
-		struct iphdr *ip = data + L3_OFF;
-		__be32 o = old->words[3], n = new->words[3];
-
-		if ((void *)(ip + 1) > data_end)
-			return -1;
-		csum_patch(&ip->check, &o, &n, sizeof(n));
-		if (which == DIR_DST)
-			ip->daddr = n;
-		else
-			ip->saddr = n;
-		return xdp_patch_l4(ctx, p, &o, &n, sizeof(n));
-	}
-	struct ipv6hdr *ip6 = data + L3_OFF;
-	struct sluice_addr o = *old, n = *new;
-
-	if ((void *)(ip6 + 1) > data_end)
-		return -1;
-	if (which == DIR_DST)
-		__builtin_memcpy(&ip6->daddr, &n, 16);
-	else
-		__builtin_memcpy(&ip6->saddr, &n, 16);
-	return xdp_patch_l4(ctx, p, o.words, n.words, 16);
-}
-
-static __always_inline int xdp_set_port(struct xdp_md *ctx, const struct pkt *p, int which, __be16 old, __be16 new)
-{
-	void *data = (void *)(long)ctx->data, *data_end = (void *)(long)ctx->data_end;
-	__be16 *ports;
-	__u32 o = old, n = new; /* bpf_csum_diff wants 4-byte multiples */
-
-	if (p->l4_off > 64)
-		return -1;
-	ports = data + p->l4_off;
-	if ((void *)(ports + 2) > data_end)
-		return -1;
-	ports[which == DIR_DST ? 1 : 0] = new;
-	return xdp_patch_l4(ctx, p, &o, &n, sizeof(o));
-}
-
-static __always_inline int set_addr(void *ctx, int xdp, const struct pkt *p, int which,
-				    const struct sluice_addr *old, const struct sluice_addr *new)
-{
-	return xdp ? xdp_set_addr(ctx, p, which, old, new) : tc_set_addr(ctx, p, which, old, new);
-}
-
-static __always_inline int set_port(void *ctx, int xdp, const struct pkt *p, int which, __be16 old, __be16 new)
+static __always_inline int set_port(ctx_t *ctx, const struct pkt *p, int which, __be16 old, __be16 new)
 {
 	if (old == new)
 		return 0;
-	return xdp ? xdp_set_port(ctx, p, which, old, new) : tc_set_port(ctx, p, which, old, new);
+	return store_port(ctx, p, which, old, new);
 }
 
 #endif

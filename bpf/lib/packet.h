@@ -15,7 +15,8 @@
 #include <bpf/bpf_endian.h>
 #include "lb.h"
 
-/* linux/icmp.h drags in libc headers that do not exist for the BPF target; these are all we use. */
+/* linux/icmp.h and linux/icmpv6.h drag in libc headers that do not exist for the BPF target;
+ * these are all we use. ICMPv6's first 8 bytes have the shape of struct icmphdr. */
 struct icmphdr {
 	__u8 type;
 	__u8 code;
@@ -23,7 +24,12 @@ struct icmphdr {
 	__be32 rest;
 };
 #define ICMP_DEST_UNREACH 3
+#define ICMP_PORT_UNREACH 3 /* code */
 #define ICMP_TIME_EXCEEDED 11
+#define ICMP6_DST_UNREACH 1
+#define ICMP6_PORT_UNREACH 4 /* code */
+#define ICMP6_PACKET_TOO_BIG 2
+#define ICMP6_TIME_EXCEEDED 3
 #define ICMP6_CSUM_OFF 2
 
 #define L3_OFF ETH_HLEN
@@ -111,6 +117,13 @@ static __always_inline enum parse_result parse(void *data, void *data_end, struc
 		return PARSE_OK;
 	}
 	return PARSE_OTHER;
+}
+
+static __always_inline __u16 csum_fold(__u32 csum)
+{
+	csum = (csum & 0xffff) + (csum >> 16);
+	csum = (csum & 0xffff) + (csum >> 16);
+	return (__u16)~csum;
 }
 
 /* Offset of the L4 checksum field, or 0 when there is none to fix. */

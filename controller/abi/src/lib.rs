@@ -30,6 +30,13 @@ pub const CT_F_CLOSED: u8 = CT_F_FIN_FWD | CT_F_FIN_REV;
 pub const CT_F_XDP_UNANSWERED: u8 = 1 << 4;
 pub const CT_FORWARD: u8 = 0;
 pub const CT_REVERSE: u8 = 1;
+/// A conntrack epoch (`CtValue::epoch`) is `1 << CT_EPOCH_SHIFT` ns of CLOCK_MONOTONIC_COARSE.
+pub const CT_EPOCH_SHIFT: u32 = 36;
+/// A UDP flow idle for this many epochs is over.
+pub const CT_UDP_TIMEOUT_EPOCHS: u8 = 2;
+/// The source ports SNAT chooses from, both included.
+pub const SNAT_PORT_MIN: u16 = 32768;
+pub const SNAT_PORT_MAX: u16 = 60999;
 
 pub const CFG_F_XDP_ACCEL: u32 = 1 << 0;
 pub const CFG_F_HOST_NS_ONLY: u32 = 1 << 1;
@@ -489,7 +496,7 @@ pub struct CtValue {
     pub port2_be: u16,
     pub rev_nat_id: u16,
     pub flags: u8,
-    /// Last packet of a UDP flow, in epochs of 2^36 ns; 0: written before epochs, fresh.
+    /// Last packet of a UDP flow, in epochs of `1 << CT_EPOCH_SHIFT` ns; 0: written before epochs, fresh.
     pub epoch: u8,
 }
 
@@ -773,6 +780,10 @@ pub fn c_constants() -> Vec<(&'static str, u64)> {
         ("SLUICE_CT_F_FIN_REV", CT_F_FIN_REV.into()),
         ("SLUICE_CT_F_CLOSED", CT_F_CLOSED.into()),
         ("SLUICE_CT_F_XDP_UNANSWERED", CT_F_XDP_UNANSWERED.into()),
+        ("SLUICE_CT_EPOCH_SHIFT", CT_EPOCH_SHIFT.into()),
+        ("SLUICE_CT_UDP_TIMEOUT_EPOCHS", CT_UDP_TIMEOUT_EPOCHS.into()),
+        ("SLUICE_SNAT_PORT_MIN", SNAT_PORT_MIN.into()),
+        ("SLUICE_SNAT_PORT_MAX", SNAT_PORT_MAX.into()),
         ("SLUICE_BLOCK_PORTS", BLOCK_PORTS as u64),
         ("SLUICE_CFG_F_XDP_ACCEL", CFG_F_XDP_ACCEL.into()),
         ("SLUICE_CFG_F_HOST_NS_ONLY", CFG_F_HOST_NS_ONLY.into()),

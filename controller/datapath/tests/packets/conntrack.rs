@@ -9,7 +9,7 @@ use sluice_abi::CtValue;
 /// another frontend), so a new flow to it finds no free port.
 fn hold_every_snat_port(fx: &Fixture, backend: Source, epoch: u8) {
     let other = Ipv4Addr::new(198, 51, 100, 99);
-    fx.ct_put((32768..61000u16).map(|port| {
+    fx.ct_put((abi::SNAT_PORT_MIN..=abi::SNAT_PORT_MAX).map(|port| {
         let held = CtValue {
             addr1: Addr::from(NODE4),
             addr2: Addr::from(other),
@@ -86,7 +86,8 @@ fn a_udp_flow_idle_for_two_epochs_is_over_and_its_snat_port_can_go_to_a_new_flow
     assert_eq!(fx.ingress(&b.data(b"q")).verdict, TC_ACT_SHOT);
     assert_eq!(fx.counter(Counter::NpDropSnatPort), 1);
     // Flow a goes quiet for two epochs: its port goes to b, and b gets the replies.
-    let idle = if now.wrapping_sub(2) == 0 { now.wrapping_sub(3) } else { now.wrapping_sub(2) };
+    let timeout = abi::CT_UDP_TIMEOUT_EPOCHS;
+    let idle = if now.wrapping_sub(timeout) == 0 { now.wrapping_sub(timeout + 1) } else { now.wrapping_sub(timeout) };
     fx.set_epoch(&[fk, rk], idle);
     assert_eq!(fx.ingress(&b.data(b"q")).seen().flow, udp(NODE4, 5300).to(REMOTE_BE, 5353));
     let reply = udp(REMOTE_BE, 5353).to(NODE4, 5300).data(b"a");

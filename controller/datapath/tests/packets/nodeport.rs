@@ -67,7 +67,7 @@ fn nodeport_remote_backend_is_dnat_and_snat_and_the_reply_is_reversed_on_ingress
     let seen = fx.ingress(&other.syn()).expect(TC_ACT_OK);
     assert_eq!((seen.flow.src, seen.flow.dst, seen.flow.dport), (IpAddr::from(NODE4), IpAddr::from(REMOTE_BE), 8080));
     assert_ne!(seen.flow.sport, 40001, "SNAT port collides with the first flow");
-    assert!((32768..61000).contains(&seen.flow.sport), "SNAT port {}", seen.flow.sport);
+    assert!((abi::SNAT_PORT_MIN..=abi::SNAT_PORT_MAX).contains(&seen.flow.sport), "SNAT port {}", seen.flow.sport);
     assert_eq!(fx.ingress(&seen.flow.reply().syn()).seen().flow, other.reply(), "the second flow's reply goes to the second client");
 
     // The first client's port towards another frontend of the same backend is another flow:

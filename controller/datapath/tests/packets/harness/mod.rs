@@ -68,14 +68,15 @@ pub fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-/// Waits while the datapath's conntrack epoch (2^36 ns of CLOCK_MONOTONIC_COARSE, about 69 s)
+/// Waits while the datapath's conntrack epoch (2^CT_EPOCH_SHIFT ns of CLOCK_MONOTONIC_COARSE, about 69 s)
 /// is less than 2 s from its end, so a test that expects one epoch throughout gets it.
 pub fn away_from_an_epoch_edge() {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: clock_gettime writes the timespec it is given.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
     let ns = ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64;
-    let left = (1u64 << 36) - (ns & ((1 << 36) - 1));
+    let epoch = 1u64 << sluice_abi::CT_EPOCH_SHIFT;
+    let left = epoch - (ns % epoch);
     if left < 2_000_000_000 {
         std::thread::sleep(std::time::Duration::from_nanos(left + 10_000_000));
     }
