@@ -136,15 +136,19 @@ fn attach_pinned(name: &'static str, prog_fd: BorrowedFd<'_>, pin: &Path, attach
 }
 
 /// Loads a program, retrying when the kernel says EAGAIN: the verifier gives up with EAGAIN
-/// whenever a signal arrives while it works (libbpf retries the same way). Programs are
-/// loaded once and attached to every device, so a second load is not an error.
+/// whenever a signal arrives while it works (libbpf retries the same way). The tc program takes
+/// over 100 ms to verify, and a process that spawns children meanwhile (the packet tests run
+/// `ip` from other threads) can see a burst of signals longer than a few immediate retries, most
+/// likely SIGCHLD; so the retries back off, for about 2 s in all. Programs are loaded once
+/// and attached to every device, so a second load is not an error.
 pub fn load_once(name: &'static str, mut load: impl FnMut() -> Result<(), ProgramError>) -> Result<(), LoadError> {
     let mut attempts = 0;
     loop {
         match load() {
             Ok(()) | Err(ProgramError::AlreadyLoaded) => return Ok(()),
-            Err(ProgramError::LoadError { io_error, .. }) if io_error.raw_os_error() == Some(libc::EAGAIN) && attempts < 5 => {
+            Err(ProgramError::LoadError { io_error, .. }) if io_error.raw_os_error() == Some(libc::EAGAIN) && attempts < 20 => {
                 attempts += 1;
+                std::thread::sleep(std::time::Duration::from_millis(10 * attempts));
             }
             Err(source) => return Err(LoadError::Program { name, source }),
         }
