@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use sluice_abi::{self as abi, BlockKey, BlockPort, BlockValue};
 use sluice_crds::{Protocol, SourceBlocklist};
 
-use crate::ids::{Allocator, IdSpace};
+use crate::ids::{IdSpace, IdTable};
 use crate::names::Cidr;
 use crate::translate::{Subject, Warning};
 
@@ -67,9 +67,9 @@ pub fn lay_out(lists: &[SourceBlocklist], previous: &IdSpace<BlockKey>) -> Block
             }
         }
     }
-    let mut ids = Allocator::new(previous);
+    let mut ids = IdTable::from_previous(previous);
     for (key, (cidr, owners, ports)) in merged {
-        let Some(id) = ids.id(key) else {
+        let Some(id) = ids.acquire(key) else {
             for owner in &owners {
                 plan.warnings.push(Warning::map_full(Subject::cluster_scoped("SourceBlocklist", owner), format!("{cidr}: the blocklist map is full; not enforced")));
             }
@@ -94,7 +94,8 @@ pub fn lay_out(lists: &[SourceBlocklist], previous: &IdSpace<BlockKey>) -> Block
         plan.entries.insert(key, value);
         plan.owners.insert(id, BlockOwner { cidr, blocklists: owners });
     }
-    plan.ids = ids.finish();
+    ids.sweep();
+    plan.ids = ids.space;
     plan
 }
 

@@ -69,51 +69,94 @@ impl Ids {
     }
 }
 
-/// Hands out the next generation of one ID space (SourceBlocklist entries; Services use the
-/// reference-counted table in `layout`, which follows the same rules). An ID released in this generation is not
-/// given to a new owner in the same generation: its old owner's slots may still be live in the
-/// maps until the reconciler has removed them.
-pub(crate) struct Allocator<'a, K: Ord> {
-    previous: &'a IdSpace<K>,
-    next: IdSpace<K>,
-    taken: BTreeSet<u32>,
+/// The one ID allocator: an ID space with reference counts (Services' backends and frontends,
+/// SourceBlocklist entries). An ident whose last user leaves keeps its id until the
+/// end of the plan (a Service replaced in place keeps its ids), and a freed id is not handed to
+/// a new owner until the next plan: its old entries may still be in the maps until then.
+#[derive(Debug, Clone)]
+pub(crate) struct IdTable<K: Ord> {
+    pub(crate) space: IdSpace<K>,
+    refs: BTreeMap<K, u32>,
+    /// Idents that lost their last user in this plan (swept at its end).
+    unreferenced: BTreeSet<K>,
+    /// Ids held, and ids freed in this plan: no new owner may take them now.
+    blocked: BTreeSet<u32>,
+    freed_this_plan: Vec<u32>,
 }
 
-impl<'a, K: Ord + Copy> Allocator<'a, K> {
-    pub(crate) fn new(previous: &'a IdSpace<K>) -> Self {
-        Allocator {
-            previous,
-            next: IdSpace { held: BTreeMap::new(), cursor: previous.cursor, max: previous.max },
-            taken: previous.held.values().copied().collect(),
+impl<K: Ord + Copy> IdTable<K> {
+    /// Starts from the previous generation: every ident keeps its id if something uses it again
+    /// in this plan; the rest are freed at its end.
+    pub(crate) fn from_previous(previous: &IdSpace<K>) -> Self {
+        IdTable {
+            space: previous.clone(),
+            refs: BTreeMap::new(),
+            unreferenced: previous.held.keys().copied().collect(),
+            blocked: previous.held.values().copied().collect(),
+            freed_this_plan: Vec::new(),
         }
     }
 
-    /// None when the space is exhausted.
-    pub(crate) fn id(&mut self, key: K) -> Option<u32> {
-        if let Some(id) = self.next.held.get(&key) {
-            return Some(*id);
-        }
-        let id = match self.previous.held.get(&key) {
+    /// Whether a user holds `key` now.
+    pub(crate) fn holds(&self, key: &K) -> bool {
+        self.refs.contains_key(key)
+    }
+
+    /// The id of `key` for one more user; None when the space is exhausted.
+    pub(crate) fn acquire(&mut self, key: K) -> Option<u32> {
+        let id = match self.space.held.get(&key) {
             Some(id) => *id,
             None => {
-                let mut candidate = self.next.cursor;
-                for _ in 0..self.next.max {
-                    candidate = if candidate >= self.next.max { 1 } else { candidate + 1 };
-                    if self.taken.insert(candidate) {
-                        self.next.cursor = candidate;
-                        self.next.held.insert(key, candidate);
-                        return Some(candidate);
+                let max = self.space.max;
+                let mut candidate = self.space.cursor;
+                let mut found = None;
+                for _ in 0..max {
+                    candidate = if candidate >= max { 1 } else { candidate + 1 };
+                    if self.blocked.insert(candidate) {
+                        found = Some(candidate);
+                        break;
                     }
                 }
-                return None;
+                let id = found?;
+                self.space.cursor = id;
+                self.space.held.insert(key, id);
+                id
             }
         };
-        self.next.held.insert(key, id);
+        *self.refs.entry(key).or_insert(0) += 1;
+        self.unreferenced.remove(&key);
         Some(id)
     }
 
-    pub(crate) fn finish(self) -> IdSpace<K> {
-        self.next
+    pub(crate) fn release(&mut self, key: K) {
+        if let Some(n) = self.refs.get_mut(&key) {
+            *n -= 1;
+            if *n == 0 {
+                self.refs.remove(&key);
+                self.unreferenced.insert(key);
+            }
+        }
+    }
+
+    /// Starts a plan: the ids freed by the previous one may now go to new owners.
+    pub(crate) fn begin(&mut self) {
+        for id in self.freed_this_plan.drain(..) {
+            self.blocked.remove(&id);
+        }
+    }
+
+    /// Ends the plan: idents nobody uses any more give up their ids (returned, so their entries
+    /// can go); those ids stay blocked until the next plan begins.
+    pub(crate) fn sweep(&mut self) -> Vec<u32> {
+        let mut freed = Vec::new();
+        for key in std::mem::take(&mut self.unreferenced) {
+            if let Some(id) = self.space.held.remove(&key) {
+                freed.push(id);
+            }
+        }
+        // Still blocked until the next plan's sweep.
+        self.freed_this_plan = freed.clone();
+        freed
     }
 }
 
@@ -128,13 +171,18 @@ mod tests {
     #[test]
     fn kept_keys_keep_their_ids_and_released_ids_are_not_reused_at_once() {
         let prev = IdSpace::restore([(fe(1), 1), (fe(2), 2)], 3);
-        let mut alloc = Allocator::new(&prev);
-        assert_eq!(alloc.id(fe(2)), Some(2));
+        let mut table = IdTable::from_previous(&prev);
+        assert_eq!(table.acquire(fe(2)), Some(2));
+        assert_eq!(table.acquire(fe(2)), Some(2), "a second user of the same key");
         // 1 was released by fe(1) in this generation, so fe(3) must not get it.
-        assert_eq!(alloc.id(fe(3)), Some(3));
-        assert_eq!(alloc.id(fe(4)), None, "space of 3 with 1 still draining is full");
-        let next = alloc.finish();
-        let mut alloc = Allocator::new(&next);
-        assert_eq!(alloc.id(fe(4)), Some(1), "a generation later the id is free again");
+        assert_eq!(table.acquire(fe(3)), Some(3));
+        assert_eq!(table.acquire(fe(4)), None, "space of 3 with 1 still draining is full");
+        assert_eq!(table.sweep(), vec![1], "fe(1) had no user: its id is freed");
+        table.begin();
+        assert_eq!(table.acquire(fe(4)), Some(1), "a plan later the id is free again");
+        table.release(fe(2));
+        assert!(table.holds(&fe(2)), "one user left");
+        table.release(fe(2));
+        assert!(!table.holds(&fe(2)));
     }
 }

@@ -12,7 +12,7 @@ use sluice_abi::{
     self as abi, Addr, Backend, FrontendAddrValue, FrontendName, MaglevKey, MaglevTable, NodePortKey, RevNatValue, SrcRangeKey, SvcKey, SvcValue,
 };
 
-use crate::ids::{BackendIdent, FrontendIdent, IdSpace, Ids};
+use crate::ids::{BackendIdent, FrontendIdent, IdTable, Ids};
 use crate::incremental::GroupKey;
 use crate::state::{LbState, PRESENT, Touched};
 use crate::translate::{Frontend, FrontendKind, Subject, Target, Warning};
@@ -38,96 +38,6 @@ impl Default for Capacity {
             nodeports: abi::NODEPORTS_MAX as usize,
             maglev: abi::MAGLEV_MAX as usize,
         }
-    }
-}
-
-/// One ID space with reference counts. An ident whose last user leaves keeps its id until the
-/// end of the plan (a Service replaced in place keeps its ids), and a freed id is not handed to
-/// a new owner until the next plan: its old entries may still be in the maps until then.
-#[derive(Debug, Clone)]
-struct IdTable<K: Ord> {
-    space: IdSpace<K>,
-    refs: BTreeMap<K, u32>,
-    /// Idents that lost their last user in this plan (swept at its end).
-    unreferenced: BTreeSet<K>,
-    /// Ids held, and ids freed in this plan: no new owner may take them now.
-    blocked: BTreeSet<u32>,
-    freed_this_plan: Vec<u32>,
-}
-
-impl<K: Ord + Copy> IdTable<K> {
-    /// Starts from the previous generation: every ident keeps its id if something uses it again
-    /// in this plan; the rest are freed at its end.
-    fn from_previous(previous: &IdSpace<K>) -> Self {
-        IdTable {
-            space: previous.clone(),
-            refs: BTreeMap::new(),
-            unreferenced: previous.held.keys().copied().collect(),
-            blocked: previous.held.values().copied().collect(),
-            freed_this_plan: Vec::new(),
-        }
-    }
-
-    /// Whether a user holds `key` now.
-    fn holds(&self, key: &K) -> bool {
-        self.refs.contains_key(key)
-    }
-
-    /// The id of `key` for one more user; None when the space is exhausted.
-    fn acquire(&mut self, key: K) -> Option<u32> {
-        let id = match self.space.held.get(&key) {
-            Some(id) => *id,
-            None => {
-                let max = self.space.max;
-                let mut candidate = self.space.cursor;
-                let mut found = None;
-                for _ in 0..max {
-                    candidate = if candidate >= max { 1 } else { candidate + 1 };
-                    if self.blocked.insert(candidate) {
-                        found = Some(candidate);
-                        break;
-                    }
-                }
-                let id = found?;
-                self.space.cursor = id;
-                self.space.held.insert(key, id);
-                id
-            }
-        };
-        *self.refs.entry(key).or_insert(0) += 1;
-        self.unreferenced.remove(&key);
-        Some(id)
-    }
-
-    fn release(&mut self, key: K) {
-        if let Some(n) = self.refs.get_mut(&key) {
-            *n -= 1;
-            if *n == 0 {
-                self.refs.remove(&key);
-                self.unreferenced.insert(key);
-            }
-        }
-    }
-
-    /// Starts a plan: the ids freed by the previous one may now go to new owners.
-    fn begin(&mut self) {
-        for id in self.freed_this_plan.drain(..) {
-            self.blocked.remove(&id);
-        }
-    }
-
-    /// Ends the plan: idents nobody uses any more give up their ids (returned, so their entries
-    /// can go); those ids stay blocked until the next plan begins.
-    fn sweep(&mut self) -> Vec<u32> {
-        let mut freed = Vec::new();
-        for key in std::mem::take(&mut self.unreferenced) {
-            if let Some(id) = self.space.held.remove(&key) {
-                freed.push(id);
-            }
-        }
-        // Still blocked until the next plan's sweep.
-        self.freed_this_plan = freed.clone();
-        freed
     }
 }
 

@@ -88,18 +88,23 @@ pub enum ConditionStatus {
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ProxyConfigSpec {
-    /// Translate NodePort/LoadBalancer traffic for remote backends in XDP on the node's devices:
-    /// `disabled`, `native` (fail when a driver cannot run XDP natively) or `best-effort`
-    /// (native where possible, tc elsewhere).
+    /// Translate NodePort, ExternalIP and LoadBalancer traffic for remote backends in XDP on the
+    /// node's devices, each device only once the agent has seen what XDP sends from it arrive
+    /// (tc carries its flows until then, and whenever that check fails): `disabled`, `native`
+    /// (XDP in the driver; a device that cannot is reported in the `Applied` condition) or
+    /// `best-effort` (native where the driver can, generic XDP elsewhere).
     #[serde(default)]
     pub xdp_acceleration: XdpAcceleration,
-    /// Socket load-balancing only for processes in the host network namespace; pods' traffic to
-    /// ClusterIPs is then translated per packet by tc on their way out. For sidecar meshes
-    /// (Istio, Linkerd) that must see the original ClusterIP destination.
+    /// Socket load-balancing only for processes in the node's network namespace: pods' connects
+    /// keep the ClusterIP, for sidecar meshes (Istio, Linkerd) that must see it and route it
+    /// themselves. Sluice has no per-packet ClusterIP path for pods, so without such a mesh
+    /// pods' ClusterIP traffic is not load-balanced.
     #[serde(default)]
     pub host_namespace_only: bool,
-    /// How a backend is chosen: `random` (uniform per connection) or `maglev` (consistent
-    /// hashing: the same client flow keeps its backend when backends are added or removed).
+    /// How NodePort, ExternalIP and LoadBalancer frontends choose a backend: `random` (uniform
+    /// per connection) or `maglev` (a Maglev table per frontend: every node sends a flow to the
+    /// same backend, and a backend coming or going moves only about its share of flows).
+    /// ClusterIP connects through socket load-balancing stay random.
     #[serde(default)]
     pub load_balancing_algorithm: LoadBalancingAlgorithm,
     /// Capacities of the BPF maps. Not applied yet: the maps keep their built-in sizes (the
@@ -174,7 +179,8 @@ pub struct ProxyConfigStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub observed_generation: Option<i64>,
-    /// `Applied`: every agent runs the current generation (or what of it can be applied live).
+    /// `Applied`, written by every agent in turn: `True` when the agent that wrote it last
+    /// applied every field of `observedGeneration`, `False` with what it could not apply.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
@@ -294,7 +300,7 @@ pub struct SyncStatus {
     /// When the sync completed (RFC 3339).
     #[schemars(extend("format" = "date-time"))]
     pub time: String,
-    /// How long it took, from the first change it applied to the last map write.
+    /// How long the sync took, from reading the cluster state to the last map write.
     #[schemars(range(min = 0.0))]
     pub duration_seconds: f64,
 }
