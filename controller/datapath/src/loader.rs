@@ -176,30 +176,26 @@ pub fn attach_sock_lb(ebpf: &mut Ebpf, root: &Path, cgroup: &Path) -> Result<Vec
     let cgroup_file = fs::File::open(cgroup).map_err(io(format!("opening cgroup {}", cgroup.display())))?;
     let hook = format!("cgroup {}", cgroup.display());
     let mut reports = Vec::new();
-    for name in SOCK_ADDR_PROGRAMS {
-        let err = |source| LoadError::Program { name, source };
-        let prog: &mut CgroupSockAddr = ebpf.program_mut(name).ok_or(err(ProgramError::NotLoaded))?.try_into().map_err(err)?;
-        load_once(name, || prog.load())?;
-        let fd = prog.fd().map_err(err)?.try_clone().map_err(io(format!("{name}: program fd")))?;
-        // With bpf_link the kernel always lets other programs run beside ours (and rejects
-        // attach flags), so Single still coexists with other tools' hooks.
-        let how = attach_pinned(name, fd.as_fd(), &dir.join(name), || {
-            let id = prog.attach(&cgroup_file, CgroupAttachMode::Single).map_err(err)?;
-            fd_link(name, prog.take_link(id).map_err(err)?)
-        })?;
-        reports.push(AttachReport { program: name, hook: hook.clone(), how });
+    // The two cgroup program types share every step, but not a Rust type: one body for both.
+    macro_rules! attach_each {
+        ($names:expr, $kind:ty) => {
+            for name in $names {
+                let err = |source| LoadError::Program { name, source };
+                let prog: &mut $kind = ebpf.program_mut(name).ok_or(err(ProgramError::NotLoaded))?.try_into().map_err(err)?;
+                load_once(name, || prog.load())?;
+                let fd = prog.fd().map_err(err)?.try_clone().map_err(io(format!("{name}: program fd")))?;
+                // With bpf_link the kernel always lets other programs run beside ours (and
+                // rejects attach flags), so Single still coexists with other tools' hooks.
+                let how = attach_pinned(name, fd.as_fd(), &dir.join(name), || {
+                    let id = prog.attach(&cgroup_file, CgroupAttachMode::Single).map_err(err)?;
+                    fd_link(name, prog.take_link(id).map_err(err)?)
+                })?;
+                reports.push(AttachReport { program: name, hook: hook.clone(), how });
+            }
+        };
     }
-    for name in SOCK_PROGRAMS {
-        let err = |source| LoadError::Program { name, source };
-        let prog: &mut CgroupSock = ebpf.program_mut(name).ok_or(err(ProgramError::NotLoaded))?.try_into().map_err(err)?;
-        load_once(name, || prog.load())?;
-        let fd = prog.fd().map_err(err)?.try_clone().map_err(io(format!("{name}: program fd")))?;
-        let how = attach_pinned(name, fd.as_fd(), &dir.join(name), || {
-            let id = prog.attach(&cgroup_file, CgroupAttachMode::Single).map_err(err)?;
-            fd_link(name, prog.take_link(id).map_err(err)?)
-        })?;
-        reports.push(AttachReport { program: name, hook: hook.clone(), how });
-    }
+    attach_each!(SOCK_ADDR_PROGRAMS, CgroupSockAddr);
+    attach_each!(SOCK_PROGRAMS, CgroupSock);
     Ok(reports)
 }
 
