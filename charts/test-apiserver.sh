@@ -80,6 +80,7 @@ s = json.load(open(sys.argv[1]))["spec"]
 assert s["mapSizes"] == {"services": 65536, "backends": 131072, "conntrack": 262144}, s
 assert s["xdpAcceleration"] == "disabled" and s["loadBalancingAlgorithm"] == "random", s
 assert s["hostNamespaceOnly"] is False and s["mapSizes"]["conntrack"] == 262144, s
+assert s["nodeportBindProtection"] is True and "nodePortAddresses" not in s, s
 assert "externalIPCIDRs" not in s, s
 ' "$WORK/defaulted.json" 2>"$WORK/out"; then
   ok "ProxyConfig defaults applied by the apiserver"
@@ -104,6 +105,11 @@ apiVersion: sluice.dev/v1alpha1
 kind: ProxyConfig
 metadata: {name: default}
 spec: {externalIPCIDRs: [192.0.2.0/24, 10.0.0.300/8]}'
+refused "bad nodePortAddresses entry" "every entry must be a CIDR such as 192.0.2.0/24, or primary" '
+apiVersion: sluice.dev/v1alpha1
+kind: ProxyConfig
+metadata: {name: default}
+spec: {nodePortAddresses: [primary, 192.0.2.1]}'
 refused "externalIPCIDRs entry without a prefix length" "every entry must be a CIDR" '
 apiVersion: sluice.dev/v1alpha1
 kind: ProxyConfig

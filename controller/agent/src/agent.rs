@@ -338,8 +338,12 @@ async fn run(args: AgentArgs) -> anyhow::Result<()> {
         }));
     }
     let node =
-        NodeContext { node_name: args.node_name.clone(), node_ips: north_south.node_ips.clone(), external_ip_cidrs: None, maglev: false, zone: None };
-    let settings = crate::sync::Settings { flag_acceleration: args.nodeport_acceleration.into(), devices: north_south.device_status.clone() };
+        NodeContext { node_name: args.node_name.clone(), node_ips: north_south.node_ips.clone(), external_ip_cidrs: None, maglev: false, zone: None, nodeport_bind_protection: true };
+    let settings = crate::sync::Settings {
+        flag_acceleration: args.nodeport_acceleration.into(),
+        devices: north_south.device_status.clone(),
+        node_ips: north_south.node_ips.clone(),
+    };
     let mut syncer = crate::sync::Syncer::new(settings, reconciler, node, std::process::id());
     let mut node_maps = sluice_datapath::PinnedNodeMaps { root: root.clone() };
     let mut health = crate::health::HealthServers::new(probes.clone());

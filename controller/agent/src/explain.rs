@@ -239,6 +239,7 @@ mod tests {
             external_ip_cidrs: None,
             maglev: false,
             zone: Some("z1".into()),
+            nodeport_bind_protection: true,
         };
         plan(&o.services, &o.slices, &node, &Ids::default(), Capacity::default()).desired
     }

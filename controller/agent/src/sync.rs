@@ -5,6 +5,7 @@
 //! report to the metrics, probes, Events and status writers.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -22,6 +23,9 @@ pub struct Settings {
     pub flag_acceleration: loader::Acceleration,
     /// The north-south devices and how XDP runs on each (empty without devices).
     pub devices: Vec<DeviceStatus>,
+    /// Every address the agent may serve NodePorts on (`--node-ip`, else the devices'), first
+    /// of each family first; a ProxyConfig's nodePortAddresses picks among them.
+    pub node_ips: Vec<IpAddr>,
 }
 
 /// What a ProxyConfig changes in this agent right now, and what it reports back.
@@ -31,6 +35,9 @@ pub struct AppliedConfig {
     pub acceleration: loader::Acceleration,
     pub external_ip_cidrs: Option<Vec<Cidr>>,
     pub maglev: bool,
+    /// The addresses NodePorts are served on.
+    pub node_ips: Vec<IpAddr>,
+    pub nodeport_bind_protection: bool,
     pub status: Option<crate::node_status::ProxyConfigReport>,
 }
 
@@ -145,8 +152,13 @@ impl Syncer {
             }
             let config = apply_proxy_config(index.proxy_config.as_ref(), &self.settings, node_maps);
             self.node.external_ip_cidrs = config.external_ip_cidrs.clone();
-            // A change of algorithm changes the node context: the planner lays everything out again.
+            // A change of any of these changes the node context: the planner lays everything out again.
             self.node.maglev = config.maglev;
+            if self.node.node_ips != config.node_ips {
+                tracing::info!(node_ips = ?config.node_ips, "NodePorts served on these addresses");
+                self.node.node_ips = config.node_ips.clone();
+            }
+            self.node.nodeport_bind_protection = config.nodeport_bind_protection;
             let changed = index.take_changed();
             let plan = self.planner.plan(changed, &*index, &self.node, Capacity::default());
             let lists: Vec<_> = index.blocklists.values().cloned().collect();
@@ -289,7 +301,14 @@ fn apply_proxy_config(config: Option<&ProxyConfig>, settings: &Settings, node_ma
         }
     }
     let Some(config) = config else {
-        return AppliedConfig { acceleration, external_ip_cidrs: None, maglev: false, status: None };
+        return AppliedConfig {
+            acceleration,
+            external_ip_cidrs: None,
+            maglev: false,
+            node_ips: settings.node_ips.clone(),
+            nodeport_bind_protection: true,
+            status: None,
+        };
     };
     let spec = &config.spec;
     if !has_devices && acceleration != loader::Acceleration::Disabled {
@@ -306,6 +325,23 @@ fn apply_proxy_config(config: Option<&ProxyConfig>, settings: &Settings, node_ma
             })
             .collect::<Vec<_>>()
     });
+    let node_ips = match &spec.node_port_addresses {
+        None => settings.node_ips.clone(),
+        Some(list) => {
+            let mut wanted: Vec<NodePortAddresses> = Vec::new();
+            for entry in list {
+                match NodePortAddresses::parse(entry) {
+                    Some(w) => wanted.push(w),
+                    None => problems.push(format!("nodePortAddresses entry {entry:?} is neither a CIDR nor primary")),
+                }
+            }
+            let picked = node_port_addresses(&settings.node_ips, &wanted);
+            if picked.is_empty() {
+                problems.push(format!("nodePortAddresses {list:?}: none of this node's addresses {:?} matches; no NodePort is served here", settings.node_ips));
+            }
+            picked
+        }
+    };
     let sizes = spec.map_sizes;
     // Maps are created with their built-in sizes and reused across restarts; resizing one means
     // new maps and moving every entry (conntrack included) over, which the agent does not do yet.
@@ -321,8 +357,42 @@ fn apply_proxy_config(config: Option<&ProxyConfig>, settings: &Settings, node_ma
         acceleration,
         external_ip_cidrs,
         maglev: spec.load_balancing_algorithm == LoadBalancingAlgorithm::Maglev,
+        node_ips,
+        nodeport_bind_protection: spec.nodeport_bind_protection,
         status: Some(crate::node_status::ProxyConfigReport { generation: config.metadata.generation, problems }),
     }
+}
+
+/// One entry of nodePortAddresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NodePortAddresses {
+    Cidr(Cidr),
+    /// The node's first address of each family.
+    Primary,
+}
+
+impl NodePortAddresses {
+    fn parse(text: &str) -> Option<NodePortAddresses> {
+        match text.trim() {
+            "primary" => Some(NodePortAddresses::Primary),
+            cidr => Cidr::parse(cidr).map(NodePortAddresses::Cidr),
+        }
+    }
+}
+
+/// The node addresses that nodePortAddresses selects, in the node's order.
+fn node_port_addresses(node_ips: &[IpAddr], wanted: &[NodePortAddresses]) -> Vec<IpAddr> {
+    let primary = |ip: &IpAddr| node_ips.iter().find(|other| other.is_ipv4() == ip.is_ipv4()) == Some(ip);
+    node_ips
+        .iter()
+        .copied()
+        .filter(|ip| {
+            wanted.iter().any(|w| match w {
+                NodePortAddresses::Cidr(c) => c.contains(*ip),
+                NodePortAddresses::Primary => primary(ip),
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -32,6 +32,7 @@ fn settings(devices: &[(&str, &str)]) -> Settings {
     Settings {
         flag_acceleration: loader::Acceleration::Disabled,
         devices: devices.iter().map(|(name, mode)| DeviceStatus { name: (*name).into(), xdp_mode: (*mode).into(), ..Default::default() }).collect(),
+        node_ips: ["192.0.2.10", "2001:db8::10", "198.51.100.10", "2001:db8::20"].iter().map(|ip| ip.parse().unwrap()).collect(),
     }
 }
 
@@ -181,4 +182,59 @@ fn a_udp_backend_that_leaves_has_its_flows_forgotten() {
     synced(&s.step(&index, &mut maps, &mut node_maps));
     assert_eq!(node_maps.forgotten_udp, [(Addr::from("10.244.1.3".parse::<std::net::IpAddr>().unwrap()), 5353)]);
     assert_eq!(node_maps.affinity_cleanups.len(), 2, "affinity is checked after every sync");
+}
+
+const NODEPORT: &str = "
+apiVersion: v1
+kind: Service
+metadata: {name: np, namespace: demo}
+spec:
+  type: NodePort
+  clusterIP: 10.96.0.20
+  ipFamilies: [IPv4, IPv6]
+  clusterIPs: [10.96.0.20, fd00:96::20]
+  ports: [{port: 80, nodePort: 30080, targetPort: 8080}]
+";
+
+/// The addresses NodePort frontends are planned on, and whether the port is bind-protected.
+fn nodeport_frontends(s: &Syncer) -> (Vec<String>, bool) {
+    let mut ips: Vec<String> =
+        s.desired().services.keys().filter(|k| k.port() == 30080 && k.slot == 0).map(|k| k.addr.ip().to_string()).collect();
+    ips.dedup();
+    (ips, !s.desired().nodeports.is_empty())
+}
+
+fn with_config(spec: &str) -> Mutex<Index> {
+    let index = listed(NODEPORT);
+    let config: ProxyConfig = serde_json::from_str(&format!(r#"{{"metadata": {{"name": "default"}}, "spec": {spec}}}"#)).unwrap();
+    index.lock().unwrap().set_proxy_config(Some(config));
+    index
+}
+
+#[test]
+fn node_port_addresses_pick_where_nodeports_are_served_and_bind_protection_can_be_switched_off() {
+    let (mut maps, mut node_maps) = (FakeMaps::default(), FakeNodeMaps::default());
+    let all = ["192.0.2.10", "198.51.100.10", "2001:db8::10", "2001:db8::20"];
+
+    // No ProxyConfig, or one without the field: every address, bind-protected (as before).
+    let mut s = syncer(settings(&[]));
+    synced(&s.step(&listed(NODEPORT), &mut maps, &mut node_maps));
+    assert_eq!(nodeport_frontends(&s), (all.map(String::from).to_vec(), true));
+
+    let mut s = syncer(settings(&[]));
+    let report = s.step(&with_config(r#"{"nodePortAddresses": ["198.51.100.0/24", "2001:db8::20/128"]}"#), &mut maps, &mut node_maps);
+    assert_eq!(report.config.unwrap().status.unwrap().problems, Vec::<String>::new());
+    assert_eq!(nodeport_frontends(&s).0, ["198.51.100.10", "2001:db8::20"], "only the addresses inside the CIDRs");
+
+    let mut s = syncer(settings(&[]));
+    s.step(&with_config(r#"{"nodePortAddresses": ["primary"], "nodeportBindProtection": false}"#), &mut maps, &mut node_maps);
+    assert_eq!(nodeport_frontends(&s), (vec!["192.0.2.10".to_string(), "2001:db8::10".to_string()], false), "the first of each family, not bind-protected");
+
+    let mut s = syncer(settings(&[]));
+    let report = s.step(&with_config(r#"{"nodePortAddresses": ["203.0.113.0/24", "nope"]}"#), &mut maps, &mut node_maps);
+    let problems = report.config.unwrap().status.unwrap().problems;
+    assert!(problems.iter().any(|p| p.contains("\"nope\" is neither a CIDR nor primary")), "{problems:?}");
+    assert!(problems.iter().any(|p| p.contains("no NodePort is served here")), "{problems:?}");
+    assert_eq!(nodeport_frontends(&s).0, Vec::<String>::new());
+    assert!(s.desired().services.keys().any(|k| k.port() == 80), "the ClusterIPs stay");
 }

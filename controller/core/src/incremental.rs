@@ -136,7 +136,7 @@ impl Planner {
             let mut layout = Layout::new(&previous);
             layout.state.blocklist = blocklist;
             for (group, part) in &self.parts {
-                layout.add(group, &part.frontends, &node.node_ips, capacity, node.maglev);
+                layout.add(group, &part.frontends, node, capacity);
             }
             layout.finish();
             self.layout = Some(layout);
@@ -147,7 +147,7 @@ impl Planner {
             for group in &groups {
                 layout.remove(group);
                 if let Some(part) = self.parts.get(group) {
-                    layout.add(group, &part.frontends, &node.node_ips, capacity, node.maglev);
+                    layout.add(group, &part.frontends, node, capacity);
                 }
             }
             layout.finish();
@@ -251,7 +251,7 @@ mod tests {
     #[test]
     fn incremental_plans_equal_full_plans_through_a_sequence_of_changes() {
         let node =
-            NodeContext { node_name: Some("n1".into()), node_ips: vec!["172.30.0.11".parse().unwrap()], external_ip_cidrs: None, maglev: false, zone: None };
+            NodeContext { node_name: Some("n1".into()), node_ips: vec!["172.30.0.11".parse().unwrap()], external_ip_cidrs: None, maglev: false, zone: None, nodeport_bind_protection: true };
         let mut planner = Planner::new(Ids::default());
         let mut before: Option<LbState> = None;
         let worlds: Vec<_> = (0..12).map(|step| objects(&world(step))).collect();
@@ -297,7 +297,7 @@ mod tests {
         let (services, slices) = objects(&world(1));
         let inputs = Listed::new(&services, &slices);
         let mut planner = Planner::new(Ids::default());
-        let node = NodeContext { node_name: Some("n1".into()), node_ips: vec![], external_ip_cidrs: None, maglev: false, zone: None };
+        let node = NodeContext { node_name: Some("n1".into()), node_ips: vec![], external_ip_cidrs: None, maglev: false, zone: None, nodeport_bind_protection: true };
         planner.plan(Changed::All, &inputs, &node, Capacity::default());
         let before = planner.desired().clone();
         // Nothing marked, but the node lost its name: local flags must go.

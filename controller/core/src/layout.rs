@@ -15,7 +15,7 @@ use sluice_abi::{
 use crate::ids::{BackendIdent, FrontendIdent, IdTable, Ids};
 use crate::incremental::GroupKey;
 use crate::state::{LbState, PRESENT, Touched};
-use crate::translate::{Frontend, FrontendKind, Subject, Target, Warning};
+use crate::translate::{Frontend, FrontendKind, NodeContext, Subject, Target, Warning};
 
 /// Map capacities the layout must respect (the agent may size maps differently).
 #[derive(Debug, Clone, Copy)]
@@ -166,15 +166,10 @@ impl Layout {
     }
 
     /// Lays out the frontends of `group` (which must have been removed first, if present). With
-    /// `maglev`, north-south frontends also get Maglev tables.
-    pub(crate) fn add<'a>(
-        &mut self,
-        group: &GroupKey,
-        frontends: impl IntoIterator<Item = &'a Frontend>,
-        node_ips: &[std::net::IpAddr],
-        cap: Capacity,
-        maglev: bool,
-    ) {
+    /// `node.maglev`, north-south frontends also get Maglev tables.
+    pub(crate) fn add<'a>(&mut self, group: &GroupKey, frontends: impl IntoIterator<Item = &'a Frontend>, node: &NodeContext, cap: Capacity) {
+        let (node_ips, maglev) = (&node.node_ips, node.maglev);
+        let bind_protected = |fe: &Frontend| fe.kind == FrontendKind::NodePort && node.nodeport_bind_protection;
         let mut c = Contribution::default();
         for fe in frontends {
             let subject = Subject::service(&fe.service);
@@ -204,7 +199,7 @@ impl Layout {
                 (
                     abi::MAP_NODEPORTS,
                     self.state.nodeports.len(),
-                    usize::from(fe.kind == FrontendKind::NodePort && !self.state.nodeports.contains_key(&nodeport)),
+                    usize::from(bind_protected(fe) && !self.state.nodeports.contains_key(&nodeport)),
                     cap.nodeports,
                 ),
                 (
@@ -250,7 +245,7 @@ impl Layout {
                 self.refresh_lb_addr(addr);
                 c.lb_addrs.push(addr);
             }
-            if fe.kind == FrontendKind::NodePort {
+            if bind_protected(fe) {
                 let k = nodeport;
                 if add_ref(&mut self.nodeport_refs, k) {
                     self.state.nodeports.insert(k, PRESENT);

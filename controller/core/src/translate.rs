@@ -141,10 +141,10 @@ pub struct Frontend {
 }
 
 /// What the planner needs to know about the node it programs.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeContext {
     pub node_name: Option<String>,
-    /// Addresses NodePorts are served on (kube-proxy's --nodeport-addresses).
+    /// Addresses NodePorts are served on (kube-proxy's nodePortAddresses, applied by the agent).
     pub node_ips: Vec<IpAddr>,
     /// ProxyConfig externalIPCIDRs: when set, externalIPs outside them are refused (the
     /// CVE-2020-8554 mitigation); None allows every externalIP, as kube-proxy does.
@@ -153,6 +153,15 @@ pub struct NodeContext {
     pub maglev: bool,
     /// The Node's `topology.kubernetes.io/zone` label: the zone whose topology hints apply here.
     pub zone: Option<String>,
+    /// NodePorts are kept from the node's own processes (Cilium's bind protection; kube-proxy
+    /// once held them open and no longer does): a host process cannot bind a port a NodePort uses.
+    pub nodeport_bind_protection: bool,
+}
+
+impl Default for NodeContext {
+    fn default() -> Self {
+        NodeContext { node_name: None, node_ips: Vec::new(), external_ip_cidrs: None, maglev: false, zone: None, nodeport_bind_protection: true }
+    }
 }
 
 /// A healthCheckNodePort to answer (externalTrafficPolicy Local LoadBalancer services).

@@ -48,7 +48,7 @@ spec:
 "#;
 
 fn node() -> NodeContext {
-    NodeContext { node_name: Some("n1".into()), node_ips: vec!["172.30.0.11".parse().unwrap()], external_ip_cidrs: None, maglev: false, zone: None }
+    NodeContext { node_name: Some("n1".into()), node_ips: vec!["172.30.0.11".parse().unwrap()], external_ip_cidrs: None, maglev: false, zone: None, nodeport_bind_protection: true }
 }
 
 fn frontends_of(p: &sluice_core::Plan, ip: &str) -> usize {

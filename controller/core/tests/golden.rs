@@ -24,7 +24,7 @@ fn render_case(yaml: &str) -> String {
     let mut objects = Objects::default();
     let mut warnings = Vec::new();
     manifest::parse("input", yaml, &mut objects, &mut warnings);
-    let node = NodeContext { node_name, node_ips, external_ip_cidrs, maglev: false, zone };
+    let node = NodeContext { node_name, node_ips, external_ip_cidrs, zone, ..NodeContext::default() };
     let p = plan(&objects.services, &objects.slices, &node, &Ids::default(), Capacity::default());
     let mut out = view::render_text(&view::frontends(&p.desired));
     for (addr, v) in &p.desired.lb_addrs {

@@ -120,6 +120,27 @@ pub struct ProxyConfigSpec {
         .message("every entry must be a CIDR such as 192.0.2.0/24 or 2001:db8::/64")
         .reason(Reason::FieldValueInvalid))]
     pub external_ip_cidrs: Option<Vec<String>>,
+    /// The node addresses NodePorts are served on, as kube-proxy's `nodePortAddresses`: CIDRs (a
+    /// node address inside one of them serves NodePorts) and `primary` (the node's first address
+    /// of each family: its first `--node-ip` of that family, else its devices' first). Unset:
+    /// every address the agent serves on. Pods and node processes reach a NodePort through
+    /// socket load-balancing at these addresses only, as at the node from outside.
+    #[serde(rename = "nodePortAddresses", skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64), inner(length(max = 49)))]
+    #[x_kube(validation = Rule::new("self.all(c, c == 'primary' || isCIDR(c))")
+        .message("every entry must be a CIDR such as 192.0.2.0/24, or primary")
+        .reason(Reason::FieldValueInvalid))]
+    pub node_port_addresses: Option<Vec<String>>,
+    /// Keep NodePorts from the node's own processes, as Cilium does (kube-proxy once held them
+    /// open and no longer does): a process in the node's network namespace cannot bind a port a
+    /// NodePort uses. `false` lets it bind; traffic from outside still reaches the NodePort
+    /// through tc and XDP, and a node process connecting to it still gets a backend.
+    #[serde(default = "default_true")]
+    pub nodeport_bind_protection: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 impl Default for ProxyConfigSpec {
@@ -130,6 +151,8 @@ impl Default for ProxyConfigSpec {
             load_balancing_algorithm: LoadBalancingAlgorithm::Random,
             map_sizes: MapSizes::default(),
             external_ip_cidrs: None,
+            node_port_addresses: None,
+            nodeport_bind_protection: true,
         }
     }
 }

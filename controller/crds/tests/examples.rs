@@ -50,6 +50,7 @@ fn schema_defaults_match_rust_defaults() {
     assert_eq!(spec["xdpAcceleration"]["default"], serde_json::to_value(d.xdp_acceleration).unwrap());
     assert_eq!(spec["loadBalancingAlgorithm"]["default"], serde_json::to_value(d.load_balancing_algorithm).unwrap());
     assert_eq!(spec["hostNamespaceOnly"]["default"], serde_json::json!(d.host_namespace_only));
+    assert_eq!(spec["nodeportBindProtection"]["default"], serde_json::json!(d.nodeport_bind_protection));
 }
 
 /// The crate's directory, asked of cargo when the test runs rather than baked in when it was

@@ -131,7 +131,7 @@ impl Fixture {
         let mut warnings = Vec::new();
         manifest::parse("cluster", CLUSTER, &mut objects, &mut warnings);
         assert!(warnings.is_empty(), "{warnings:?}");
-        let node = NodeContext { node_name: Some("node-a".into()), node_ips: vec![NODE4.into(), NODE6.into()], external_ip_cidrs: None, maglev, zone: None };
+        let node = NodeContext { node_name: Some("node-a".into()), node_ips: vec![NODE4.into(), NODE6.into()], external_ip_cidrs: None, maglev, zone: None, nodeport_bind_protection: true };
         let p = plan(&objects.services, &objects.slices, &node, &Ids::default(), Capacity::default());
         assert!(p.warnings.is_empty(), "{:?}", p.warnings);
         let mut maps = BpfMaps::open(&pins.0).expect("opening the pinned maps");
