@@ -491,9 +491,6 @@ fn translate_service(name: &ObjectKey, svc: &Service, eps: &ServiceEndpoints, no
             let internal = if int_local { &local } else { &cluster };
             let external = if ext_local { &local } else { &cluster };
             let mut common = 0;
-            if int_local {
-                common |= abi::SVC_F_INT_LOCAL;
-            }
             if affinity {
                 common |= abi::SVC_F_AFFINITY;
             }
@@ -505,6 +502,9 @@ fn translate_service(name: &ObjectKey, svc: &Service, eps: &ServiceEndpoints, no
             };
             let frontend = |kind: FrontendKind, ip: IpAddr, port: u16, ext: &(Vec<Target>, bool), int: Option<&(Vec<Target>, bool)>| {
                 let mut flags = common | kind.flag();
+                if kind == FrontendKind::ClusterIp && int_local {
+                    flags |= abi::SVC_F_INT_LOCAL;
+                }
                 if kind != FrontendKind::ClusterIp && ext_local {
                     flags |= abi::SVC_F_EXT_LOCAL;
                 }
@@ -514,7 +514,8 @@ fn translate_service(name: &ObjectKey, svc: &Service, eps: &ServiceEndpoints, no
                 if cluster.0.is_empty() && local.0.is_empty() {
                     flags |= abi::SVC_F_NO_ENDPOINTS;
                 }
-                let uses_cluster_set = !int_local || (kind != FrontendKind::ClusterIp && !ext_local);
+                // In-cluster clients of an external address always get the cluster-wide set.
+                let uses_cluster_set = !int_local || kind != FrontendKind::ClusterIp;
                 if uses_cluster_set {
                     flags |= topology_flag;
                 }
@@ -539,13 +540,16 @@ fn translate_service(name: &ObjectKey, svc: &Service, eps: &ServiceEndpoints, no
             // A ClusterIP is only ever reached from inside the cluster: one scope, the internal policy's.
             out.frontends.push(frontend(FrontendKind::ClusterIp, *family_ip, sp.port, internal, None));
             for (kind, ip) in externals.iter().filter(|(_, ip)| ip.is_ipv6() == family_ip.is_ipv6()) {
-                out.frontends.push(frontend(*kind, *ip, sp.port, external, Some(internal)));
+                // In-cluster clients (pods, node processes) of an external address are subject to
+                // neither traffic policy, as kube-proxy short-circuits them to its cluster chain:
+                // the cluster-wide set, whatever internalTrafficPolicy says.
+                out.frontends.push(frontend(*kind, *ip, sp.port, external, Some(&cluster)));
             }
             if has_node_ports {
                 match sp.node_port {
                     Some(np) => {
                         for ip in node_ips.iter().filter(|ip| ip.is_ipv6() == family_ip.is_ipv6()) {
-                            out.frontends.push(frontend(FrontendKind::NodePort, *ip, np, external, Some(internal)));
+                            out.frontends.push(frontend(FrontendKind::NodePort, *ip, np, external, Some(&cluster)));
                         }
                     }
                     None if type_ == "NodePort" => warn(format!("port {:?}: type NodePort without a nodePort; no NodePort frontend", sp.name)),
