@@ -28,7 +28,8 @@ pub fn response(hc: &HealthCheck, proxy_healthy: bool) -> Response {
     })
     .to_string();
     let status = if hc.local_endpoints > 0 && proxy_healthy { "200 OK" } else { "503 Service Unavailable" };
-    Response::new(status, "application/json", body)
+    // kube-proxy's weight hint for load balancers that spread by it.
+    Response::new(status, "application/json", body).with_header("X-Load-Balancing-Endpoint-Weight", hc.local_endpoints.to_string())
 }
 
 async fn serve_check(port: u16, state: Arc<Mutex<BTreeMap<u16, HealthCheck>>>, probes: Arc<Probes>) {
@@ -83,6 +84,7 @@ mod tests {
         let mut hc = HealthCheck { port: 32000, service: ObjectKey { namespace: "ns".into(), name: "lb".into() }, local_endpoints: 2 };
         let ok = response(&hc, true).render();
         assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
+        assert!(ok.contains("\r\nX-Load-Balancing-Endpoint-Weight: 2\r\n"), "{ok}");
         assert!(ok.ends_with(r#"{"localEndpoints":2,"service":{"name":"lb","namespace":"ns"},"serviceProxyHealthy":true}"#), "{ok}");
         let unhealthy = response(&hc, false).render();
         assert!(unhealthy.starts_with("HTTP/1.1 503 Service Unavailable\r\n"), "{unhealthy}");

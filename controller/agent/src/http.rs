@@ -10,17 +10,25 @@ use tokio::net::TcpListener;
 pub struct Response {
     pub status: &'static str,
     pub content_type: &'static str,
+    /// Headers beyond the ones every response has.
+    pub headers: Vec<(&'static str, String)>,
     pub body: String,
 }
 
 impl Response {
     pub fn new(status: &'static str, content_type: &'static str, body: String) -> Self {
-        Response { status, content_type, body }
+        Response { status, content_type, headers: Vec::new(), body }
+    }
+
+    pub fn with_header(mut self, name: &'static str, value: String) -> Self {
+        self.headers.push((name, value));
+        self
     }
 
     pub fn render(&self) -> String {
+        let extra: String = self.headers.iter().map(|(name, value)| format!("{name}: {value}\r\n")).collect();
         format!(
-            "HTTP/1.1 {}\r\nContent-Type: {}\r\nX-Content-Type-Options: nosniff\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
+            "HTTP/1.1 {}\r\nContent-Type: {}\r\nX-Content-Type-Options: nosniff\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n{}",
             self.status,
             self.content_type,
             self.body.len(),
