@@ -383,7 +383,7 @@ async fn run(args: AgentArgs) -> anyhow::Result<()> {
                 crate::events::publish(recorder.clone(), w.clone());
             }
         }
-        health.update(&report.health_checks);
+        health.update(&report.health_checks, config.health_check_addresses.as_deref());
         {
             let mut f = facts.lock().expect("facts");
             f.proxy_config = config.status.clone();

@@ -37,6 +37,9 @@ pub struct AppliedConfig {
     pub maglev: bool,
     /// The addresses NodePorts are served on.
     pub node_ips: Vec<IpAddr>,
+    /// Where healthCheckNodePorts listen: the nodePortAddresses when given (as kube-proxy),
+    /// else None, every address.
+    pub health_check_addresses: Option<Vec<IpAddr>>,
     pub nodeport_bind_protection: bool,
     pub status: Option<crate::node_status::ProxyConfigReport>,
 }
@@ -306,6 +309,7 @@ fn apply_proxy_config(config: Option<&ProxyConfig>, settings: &Settings, node_ma
             external_ip_cidrs: None,
             maglev: false,
             node_ips: settings.node_ips.clone(),
+            health_check_addresses: None,
             nodeport_bind_protection: true,
             status: None,
         };
@@ -357,6 +361,7 @@ fn apply_proxy_config(config: Option<&ProxyConfig>, settings: &Settings, node_ma
         acceleration,
         external_ip_cidrs,
         maglev: spec.load_balancing_algorithm == LoadBalancingAlgorithm::Maglev,
+        health_check_addresses: spec.node_port_addresses.as_ref().map(|_| node_ips.clone()),
         node_ips,
         nodeport_bind_protection: spec.nodeport_bind_protection,
         status: Some(crate::node_status::ProxyConfigReport { generation: config.metadata.generation, problems }),

@@ -223,7 +223,10 @@ fn node_port_addresses_pick_where_nodeports_are_served_and_bind_protection_can_b
 
     let mut s = syncer(settings(&[]));
     let report = s.step(&with_config(r#"{"nodePortAddresses": ["198.51.100.0/24", "2001:db8::20/128"]}"#), &mut maps, &mut node_maps);
-    assert_eq!(report.config.unwrap().status.unwrap().problems, Vec::<String>::new());
+    let applied = report.config.unwrap();
+    assert_eq!(applied.status.unwrap().problems, Vec::<String>::new());
+    let selected: Vec<IpAddr> = ["198.51.100.10", "2001:db8::20"].iter().map(|ip| ip.parse().unwrap()).collect();
+    assert_eq!(applied.health_check_addresses, Some(selected), "healthCheckNodePorts listen there too");
     assert_eq!(nodeport_frontends(&s).0, ["198.51.100.10", "2001:db8::20"], "only the addresses inside the CIDRs");
 
     let mut s = syncer(settings(&[]));
