@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
+use crate::claims::{self, Claims};
 use crate::layout::Layout;
 use crate::state::Touched;
 use crate::state::LbState;
@@ -71,6 +72,8 @@ pub struct PlanReport {
 
 pub struct Planner {
     parts: BTreeMap<GroupKey, Translation>,
+    /// Who asks for each frontend address, over every part.
+    claims: Claims,
     node: Option<NodeContext>,
     layout: Option<Layout>,
     /// The ids a full plan starts from when there is no layout yet (restored from the maps).
@@ -79,7 +82,7 @@ pub struct Planner {
 
 impl Planner {
     pub fn new(previous: Ids) -> Planner {
-        Planner { parts: BTreeMap::new(), node: None, layout: None, previous }
+        Planner { parts: BTreeMap::new(), claims: Claims::default(), node: None, layout: None, previous }
     }
 
     /// Forgets the layout: the next plan lays out everything again from `previous` (the ids the
@@ -111,7 +114,7 @@ impl Planner {
     /// no layout yet).
     pub fn plan(&mut self, changed: Changed, inputs: &impl PlanInputs, node: &NodeContext, capacity: Capacity) -> PlanReport {
         let full = self.layout.is_none() || self.node.as_ref() != Some(node) || changed == Changed::All;
-        let groups: BTreeSet<GroupKey> = match changed {
+        let mut groups: BTreeSet<GroupKey> = match changed {
             _ if full => {
                 self.parts.clear();
                 inputs.groups()
@@ -119,13 +122,38 @@ impl Planner {
             Changed::All => unreachable!("a full plan"),
             Changed::Groups(g) => g,
         };
+        let mut fresh: BTreeMap<GroupKey, Option<Translation>> = BTreeMap::new();
         for group in &groups {
             let svc = inputs.service(group);
             let group_slices = inputs.slices(group);
-            if svc.is_none() && group_slices.is_empty() {
-                self.parts.remove(group);
-            } else {
-                self.parts.insert(group.clone(), translate::translate(svc, group_slices, node));
+            let part = (svc.is_some() || !group_slices.is_empty()).then(|| translate::translate(svc, group_slices, node));
+            fresh.insert(group.clone(), part);
+        }
+        // Who owned each address these groups asked for or ask for now, before and after: a
+        // Service whose address changes hands is laid out again too, winner and loser.
+        let asked = |parts: &BTreeMap<GroupKey, Translation>| -> BTreeSet<claims::Address> {
+            let old = groups.iter().filter_map(|g| parts.get(g)).flat_map(|t| t.frontends.iter());
+            let new = fresh.values().flatten().flat_map(|t| t.frontends.iter());
+            old.chain(new).map(claims::address).collect()
+        };
+        let contested = if full { BTreeSet::new() } else { asked(&self.parts) };
+        let before: Vec<Option<claims::Precedence>> = contested.iter().map(|a| self.claims.winner(a).cloned()).collect();
+        if full {
+            self.claims.clear();
+        }
+        for (group, part) in fresh {
+            if let Some(old) = self.parts.remove(&group) {
+                self.claims.withdraw(&group, &old.frontends);
+            }
+            if let Some(part) = part {
+                self.claims.claim(&group, &part.frontends);
+                self.parts.insert(group, part);
+            }
+        }
+        for (address, before) in contested.iter().zip(before) {
+            let after = self.claims.winner(address).cloned();
+            if after != before {
+                groups.extend(before.into_iter().chain(after).map(|(_, group)| group));
             }
         }
         self.node = Some(node.clone());
@@ -136,7 +164,7 @@ impl Planner {
             let mut layout = Layout::new(&previous);
             layout.state.blocklist = blocklist;
             for (group, part) in &self.parts {
-                layout.add(group, &part.frontends, node, capacity);
+                layout.add(group, &part.frontends, node, capacity, &self.claims);
             }
             layout.finish();
             self.layout = Some(layout);
@@ -144,10 +172,14 @@ impl Planner {
         } else {
             let layout = self.layout.as_mut().expect("an incremental plan has a layout");
             layout.begin();
+            // Every group out before any goes back in: an address that changes hands is free
+            // when its new owner is laid out.
             for group in &groups {
                 layout.remove(group);
+            }
+            for group in &groups {
                 if let Some(part) = self.parts.get(group) {
-                    layout.add(group, &part.frontends, node, capacity);
+                    layout.add(group, &part.frontends, node, capacity, &self.claims);
                 }
             }
             layout.finish();

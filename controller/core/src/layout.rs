@@ -12,6 +12,7 @@ use sluice_abi::{
     self as abi, Addr, Backend, FrontendAddrValue, FrontendName, MaglevKey, MaglevTable, NodePortKey, RevNatValue, SrcRangeKey, SvcKey, SvcValue,
 };
 
+use crate::claims::Claims;
 use crate::ids::{BackendIdent, FrontendIdent, IdTable, Ids};
 use crate::incremental::GroupKey;
 use crate::state::{LbState, PRESENT, Touched};
@@ -167,12 +168,22 @@ impl Layout {
 
     /// Lays out the frontends of `group` (which must have been removed first, if present). With
     /// `node.maglev`, north-south frontends also get Maglev tables.
-    pub(crate) fn add<'a>(&mut self, group: &GroupKey, frontends: impl IntoIterator<Item = &'a Frontend>, node: &NodeContext, cap: Capacity) {
+    /// A frontend whose address another Service (or another of its own frontends) wins in
+    /// `claims` is not laid out.
+    pub(crate) fn add<'a>(&mut self, group: &GroupKey, frontends: impl IntoIterator<Item = &'a Frontend>, node: &NodeContext, cap: Capacity, claims: &Claims) {
         let (node_ips, maglev) = (&node.node_ips, node.maglev);
         let bind_protected = |fe: &Frontend| fe.kind == FrontendKind::NodePort && node.nodeport_bind_protection;
         let mut c = Contribution::default();
         for fe in frontends {
             let subject = Subject::service(&fe.service);
+            if !claims.wins(group, fe) {
+                if let Some((rank, owner)) = claims.winner(&crate::claims::address(fe)) {
+                    let what = ["ClusterIP", "NodePort", "LoadBalancer IP", "externalIP"][usize::from(*rank)];
+                    let message = format!("{}:{}/{}: the {what} of Service {owner} has this address; not programmed", fe.ip, fe.port, fe.proto);
+                    c.warnings.push(Warning::new(subject, message));
+                }
+                continue;
+            }
             let head = SvcKey::new(fe.ip, fe.port, fe.proto.number(), abi::SCOPE_EXT, 0);
             if self.state.services.contains_key(&head) {
                 c.warnings.push(Warning::new(subject, format!("{}:{}/{}: another Service already uses this frontend; not programmed", fe.ip, fe.port, fe.proto)));

@@ -5,6 +5,7 @@
 pub use sluice_abi as abi;
 
 pub mod blocklist;
+pub mod claims;
 pub mod ids;
 pub mod incremental;
 mod layout;

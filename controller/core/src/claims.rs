@@ -1,0 +1,75 @@
+//! Which Service owns a frontend address that several Services ask for.
+//!
+//! Anyone who may edit a Service may set its `externalIPs`, and a load balancer controller sets
+//! its ingress IPs; either can name another Service's ClusterIP and port, or a node address and a
+//! port a NodePort uses (CVE-2020-8554). One of them must win, and the same one on every node,
+//! after every restart, whatever order the objects arrived in: so the owner is decided by a
+//! fixed precedence over everyone who asks, never by who came first.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use sluice_crds::Protocol;
+
+use crate::incremental::GroupKey;
+use crate::translate::{Frontend, FrontendKind};
+
+/// A frontend address as clients see it.
+pub type Address = (IpAddr, u16, Protocol);
+
+/// Lower wins: addresses the apiserver allocates (ClusterIPs, NodePorts) before the ones a load
+/// balancer controller sets, before the ones any Service author may write; then by Service.
+pub type Precedence = (u8, GroupKey);
+
+pub fn precedence(kind: FrontendKind, group: &GroupKey) -> Precedence {
+    let rank = match kind {
+        FrontendKind::ClusterIp => 0,
+        FrontendKind::NodePort => 1,
+        FrontendKind::LoadBalancer => 2,
+        FrontendKind::ExternalIp => 3,
+    };
+    (rank, group.clone())
+}
+
+pub fn address(fe: &Frontend) -> Address {
+    (fe.ip, fe.port, fe.proto)
+}
+
+/// Everyone asking for each address.
+#[derive(Debug, Clone, Default)]
+pub struct Claims {
+    by_address: BTreeMap<Address, BTreeSet<Precedence>>,
+}
+
+impl Claims {
+    pub fn winner(&self, address: &Address) -> Option<&Precedence> {
+        self.by_address.get(address).and_then(|claims| claims.first())
+    }
+
+    /// Whether `fe` of `group` is the one programmed at its address.
+    pub fn wins(&self, group: &GroupKey, fe: &Frontend) -> bool {
+        self.winner(&address(fe)) == Some(&precedence(fe.kind, group))
+    }
+
+    pub fn claim<'a>(&mut self, group: &GroupKey, frontends: impl IntoIterator<Item = &'a Frontend>) {
+        for fe in frontends {
+            self.by_address.entry(address(fe)).or_default().insert(precedence(fe.kind, group));
+        }
+    }
+
+    pub fn withdraw<'a>(&mut self, group: &GroupKey, frontends: impl IntoIterator<Item = &'a Frontend>) {
+        for fe in frontends {
+            let address = address(fe);
+            if let Some(claims) = self.by_address.get_mut(&address) {
+                claims.remove(&precedence(fe.kind, group));
+                if claims.is_empty() {
+                    self.by_address.remove(&address);
+                }
+            }
+        }
+    }
+
+    pub fn clear(&mut self) {
+        self.by_address.clear();
+    }
+}
