@@ -72,7 +72,7 @@ struct sluice_svc_key {
 };
 
 struct sluice_svc_value {
-	__u32 backend_id;       /* slots 1..n */
+	__u32 backend_id;       /* slots 1..n; slot 0: the affinity group (sluice_affinity_key) */
 	__u32 affinity_timeout; /* slot 0: seconds, when SVC_F_AFFINITY */
 	__u16 count;            /* slot 0: number of backend slots */
 	__u16 rev_nat_id;       /* slot 0 and slots: the frontend this entry belongs to */
@@ -104,17 +104,27 @@ struct sluice_revnat_value {
 };
 
 /*
- * sessionAffinity: ClientIP. The backend a client last got from a frontend (rev-NAT id and
- * scope), and when. Packet paths know the client by its source address; socket-LB by its
- * network namespace cookie (one per pod; the node's processes share one), stored in the first
- * eight bytes of `client` with `by_cookie` set, so the two kinds never collide.
+ * sessionAffinity: ClientIP. The backend a client last got from an affinity group, and when.
+ * As kube-proxy keeps one affinity list per Service port and endpoint set, a group is every
+ * frontend (ClusterIP, NodePort, externalIP, LoadBalancer IP) of one Service port and family
+ * that offers the same set: `group` is the rev-NAT id of that port's ClusterIP, `set` says which
+ * set (SLUICE_AFFINITY_LOCAL) and protocol (SLUICE_AFFINITY_UDP). A frontend's slot 0 carries
+ * its group in backend_id, as group | set << SLUICE_AFFINITY_SET_SHIFT (0 in a header written
+ * before groups: the frontend's own rev-NAT id and scope then stand for them). Packet paths
+ * know the client by its source address; socket-LB by its network namespace cookie (one per
+ * pod; the node's processes share one), stored in the first eight bytes of `client` with
+ * `by_cookie` set, so the two kinds never collide.
  */
 struct sluice_affinity_key {
 	struct sluice_addr client;
-	__u16 rev_nat_id;
-	__u8 scope;
+	__u16 group;
+	__u8 set;
 	__u8 by_cookie;
 };
+
+#define SLUICE_AFFINITY_LOCAL (1 << 0) /* the local endpoint set of a Local traffic policy */
+#define SLUICE_AFFINITY_UDP   (1 << 1) /* TCP and UDP ports of one number are two Service ports */
+#define SLUICE_AFFINITY_SET_SHIFT 16
 
 struct sluice_affinity_value {
 	__u64 last_used_ns; /* CLOCK_MONOTONIC */

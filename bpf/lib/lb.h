@@ -71,8 +71,9 @@ static __always_inline enum lb_result lb_slot(struct sluice_svc_key *key, __u16 
 /*
  * Picks a backend of the header's scope (key still holds that scope): at random, or, with
  * sessionAffinity ClientIP and a client given (its address, or for sockets its network
- * namespace cookie with by_cookie set), the one this client used last if that was within the
- * timeout and the backend is still there. The agent removes affinity entries of backends that
+ * namespace cookie with by_cookie set), the one this client last got from the frontend's
+ * affinity group (its Service port, see sluice_affinity_key) if that was within the timeout and
+ * the backend is still there. The agent removes affinity entries of backends that
  * leave a frontend, so "still there" is a lookup, not a scan of the slots. A frontend with
  * Maglev and a flow hash (tc, XDP) takes the backend the Maglev table names for the flow.
  *
@@ -103,8 +104,13 @@ static __always_inline enum lb_result lb_pick(struct sluice_svc_key *key, const 
 		aff = sc;
 	if (aff) {
 		aff->key.client = *client;
-		aff->key.rev_nat_id = svc->rev_nat_id;
-		aff->key.scope = key->scope;
+		if (svc->backend_id) {
+			aff->key.group = (__u16)svc->backend_id;
+			aff->key.set = (__u8)(svc->backend_id >> SLUICE_AFFINITY_SET_SHIFT);
+		} else {
+			aff->key.group = svc->rev_nat_id;
+			aff->key.set = key->scope;
+		}
 		aff->key.by_cookie = by_cookie;
 		now = bpf_ktime_get_ns();
 		last = bpf_map_lookup_elem(&SLUICE_MAP_AFFINITY, &aff->key);

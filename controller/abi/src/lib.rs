@@ -6,6 +6,17 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 pub const SCOPE_EXT: u8 = 0;
 pub const SCOPE_INT: u8 = 1;
+/// Affinity set bits (`sluice_affinity_key.set`): the local endpoint set of a Local policy,
+/// and UDP (TCP and UDP ports of one number are two Service ports).
+pub const AFFINITY_LOCAL: u8 = 1 << 0;
+pub const AFFINITY_UDP: u8 = 1 << 1;
+/// Where a header's backend_id keeps the set, above the group.
+pub const AFFINITY_SET_SHIFT: u32 = 16;
+
+/// A header's affinity group word (its slot 0 `backend_id`): group | set << AFFINITY_SET_SHIFT.
+pub fn affinity_group(group: u16, set: u8) -> u32 {
+    u32::from(group) | u32::from(set) << AFFINITY_SET_SHIFT
+}
 
 pub const SVC_F_CLUSTER_IP: u16 = 1 << 0;
 pub const SVC_F_NODE_PORT: u16 = 1 << 1;
@@ -596,8 +607,10 @@ impl Event {
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default, PartialOrd, Ord)]
 pub struct AffinityKey {
     pub client: Addr,
-    pub rev_nat_id: u16,
-    pub scope: u8,
+    /// The rev-NAT id of the Service port's ClusterIP (see the header).
+    pub group: u16,
+    /// `AFFINITY_LOCAL | AFFINITY_UDP` bits.
+    pub set: u8,
     pub by_cookie: u8,
 }
 
@@ -754,6 +767,9 @@ pub fn c_constants() -> Vec<(&'static str, u64)> {
     let mut v: Vec<(&'static str, u64)> = vec![
         ("SLUICE_SCOPE_EXT", SCOPE_EXT.into()),
         ("SLUICE_SCOPE_INT", SCOPE_INT.into()),
+        ("SLUICE_AFFINITY_LOCAL", AFFINITY_LOCAL.into()),
+        ("SLUICE_AFFINITY_UDP", AFFINITY_UDP.into()),
+        ("SLUICE_AFFINITY_SET_SHIFT", AFFINITY_SET_SHIFT.into()),
         ("SLUICE_SVC_F_CLUSTER_IP", SVC_F_CLUSTER_IP.into()),
         ("SLUICE_SVC_F_NODE_PORT", SVC_F_NODE_PORT.into()),
         ("SLUICE_SVC_F_EXTERNAL_IP", SVC_F_EXTERNAL_IP.into()),
@@ -993,8 +1009,8 @@ pub fn layouts() -> Vec<(&'static str, usize, Vec<(&'static str, usize)>)> {
             size_of::<AffinityKey>(),
             vec![
                 ("client", offset_of!(AffinityKey, client)),
-                ("rev_nat_id", offset_of!(AffinityKey, rev_nat_id)),
-                ("scope", offset_of!(AffinityKey, scope)),
+                ("group", offset_of!(AffinityKey, group)),
+                ("set", offset_of!(AffinityKey, set)),
                 ("by_cookie", offset_of!(AffinityKey, by_cookie)),
             ],
         ),

@@ -60,8 +60,10 @@ pub fn run(args: &DumpArgs) -> anyhow::Result<()> {
                 if k.by_cookie == 1 { format!("netns cookie {}", u64::from_ne_bytes(k.client.0[..8].try_into().expect("8 bytes"))) } else { ip(&k.client) };
             json!({
                 "client": client,
-                "rev_nat_id": k.rev_nat_id,
-                "scope": if k.scope == abi::SCOPE_INT { "internal" } else { "external" },
+                // The rev-NAT id of the Service port's ClusterIP, and which endpoint set.
+                "group": k.group,
+                "local": k.set & abi::AFFINITY_LOCAL != 0,
+                "udp": k.set & abi::AFFINITY_UDP != 0,
                 "backend_id": v.backend_id,
                 "last_used_monotonic_ns": v.last_used_ns,
             })

@@ -168,7 +168,10 @@ pub fn explain(state: &LbState, target: SocketAddr, proto: Protocol, from: Optio
     e.verdict = "translate";
     let affinity = v.affinity_timeout_seconds.map(|t| {
         let who = if from.is_some() { "a client address" } else { "a client (its network namespace: a pod, or the node's own processes)" };
-        format!("; sessionAffinity ClientIP: {who} stays on the backend it got first while it comes back within {t} s")
+        format!(
+            "; sessionAffinity ClientIP: {who} stays on the backend it got first from any frontend of this Service port (affinity group {}) while it comes back within {t} s",
+            v.affinity_group.as_deref().unwrap_or("of this frontend")
+        )
     });
     let remote = v.backends.iter().filter(|b| !b.flags.contains(&"local")).count();
     e.reason = match from {

@@ -234,6 +234,21 @@ impl Layout {
             };
             c.frontends.push(ident);
             let rev_nat_id = rev_nat_id as u16;
+            // The Service port's ClusterIP names the group (its own id when that frontend is
+            // not laid out); the external scope of a Local policy has the local set.
+            let affinity = |scope: u8| -> u32 {
+                if fe.flags & abi::SVC_F_AFFINITY == 0 {
+                    return 0;
+                }
+                let (ip, port) = fe.affinity_group;
+                let group = self.frontend_ids.space.get(&FrontendIdent { ip, port }).map_or(rev_nat_id, |id| id as u16);
+                let mut set = if fe.proto == sluice_crds::Protocol::UDP { abi::AFFINITY_UDP } else { 0 };
+                if scope == abi::SCOPE_EXT && fe.flags & (abi::SVC_F_EXT_LOCAL | abi::SVC_F_INT_LOCAL) != 0 {
+                    set |= abi::AFFINITY_LOCAL;
+                }
+                abi::affinity_group(group, set)
+            };
+            let affinity_words = [affinity(abi::SCOPE_EXT), affinity(abi::SCOPE_INT)];
             let id32 = u32::from(rev_nat_id);
             self.state.revnat.insert(id32, RevNatValue::new(fe.ip, fe.port));
             self.state.names.insert(id32, FrontendName::new(&fe.service.to_string()));
@@ -308,7 +323,8 @@ impl Layout {
                     abi::LB_ALG_RANDOM
                 };
                 let k = SvcKey::new(fe.ip, fe.port, fe.proto.number(), scope, 0);
-                self.state.services.insert(k, SvcValue { backend_id: 0, affinity_timeout: fe.affinity_timeout, count, rev_nat_id, flags, lb_alg, pad: 0 });
+                let backend_id = affinity_words[usize::from(scope == abi::SCOPE_INT)];
+                self.state.services.insert(k, SvcValue { backend_id, affinity_timeout: fe.affinity_timeout, count, rev_nat_id, flags, lb_alg, pad: 0 });
                 self.touched.services.insert(k);
                 c.services.push(k);
             }

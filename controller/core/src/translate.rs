@@ -138,6 +138,10 @@ pub struct Frontend {
     pub internal: Option<Vec<Target>>,
     /// loadBalancerSourceRanges (LoadBalancer frontends only).
     pub source_ranges: Vec<Cidr>,
+    /// The ClusterIP and port of this frontend's Service port and family: its rev-NAT id names
+    /// the session-affinity group every frontend of the port shares, as kube-proxy keeps one
+    /// affinity list per Service port.
+    pub affinity_group: (IpAddr, u16),
 }
 
 /// What the planner needs to know about the node it programs.
@@ -535,6 +539,7 @@ fn translate_service(name: &ObjectKey, svc: &Service, eps: &ServiceEndpoints, no
                     external: ext.0.clone(),
                     internal: int.filter(|i| i.0 != ext.0).map(|i| i.0.clone()),
                     source_ranges: ranges,
+                    affinity_group: (*family_ip, sp.port),
                 }
             };
             // A ClusterIP is only ever reached from inside the cluster: one scope, the internal policy's.

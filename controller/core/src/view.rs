@@ -29,6 +29,9 @@ pub struct FrontendView {
     pub rev_nat_id: u16,
     pub flags: Vec<&'static str>,
     pub affinity_timeout_seconds: Option<u32>,
+    /// The session-affinity group this scope shares with its Service port's other frontends:
+    /// the rev-NAT id of the port's ClusterIP, and `local` / `udp` when the set says so.
+    pub affinity_group: Option<String>,
     /// loadBalancerSourceRanges, as CIDRs.
     pub source_ranges: Vec<String>,
     pub backends: Vec<BackendView>,
@@ -88,6 +91,17 @@ pub fn frontends(state: &LbState) -> Vec<FrontendView> {
                 .chain((head.lb_alg == abi::LB_ALG_MAGLEV).then_some("maglev"))
                 .collect(),
             affinity_timeout_seconds: (head.flags & abi::SVC_F_AFFINITY != 0).then_some(head.affinity_timeout),
+            affinity_group: (head.flags & abi::SVC_F_AFFINITY != 0 && head.backend_id != 0).then(|| {
+                let set = (head.backend_id >> abi::AFFINITY_SET_SHIFT) as u8;
+                let mut group = (head.backend_id as u16).to_string();
+                for (bit, name) in [(abi::AFFINITY_LOCAL, "local"), (abi::AFFINITY_UDP, "udp")] {
+                    if set & bit != 0 {
+                        group.push(',');
+                        group.push_str(name);
+                    }
+                }
+                group
+            }),
             source_ranges: state
                 .src_ranges
                 .keys()
@@ -134,6 +148,9 @@ pub fn render_text(views: &[FrontendView]) -> String {
         );
         if let Some(t) = v.affinity_timeout_seconds {
             let _ = write!(s, " affinity={t}s");
+        }
+        if let Some(g) = &v.affinity_group {
+            let _ = write!(s, " affinity-group={g}");
         }
         if !v.source_ranges.is_empty() {
             let _ = write!(s, " source-ranges={}", v.source_ranges.join(","));

@@ -24,7 +24,7 @@ fn session_affinity_keeps_a_client_on_its_backend_across_flows() {
     let entries = fx.affinity();
     assert_eq!(entries.len(), 2, "{entries:?}");
     let (key, value) = *entries.iter().find(|(k, _)| k.client == Addr::from(CLIENT)).expect("the client's entry");
-    assert_eq!((key.by_cookie, key.scope), (0, abi::SCOPE_EXT));
+    assert_eq!((key.by_cookie, key.set), (0, 0), "an address; the cluster-wide set of a TCP port");
 
     // The backend it names is gone (the agent removes such entries; here the entry outlives its
     // backend): the next flow gets a live backend and the entry follows it.
@@ -44,6 +44,20 @@ fn session_affinity_keeps_a_client_on_its_backend_across_flows() {
 }
 
 #[test]
+fn a_client_keeps_its_backend_across_the_frontends_of_a_service_port() {
+    let Some(fx) = node("affinity-group").start() else { return };
+    // Through the NodePort first, then the externalIP of the same Service port: one backend,
+    // as kube-proxy keeps one affinity list per Service port.
+    let via_nodeport = fx.ingress(&tcp(CLIENT, 44000).to(NODE4, 30087).syn()).seen().flow.dst;
+    for port in 44001..44011 {
+        let via_external_ip = fx.ingress(&tcp(CLIENT, port).to(STICKY_EXTERNAL_IP, 80).syn()).seen().flow.dst;
+        assert_eq!(via_external_ip, via_nodeport, "flow from port {port} through the externalIP left the client's backend");
+    }
+    let entries = fx.affinity();
+    assert_eq!(entries.len(), 1, "one entry for the client and the Service port: {entries:?}");
+}
+
+#[test]
 fn the_agent_forgets_affinity_to_a_backend_that_left_the_frontend() {
     let Some(fx) = node("affinity-gc").start() else { return };
     let maps = BpfMaps::open(fx.pins()).unwrap();
@@ -54,7 +68,7 @@ fn the_agent_forgets_affinity_to_a_backend_that_left_the_frontend() {
     // A backend that exists, but belongs to another Service ("many").
     let stranger = state.backends.iter().find(|(_, b)| b.addr == Addr::from(Ipv4Addr::new(10, 244, 2, 10))).map(|(id, _)| *id).unwrap();
     let key =
-        |last: u8| abi::AffinityKey { client: Addr::from(Ipv4Addr::new(198, 51, 100, last)), rev_nat_id: head.rev_nat_id, scope: abi::SCOPE_EXT, by_cookie: 0 };
+        |last: u8| abi::AffinityKey { client: Addr::from(Ipv4Addr::new(198, 51, 100, last)), group: head.rev_nat_id, set: 0, by_cookie: 0 };
     let value = |backend_id| abi::AffinityValue { last_used_ns: monotonic_ns(), backend_id, pad: 0 };
     fx.set_affinity(key(1), value(member));
     fx.set_affinity(key(2), value(stranger));

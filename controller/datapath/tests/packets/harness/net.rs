@@ -37,6 +37,8 @@ pub const REMOTE_BE6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x244, 2, 0, 0, 0, 0, 2);
 pub const LB_REMOTE: Ipv4Addr = Ipv4Addr::new(172, 31, 1, 100);
 /// LoadBalancer `lb-local` (local backend).
 pub const LB_LOCAL: Ipv4Addr = Ipv4Addr::new(172, 31, 1, 101);
+/// The `sticky` Service's externalIP (sessionAffinity ClientIP, NodePort 30087).
+pub const STICKY_EXTERNAL_IP: Ipv4Addr = Ipv4Addr::new(172, 31, 1, 87);
 /// LoadBalancer `etp-local` (externalTrafficPolicy Local, its backend on node-b).
 pub const LB_ETP_LOCAL: Ipv4Addr = Ipv4Addr::new(172, 31, 1, 110);
 pub const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 20);
