@@ -119,14 +119,14 @@ mod tests {
     #[test]
     fn answers_like_kube_proxy() {
         let mut hc = HealthCheck { port: 32000, service: ObjectKey { namespace: "ns".into(), name: "lb".into() }, local_endpoints: 2 };
-        let ok = response(&hc, true).render();
-        assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
-        assert!(ok.contains("\r\nX-Load-Balancing-Endpoint-Weight: 2\r\n"), "{ok}");
-        assert!(ok.ends_with(r#"{"localEndpoints":2,"service":{"name":"lb","namespace":"ns"},"serviceProxyHealthy":true}"#), "{ok}");
-        let unhealthy = response(&hc, false).render();
-        assert!(unhealthy.starts_with("HTTP/1.1 503 Service Unavailable\r\n"), "{unhealthy}");
-        assert!(unhealthy.contains(r#""serviceProxyHealthy":false"#), "{unhealthy}");
+        let ok = response(&hc, true);
+        assert_eq!(ok.status, "200 OK");
+        assert_eq!(ok.header("X-Load-Balancing-Endpoint-Weight"), Some("2"));
+        assert_eq!(ok.body, r#"{"localEndpoints":2,"service":{"name":"lb","namespace":"ns"},"serviceProxyHealthy":true}"#);
+        let unhealthy = response(&hc, false);
+        assert_eq!(unhealthy.status, "503 Service Unavailable");
+        assert!(unhealthy.body.contains(r#""serviceProxyHealthy":false"#), "{}", unhealthy.body);
         hc.local_endpoints = 0;
-        assert!(response(&hc, true).render().starts_with("HTTP/1.1 503 Service Unavailable\r\n"));
+        assert_eq!(response(&hc, true).status, "503 Service Unavailable");
     }
 }
