@@ -97,3 +97,47 @@ fn with_room_for_everything_nothing_is_refused() {
     assert!(p.warnings.is_empty(), "{:?}", p.warnings);
     assert_eq!(p.desired.src_ranges.len(), 7);
 }
+
+/// Services in kube-system and elsewhere, more than the services map holds.
+fn crowd() -> String {
+    let mut yaml = String::new();
+    for (i, ns) in ["kube-system", "apps", "kube-system", "batch", "apps", "zz"].iter().enumerate() {
+        yaml.push_str(&format!(
+            "---\napiVersion: v1\nkind: Service\nmetadata: {{name: s{i}, namespace: {ns}}}\nspec: {{clusterIP: 10.96.1.{i}, ports: [{{port: 80}}]}}\n\
+             ---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: s{i}-1, namespace: {ns}, labels: {{kubernetes.io/service-name: s{i}}}}}\n\
+             addressType: IPv4\nports: [{{port: 80}}]\nendpoints: [{{addresses: [10.244.1.{i}]}}]\n"
+        ));
+    }
+    yaml
+}
+
+fn programmed(state: &sluice_core::LbState) -> Vec<String> {
+    let mut names: Vec<String> = sluice_core::view::frontends(state).into_iter().map(|f| f.service).collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn when_the_maps_are_full_the_same_services_lose_whatever_arrived_first_and_kube_system_is_kept() {
+    use sluice_core::incremental::{Changed, Listed};
+    use sluice_core::{ObjectKey, Planner};
+    let (services, slices, _) = manifest::parse_str(&crowd());
+    // Room for three frontends with one backend each (a header and a slot).
+    let capacity = Capacity { services: 6, ..Capacity::default() };
+    let full = plan(&services, &slices, &node(), &Ids::default(), capacity);
+    let want = programmed(&full.desired);
+    assert_eq!(want, ["apps/s1", "kube-system/s0", "kube-system/s2"], "kube-system first, then by namespace and name");
+    // The same Services arrive one at a time in other orders, incrementally.
+    for order in [[5, 4, 3, 2, 1, 0], [3, 5, 1, 4, 0, 2], [0, 1, 2, 3, 4, 5]] {
+        let mut planner = Planner::new(Ids::default());
+        let mut seen = Vec::new();
+        for (step, i) in order.iter().enumerate() {
+            seen.push(*i);
+            let now_services: Vec<_> = seen.iter().map(|i| services[*i].clone()).collect();
+            let now_slices: Vec<_> = seen.iter().map(|i| slices[*i].clone()).collect();
+            let changed = if step == 0 { Changed::All } else { Changed::Groups([ObjectKey::of(&services[*i].metadata)].into()) };
+            planner.plan(changed, &Listed::new(&now_services, &now_slices), &node(), capacity);
+        }
+        assert_eq!(programmed(planner.desired()), want, "arrival order {order:?}");
+    }
+}
