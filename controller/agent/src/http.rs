@@ -32,6 +32,7 @@ impl Response {
         self
     }
 
+    #[cfg(test)]
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
