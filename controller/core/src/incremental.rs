@@ -17,7 +17,7 @@ use crate::layout::Layout;
 use crate::state::Touched;
 use crate::state::LbState;
 use crate::names::ObjectKey;
-use crate::translate::{self, HealthCheck, LABEL_SERVICE_NAME, NodeContext, Translation, Warning, WarningReason};
+use crate::translate::{self, HealthCheck, LABEL_SERVICE_NAME, NodeContext, Translation, Warning};
 use crate::{Capacity, Ids};
 
 /// A Service, or the Service an EndpointSlice names in its label (slices without the label group
@@ -74,8 +74,6 @@ pub struct Planner {
     parts: BTreeMap<GroupKey, Translation>,
     /// Who asks for each frontend address, over every part.
     claims: Claims,
-    /// The last plan refused something for want of room (see `plan`).
-    over_capacity: bool,
     node: Option<NodeContext>,
     layout: Option<Layout>,
     /// The ids a full plan starts from when there is no layout yet (restored from the maps).
@@ -84,7 +82,7 @@ pub struct Planner {
 
 impl Planner {
     pub fn new(previous: Ids) -> Planner {
-        Planner { parts: BTreeMap::new(), claims: Claims::default(), over_capacity: false, node: None, layout: None, previous }
+        Planner { parts: BTreeMap::new(), claims: Claims::default(), node: None, layout: None, previous }
     }
 
     /// Forgets the layout: the next plan lays out everything again from `previous` (the ids the
@@ -160,15 +158,18 @@ impl Planner {
         }
         self.node = Some(node.clone());
 
-        // Near a map's capacity, who gets in depends on the order Services are laid out in, so
-        // there every plan is a full one, in one fixed order: the same Services lose on every
-        // node and after every restart, whatever arrived when.
-        let touched = if full || self.over_capacity {
-            self.lay_out_all(node, capacity);
+        let touched = if full {
+            let previous = self.layout.as_ref().map_or_else(|| self.previous.clone(), Layout::ids);
+            let blocklist = self.layout.take().map(|l| l.state.blocklist).unwrap_or_default();
+            let mut layout = Layout::new(&previous);
+            layout.state.blocklist = blocklist;
+            for (group, part) in &self.parts {
+                layout.add(group, &part.frontends, node, capacity, &self.claims);
+            }
+            layout.finish();
+            self.layout = Some(layout);
             None
         } else {
-            // A redo starts from the ids before this plan: one released here is still in the maps.
-            let ids_before = self.layout.as_ref().map(Layout::ids);
             let layout = self.layout.as_mut().expect("an incremental plan has a layout");
             layout.begin();
             // Every group out before any goes back in: an address that changes hands is free
@@ -182,18 +183,8 @@ impl Planner {
                 }
             }
             layout.finish();
-            let touched = std::mem::take(&mut layout.touched);
-            if layout.warnings().any(|w| w.reason == WarningReason::MapFull) {
-                let mut restart = Layout::new(&ids_before.expect("an incremental plan has a layout"));
-                restart.state.blocklist = std::mem::take(&mut layout.state.blocklist);
-                self.layout = Some(restart);
-                self.lay_out_all(node, capacity);
-                None
-            } else {
-                Some(touched)
-            }
+            Some(std::mem::take(&mut layout.touched))
         };
-        self.over_capacity = self.layout.as_ref().is_some_and(|l| l.warnings().any(|w| w.reason == WarningReason::MapFull));
 
         let layout = self.layout.as_ref().expect("laid out");
         let mut warnings: Vec<Warning> = self.parts.values().flat_map(|t| t.warnings.iter()).chain(layout.warnings()).cloned().collect();
@@ -205,22 +196,6 @@ impl Planner {
             warnings,
             touched,
         }
-    }
-
-    /// Lays out every part again, from the ids in use, in priority order: kube-system's
-    /// Services first (DNS, the apiserver), then by namespace and name.
-    fn lay_out_all(&mut self, node: &NodeContext, capacity: Capacity) {
-        let previous = self.layout.as_ref().map_or_else(|| self.previous.clone(), Layout::ids);
-        let blocklist = self.layout.take().map(|l| l.state.blocklist).unwrap_or_default();
-        let mut layout = Layout::new(&previous);
-        layout.state.blocklist = blocklist;
-        let mut order: Vec<&GroupKey> = self.parts.keys().collect();
-        order.sort_by_key(|g| (g.namespace != "kube-system", *g));
-        for group in order {
-            layout.add(group, &self.parts[group].frontends, node, capacity, &self.claims);
-        }
-        layout.finish();
-        self.layout = Some(layout);
     }
 
     /// Consumes the planner for its state (a one-shot full plan).
