@@ -21,14 +21,22 @@ pub type Address = (IpAddr, u16, Protocol);
 /// balancer controller sets, before the ones any Service author may write; then by Service.
 pub type Precedence = (u8, GroupKey);
 
+/// Frontend kinds by precedence, with how a warning names them.
+const RANKED: [(FrontendKind, &str); 4] = [
+    (FrontendKind::ClusterIp, "ClusterIP"),
+    (FrontendKind::NodePort, "NodePort"),
+    (FrontendKind::LoadBalancer, "LoadBalancer IP"),
+    (FrontendKind::ExternalIp, "externalIP"),
+];
+
 pub fn precedence(kind: FrontendKind, group: &GroupKey) -> Precedence {
-    let rank = match kind {
-        FrontendKind::ClusterIp => 0,
-        FrontendKind::NodePort => 1,
-        FrontendKind::LoadBalancer => 2,
-        FrontendKind::ExternalIp => 3,
-    };
-    (rank, group.clone())
+    let rank = RANKED.iter().position(|(k, _)| *k == kind).expect("every kind is ranked");
+    (rank as u8, group.clone())
+}
+
+/// What owns an address, for the warning its loser gets: "the ClusterIP of Service ns/name".
+pub fn describe(owner: &Precedence) -> String {
+    format!("the {} of Service {}", RANKED[usize::from(owner.0)].1, owner.1)
 }
 
 pub fn address(fe: &Frontend) -> Address {

@@ -177,9 +177,8 @@ impl Layout {
         for fe in frontends {
             let subject = Subject::service(&fe.service);
             if !claims.wins(group, fe) {
-                if let Some((rank, owner)) = claims.winner(&crate::claims::address(fe)) {
-                    let what = ["ClusterIP", "NodePort", "LoadBalancer IP", "externalIP"][usize::from(*rank)];
-                    let message = format!("{}:{}/{}: the {what} of Service {owner} has this address; not programmed", fe.ip, fe.port, fe.proto);
+                if let Some(owner) = claims.winner(&crate::claims::address(fe)) {
+                    let message = format!("{}:{}/{}: {} has this address; not programmed", fe.ip, fe.port, fe.proto, crate::claims::describe(owner));
                     c.warnings.push(Warning::new(subject, message));
                 }
                 continue;

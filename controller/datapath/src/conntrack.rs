@@ -38,25 +38,33 @@ pub fn forget_udp_backends(root: &Path, gone: &[(Addr, u16)]) -> Result<usize, M
 /// ids; every one when None) are looked at, and the map is read only if one of them has affinity
 /// at all. Returns how many entries were removed.
 pub fn forget_stale_affinity(root: &Path, desired: &LbState, frontends: Option<&BTreeSet<u32>>) -> Result<usize, MapError> {
-    let sticky_heads = || desired.services.iter().filter(|(k, v)| k.slot == 0 && v.flags & abi::SVC_F_AFFINITY != 0);
-    // Only the groups of the frontends a plan touched (a few per change), or every one.
-    let groups: BTreeSet<(u16, u8)> = sticky_heads()
-        .filter(|(_, v)| frontends.is_none_or(|ids| ids.contains(&u32::from(v.rev_nat_id))))
-        .map(|(k, v)| affinity_group(k, v))
-        .collect();
+    // The sticky headers to look at: those of the frontends a plan touched (a few per change,
+    // found through their rev-NAT entries rather than a walk of every Service), or all of them.
+    // A Service's frontends are laid out together, so a touched group has all its frontends here.
+    let heads: Vec<(&SvcKey, &SvcValue)> = match frontends {
+        Some(ids) => ids
+            .iter()
+            .filter_map(|id| desired.revnat.get(id).map(|fe| (*id, *fe)))
+            .flat_map(|(id, fe)| {
+                let lo = SvcKey { addr: fe.addr, port_be: fe.port_be, proto: 0, scope: 0, slot: 0, pad: 0 };
+                let hi = SvcKey { addr: fe.addr, port_be: fe.port_be, proto: u8::MAX, scope: u8::MAX, slot: 0, pad: u16::MAX };
+                desired.services.range(lo..=hi).filter(move |(k, v)| k.slot == 0 && u32::from(v.rev_nat_id) == id)
+            })
+            .filter(|(_, v)| v.flags & abi::SVC_F_AFFINITY != 0)
+            .collect(),
+        None => desired.services.iter().filter(|(k, v)| k.slot == 0 && v.flags & abi::SVC_F_AFFINITY != 0).collect(),
+    };
+    let groups: BTreeSet<(u16, u8)> = heads.iter().map(|(k, v)| affinity_group(k, v)).collect();
     // Groups that lost affinity altogether leave entries nobody reads; the LRU ages them out.
     if groups.is_empty() {
         return Ok(0);
     }
     // (group, set, backend id) of every slot of every scope in those groups.
     let mut members = BTreeSet::new();
-    for (k, v) in sticky_heads() {
+    for (k, v) in &heads {
         let (group, set) = affinity_group(k, v);
-        if !groups.contains(&(group, set)) {
-            continue;
-        }
         for slot in 1..=v.count {
-            if let Some(entry) = desired.services.get(&SvcKey { slot, ..*k }) {
+            if let Some(entry) = desired.services.get(&SvcKey { slot, ..**k }) {
                 members.insert((group, set, entry.backend_id));
             }
         }
