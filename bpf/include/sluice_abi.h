@@ -247,6 +247,25 @@ struct sluice_ct_value {
  * timeout ends one. TCP flows end with their FIN or RST (SLUICE_CT_F_CLOSED), or the LRU. */
 #define SLUICE_CT_UDP_TIMEOUT_EPOCHS 2
 
+/*
+ * IPv4 fragments of a translated datagram: only the first carries the L4 header, so its ports
+ * are kept under what every fragment carries (addresses, IP id, protocol, as they arrived)
+ * for the later ones to be translated alike. LRU: a datagram's fragments arrive within
+ * moments, and an entry lives on harmlessly until evicted.
+ */
+struct sluice_frag4_key {
+	__be32 saddr;
+	__be32 daddr;
+	__be16 id;
+	__u8 proto;
+	__u8 pad;
+};
+
+struct sluice_frag_ports {
+	__be16 sport;
+	__be16 dport;
+};
+
 /* SNAT source ports: Linux's default ephemeral range (ip_local_port_range), which the node's
  * own sockets share; SNAT skips a port a node socket holds instead of reserving the range. */
 #define SLUICE_SNAT_PORT_MIN 32768
@@ -344,6 +363,10 @@ enum sluice_counter {
 	SLUICE_CNT_XDP_LOST_OTHER,    /* another driver exception (XDP_ABORTED, an unknown verdict) */
 	SLUICE_CNT_XDP_FLOW_ANSWERED, /* a flow XDP created to a remote backend got its first reply */
 	SLUICE_CNT_XDP_SYN_UNANSWERED,/* xdp: a client sent its SYN again on such a flow, unanswered */
+	/* tc ingress: a later IPv4 fragment whose first fragment was not translated (it arrived
+	 * before it, was evicted, or is no Service's): to a LoadBalancer/ExternalIP address, dropped; */
+	SLUICE_CNT_NP_DROP_FRAG_UNKNOWN,
+	SLUICE_CNT_NP_FRAG_UNTRACKED, /* to any other address, passed on untouched */
 	SLUICE_CNT_MAX,
 };
 
@@ -425,6 +448,7 @@ struct sluice_problem {
 #define SLUICE_MAP_AGENT_STATUS sluice_agent_status_v1
 #define SLUICE_MAP_PROBLEMS     sluice_problems_v1
 #define SLUICE_MAP_XDP_DEVICES  sluice_xdp_devices_v1
+#define SLUICE_MAP_FRAG4        sluice_frag4_v1
 
 #define SLUICE_SERVICES_MAX    65536
 #define SLUICE_BACKENDS_MAX    65536
@@ -439,6 +463,7 @@ struct sluice_problem {
 #define SLUICE_AFFINITY_MAX    65536
 #define SLUICE_MAGLEV_MAX      16384
 #define SLUICE_XDP_DEVICES_MAX 256
+#define SLUICE_FRAG4_MAX       8192
 
 #ifndef __cplusplus
 _Static_assert(sizeof(struct sluice_addr) == 16, "sluice_addr");
@@ -468,6 +493,8 @@ _Static_assert(sizeof(struct sluice_maglev_key) == 4, "sluice_maglev_key");
 _Static_assert(sizeof(struct sluice_maglev_table) == 4084, "sluice_maglev_table");
 _Static_assert(sizeof(struct sluice_problem) == 384, "sluice_problem");
 _Static_assert(sizeof(struct sluice_xdp_device) == 128, "sluice_xdp_device");
+_Static_assert(sizeof(struct sluice_frag4_key) == 12, "sluice_frag4_key");
+_Static_assert(sizeof(struct sluice_frag_ports) == 4, "sluice_frag_ports");
 #endif
 
 #endif /* SLUICE_ABI_H */

@@ -142,6 +142,13 @@ struct {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 } SLUICE_MAP_MAGLEV SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct sluice_frag4_key);
+	__type(value, struct sluice_frag_ports);
+	__uint(max_entries, SLUICE_FRAG4_MAX);
+} SLUICE_MAP_FRAG4 SEC(".maps");
+
 /* Per-CPU room for the keys and values of backend selection beyond "random" (affinity,
  * Maglev): tc and XDP have no stack left for them. */
 struct sluice_lb_scratch {

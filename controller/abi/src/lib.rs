@@ -83,8 +83,9 @@ pub const MAP_MAGLEV: &str = "sluice_maglev_v1";
 pub const MAP_AGENT_STATUS: &str = "sluice_agent_status_v1";
 pub const MAP_PROBLEMS: &str = "sluice_problems_v1";
 pub const MAP_XDP_DEVICES: &str = "sluice_xdp_devices_v1";
+pub const MAP_FRAG4: &str = "sluice_frag4_v1";
 /// Every map the agent pins; the CLI opens them by these names.
-pub const ALL_MAPS: [&str; 21] = [
+pub const ALL_MAPS: [&str; 22] = [
     MAP_SERVICES,
     MAP_BACKENDS,
     MAP_REVNAT,
@@ -106,6 +107,7 @@ pub const ALL_MAPS: [&str; 21] = [
     MAP_AGENT_STATUS,
     MAP_PROBLEMS,
     MAP_XDP_DEVICES,
+    MAP_FRAG4,
 ];
 
 pub const SERVICES_MAX: u32 = 65536;
@@ -121,6 +123,7 @@ pub const PROBLEMS_MAX: u32 = 4096;
 pub const AFFINITY_MAX: u32 = 65536;
 pub const MAGLEV_MAX: u32 = 16384;
 pub const XDP_DEVICES_MAX: u32 = 256;
+pub const FRAG4_MAX: u32 = 8192;
 /// Entries of one Maglev table (a prime).
 pub const MAGLEV_M: usize = 1021;
 /// Destination ports one blocklist entry can be limited to.
@@ -157,10 +160,12 @@ pub enum Counter {
     XdpLostOther,
     XdpFlowAnswered,
     XdpSynUnanswered,
+    NpDropFragUnknown,
+    NpFragUntracked,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 27] = [
+    pub const ALL: [Counter; 29] = [
         Counter::SockXlate,
         Counter::SockNoBackend,
         Counter::SockMissingSlot,
@@ -188,6 +193,8 @@ impl Counter {
         Counter::XdpLostOther,
         Counter::XdpFlowAnswered,
         Counter::XdpSynUnanswered,
+        Counter::NpDropFragUnknown,
+        Counter::NpFragUntracked,
     ];
 
     pub fn name(self) -> &'static str {
@@ -219,6 +226,8 @@ impl Counter {
             Counter::XdpLostOther => "xdp_lost_other",
             Counter::XdpFlowAnswered => "xdp_flow_answered",
             Counter::XdpSynUnanswered => "xdp_syn_unanswered",
+            Counter::NpDropFragUnknown => "nodeport_drop_fragment_unknown",
+            Counter::NpFragUntracked => "nodeport_fragment_untracked",
         }
     }
 
@@ -252,6 +261,8 @@ impl Counter {
             Counter::XdpLostOther => "SLUICE_CNT_XDP_LOST_OTHER",
             Counter::XdpFlowAnswered => "SLUICE_CNT_XDP_FLOW_ANSWERED",
             Counter::XdpSynUnanswered => "SLUICE_CNT_XDP_SYN_UNANSWERED",
+            Counter::NpDropFragUnknown => "SLUICE_CNT_NP_DROP_FRAG_UNKNOWN",
+            Counter::NpFragUntracked => "SLUICE_CNT_NP_FRAG_UNTRACKED",
         }
     }
 
@@ -272,6 +283,7 @@ impl Counter {
                 | Counter::XdpLostTx
                 | Counter::XdpLostRedirect
                 | Counter::XdpLostOther
+                | Counter::NpDropFragUnknown
         )
     }
 }
@@ -509,6 +521,26 @@ pub struct CtValue {
     pub flags: u8,
     /// Last packet of a UDP flow, in epochs of `1 << CT_EPOCH_SHIFT` ns; 0: written before epochs, fresh.
     pub epoch: u8,
+}
+
+/// `struct sluice_frag4_key`: an IPv4 datagram whose fragments are being translated, by what
+/// each of its fragments carries (as they arrived); all fields in network byte order.
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
+pub struct Frag4Key {
+    pub saddr_be: u32,
+    pub daddr_be: u32,
+    pub id_be: u16,
+    pub proto: u8,
+    pub pad: u8,
+}
+
+/// `struct sluice_frag_ports`: the ports its first fragment carried, network byte order.
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
+pub struct FragPorts {
+    pub sport_be: u16,
+    pub dport_be: u16,
 }
 
 /// `struct sluice_block_key` (LPM trie key over the source address).
@@ -824,6 +856,7 @@ pub fn c_constants() -> Vec<(&'static str, u64)> {
         ("SLUICE_AFFINITY_MAX", AFFINITY_MAX.into()),
         ("SLUICE_MAGLEV_MAX", MAGLEV_MAX.into()),
         ("SLUICE_XDP_DEVICES_MAX", XDP_DEVICES_MAX.into()),
+        ("SLUICE_FRAG4_MAX", FRAG4_MAX.into()),
     ];
     v.extend(Counter::ALL.iter().map(|c| (c.c_name(), *c as u64)));
     v.push(("SLUICE_CNT_MAX", Counter::ALL.len() as u64));
@@ -855,6 +888,7 @@ pub fn c_map_names() -> Vec<(&'static str, &'static str)> {
         ("SLUICE_MAP_AGENT_STATUS", MAP_AGENT_STATUS),
         ("SLUICE_MAP_PROBLEMS", MAP_PROBLEMS),
         ("SLUICE_MAP_XDP_DEVICES", MAP_XDP_DEVICES),
+        ("SLUICE_MAP_FRAG4", MAP_FRAG4),
     ]
 }
 
@@ -1062,6 +1096,18 @@ pub fn layouts() -> Vec<(&'static str, usize, Vec<(&'static str, usize)>)> {
                 ("reason", offset_of!(XdpDevice, reason)),
             ],
         ),
+        (
+            "sluice_frag4_key",
+            size_of::<Frag4Key>(),
+            vec![
+                ("saddr", offset_of!(Frag4Key, saddr_be)),
+                ("daddr", offset_of!(Frag4Key, daddr_be)),
+                ("id", offset_of!(Frag4Key, id_be)),
+                ("proto", offset_of!(Frag4Key, proto)),
+                ("pad", offset_of!(Frag4Key, pad)),
+            ],
+        ),
+        ("sluice_frag_ports", size_of::<FragPorts>(), vec![("sport", offset_of!(FragPorts, sport_be)), ("dport", offset_of!(FragPorts, dport_be))]),
     ]
 }
 
@@ -1070,6 +1116,8 @@ mod pod {
     // SAFETY: every type is repr(C), Copy, made of integers with explicit padding fields, so
     // any byte pattern is a valid value and no uninitialised padding is read.
     unsafe impl aya::Pod for super::Addr {}
+    unsafe impl aya::Pod for super::Frag4Key {}
+    unsafe impl aya::Pod for super::FragPorts {}
     unsafe impl aya::Pod for super::SvcKey {}
     unsafe impl aya::Pod for super::SvcValue {}
     unsafe impl aya::Pod for super::Backend {}
@@ -1155,6 +1203,8 @@ mod tests {
                 ("sluice_config", 40),
                 ("sluice_block_port", 4),
                 ("sluice_xdp_device", 128),
+                ("sluice_frag4_key", 12),
+                ("sluice_frag_ports", 4),
             ]
         );
     }
