@@ -5,7 +5,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::net::*;
-use super::packet::{Flow, csum_add, csum_fold, pseudo_header};
+use super::packet::{Flow, csum_add, csum_fold, ipv4_header, pseudo_header};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Seen {
@@ -84,6 +84,61 @@ pub fn parse(pkt: &[u8]) -> Seen {
     }
 }
 
+/// One IPv4 fragment as it came out, its header checksum checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fragment {
+    pub dst_mac: [u8; 6],
+    pub src_mac: [u8; 6],
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    pub proto: u8,
+    pub id: u16,
+    /// In bytes of the datagram's L4 segment.
+    pub offset: usize,
+    pub more: bool,
+    pub data: Vec<u8>,
+}
+
+pub fn parse_fragment(pkt: &[u8]) -> Fragment {
+    let ip = &pkt[14..];
+    let (src, dst, proto, hl) = parse_ip(ip, "fragment");
+    assert_eq!(usize::from(u16::from_be_bytes([ip[2], ip[3]])), ip.len(), "IP length field vs frame");
+    let frag = u16::from_be_bytes([ip[6], ip[7]]);
+    Fragment {
+        dst_mac: pkt[0..6].try_into().unwrap(),
+        src_mac: pkt[6..12].try_into().unwrap(),
+        src: v4(src),
+        dst: v4(dst),
+        proto,
+        id: u16::from_be_bytes([ip[4], ip[5]]),
+        offset: usize::from(frag & 0x1fff) * 8,
+        more: frag & 0x2000 != 0,
+        data: ip[hl..].to_vec(),
+    }
+}
+
+/// The datagram that these fragments (in any order) make, as a receiver would reassemble it:
+/// every fragment must carry the same addresses, protocol and id, and they must cover the
+/// datagram once; the whole is then checked as `parse` checks a packet (L4 checksum included).
+pub fn reassemble(frames: &[Vec<u8>]) -> Seen {
+    let mut frags: Vec<Fragment> = frames.iter().map(|f| parse_fragment(f)).collect();
+    frags.sort_by_key(|f| f.offset);
+    let first = &frags[0];
+    let mut l4: Vec<u8> = Vec::new();
+    for f in &frags {
+        assert_eq!((f.src, f.dst, f.proto, f.id), (first.src, first.dst, first.proto, first.id), "fragments of one datagram disagree: {f:?}");
+        assert_eq!(f.offset, l4.len(), "a gap or overlap before offset {}", f.offset);
+        assert_eq!(f.more, f.offset != frags.last().unwrap().offset, "MF set on all but the last fragment");
+        l4.extend(&f.data);
+    }
+    let mut whole = frames[0][..14].to_vec();
+    whole[..6].copy_from_slice(&first.dst_mac);
+    whole[6..12].copy_from_slice(&first.src_mac);
+    whole.extend(ipv4_header(first.src, first.dst, first.proto, l4.len()));
+    whole.extend(l4);
+    parse(&whole)
+}
+
 /// Parses an ICMPv4 error frame, checking the outer IP, ICMP and inner IP checksums.
 pub fn parse_icmp4_error(pkt: &[u8]) -> SeenError<Ipv4Addr> {
     let ip = &pkt[14..];
@@ -136,6 +191,14 @@ fn the_packet_checker_rejects_wrong_checksums() {
     let n = bad.len();
     bad[n - 1] ^= 1;
     assert!(std::panic::catch_unwind(|| parse(&bad)).is_err(), "a corrupted UDP/IPv6 payload passed");
+    let datagram = udp(CLIENT, 1).to(NODE4, 2).packet().payload(&[7; 40]).fragments(9, &[16, 32]);
+    assert_eq!(reassemble(&[datagram[2].clone(), datagram[0].clone(), datagram[1].clone()]).payload, [7; 40], "in any order");
+    for (what, frag, at) in [("payload", 2, 14 + 20 + 3), ("IPv4 header", 1, 14 + 10)] {
+        let mut bad = datagram.clone();
+        bad[frag][at] ^= 0x40;
+        assert!(std::panic::catch_unwind(|| reassemble(&bad)).is_err(), "a corrupted {what} of a fragment passed");
+    }
+    assert!(std::panic::catch_unwind(|| reassemble(&datagram[..2])).is_err(), "a datagram without its last fragment passed");
     let quoted = &good[14..];
     let err = icmp(REMOTE_BE, NODE4).message(3, 4, [0; 4]).quoting(quoted);
     parse_icmp4_error(&err);
