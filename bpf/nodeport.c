@@ -2,6 +2,7 @@
 /* tc (tcx) programs on the node's external devices: NodePort, ExternalIP, LoadBalancer. */
 #define SLUICE_CTX_TC
 #include "lib/nodeport.h"
+#include "lib/frag.h"
 #include "lib/icmp.h"
 #include "lib/reject.h"
 
@@ -36,8 +37,16 @@ static __always_inline int tc_nodeport(struct __sk_buff *skb, int egress)
 	enum ns_action act;
 
 	pull_headers(skb);
-	if (parse(ctx_data(skb), ctx_data_end(skb), &p) != PARSE_OK)
+	switch (parse_frag(ctx_data(skb), ctx_data_end(skb), &p)) {
+	case PARSE_OK:
+		break;
+	case PARSE_FRAGMENT:
+		/* Egress sees a local backend's reply fragments in the order the backend sent them,
+		 * so an unknown one there is not a Service's (or outlived its entry). */
+		return egress ? TC_ACT_UNSPEC : tc_verdict(skb, frag_untracked(&p), 0);
+	default:
 		return TC_ACT_UNSPEC;
+	}
 	if (p.proto == (p.v6 ? IPPROTO_ICMPV6 : IPPROTO_ICMP))
 		return tc_verdict(skb, tc_icmp_error(skb, &p, egress), p.v6);
 	if (p.proto != IPPROTO_TCP && p.proto != IPPROTO_UDP)
@@ -45,6 +54,8 @@ static __always_inline int tc_nodeport(struct __sk_buff *skb, int egress)
 	act = ns_reverse(skb, &p, egress, 0);
 	if (act == NS_PASS && !egress)
 		act = ns_forward(skb, &p, 0);
+	if (act == NS_TO_STACK || act == NS_REDIRECT)
+		frag_translated(&p);
 	return tc_verdict(skb, act, p.v6);
 }
 

@@ -7,6 +7,7 @@
  */
 #define SLUICE_CTX_XDP
 #include "lib/nodeport.h"
+#include "lib/frag.h"
 
 /*
  * SourceBlocklist, the first decision on every frame: any IP packet from a listed source is
@@ -108,7 +109,8 @@ int sluice_xdp(ctx_t *ctx)
 
 	if (blocklisted(ctx_data(ctx), ctx_data_end(ctx)))
 		return XDP_DROP;
-	if (parse(ctx_data(ctx), ctx_data_end(ctx), &p) != PARSE_OK)
+	/* A later fragment whose ports are not known is tc's to judge (frag_untracked). */
+	if (parse_frag(ctx_data(ctx), ctx_data_end(ctx), &p) != PARSE_OK)
 		return XDP_PASS;
 	if (p.proto != IPPROTO_TCP && p.proto != IPPROTO_UDP)
 		return XDP_PASS;
@@ -124,6 +126,7 @@ int sluice_xdp(ctx_t *ctx)
 	if (accel) {
 		switch (ns_reverse(ctx, &p, 0, &fib)) {
 		case NS_REDIRECT:
+			frag_translated(&p);
 			return xdp_send(ctx, &fib);
 		case NS_DROP:
 			return XDP_DROP;
@@ -161,6 +164,7 @@ int sluice_xdp(ctx_t *ctx)
 		return XDP_PASS;
 	switch (ns_forward(ctx, &p, &fib)) {
 	case NS_REDIRECT:
+		frag_translated(&p);
 		return xdp_send(ctx, &fib);
 	case NS_DROP:
 		return XDP_DROP;

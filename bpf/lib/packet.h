@@ -32,6 +32,10 @@ struct icmphdr {
 #define ICMP6_TIME_EXCEEDED 3
 #define ICMP6_CSUM_OFF 2
 
+/* IPv4 frag_off bits (the kernel's net/ip.h is not a UAPI header). */
+#define IP_MF 0x2000
+#define IP_OFFSET 0x1fff
+
 #define L3_OFF ETH_HLEN
 #define L4_OFF_V4 (ETH_HLEN + sizeof(struct iphdr))
 #define L4_OFF_V6 (ETH_HLEN + sizeof(struct ipv6hdr))
@@ -50,12 +54,18 @@ struct pkt {
 	__u8 v6;
 	__u8 icmp_type; /* when proto is ICMP/ICMPv6 */
 	__u8 tcp_flags; /* when proto is TCP: FIN, SYN, RST, ... (0 if the header is cut short) */
+	__u8 frag;      /* PKT_FRAG_*: an IPv4 fragment, which frag.h tracks by ip_id */
+	__be16 ip_id;
 	__u32 l4_off;
 };
 
+#define PKT_FRAG_FIRST 1 /* offset 0, more to come: carries the ports */
+#define PKT_FRAG_LATER 2 /* no L4 header: its ports are the first fragment's (frag.h) */
+
 enum parse_result {
 	PARSE_OK,
-	PARSE_OTHER, /* not something we translate */
+	PARSE_OTHER,    /* not something we translate */
+	PARSE_FRAGMENT, /* a later IPv4 fragment: addresses and protocol only, no ports */
 };
 
 static __always_inline enum parse_result parse(void *data, void *data_end, struct pkt *p)
@@ -69,14 +79,17 @@ static __always_inline enum parse_result parse(void *data, void *data_end, struc
 
 		if ((void *)(ip + 1) > data_end || ip->ihl != 5)
 			return PARSE_OTHER;
-		/* Later fragments carry no ports. */
-		if (ip->frag_off & bpf_htons(0x1fff))
-			return PARSE_OTHER;
 		addr_set_v4mapped(&p->saddr, ip->saddr);
 		addr_set_v4mapped(&p->daddr, ip->daddr);
 		p->proto = ip->protocol;
 		p->v6 = 0;
 		p->l4_off = L4_OFF_V4;
+		if (ip->frag_off & bpf_htons(IP_MF | IP_OFFSET)) {
+			p->ip_id = ip->id;
+			p->frag = ip->frag_off & bpf_htons(IP_OFFSET) ? PKT_FRAG_LATER : PKT_FRAG_FIRST;
+			if (p->frag == PKT_FRAG_LATER)
+				return PARSE_FRAGMENT;
+		}
 	} else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
 		struct ipv6hdr *ip6 = (void *)(eth + 1);
 
@@ -129,6 +142,9 @@ static __always_inline __u16 csum_fold(__u32 csum)
 /* Offset of the L4 checksum field, or 0 when there is none to fix. */
 static __always_inline __u32 l4_csum_off(const struct pkt *p)
 {
+	/* A later fragment's datagram checksum is in the first fragment, which covers it. */
+	if (p->frag == PKT_FRAG_LATER)
+		return 0;
 	switch (p->proto) {
 	case IPPROTO_TCP:
 		return p->l4_off + offsetof(struct tcphdr, check);
