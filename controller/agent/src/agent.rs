@@ -345,7 +345,7 @@ async fn run(args: AgentArgs) -> anyhow::Result<()> {
         node_ips: north_south.node_ips.clone(),
     };
     let mut syncer = crate::sync::Syncer::new(settings, reconciler, node, std::process::id());
-    let mut node_maps = sluice_datapath::PinnedNodeMaps { root: root.clone() };
+    let mut node_maps = sluice_datapath::PinnedNodeMaps { root: root.clone(), cgroup: cgroup.clone() };
     let mut health = crate::health::HealthServers::new(probes.clone());
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;

@@ -29,6 +29,7 @@ fn client_main(mode: &str) {
         "udp" => udp(target),
         "refused" => refused(target),
         "hold" => return hold(target),
+        "udp-hold" => return udp_hold(target),
         "loop" => churn(target, Path::new(&args[1])),
         other => panic!("unknown client mode {other}"),
     };
@@ -89,6 +90,51 @@ fn udp(target: SocketAddr) -> String {
         "connected_reply": String::from_utf8_lossy(&buf[..n]), "connected_peer": peer,
     })
     .to_string()
+}
+
+/// Holds one connected UDP socket; each stdin line is a command, answered with one JSON line:
+/// `ask` (one datagram and its reply), `until-error` (asks every 100 ms for up to 5 s until an
+/// exchange fails: what it takes for a closed socket to show), `reconnect` (a new socket first).
+fn udp_hold(target: SocketAddr) {
+    let connect = || -> std::io::Result<UdpSocket> {
+        let s = UdpSocket::bind(if target.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" })?;
+        s.set_read_timeout(Some(Duration::from_millis(300)))?;
+        s.connect(target)?;
+        Ok(s)
+    };
+    let ask = |s: &std::io::Result<UdpSocket>| -> Result<String, std::io::Error> {
+        let s = s.as_ref().map_err(|e| std::io::Error::new(e.kind(), e.to_string()))?;
+        let mut buf = [0u8; 256];
+        s.send(b"hold")?;
+        let n = s.recv(&mut buf)?;
+        Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+    };
+    let answer = |r: Result<String, std::io::Error>, replies: &[String]| match r {
+        Ok(reply) => serde_json::json!({"reply": reply, "replies": replies}),
+        Err(e) => serde_json::json!({"error": e.to_string(), "errno": e.raw_os_error(), "replies": replies}),
+    };
+    let mut s = connect();
+    println!("{}", serde_json::json!({"connected": s.is_ok()}));
+    for line in std::io::stdin().lock().lines() {
+        let out = match line.unwrap().as_str() {
+            "reconnect" => {
+                s = connect();
+                answer(ask(&s), &[])
+            }
+            "until-error" => {
+                let (t, mut replies) = (Instant::now(), Vec::new());
+                loop {
+                    match ask(&s) {
+                        Ok(r) if t.elapsed() < Duration::from_secs(5) => replies.push(r),
+                        r => break answer(r.map(|_| "no error within 5 s".into()), &replies),
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+            _ => answer(ask(&s), &[]),
+        };
+        println!("{out}");
+    }
 }
 
 fn refused(target: SocketAddr) -> String {
@@ -173,6 +219,10 @@ struct Env {
     manifests: PathBuf,
     agent: Option<Child>,
     agent_log: PathBuf,
+    /// Which backend serves the UDP port of `web` (4 or 3).
+    udp_backend: std::cell::Cell<u8>,
+    /// Whether the manifests hold `late`, a UDP Service added after a client connected to its address.
+    late: std::cell::Cell<bool>,
     /// Cleared when the scenario passed; otherwise the agent log outlives the environment.
     keep_log: bool,
 }
@@ -190,6 +240,8 @@ impl Env {
             manifests: tmp.join("manifests"),
             agent: None,
             agent_log: tmp.join("agent.log"),
+            udp_backend: std::cell::Cell::new(4),
+            late: std::cell::Cell::new(false),
             keep_log: true,
         };
         std::fs::create_dir_all(&env.manifests).map_err(|e| e.to_string())?;
@@ -204,6 +256,9 @@ impl Env {
                 sh("ip", &["-n", n, "addr", "add", &format!("fd00:244::{b}/128"), "dev", "lo", "nodad"])?;
             }
         }
+        // So a client can connect a UDP socket to `late`'s address before the Service exists.
+        let late = if family == "v4" { "10.96.0.13/32" } else { "fd00:96::13/128" };
+        sh("ip", &["-n", n, "route", "add", late, "dev", "lo"])?;
         let routes = sh("ip", &["-n", n, "route", "show", "default"])?;
         if !routes.trim().is_empty() {
             return Err(format!("namespace {n} has a default route: {routes}"));
@@ -223,6 +278,18 @@ impl Env {
         let eps: String = tcp_backends.iter().map(|b| format!("- addresses: [\"{}\"]\n", self.backend(*b))).collect();
         let all_eps: String = [1, 2, 3].iter().map(|b| format!("- addresses: [\"{}\"]\n", self.backend(*b))).collect();
         let sticky = self.vip(12);
+        let late = if self.late.get() {
+            format!(
+                "---\napiVersion: v1\nkind: Service\nmetadata: {{name: late, namespace: e2e}}\n\
+                 spec: {{clusterIP: \"{}\", ports: [{{port: 53, targetPort: 5353, protocol: UDP}}]}}\n\
+                 ---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: late-1, namespace: e2e, labels: {{kubernetes.io/service-name: late}}}}\n\
+                 addressType: {at}\nports: [{{port: 5353, protocol: UDP}}]\nendpoints:\n- addresses: [\"{}\"]\n",
+                self.vip(13),
+                self.backend(4)
+            )
+        } else {
+            String::new()
+        };
         let yaml = format!(
             "apiVersion: v1\nkind: Service\nmetadata: {{name: web, namespace: e2e}}\n\
              spec: {{clusterIP: \"{web}\", clusterIPs: [\"{web}\"], ports: [{{name: http, port: 80, targetPort: 8080}}, {{name: dns, port: 53, targetPort: 5353, protocol: UDP}}]}}\n\
@@ -235,8 +302,8 @@ impl Env {
              ---\napiVersion: v1\nkind: Service\nmetadata: {{name: sticky, namespace: e2e}}\n\
              spec: {{clusterIP: \"{sticky}\", ports: [{{port: 80, targetPort: 8080}}], sessionAffinity: ClientIP}}\n\
              ---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: sticky-1, namespace: e2e, labels: {{kubernetes.io/service-name: sticky}}}}\n\
-             addressType: {at}\nports: [{{port: 8080, protocol: TCP}}]\nendpoints:\n{all_eps}",
-            self.backend(4)
+             addressType: {at}\nports: [{{port: 8080, protocol: TCP}}]\nendpoints:\n{all_eps}{late}",
+            self.backend(self.udp_backend.get())
         );
         // Write then rename, so the agent never reads a half-written file.
         let tmp = self.manifests.join(".web.yaml.tmp");
@@ -271,19 +338,22 @@ impl Env {
             });
             rx.recv().unwrap();
         }
-        let (ns, addr) = (self.netns.clone(), SocketAddr::new(self.backend(4), 5353));
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            enter_netns(&ns);
-            let s = UdpSocket::bind(addr).expect("bind udp backend");
-            tx.send(()).unwrap();
-            let mut buf = [0u8; 256];
-            while let Ok((n, from)) = s.recv_from(&mut buf) {
-                let reply = format!("udp-backend:{}", String::from_utf8_lossy(&buf[..n]));
-                let _ = s.send_to(reply.as_bytes(), from);
-            }
-        });
-        rx.recv().unwrap();
+        // Backend 4 answers "udp-backend:", backend 3 "udp-backend-3:" (it takes over in one check).
+        for (i, name) in [(4u8, "udp-backend"), (3, "udp-backend-3")] {
+            let (ns, addr) = (self.netns.clone(), SocketAddr::new(self.backend(i), 5353));
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                enter_netns(&ns);
+                let s = UdpSocket::bind(addr).expect("bind udp backend");
+                tx.send(()).unwrap();
+                let mut buf = [0u8; 256];
+                while let Ok((n, from)) = s.recv_from(&mut buf) {
+                    let reply = format!("{name}:{}", String::from_utf8_lossy(&buf[..n]));
+                    let _ = s.send_to(reply.as_bytes(), from);
+                }
+            });
+            rx.recv().unwrap();
+        }
     }
 
     fn start_agent(&mut self) {
@@ -352,6 +422,14 @@ impl Env {
     fn service_list(&self) -> serde_json::Value {
         let out = Command::new(SLUICE).args(["service", "list", "-o", "json", "--bpf-root"]).arg(&self.bpf_root).output().unwrap();
         serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// The backend addresses programmed for a frontend (None: no such frontend).
+    fn backends_of(&self, vip: u8, port: u16) -> Option<Vec<String>> {
+        let vip = self.vip(vip).to_string();
+        self.service_list().as_array()?.iter().find(|f| f["address"] == vip.as_str() && f["port"] == port).map(|f| {
+            f["backends"].as_array().map_or(vec![], |b| b.iter().map(|b| b["address"].as_str().unwrap_or("?").to_string()).collect())
+        })
     }
 
     fn tcp_backend_count(&self) -> Option<usize> {
@@ -442,6 +520,64 @@ fn balanced(v: &serde_json::Value, backends: &[&str], n: usize) -> Result<(), St
     Ok(())
 }
 
+/// kube-proxy clears a UDP flow's conntrack entry when its backend leaves, or when the Service
+/// gets its first endpoint, so the client's next datagram is balanced again. Socket-LB translated
+/// a connected socket once: the agent closes it instead, and the client's next exchange fails at
+/// once (not after timeouts against a backend that left), so it connects again.
+fn udp_sockets_follow_their_service(env: &mut Env, family: &str, report: &mut Report) -> Result<(), String> {
+    let spawn_hold = |target: String| -> Result<(std::process::ChildStdin, BufReader<std::process::ChildStdout>, Child), String> {
+        let mut c = env.client("udp-hold", &[target]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().map_err(|e| e.to_string())?;
+        let (input, output) = (c.stdin.take().unwrap(), BufReader::new(c.stdout.take().unwrap()));
+        Ok((input, output, c))
+    };
+    let say = |io: &mut (std::process::ChildStdin, BufReader<std::process::ChildStdout>, Child), cmd: &str| -> serde_json::Value {
+        if !cmd.is_empty() {
+            let _ = writeln!(io.0, "{cmd}");
+        }
+        let mut line = String::new();
+        let _ = io.1.read_line(&mut line);
+        serde_json::from_str(&line).unwrap_or_default()
+    };
+    // An error the closed socket shows at once, not a timeout against an address that stays silent.
+    let closed = |v: &serde_json::Value| v["errno"].as_i64().is_some_and(|e| e != i64::from(libc::EAGAIN) && e != i64::from(libc::ETIMEDOUT));
+    let mut to_web = spawn_hold(env.target(10, 53))?;
+    let mut to_late = spawn_hold(env.target(13, 53))?;
+    say(&mut to_web, "");
+    let connected_early = say(&mut to_late, "");
+    let first = say(&mut to_web, "ask");
+
+    env.udp_backend.set(3);
+    env.late.set(true);
+    env.write_manifests(&[1, 2, 3]);
+    let t = Instant::now();
+    let want = |vip, b: u8| Some(vec![env.backend(b).to_string()]) == env.backends_of(vip, 53);
+    while !(want(10, 3) && want(13, 4)) && t.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let moved = say(&mut to_web, "until-error");
+    let again = say(&mut to_web, "reconnect");
+    report.check(
+        &format!("{family}: a connected UDP socket whose backend left is closed, and a new one reaches the new backend"),
+        ensure(first["reply"] == "udp-backend:hold" && closed(&moved) && again["reply"] == "udp-backend-3:hold", || format!("before {first}, after {moved}, reconnected {again}")),
+    );
+    let woken = say(&mut to_late, "until-error");
+    let late_again = say(&mut to_late, "reconnect");
+    report.check(
+        &format!("{family}: a UDP socket connected to an address before it was a Service's is closed when the Service gets endpoints"),
+        ensure(connected_early["connected"] == true && closed(&woken) && late_again["reply"] == "udp-backend:hold", || {
+            format!("connected {connected_early}, after {woken}, reconnected {late_again}")
+        }),
+    );
+    for mut io in [to_web, to_late] {
+        drop(io.0);
+        let _ = io.2.wait();
+    }
+    env.udp_backend.set(4);
+    env.late.set(false);
+    env.write_manifests(&[1, 2, 3]);
+    Ok(())
+}
+
 fn scenario(family: &'static str, report: &mut Report) -> Result<(), String> {
     println!("standalone {family}:");
     let mut env = Env::new(family)?;
@@ -468,6 +604,8 @@ fn scenario(family: &'static str, report: &mut Report) -> Result<(), String> {
             || format!("{v}"),
         ),
     );
+
+    udp_sockets_follow_their_service(&mut env, family, report)?;
 
     let v = env.run_client("refused", &[env.target(11, 80)]);
     report.check(

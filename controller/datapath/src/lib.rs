@@ -8,6 +8,7 @@ pub mod maps;
 pub mod node_maps;
 pub mod reconcile;
 pub mod report;
+pub mod sockets;
 pub mod sys;
 pub mod xdp_proof;
 
