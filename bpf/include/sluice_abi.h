@@ -188,6 +188,17 @@ struct sluice_frontend_addr_value {
 	__u32 flags; /* SLUICE_SVC_F_* of the kinds using this address */
 };
 
+/*
+ * The source address a network namespace's unbound sockets get, per family (zero: none): what
+ * socket-LB checks loadBalancerSourceRanges against when a socket connects before it has a
+ * source. Keyed by the namespace's cookie; the agent writes the node's own namespace (its node
+ * addresses) and each pod's.
+ */
+struct sluice_netns_addrs {
+	struct sluice_addr v4; /* v4-mapped */
+	struct sluice_addr v6;
+};
+
 /* NodePorts, for bind protection: a host process may not bind a port a NodePort owns. */
 struct sluice_nodeport_key {
 	__u16 port; /* host byte order */
@@ -344,6 +355,7 @@ enum sluice_counter {
 	SLUICE_CNT_XDP_LOST_OTHER,    /* another driver exception (XDP_ABORTED, an unknown verdict) */
 	SLUICE_CNT_XDP_FLOW_ANSWERED, /* a flow XDP created to a remote backend got its first reply */
 	SLUICE_CNT_XDP_SYN_UNANSWERED,/* xdp: a client sent its SYN again on such a flow, unanswered */
+	SLUICE_CNT_SOCK_SOURCE_RANGE, /* rejected with ECONNREFUSED: source outside loadBalancerSourceRanges */
 	SLUICE_CNT_MAX,
 };
 
@@ -425,6 +437,7 @@ struct sluice_problem {
 #define SLUICE_MAP_AGENT_STATUS sluice_agent_status_v1
 #define SLUICE_MAP_PROBLEMS     sluice_problems_v1
 #define SLUICE_MAP_XDP_DEVICES  sluice_xdp_devices_v1
+#define SLUICE_MAP_NETNS_ADDRS  sluice_netns_addrs_v1
 
 #define SLUICE_SERVICES_MAX    65536
 #define SLUICE_BACKENDS_MAX    65536
@@ -438,6 +451,7 @@ struct sluice_problem {
 #define SLUICE_PROBLEMS_MAX    4096
 #define SLUICE_AFFINITY_MAX    65536
 #define SLUICE_MAGLEV_MAX      16384
+#define SLUICE_NETNS_ADDRS_MAX 65536
 #define SLUICE_XDP_DEVICES_MAX 256
 
 #ifndef __cplusplus
@@ -453,6 +467,7 @@ _Static_assert(sizeof(struct sluice_sock_revnat_value) == 20, "sluice_sock_revna
 _Static_assert(sizeof(struct sluice_src_range_key) == 24, "sluice_src_range_key");
 _Static_assert(sizeof(struct sluice_frontend_addr_value) == 4, "sluice_frontend_addr_value");
 _Static_assert(sizeof(struct sluice_nodeport_key) == 4, "sluice_nodeport_key");
+_Static_assert(sizeof(struct sluice_netns_addrs) == 32, "sluice_netns_addrs");
 _Static_assert(sizeof(struct sluice_ct_key) == 40, "sluice_ct_key");
 _Static_assert(sizeof(struct sluice_ct_value) == 40, "sluice_ct_value");
 _Static_assert(sizeof(struct sluice_config) == 40, "sluice_config");

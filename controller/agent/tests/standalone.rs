@@ -27,7 +27,7 @@ fn client_main(mode: &str) {
     let out = match mode {
         "spread" => spread(target, args[1].parse().unwrap()),
         "udp" => udp(target),
-        "refused" => refused(target),
+        "refused" => refused(target, args.get(1).map(|a| a.parse().expect("bind address"))),
         "hold" => return hold(target),
         "udp-hold" => return udp_hold(target),
         "loop" => churn(target, Path::new(&args[1])),
@@ -137,15 +137,72 @@ fn udp_hold(target: SocketAddr) {
     }
 }
 
-fn refused(target: SocketAddr) -> String {
+/// One connect (from `bind` when given); was it refused at once?
+fn refused(target: SocketAddr, bind: Option<IpAddr>) -> String {
     let t = Instant::now();
-    let err = TcpStream::connect_timeout(&target, Duration::from_secs(3)).err();
+    let err = match bind {
+        None => TcpStream::connect_timeout(&target, Duration::from_secs(3)).err(),
+        Some(ip) => {
+            let s = if ip.is_ipv4() { socket2_tcp(libc::AF_INET) } else { socket2_tcp(libc::AF_INET6) };
+            bind_and_connect(s, SocketAddr::new(ip, 0), target).err()
+        }
+    };
     serde_json::json!({
         "refused": err.as_ref().is_some_and(|e| e.kind() == std::io::ErrorKind::ConnectionRefused),
         "error": err.map(|e| e.to_string()),
         "ms": t.elapsed().as_millis() as u64,
     })
     .to_string()
+}
+
+fn socket2_tcp(family: i32) -> std::os::fd::OwnedFd {
+    // SAFETY: plain socket(2), owned at once.
+    unsafe { std::os::fd::FromRawFd::from_raw_fd(libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0)) }
+}
+
+/// A TCP connect from a bound source, with the standard library's address conversion.
+fn bind_and_connect(fd: std::os::fd::OwnedFd, from: SocketAddr, to: SocketAddr) -> std::io::Result<TcpStream> {
+    fn raw(a: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+        // SAFETY: a zeroed sockaddr_storage is valid; the family's struct is written into it.
+        let mut st: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        let len = match a {
+            SocketAddr::V4(v4) => {
+                let sin = libc::sockaddr_in {
+                    sin_family: libc::AF_INET as u16,
+                    sin_port: v4.port().to_be(),
+                    sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(v4.ip().octets()) },
+                    sin_zero: [0; 8],
+                };
+                // SAFETY: sockaddr_storage is larger than sockaddr_in.
+                unsafe { std::ptr::write(&mut st as *mut _ as *mut libc::sockaddr_in, sin) };
+                size_of::<libc::sockaddr_in>()
+            }
+            SocketAddr::V6(v6) => {
+                let sin6 = libc::sockaddr_in6 {
+                    sin6_family: libc::AF_INET6 as u16,
+                    sin6_port: v6.port().to_be(),
+                    sin6_flowinfo: 0,
+                    sin6_addr: libc::in6_addr { s6_addr: v6.ip().octets() },
+                    sin6_scope_id: 0,
+                };
+                // SAFETY: sockaddr_storage is larger than sockaddr_in6.
+                unsafe { std::ptr::write(&mut st as *mut _ as *mut libc::sockaddr_in6, sin6) };
+                size_of::<libc::sockaddr_in6>()
+            }
+        };
+        (st, len as libc::socklen_t)
+    }
+    let (f, flen) = raw(from);
+    let (t, tlen) = raw(to);
+    // SAFETY: bind and connect on our socket with addresses of the lengths given.
+    unsafe {
+        if libc::bind(fd.as_raw_fd(), &f as *const _ as *const libc::sockaddr, flen) != 0
+            || libc::connect(fd.as_raw_fd(), &t as *const _ as *const libc::sockaddr, tlen) != 0
+        {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(TcpStream::from(fd))
 }
 
 /// Holds one connection open; each stdin line is sent and its echo printed.
@@ -256,6 +313,15 @@ impl Env {
                 sh("ip", &["-n", n, "addr", "add", &format!("fd00:244::{b}/128"), "dev", "lo", "nodad"])?;
             }
         }
+        // The namespace's own address, as a pod's eth0 has it: what socket-LB judges
+        // loadBalancerSourceRanges by for a socket that has no source yet.
+        sh("ip", &["-n", n, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0-peer"])?;
+        sh("ip", &["-n", n, "link", "set", "eth0", "up"])?;
+        if family == "v4" {
+            sh("ip", &["-n", n, "addr", "add", "10.244.0.8/32", "dev", "eth0"])?;
+        } else {
+            sh("ip", &["-n", n, "addr", "add", "fd00:244::8/128", "dev", "eth0", "nodad"])?;
+        }
         // So a client can connect a UDP socket to `late`'s address before the Service exists.
         let late = if family == "v4" { "10.96.0.13/32" } else { "fd00:96::13/128" };
         sh("ip", &["-n", n, "route", "add", late, "dev", "lo"])?;
@@ -290,6 +356,24 @@ impl Env {
         } else {
             String::new()
         };
+        // loadBalancerSourceRanges from inside: this namespace's own source is eth0's address.
+        let (lb_in, lb_out, outside) =
+            if self.family == "v4" { ("203.0.113.1", "203.0.113.2", "192.0.2.0/24") } else { ("2001:db8:1::1", "2001:db8:1::2", "2001:db8:ff::/48") };
+        let own = if self.family == "v4" { "10.244.0.8/32" } else { "fd00:244::8/128" };
+        let ranged = [("ranged-in", 14, lb_in, own, 30090), ("ranged-out", 15, lb_out, outside, 30091)]
+            .iter()
+            .map(|(name, vip, lb, range, np)| {
+                format!(
+                    "---\napiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: e2e}}\n\
+                     spec: {{type: LoadBalancer, clusterIP: \"{}\", loadBalancerSourceRanges: [\"{range}\"], ports: [{{port: 80, targetPort: 8080, nodePort: {np}}}]}}\n\
+                     status: {{loadBalancer: {{ingress: [{{ip: \"{lb}\"}}]}}}}\n\
+                     ---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: {name}-1, namespace: e2e, labels: {{kubernetes.io/service-name: {name}}}}}\n\
+                     addressType: {at}\nports: [{{port: 8080, protocol: TCP}}]\nendpoints:\n- addresses: [\"{}\"]\n",
+                    self.vip(*vip),
+                    self.backend(1)
+                )
+            })
+            .collect::<String>();
         let yaml = format!(
             "apiVersion: v1\nkind: Service\nmetadata: {{name: web, namespace: e2e}}\n\
              spec: {{clusterIP: \"{web}\", clusterIPs: [\"{web}\"], ports: [{{name: http, port: 80, targetPort: 8080}}, {{name: dns, port: 53, targetPort: 5353, protocol: UDP}}]}}\n\
@@ -302,7 +386,7 @@ impl Env {
              ---\napiVersion: v1\nkind: Service\nmetadata: {{name: sticky, namespace: e2e}}\n\
              spec: {{clusterIP: \"{sticky}\", ports: [{{port: 80, targetPort: 8080}}], sessionAffinity: ClientIP}}\n\
              ---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: sticky-1, namespace: e2e, labels: {{kubernetes.io/service-name: sticky}}}}\n\
-             addressType: {at}\nports: [{{port: 8080, protocol: TCP}}]\nendpoints:\n{all_eps}{late}",
+             addressType: {at}\nports: [{{port: 8080, protocol: TCP}}]\nendpoints:\n{all_eps}{late}{ranged}",
             self.backend(self.udp_backend.get())
         );
         // Write then rename, so the agent never reads a half-written file.
@@ -578,6 +662,36 @@ fn udp_sockets_follow_their_service(env: &mut Env, family: &str, report: &mut Re
     Ok(())
 }
 
+/// loadBalancerSourceRanges bind pods and node processes as they bind outside clients: a socket
+/// whose source (its namespace's address, or the address it bound) is outside is refused.
+fn source_ranges_bind_this_node(env: &Env, family: &str, report: &mut Report) -> Result<(), String> {
+    let lb = |last: u8| if family == "v4" { format!("203.0.113.{last}:80") } else { format!("[2001:db8:1::{last}]:80") };
+    let before = counter(env, "sock_rejected_source_range");
+    let v = env.run_client("spread", &[lb(1), "20".into()]);
+    report.check(
+        &format!("{family}: a LoadBalancer IP whose loadBalancerSourceRanges hold this namespace's address: reached"),
+        balanced(&v, &["backend-1"], 20),
+    );
+    let v = env.run_client("refused", &[lb(2)]);
+    report.check(
+        &format!("{family}: a LoadBalancer IP whose loadBalancerSourceRanges leave this namespace out: refused at once"),
+        ensure(v["refused"] == true && v["ms"].as_u64().unwrap_or(9999) < 500, || format!("{v}")),
+    );
+    let v = env.run_client("refused", &[lb(1), env.backend(2).to_string()]);
+    report.check(
+        &format!("{family}: a socket bound to an address outside the ranges is refused, though its namespace's address is inside"),
+        ensure(v["refused"] == true, || format!("{v}")),
+    );
+    let after = counter(env, "sock_rejected_source_range");
+    report.check(&format!("{family}: sock_rejected_source_range counts both refusals"), ensure(after >= before + 2, || format!("{before} -> {after}")));
+    Ok(())
+}
+
+fn counter(env: &Env, name: &str) -> u64 {
+    let out = Command::new(SLUICE).args(["status", "-o", "json", "--bpf-root"]).arg(&env.bpf_root).output().map(|o| o.stdout).unwrap_or_default();
+    serde_json::from_slice::<serde_json::Value>(&out).unwrap_or_default()["counters"][name].as_u64().unwrap_or(0)
+}
+
 fn scenario(family: &'static str, report: &mut Report) -> Result<(), String> {
     println!("standalone {family}:");
     let mut env = Env::new(family)?;
@@ -612,6 +726,8 @@ fn scenario(family: &'static str, report: &mut Report) -> Result<(), String> {
         &format!("{family}: a service without endpoints refuses at once"),
         ensure(v["refused"] == true && v["ms"].as_u64().unwrap_or(9999) < 500, || format!("{v}")),
     );
+
+    source_ranges_bind_this_node(&env, family, report)?;
 
     // sessionAffinity: ClientIP keeps this client (its network namespace) on one backend, while
     // the same backends behind a Service without affinity spread (checked above).

@@ -5,6 +5,7 @@ pub mod conntrack;
 pub mod counters;
 pub mod loader;
 pub mod maps;
+pub mod netns;
 pub mod node_maps;
 pub mod reconcile;
 pub mod report;

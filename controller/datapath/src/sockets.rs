@@ -14,12 +14,10 @@
 //! those of the processes in the cgroup subtree socket-LB is attached to (pods).
 
 use std::collections::BTreeSet;
-use std::fs::File;
 use std::io;
 use std::mem::size_of;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use sluice_abi::{Addr, SockRevNatKey};
 
@@ -128,73 +126,18 @@ pub fn close_stale_udp(stale: &StaleUdp, cgroup: &Path, pods: bool, frontend_of:
     if stale.is_empty() {
         return report;
     }
-    let namespaces = network_namespaces(cgroup, pods);
+    let namespaces = crate::netns::namespaces(cgroup, pods);
     report.namespaces = namespaces.len();
-    std::thread::scope(|scope| {
-        // One thread per namespace, one at a time: setns changes only the calling thread, which
-        // ends with its namespace; the agent's own threads never leave theirs.
-        for ns in &namespaces {
-            let joined = scope.spawn(|| -> io::Result<usize> {
-                enter(ns)?;
-                close_in_current_namespace(stale, frontend_of)
-            });
-            match joined.join() {
-                Ok(Ok(n)) => report.closed += n,
-                Ok(Err(e)) => {
-                    tracing::debug!("cannot sweep UDP sockets in a network namespace: {e}");
-                    report.failed += 1;
-                }
-                Err(_) => report.failed += 1,
+    for ns in &namespaces {
+        match crate::netns::inside(&ns.file, || close_in_current_namespace(stale, frontend_of)) {
+            Ok(n) => report.closed += n,
+            Err(e) => {
+                tracing::debug!("cannot sweep UDP sockets in a network namespace: {e}");
+                report.failed += 1;
             }
         }
-    });
+    }
     report
-}
-
-fn enter(ns: &File) -> io::Result<()> {
-    // SAFETY: setns on a namespace fd we own; it changes only this (scoped, short-lived) thread.
-    if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-/// The network namespaces to sweep, each once: the agent's, then (with `pods`) every one a
-/// process under `cgroup` lives in.
-fn network_namespaces(cgroup: &Path, pods: bool) -> Vec<File> {
-    let mut seen = BTreeSet::new();
-    let mut out = Vec::new();
-    let mut add = |path: PathBuf| {
-        if let Ok(f) = File::open(&path)
-            && let Ok(m) = f.metadata()
-            && seen.insert((m.dev(), m.ino()))
-        {
-            out.push(f);
-        }
-    };
-    add(PathBuf::from("/proc/thread-self/ns/net"));
-    if pods {
-        for pid in cgroup_pids(cgroup) {
-            add(PathBuf::from(format!("/proc/{pid}/ns/net")));
-        }
-    }
-    out
-}
-
-/// Every process id in the cgroup subtree (unreadable directories are skipped: a pod's cgroup
-/// may go while it is walked).
-fn cgroup_pids(root: &Path) -> BTreeSet<u32> {
-    let mut pids = BTreeSet::new();
-    let mut dirs = vec![root.to_path_buf()];
-    while let Some(dir) = dirs.pop() {
-        if let Ok(procs) = std::fs::read_to_string(dir.join("cgroup.procs")) {
-            pids.extend(procs.lines().filter_map(|l| l.trim().parse::<u32>().ok()).filter(|&p| p != 0));
-        }
-        if let Ok(entries) = std::fs::read_dir(&dir) {
-            dirs.extend(entries.flatten().filter(|e| e.file_type().is_ok_and(|t| t.is_dir())).map(|e| e.path()));
-        }
-    }
-    pids
 }
 
 fn close_in_current_namespace(stale: &StaleUdp, frontend_of: &FrontendOf<'_>) -> io::Result<usize> {
