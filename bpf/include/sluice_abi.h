@@ -188,6 +188,17 @@ struct sluice_frontend_addr_value {
 	__u32 flags; /* SLUICE_SVC_F_* of the kinds using this address */
 };
 
+/*
+ * The source address a network namespace's unbound sockets get, per family (zero: none): what
+ * socket-LB checks loadBalancerSourceRanges against when a socket connects before it has a
+ * source. Keyed by the namespace's cookie; the agent writes the node's own namespace (its node
+ * addresses) and each pod's.
+ */
+struct sluice_netns_addrs {
+	struct sluice_addr v4; /* v4-mapped */
+	struct sluice_addr v6;
+};
+
 /* NodePorts, for bind protection: a host process may not bind a port a NodePort owns. */
 struct sluice_nodeport_key {
 	__u16 port; /* host byte order */
@@ -367,6 +378,7 @@ enum sluice_counter {
 	 * before it, was evicted, or is no Service's): to a LoadBalancer/ExternalIP address, dropped; */
 	SLUICE_CNT_NP_DROP_FRAG_UNKNOWN,
 	SLUICE_CNT_NP_FRAG_UNTRACKED, /* to any other address, passed on untouched */
+	SLUICE_CNT_SOCK_SOURCE_RANGE, /* rejected with ECONNREFUSED: source outside loadBalancerSourceRanges */
 	SLUICE_CNT_MAX,
 };
 
@@ -449,6 +461,7 @@ struct sluice_problem {
 #define SLUICE_MAP_PROBLEMS     sluice_problems_v1
 #define SLUICE_MAP_XDP_DEVICES  sluice_xdp_devices_v1
 #define SLUICE_MAP_FRAG4        sluice_frag4_v1
+#define SLUICE_MAP_NETNS_ADDRS  sluice_netns_addrs_v1
 
 #define SLUICE_SERVICES_MAX    65536
 #define SLUICE_BACKENDS_MAX    65536
@@ -462,6 +475,7 @@ struct sluice_problem {
 #define SLUICE_PROBLEMS_MAX    4096
 #define SLUICE_AFFINITY_MAX    65536
 #define SLUICE_MAGLEV_MAX      16384
+#define SLUICE_NETNS_ADDRS_MAX 65536
 #define SLUICE_XDP_DEVICES_MAX 256
 #define SLUICE_FRAG4_MAX       8192
 
@@ -478,6 +492,7 @@ _Static_assert(sizeof(struct sluice_sock_revnat_value) == 20, "sluice_sock_revna
 _Static_assert(sizeof(struct sluice_src_range_key) == 24, "sluice_src_range_key");
 _Static_assert(sizeof(struct sluice_frontend_addr_value) == 4, "sluice_frontend_addr_value");
 _Static_assert(sizeof(struct sluice_nodeport_key) == 4, "sluice_nodeport_key");
+_Static_assert(sizeof(struct sluice_netns_addrs) == 32, "sluice_netns_addrs");
 _Static_assert(sizeof(struct sluice_ct_key) == 40, "sluice_ct_key");
 _Static_assert(sizeof(struct sluice_ct_value) == 40, "sluice_ct_value");
 _Static_assert(sizeof(struct sluice_config) == 40, "sluice_config");

@@ -116,6 +116,13 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __u64);
+	__type(value, struct sluice_netns_addrs);
+	__uint(max_entries, SLUICE_NETNS_ADDRS_MAX);
+} SLUICE_MAP_NETNS_ADDRS SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__type(key, __u32);
 	__type(value, struct sluice_xdp_device);
 	__uint(max_entries, SLUICE_XDP_DEVICES_MAX);

@@ -84,8 +84,9 @@ pub const MAP_AGENT_STATUS: &str = "sluice_agent_status_v1";
 pub const MAP_PROBLEMS: &str = "sluice_problems_v1";
 pub const MAP_XDP_DEVICES: &str = "sluice_xdp_devices_v1";
 pub const MAP_FRAG4: &str = "sluice_frag4_v1";
+pub const MAP_NETNS_ADDRS: &str = "sluice_netns_addrs_v1";
 /// Every map the agent pins; the CLI opens them by these names.
-pub const ALL_MAPS: [&str; 22] = [
+pub const ALL_MAPS: [&str; 23] = [
     MAP_SERVICES,
     MAP_BACKENDS,
     MAP_REVNAT,
@@ -108,6 +109,7 @@ pub const ALL_MAPS: [&str; 22] = [
     MAP_PROBLEMS,
     MAP_XDP_DEVICES,
     MAP_FRAG4,
+    MAP_NETNS_ADDRS,
 ];
 
 pub const SERVICES_MAX: u32 = 65536;
@@ -124,6 +126,7 @@ pub const AFFINITY_MAX: u32 = 65536;
 pub const MAGLEV_MAX: u32 = 16384;
 pub const XDP_DEVICES_MAX: u32 = 256;
 pub const FRAG4_MAX: u32 = 8192;
+pub const NETNS_ADDRS_MAX: u32 = 65536;
 /// Entries of one Maglev table (a prime).
 pub const MAGLEV_M: usize = 1021;
 /// Destination ports one blocklist entry can be limited to.
@@ -162,10 +165,11 @@ pub enum Counter {
     XdpSynUnanswered,
     NpDropFragUnknown,
     NpFragUntracked,
+    SockSourceRange,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 29] = [
+    pub const ALL: [Counter; 30] = [
         Counter::SockXlate,
         Counter::SockNoBackend,
         Counter::SockMissingSlot,
@@ -195,6 +199,7 @@ impl Counter {
         Counter::XdpSynUnanswered,
         Counter::NpDropFragUnknown,
         Counter::NpFragUntracked,
+        Counter::SockSourceRange,
     ];
 
     pub fn name(self) -> &'static str {
@@ -228,6 +233,7 @@ impl Counter {
             Counter::XdpSynUnanswered => "xdp_syn_unanswered",
             Counter::NpDropFragUnknown => "nodeport_drop_fragment_unknown",
             Counter::NpFragUntracked => "nodeport_fragment_untracked",
+            Counter::SockSourceRange => "sock_rejected_source_range",
         }
     }
 
@@ -263,6 +269,7 @@ impl Counter {
             Counter::XdpSynUnanswered => "SLUICE_CNT_XDP_SYN_UNANSWERED",
             Counter::NpDropFragUnknown => "SLUICE_CNT_NP_DROP_FRAG_UNKNOWN",
             Counter::NpFragUntracked => "SLUICE_CNT_NP_FRAG_UNTRACKED",
+            Counter::SockSourceRange => "SLUICE_CNT_SOCK_SOURCE_RANGE",
         }
     }
 
@@ -271,6 +278,7 @@ impl Counter {
         matches!(
             self,
             Counter::SockNoBackend
+                | Counter::SockSourceRange
                 | Counter::SockMissingSlot
                 | Counter::NpRejectNoBackend
                 | Counter::NpDropLocalNone
@@ -442,6 +450,14 @@ pub struct SockRevNatValue {
     pub addr: Addr,
     pub port_be: u16,
     pub rev_nat_id: u16,
+}
+
+/// `struct sluice_netns_addrs`: the source each family's unbound sockets of a network namespace get.
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
+pub struct NetnsAddrs {
+    pub v4: Addr,
+    pub v6: Addr,
 }
 
 /// `struct sluice_src_range_key` (LPM trie key).
@@ -847,6 +863,7 @@ pub fn c_constants() -> Vec<(&'static str, u64)> {
         ("SLUICE_BACKENDS_MAX", BACKENDS_MAX.into()),
         ("SLUICE_REVNAT_MAX", REVNAT_MAX.into()),
         ("SLUICE_SOCK_REVNAT_MAX", SOCK_REVNAT_MAX.into()),
+        ("SLUICE_NETNS_ADDRS_MAX", NETNS_ADDRS_MAX.into()),
         ("SLUICE_SRC_RANGES_MAX", SRC_RANGES_MAX.into()),
         ("SLUICE_LB_ADDRS_MAX", LB_ADDRS_MAX.into()),
         ("SLUICE_NODEPORTS_MAX", NODEPORTS_MAX.into()),
@@ -881,6 +898,7 @@ pub fn c_map_names() -> Vec<(&'static str, &'static str)> {
         ("SLUICE_MAP_BLOCKLIST", MAP_BLOCKLIST),
         ("SLUICE_MAP_BLOCK_HITS", MAP_BLOCK_HITS),
         ("SLUICE_MAP_HOST_NETNS", MAP_HOST_NETNS),
+        ("SLUICE_MAP_NETNS_ADDRS", MAP_NETNS_ADDRS),
         ("SLUICE_MAP_EVENTS", MAP_EVENTS),
         ("SLUICE_MAP_MONITOR", MAP_MONITOR),
         ("SLUICE_MAP_AFFINITY", MAP_AFFINITY),
@@ -960,6 +978,7 @@ pub fn layouts() -> Vec<(&'static str, usize, Vec<(&'static str, usize)>)> {
                 ("rev_nat_id", offset_of!(SockRevNatValue, rev_nat_id)),
             ],
         ),
+        ("sluice_netns_addrs", size_of::<NetnsAddrs>(), vec![("v4", offset_of!(NetnsAddrs, v4)), ("v6", offset_of!(NetnsAddrs, v6))]),
         (
             "sluice_src_range_key",
             size_of::<SrcRangeKey>(),
@@ -1118,6 +1137,7 @@ mod pod {
     unsafe impl aya::Pod for super::Addr {}
     unsafe impl aya::Pod for super::Frag4Key {}
     unsafe impl aya::Pod for super::FragPorts {}
+    unsafe impl aya::Pod for super::NetnsAddrs {}
     unsafe impl aya::Pod for super::SvcKey {}
     unsafe impl aya::Pod for super::SvcValue {}
     unsafe impl aya::Pod for super::Backend {}
@@ -1186,6 +1206,7 @@ mod tests {
                 ("sluice_frontend_name", 128),
                 ("sluice_sock_revnat_key", 32),
                 ("sluice_sock_revnat_value", 20),
+                ("sluice_netns_addrs", 32),
                 ("sluice_src_range_key", 24),
                 ("sluice_frontend_addr_value", 4),
                 ("sluice_nodeport_key", 4),
