@@ -31,6 +31,10 @@ pub struct AgentArgs {
     /// This node's name, for node-local endpoint selection.
     #[arg(long, env = "NODE_NAME")]
     pub node_name: Option<String>,
+    /// Where the Lease electing the agent that writes the shared objects' status lives (the
+    /// chart passes its release namespace).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "kube-system")]
+    pub lease_namespace: String,
     /// The node's external devices, where NodePort/ExternalIP/LoadBalancer traffic is handled by
     /// tc and XDP [default: the device of the default route; none: no north-south datapath]
     #[arg(long, value_delimiter = ',')]
@@ -325,6 +329,7 @@ async fn run(args: AgentArgs) -> anyhow::Result<()> {
             tracing::info!("cluster mode: watching Services, EndpointSlices and SourceBlocklists");
             if let Some(node) = &args.node_name {
                 tokio::spawn(crate::node_status::run(client.clone(), node.clone(), root.clone(), facts.clone(), usage.clone()));
+                tokio::spawn(crate::cluster_status::run(client.clone(), node.clone(), args.lease_namespace.clone(), facts.clone()));
             }
             recorder = Some(Arc::new(kube::runtime::events::Recorder::new(
                 client.clone(),
