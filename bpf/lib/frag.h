@@ -3,7 +3,7 @@
  * IPv4 fragments of north-south datagrams. kube-proxy's conntrack reassembles them before it
  * translates; tc and XDP see each fragment alone, and only the first one carries the ports that
  * say which flow it belongs to. So the first fragment of a datagram Sluice translates leaves its
- * ports in sluice_frag4_v1, under what every fragment carries (addresses, IP id and protocol as
+ * ports in sluice_frag_v2, under what every fragment carries (addresses, IP id and protocol as
  * they arrived), and the later ones borrow them and go the same way: the same conntrack entry,
  * addresses rewritten, IP header checksum fixed. They have no L4 header to rewrite: the
  * datagram's checksum sits in the first fragment, and its incremental update there is right for
@@ -17,13 +17,13 @@
 
 #include "events.h"
 
-static __always_inline void frag_key(struct sluice_frag4_key *k, const struct pkt *p)
+static __always_inline void frag_key(struct sluice_frag_key *k, const struct pkt *p)
 {
-	k->saddr = p->saddr.words[3];
-	k->daddr = p->daddr.words[3];
-	k->id = p->ip_id;
+	k->saddr = p->saddr;
+	k->daddr = p->daddr;
+	k->id = p->frag_id;
 	k->proto = p->proto;
-	k->pad = 0;
+	k->pad[0] = k->pad[1] = k->pad[2] = 0;
 }
 
 /*
@@ -33,7 +33,7 @@ static __always_inline void frag_key(struct sluice_frag4_key *k, const struct pk
 static __always_inline enum parse_result parse_frag(void *data, void *data_end, struct pkt *p)
 {
 	enum parse_result r = parse(data, data_end, p);
-	struct sluice_frag4_key k;
+	struct sluice_frag_key k;
 	struct sluice_frag_ports *ports;
 
 	if (r != PARSE_FRAGMENT)
@@ -41,7 +41,7 @@ static __always_inline enum parse_result parse_frag(void *data, void *data_end, 
 	if (p->proto != IPPROTO_TCP && p->proto != IPPROTO_UDP)
 		return PARSE_OTHER;
 	frag_key(&k, p);
-	ports = bpf_map_lookup_elem(&SLUICE_MAP_FRAG4, &k);
+	ports = bpf_map_lookup_elem(&SLUICE_MAP_FRAG, &k);
 	if (!ports)
 		return PARSE_FRAGMENT;
 	p->sport = ports->sport;
@@ -56,7 +56,7 @@ static __always_inline enum parse_result parse_frag(void *data, void *data_end, 
  */
 static __always_inline void frag_translated(const struct pkt *p)
 {
-	struct sluice_frag4_key k;
+	struct sluice_frag_key k;
 	struct sluice_frag_ports ports;
 
 	if (p->frag != PKT_FRAG_FIRST)
@@ -65,7 +65,7 @@ static __always_inline void frag_translated(const struct pkt *p)
 	ports.sport = p->sport;
 	ports.dport = p->dport;
 	/* A failed update leaves the later fragments untracked, where they are counted. */
-	bpf_map_update_elem(&SLUICE_MAP_FRAG4, &k, &ports, BPF_ANY);
+	bpf_map_update_elem(&SLUICE_MAP_FRAG, &k, &ports, BPF_ANY);
 }
 
 /*

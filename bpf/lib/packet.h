@@ -54,8 +54,8 @@ struct pkt {
 	__u8 v6;
 	__u8 icmp_type; /* when proto is ICMP/ICMPv6 */
 	__u8 tcp_flags; /* when proto is TCP: FIN, SYN, RST, ... (0 if the header is cut short) */
-	__u8 frag;      /* PKT_FRAG_*: an IPv4 fragment, which frag.h tracks by ip_id */
-	__be16 ip_id;
+	__u8 frag;      /* PKT_FRAG_*: a fragment, which frag.h tracks by frag_id */
+	__be32 frag_id; /* IPv4's 16-bit identification as a number, or IPv6's */
 	__u32 l4_off;
 };
 
@@ -85,7 +85,7 @@ static __always_inline enum parse_result parse(void *data, void *data_end, struc
 		p->v6 = 0;
 		p->l4_off = L4_OFF_V4;
 		if (ip->frag_off & bpf_htons(IP_MF | IP_OFFSET)) {
-			p->ip_id = ip->id;
+			p->frag_id = bpf_htonl(bpf_ntohs(ip->id));
 			p->frag = ip->frag_off & bpf_htons(IP_OFFSET) ? PKT_FRAG_LATER : PKT_FRAG_FIRST;
 			if (p->frag == PKT_FRAG_LATER)
 				return PARSE_FRAGMENT;
