@@ -43,7 +43,7 @@ static __always_inline int tc_nodeport(struct __sk_buff *skb, int egress)
 	case PARSE_FRAGMENT:
 		/* Egress sees a local backend's reply fragments in the order the backend sent them,
 		 * so an unknown one there is not a Service's (or outlived its entry). */
-		return egress ? TC_ACT_UNSPEC : tc_verdict(skb, frag_untracked(&p), 0);
+		return egress ? TC_ACT_UNSPEC : tc_verdict(skb, frag_untracked(&p), p.v6);
 	default:
 		return TC_ACT_UNSPEC;
 	}

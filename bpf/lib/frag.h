@@ -1,16 +1,18 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * IPv4 fragments of north-south datagrams. kube-proxy's conntrack reassembles them before it
- * translates; tc and XDP see each fragment alone, and only the first one carries the ports that
- * say which flow it belongs to. So the first fragment of a datagram Sluice translates leaves its
- * ports in sluice_frag_v2, under what every fragment carries (addresses, IP id and protocol as
- * they arrived), and the later ones borrow them and go the same way: the same conntrack entry,
- * addresses rewritten, IP header checksum fixed. They have no L4 header to rewrite: the
- * datagram's checksum sits in the first fragment, and its incremental update there is right for
- * the whole datagram.
+ * Fragments of north-south datagrams, IPv4 and IPv6. kube-proxy's conntrack reassembles them
+ * before it translates; tc and XDP see each fragment alone, and only the first one carries the
+ * ports that say which flow it belongs to. So the first fragment of a datagram Sluice
+ * translates leaves its ports in sluice_frag_v2, under what every fragment carries (addresses,
+ * identification and protocol as they arrived), and the later ones borrow them and go the same
+ * way: the same conntrack entry, addresses rewritten (and IPv4's header checksum fixed; IPv6
+ * has none). They have no L4 header to rewrite: the datagram's checksum sits in the first
+ * fragment, and its incremental update there, pseudo-header included, is right for the whole
+ * datagram.
  *
- * IPv6 fragments are not handled: parse() stops at the fragment extension header, so every
- * fragment, the first included, passes untranslated.
+ * IPv6 fragments are seen only when the Fragment header directly follows the fixed header
+ * (packet.h); behind other extension headers they pass untranslated, as any packet with those
+ * headers always has.
  */
 #ifndef SLUICE_FRAG_H
 #define SLUICE_FRAG_H
