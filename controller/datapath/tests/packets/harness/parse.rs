@@ -149,7 +149,7 @@ pub fn parse_icmp4_error(pkt: &[u8]) -> SeenError<Ipv4Addr> {
 }
 
 /// Parses an ICMPv6 error frame, checking the checksum over the pseudo-header of the addresses
-/// it now carries.
+/// it now carries. The quoted packet may be a first fragment (its ports behind a Fragment header).
 pub fn parse_icmp6_error(pkt: &[u8]) -> SeenError<Ipv6Addr> {
     let ip = &pkt[14..];
     assert_eq!(ip[6], ICMP6, "next header ICMPv6");
@@ -161,7 +161,8 @@ pub fn parse_icmp6_error(pkt: &[u8]) -> SeenError<Ipv6Addr> {
     let inner = &m[8..];
     let isrc = Ipv6Addr::from(<[u8; 16]>::try_from(&inner[8..24]).unwrap());
     let idst = Ipv6Addr::from(<[u8; 16]>::try_from(&inner[24..40]).unwrap());
-    let quoted = ports(inner[6], isrc.into(), idst.into(), &inner[40..]);
+    let (iproto, l4) = if inner[6] == IPV6_FRAGMENT { (inner[40], &inner[48..]) } else { (inner[6], &inner[40..]) };
+    let quoted = ports(iproto, isrc.into(), idst.into(), l4);
     SeenError { src, dst, typ: m[0], code: m[1], rest: m[4..8].try_into().unwrap(), quoted }
 }
 
