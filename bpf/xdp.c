@@ -12,7 +12,8 @@
 /*
  * SourceBlocklist, the first decision on every frame: any IP packet from a listed source is
  * dropped, or only those to the listed ports. Reads just what it needs, so fragments and IPv4
- * options cannot slip past an entry that covers every port.
+ * options cannot slip past an entry that covers every port; a first IPv6 fragment is judged by
+ * the ports behind its Fragment header, as the datapath translates it by them.
  */
 static __always_inline int blocklisted(void *data, void *data_end)
 {
@@ -41,17 +42,20 @@ static __always_inline int blocklisted(void *data, void *data_end)
 		}
 	} else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
 		struct ipv6hdr *ip6 = (void *)(eth + 1);
+		__be16 *ports = (void *)(ip6 + 1);
+		struct frag6hdr *fh;
 
 		if ((void *)(ip6 + 1) > data_end)
 			return 0;
 		__builtin_memcpy(&key.addr, &ip6->saddr, 16);
 		proto = ip6->nexthdr;
-		if (proto == IPPROTO_TCP || proto == IPPROTO_UDP) {
-			__be16 *ports = (void *)(ip6 + 1);
-
-			if ((void *)(ports + 2) <= data_end)
-				dport = ports[1];
+		fh = ipv6_frag_hdr(ip6, data_end);
+		if (fh) {
+			proto = fh->nexthdr;
+			ports = (fh->frag_off & bpf_htons(IP6_OFFSET)) ? 0 : (void *)(fh + 1);
 		}
+		if (ports && (proto == IPPROTO_TCP || proto == IPPROTO_UDP) && (void *)(ports + 2) <= data_end)
+			dport = ports[1];
 	} else {
 		return 0;
 	}

@@ -259,17 +259,18 @@ struct sluice_ct_value {
 #define SLUICE_CT_UDP_TIMEOUT_EPOCHS 2
 
 /*
- * IPv4 fragments of a translated datagram: only the first carries the L4 header, so its ports
- * are kept under what every fragment carries (addresses, IP id, protocol, as they arrived)
- * for the later ones to be translated alike. LRU: a datagram's fragments arrive within
- * moments, and an entry lives on harmlessly until evicted.
+ * Fragments of a translated datagram: only the first carries the L4 header, so its ports are
+ * kept under what every fragment carries (addresses, identification, protocol, as they
+ * arrived) for the later ones to be translated alike. LRU: a datagram's fragments arrive
+ * within moments, and an entry lives on harmlessly until evicted. One key for both families
+ * (IPv4 v4-mapped, its 16-bit id as a 32-bit number), as in every other map.
  */
-struct sluice_frag4_key {
-	__be32 saddr;
-	__be32 daddr;
-	__be16 id;
+struct sluice_frag_key {
+	struct sluice_addr saddr;
+	struct sluice_addr daddr;
+	__be32 id; /* IPv4's identification, or the IPv6 Fragment header's */
 	__u8 proto;
-	__u8 pad;
+	__u8 pad[3];
 };
 
 struct sluice_frag_ports {
@@ -374,8 +375,8 @@ enum sluice_counter {
 	SLUICE_CNT_XDP_LOST_OTHER,    /* another driver exception (XDP_ABORTED, an unknown verdict) */
 	SLUICE_CNT_XDP_FLOW_ANSWERED, /* a flow XDP created to a remote backend got its first reply */
 	SLUICE_CNT_XDP_SYN_UNANSWERED,/* xdp: a client sent its SYN again on such a flow, unanswered */
-	/* tc ingress: a later IPv4 fragment whose first fragment was not translated (it arrived
-	 * before it, was evicted, or is no Service's): to a LoadBalancer/ExternalIP address, dropped; */
+	/* tc ingress: a later fragment whose first fragment was not translated (it arrived before
+	 * it, was evicted, or is no Service's): to a LoadBalancer/ExternalIP address, dropped; */
 	SLUICE_CNT_NP_DROP_FRAG_UNKNOWN,
 	SLUICE_CNT_NP_FRAG_UNTRACKED, /* to any other address, passed on untouched */
 	SLUICE_CNT_SOCK_SOURCE_RANGE, /* rejected with ECONNREFUSED: source outside loadBalancerSourceRanges */
@@ -460,7 +461,7 @@ struct sluice_problem {
 #define SLUICE_MAP_AGENT_STATUS sluice_agent_status_v1
 #define SLUICE_MAP_PROBLEMS     sluice_problems_v1
 #define SLUICE_MAP_XDP_DEVICES  sluice_xdp_devices_v1
-#define SLUICE_MAP_FRAG4        sluice_frag4_v1
+#define SLUICE_MAP_FRAG         sluice_frag_v2
 #define SLUICE_MAP_NETNS_ADDRS  sluice_netns_addrs_v1
 
 #define SLUICE_SERVICES_MAX    65536
@@ -477,7 +478,7 @@ struct sluice_problem {
 #define SLUICE_MAGLEV_MAX      16384
 #define SLUICE_NETNS_ADDRS_MAX 65536
 #define SLUICE_XDP_DEVICES_MAX 256
-#define SLUICE_FRAG4_MAX       8192
+#define SLUICE_FRAG_MAX        8192
 
 #ifndef __cplusplus
 _Static_assert(sizeof(struct sluice_addr) == 16, "sluice_addr");
@@ -508,7 +509,7 @@ _Static_assert(sizeof(struct sluice_maglev_key) == 4, "sluice_maglev_key");
 _Static_assert(sizeof(struct sluice_maglev_table) == 4084, "sluice_maglev_table");
 _Static_assert(sizeof(struct sluice_problem) == 384, "sluice_problem");
 _Static_assert(sizeof(struct sluice_xdp_device) == 128, "sluice_xdp_device");
-_Static_assert(sizeof(struct sluice_frag4_key) == 12, "sluice_frag4_key");
+_Static_assert(sizeof(struct sluice_frag_key) == 40, "sluice_frag_key");
 _Static_assert(sizeof(struct sluice_frag_ports) == 4, "sluice_frag_ports");
 #endif
 

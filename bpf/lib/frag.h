@@ -1,29 +1,31 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * IPv4 fragments of north-south datagrams. kube-proxy's conntrack reassembles them before it
- * translates; tc and XDP see each fragment alone, and only the first one carries the ports that
- * say which flow it belongs to. So the first fragment of a datagram Sluice translates leaves its
- * ports in sluice_frag4_v1, under what every fragment carries (addresses, IP id and protocol as
- * they arrived), and the later ones borrow them and go the same way: the same conntrack entry,
- * addresses rewritten, IP header checksum fixed. They have no L4 header to rewrite: the
- * datagram's checksum sits in the first fragment, and its incremental update there is right for
- * the whole datagram.
+ * Fragments of north-south datagrams, IPv4 and IPv6. kube-proxy's conntrack reassembles them
+ * before it translates; tc and XDP see each fragment alone, and only the first one carries the
+ * ports that say which flow it belongs to. So the first fragment of a datagram Sluice
+ * translates leaves its ports in sluice_frag_v2, under what every fragment carries (addresses,
+ * identification and protocol as they arrived), and the later ones borrow them and go the same
+ * way: the same conntrack entry, addresses rewritten (and IPv4's header checksum fixed; IPv6
+ * has none). They have no L4 header to rewrite: the datagram's checksum sits in the first
+ * fragment, and its incremental update there, pseudo-header included, is right for the whole
+ * datagram.
  *
- * IPv6 fragments are not handled: parse() stops at the fragment extension header, so every
- * fragment, the first included, passes untranslated.
+ * IPv6 fragments are seen only when the Fragment header directly follows the fixed header
+ * (packet.h); behind other extension headers they pass untranslated, as any packet with those
+ * headers always has.
  */
 #ifndef SLUICE_FRAG_H
 #define SLUICE_FRAG_H
 
 #include "events.h"
 
-static __always_inline void frag_key(struct sluice_frag4_key *k, const struct pkt *p)
+static __always_inline void frag_key(struct sluice_frag_key *k, const struct pkt *p)
 {
-	k->saddr = p->saddr.words[3];
-	k->daddr = p->daddr.words[3];
-	k->id = p->ip_id;
+	k->saddr = p->saddr;
+	k->daddr = p->daddr;
+	k->id = p->frag_id;
 	k->proto = p->proto;
-	k->pad = 0;
+	k->pad[0] = k->pad[1] = k->pad[2] = 0;
 }
 
 /*
@@ -33,7 +35,7 @@ static __always_inline void frag_key(struct sluice_frag4_key *k, const struct pk
 static __always_inline enum parse_result parse_frag(void *data, void *data_end, struct pkt *p)
 {
 	enum parse_result r = parse(data, data_end, p);
-	struct sluice_frag4_key k;
+	struct sluice_frag_key k;
 	struct sluice_frag_ports *ports;
 
 	if (r != PARSE_FRAGMENT)
@@ -41,7 +43,7 @@ static __always_inline enum parse_result parse_frag(void *data, void *data_end, 
 	if (p->proto != IPPROTO_TCP && p->proto != IPPROTO_UDP)
 		return PARSE_OTHER;
 	frag_key(&k, p);
-	ports = bpf_map_lookup_elem(&SLUICE_MAP_FRAG4, &k);
+	ports = bpf_map_lookup_elem(&SLUICE_MAP_FRAG, &k);
 	if (!ports)
 		return PARSE_FRAGMENT;
 	p->sport = ports->sport;
@@ -56,7 +58,7 @@ static __always_inline enum parse_result parse_frag(void *data, void *data_end, 
  */
 static __always_inline void frag_translated(const struct pkt *p)
 {
-	struct sluice_frag4_key k;
+	struct sluice_frag_key k;
 	struct sluice_frag_ports ports;
 
 	if (p->frag != PKT_FRAG_FIRST)
@@ -65,7 +67,7 @@ static __always_inline void frag_translated(const struct pkt *p)
 	ports.sport = p->sport;
 	ports.dport = p->dport;
 	/* A failed update leaves the later fragments untracked, where they are counted. */
-	bpf_map_update_elem(&SLUICE_MAP_FRAG4, &k, &ports, BPF_ANY);
+	bpf_map_update_elem(&SLUICE_MAP_FRAG, &k, &ports, BPF_ANY);
 }
 
 /*

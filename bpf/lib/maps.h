@@ -151,10 +151,10 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__type(key, struct sluice_frag4_key);
+	__type(key, struct sluice_frag_key);
 	__type(value, struct sluice_frag_ports);
-	__uint(max_entries, SLUICE_FRAG4_MAX);
-} SLUICE_MAP_FRAG4 SEC(".maps");
+	__uint(max_entries, SLUICE_FRAG_MAX);
+} SLUICE_MAP_FRAG SEC(".maps");
 
 /* Per-CPU room for the keys and values of backend selection beyond "random" (affinity,
  * Maglev): tc and XDP have no stack left for them. */

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Parsing shared by tc and XDP. Only the common shapes are handled (Ethernet, IPv4 without
- * options, IPv6 without extension headers); anything else is passed on untouched, which keeps
- * every header at a constant offset the verifier can check once. */
+ * options, IPv6 without extension headers but a Fragment header right after the fixed one);
+ * anything else is passed on untouched, which keeps every header at one of a few constant
+ * offsets the verifier can check. */
 #ifndef SLUICE_PACKET_H
 #define SLUICE_PACKET_H
 
@@ -36,6 +37,16 @@ struct icmphdr {
 #define IP_MF 0x2000
 #define IP_OFFSET 0x1fff
 
+/* IPv6's Fragment extension header (RFC 8200, 4.5); the kernel's is not a UAPI header either. */
+struct frag6hdr {
+	__u8 nexthdr;
+	__u8 reserved;
+	__be16 frag_off; /* offset in 8-byte units, shifted left by 3; M in bit 0 */
+	__be32 id;
+};
+#define IP6_MF 0x0001
+#define IP6_OFFSET 0xfff8
+
 #define L3_OFF ETH_HLEN
 #define L4_OFF_V4 (ETH_HLEN + sizeof(struct iphdr))
 #define L4_OFF_V6 (ETH_HLEN + sizeof(struct ipv6hdr))
@@ -54,8 +65,8 @@ struct pkt {
 	__u8 v6;
 	__u8 icmp_type; /* when proto is ICMP/ICMPv6 */
 	__u8 tcp_flags; /* when proto is TCP: FIN, SYN, RST, ... (0 if the header is cut short) */
-	__u8 frag;      /* PKT_FRAG_*: an IPv4 fragment, which frag.h tracks by ip_id */
-	__be16 ip_id;
+	__u8 frag;      /* PKT_FRAG_*: a fragment, which frag.h tracks by frag_id */
+	__be32 frag_id; /* IPv4's 16-bit identification as a number, or IPv6's */
 	__u32 l4_off;
 };
 
@@ -65,8 +76,22 @@ struct pkt {
 enum parse_result {
 	PARSE_OK,
 	PARSE_OTHER,    /* not something we translate */
-	PARSE_FRAGMENT, /* a later IPv4 fragment: addresses and protocol only, no ports */
+	PARSE_FRAGMENT, /* a later fragment: addresses and protocol only, no ports */
 };
+
+/*
+ * The Fragment header that directly follows `ip6`, or 0. Other extension headers are not
+ * walked, before it or without it: hop-by-hop, routing and destination options are rare on
+ * north-south traffic, and parse() has never gone past them.
+ */
+static __always_inline struct frag6hdr *ipv6_frag_hdr(struct ipv6hdr *ip6, void *data_end)
+{
+	struct frag6hdr *fh = (void *)(ip6 + 1);
+
+	if (ip6->nexthdr != IPPROTO_FRAGMENT || (void *)(fh + 1) > data_end)
+		return 0;
+	return fh;
+}
 
 static __always_inline enum parse_result parse(void *data, void *data_end, struct pkt *p)
 {
@@ -85,13 +110,12 @@ static __always_inline enum parse_result parse(void *data, void *data_end, struc
 		p->v6 = 0;
 		p->l4_off = L4_OFF_V4;
 		if (ip->frag_off & bpf_htons(IP_MF | IP_OFFSET)) {
-			p->ip_id = ip->id;
+			p->frag_id = bpf_htonl(bpf_ntohs(ip->id));
 			p->frag = ip->frag_off & bpf_htons(IP_OFFSET) ? PKT_FRAG_LATER : PKT_FRAG_FIRST;
-			if (p->frag == PKT_FRAG_LATER)
-				return PARSE_FRAGMENT;
 		}
 	} else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
 		struct ipv6hdr *ip6 = (void *)(eth + 1);
+		struct frag6hdr *fh;
 
 		if ((void *)(ip6 + 1) > data_end)
 			return PARSE_OTHER;
@@ -100,9 +124,25 @@ static __always_inline enum parse_result parse(void *data, void *data_end, struc
 		p->proto = ip6->nexthdr;
 		p->v6 = 1;
 		p->l4_off = L4_OFF_V6;
+		fh = ipv6_frag_hdr(ip6, data_end);
+		if (fh) {
+			/* ICMPv6 errors fit the minimum MTU, so are never fragmented, and icmp.h reads
+			 * them at fixed offsets. */
+			if (fh->nexthdr == IPPROTO_ICMPV6)
+				return PARSE_OTHER;
+			p->proto = fh->nexthdr;
+			p->l4_off = L4_OFF_V6 + sizeof(*fh);
+			/* Offset 0 and no more to come (an atomic fragment) is a whole datagram. */
+			if (fh->frag_off & bpf_htons(IP6_MF | IP6_OFFSET)) {
+				p->frag_id = fh->id;
+				p->frag = fh->frag_off & bpf_htons(IP6_OFFSET) ? PKT_FRAG_LATER : PKT_FRAG_FIRST;
+			}
+		}
 	} else {
 		return PARSE_OTHER;
 	}
+	if (p->frag == PKT_FRAG_LATER)
+		return PARSE_FRAGMENT;
 	if (p->proto == IPPROTO_TCP || p->proto == IPPROTO_UDP) {
 		/* TCP and UDP both start with the two ports. */
 		__be16 *ports = data + p->l4_off;

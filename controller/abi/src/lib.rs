@@ -83,7 +83,7 @@ pub const MAP_MAGLEV: &str = "sluice_maglev_v1";
 pub const MAP_AGENT_STATUS: &str = "sluice_agent_status_v1";
 pub const MAP_PROBLEMS: &str = "sluice_problems_v1";
 pub const MAP_XDP_DEVICES: &str = "sluice_xdp_devices_v1";
-pub const MAP_FRAG4: &str = "sluice_frag4_v1";
+pub const MAP_FRAG: &str = "sluice_frag_v2";
 pub const MAP_NETNS_ADDRS: &str = "sluice_netns_addrs_v1";
 /// Every map the agent pins; the CLI opens them by these names.
 pub const ALL_MAPS: [&str; 23] = [
@@ -108,7 +108,7 @@ pub const ALL_MAPS: [&str; 23] = [
     MAP_AGENT_STATUS,
     MAP_PROBLEMS,
     MAP_XDP_DEVICES,
-    MAP_FRAG4,
+    MAP_FRAG,
     MAP_NETNS_ADDRS,
 ];
 
@@ -125,7 +125,7 @@ pub const PROBLEMS_MAX: u32 = 4096;
 pub const AFFINITY_MAX: u32 = 65536;
 pub const MAGLEV_MAX: u32 = 16384;
 pub const XDP_DEVICES_MAX: u32 = 256;
-pub const FRAG4_MAX: u32 = 8192;
+pub const FRAG_MAX: u32 = 8192;
 pub const NETNS_ADDRS_MAX: u32 = 65536;
 /// Entries of one Maglev table (a prime).
 pub const MAGLEV_M: usize = 1021;
@@ -539,16 +539,17 @@ pub struct CtValue {
     pub epoch: u8,
 }
 
-/// `struct sluice_frag4_key`: an IPv4 datagram whose fragments are being translated, by what
-/// each of its fragments carries (as they arrived); all fields in network byte order.
+/// `struct sluice_frag_key`: a datagram whose fragments are being translated, by what each of
+/// its fragments carries (as they arrived); the identification in network byte order (IPv4's
+/// 16 bits as a 32-bit number).
 #[repr(C)]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
-pub struct Frag4Key {
-    pub saddr_be: u32,
-    pub daddr_be: u32,
-    pub id_be: u16,
+pub struct FragKey {
+    pub saddr: Addr,
+    pub daddr: Addr,
+    pub id_be: u32,
     pub proto: u8,
-    pub pad: u8,
+    pub pad: [u8; 3],
 }
 
 /// `struct sluice_frag_ports`: the ports its first fragment carried, network byte order.
@@ -873,7 +874,7 @@ pub fn c_constants() -> Vec<(&'static str, u64)> {
         ("SLUICE_AFFINITY_MAX", AFFINITY_MAX.into()),
         ("SLUICE_MAGLEV_MAX", MAGLEV_MAX.into()),
         ("SLUICE_XDP_DEVICES_MAX", XDP_DEVICES_MAX.into()),
-        ("SLUICE_FRAG4_MAX", FRAG4_MAX.into()),
+        ("SLUICE_FRAG_MAX", FRAG_MAX.into()),
     ];
     v.extend(Counter::ALL.iter().map(|c| (c.c_name(), *c as u64)));
     v.push(("SLUICE_CNT_MAX", Counter::ALL.len() as u64));
@@ -906,7 +907,7 @@ pub fn c_map_names() -> Vec<(&'static str, &'static str)> {
         ("SLUICE_MAP_AGENT_STATUS", MAP_AGENT_STATUS),
         ("SLUICE_MAP_PROBLEMS", MAP_PROBLEMS),
         ("SLUICE_MAP_XDP_DEVICES", MAP_XDP_DEVICES),
-        ("SLUICE_MAP_FRAG4", MAP_FRAG4),
+        ("SLUICE_MAP_FRAG", MAP_FRAG),
     ]
 }
 
@@ -1116,14 +1117,14 @@ pub fn layouts() -> Vec<(&'static str, usize, Vec<(&'static str, usize)>)> {
             ],
         ),
         (
-            "sluice_frag4_key",
-            size_of::<Frag4Key>(),
+            "sluice_frag_key",
+            size_of::<FragKey>(),
             vec![
-                ("saddr", offset_of!(Frag4Key, saddr_be)),
-                ("daddr", offset_of!(Frag4Key, daddr_be)),
-                ("id", offset_of!(Frag4Key, id_be)),
-                ("proto", offset_of!(Frag4Key, proto)),
-                ("pad", offset_of!(Frag4Key, pad)),
+                ("saddr", offset_of!(FragKey, saddr)),
+                ("daddr", offset_of!(FragKey, daddr)),
+                ("id", offset_of!(FragKey, id_be)),
+                ("proto", offset_of!(FragKey, proto)),
+                ("pad", offset_of!(FragKey, pad)),
             ],
         ),
         ("sluice_frag_ports", size_of::<FragPorts>(), vec![("sport", offset_of!(FragPorts, sport_be)), ("dport", offset_of!(FragPorts, dport_be))]),
@@ -1135,7 +1136,7 @@ mod pod {
     // SAFETY: every type is repr(C), Copy, made of integers with explicit padding fields, so
     // any byte pattern is a valid value and no uninitialised padding is read.
     unsafe impl aya::Pod for super::Addr {}
-    unsafe impl aya::Pod for super::Frag4Key {}
+    unsafe impl aya::Pod for super::FragKey {}
     unsafe impl aya::Pod for super::FragPorts {}
     unsafe impl aya::Pod for super::NetnsAddrs {}
     unsafe impl aya::Pod for super::SvcKey {}
@@ -1224,7 +1225,7 @@ mod tests {
                 ("sluice_config", 40),
                 ("sluice_block_port", 4),
                 ("sluice_xdp_device", 128),
-                ("sluice_frag4_key", 12),
+                ("sluice_frag_key", 40),
                 ("sluice_frag_ports", 4),
             ]
         );

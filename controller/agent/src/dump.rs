@@ -68,12 +68,11 @@ pub fn run(args: &DumpArgs) -> anyhow::Result<()> {
                 "last_used_monotonic_ns": v.last_used_ns,
             })
         })?,
-        abi::MAP_FRAG4 => hash_entries::<abi::Frag4Key, abi::FragPorts>(args, |k, v| {
-            let v4 = |be: u32| std::net::Ipv4Addr::from(u32::from_be(be)).to_string();
+        abi::MAP_FRAG => hash_entries::<abi::FragKey, abi::FragPorts>(args, |k, v| {
             json!({
-                "src": format!("{}:{}", v4(k.saddr_be), u16::from_be(v.sport_be)),
-                "dst": format!("{}:{}", v4(k.daddr_be), u16::from_be(v.dport_be)),
-                "ip_id": u16::from_be(k.id_be),
+                "src": format!("{}:{}", ip(&k.saddr), u16::from_be(v.sport_be)),
+                "dst": format!("{}:{}", ip(&k.daddr), u16::from_be(v.dport_be)),
+                "id": u32::from_be(k.id_be),
                 "proto": k.proto,
             })
         })?,

@@ -74,8 +74,8 @@ pub fn lru_usage(root: &Path) -> Vec<(&'static str, usize, u32)> {
     if let Some(n) = count::<abi::AffinityKey, abi::AffinityValue>(root, abi::MAP_AFFINITY) {
         out.push((abi::MAP_AFFINITY, n, abi::AFFINITY_MAX));
     }
-    if let Some(n) = count::<abi::Frag4Key, abi::FragPorts>(root, abi::MAP_FRAG4) {
-        out.push((abi::MAP_FRAG4, n, abi::FRAG4_MAX));
+    if let Some(n) = count::<abi::FragKey, abi::FragPorts>(root, abi::MAP_FRAG) {
+        out.push((abi::MAP_FRAG, n, abi::FRAG_MAX));
     }
     out
 }

@@ -5,7 +5,7 @@
 //! - `flow.data(b"...")`: a segment (PSH|ACK) or datagram carrying that payload;
 //! - `flow.segment(FIN | ACK)`: a TCP segment with just these flags;
 //! - `flow.packet()...build()`: anything else (flags with a payload, no UDP checksum);
-//! - `flow.packet().payload(..).fragments(id, &[cuts])`: an IPv4 packet cut into fragments.
+//! - `flow.packet().payload(..).fragments(id, &[cuts])`: an IPv4 or IPv6 packet cut into fragments.
 //!
 //! Every frame goes from MAC_CLIENT to MAC_NODE with correct checksums, so a wrong checksum in
 //! what comes out is the program's. ICMP errors come from `icmp(src, dst)`.
@@ -115,9 +115,10 @@ impl Packet {
         frame(MAC_NODE, MAC_CLIENT, f.src, f.dst, f.proto, &segment(&f, &self.payload, self.udp_checksum, flags))
     }
 
-    /// The IPv4 packet as fragments with IP id `id`, as a router would cut it: the L4 segment
-    /// (header, payload) split after each of `cuts` bytes (multiples of 8), in sending order.
-    pub fn fragments(self, id: u16, cuts: &[usize]) -> Vec<Vec<u8>> {
+    /// The packet as fragments with identification `id`, as a router (IPv4) or the sender
+    /// (IPv6, a Fragment header right after the fixed one) would cut it: the L4 segment (header,
+    /// payload) split after each of `cuts` bytes (multiples of 8), in sending order.
+    pub fn fragments(self, id: u32, cuts: &[usize]) -> Vec<Vec<u8>> {
         let f = self.flow;
         let flags = self.tcp_flags.unwrap_or(if self.payload.is_empty() { SYN } else { PSH | ACK });
         let l4 = segment(&f, &self.payload, self.udp_checksum, flags);
@@ -128,10 +129,19 @@ impl Packet {
             .windows(2)
             .map(|w| {
                 assert!(w[0] % 8 == 0 && w[0] < w[1], "fragment offsets are multiples of 8, increasing: {cuts:?}");
-                let mut p = frame(MAC_NODE, MAC_CLIENT, f.src, f.dst, f.proto, &l4[w[0]..w[1]]);
-                let more = if w[1] < l4.len() { 0x2000 } else { 0 };
+                let more = w[1] < l4.len();
+                let chunk = &l4[w[0]..w[1]];
+                if f.src.is_ipv6() {
+                    let mut fh = vec![f.proto, 0];
+                    fh.extend((w[0] as u16 | u16::from(more)).to_be_bytes());
+                    fh.extend(id.to_be_bytes());
+                    fh.extend(chunk);
+                    return frame(MAC_NODE, MAC_CLIENT, f.src, f.dst, IPV6_FRAGMENT, &fh);
+                }
+                let id = u16::try_from(id).expect("an IPv4 id has 16 bits");
+                let mut p = frame(MAC_NODE, MAC_CLIENT, f.src, f.dst, f.proto, chunk);
                 p[18..20].copy_from_slice(&id.to_be_bytes());
-                p[20..22].copy_from_slice(&(more | (w[0] / 8) as u16).to_be_bytes());
+                p[20..22].copy_from_slice(&(if more { 0x2000 } else { 0 } | (w[0] / 8) as u16).to_be_bytes());
                 p[24..26].copy_from_slice(&[0, 0]);
                 let c = csum_fold(csum_add(0, &p[14..34]));
                 p[24..26].copy_from_slice(&c.to_be_bytes());
@@ -260,7 +270,7 @@ fn segment(f: &Flow, payload: &[u8], udp_checksum: bool, tcp_flags: u8) -> Vec<u
     s
 }
 
-pub(super) fn ipv4_header(src: std::net::Ipv4Addr, dst: std::net::Ipv4Addr, proto: u8, payload_len: usize) -> Vec<u8> {
+fn ipv4_header(src: std::net::Ipv4Addr, dst: std::net::Ipv4Addr, proto: u8, payload_len: usize) -> Vec<u8> {
     let mut h = vec![0x45, 0];
     h.extend(((20 + payload_len) as u16).to_be_bytes());
     h.extend([0x12, 0x34, 0x40, 0x00, 64, proto, 0, 0]);
@@ -271,7 +281,7 @@ pub(super) fn ipv4_header(src: std::net::Ipv4Addr, dst: std::net::Ipv4Addr, prot
     h
 }
 
-fn frame(dst_mac: [u8; 6], src_mac: [u8; 6], src: IpAddr, dst: IpAddr, proto: u8, l4: &[u8]) -> Vec<u8> {
+pub(super) fn frame(dst_mac: [u8; 6], src_mac: [u8; 6], src: IpAddr, dst: IpAddr, proto: u8, l4: &[u8]) -> Vec<u8> {
     let mut p = Vec::new();
     p.extend(dst_mac);
     p.extend(src_mac);
