@@ -32,7 +32,7 @@ static __always_inline int blocklisted(void *data, void *data_end)
 			return 0;
 		addr_set_v4mapped(&key.addr, ip->saddr);
 		proto = ip->protocol;
-		if (ip->ihl == 5 && !(ip->frag_off & bpf_htons(0x1fff)) && (proto == IPPROTO_TCP || proto == IPPROTO_UDP)) {
+		if (ip->ihl == 5 && !(ip->frag_off & bpf_htons(0x1fff)) && has_ports(proto)) {
 			__be16 *ports = (void *)(ip + 1);
 
 			if ((void *)(ports + 2) <= data_end)
@@ -45,7 +45,7 @@ static __always_inline int blocklisted(void *data, void *data_end)
 			return 0;
 		__builtin_memcpy(&key.addr, &ip6->saddr, 16);
 		proto = ip6->nexthdr;
-		if (proto == IPPROTO_TCP || proto == IPPROTO_UDP) {
+		if (has_ports(proto)) {
 			__be16 *ports = (void *)(ip6 + 1);
 
 			if ((void *)(ports + 2) <= data_end)
@@ -110,7 +110,7 @@ int sluice_xdp(ctx_t *ctx)
 		return XDP_DROP;
 	if (parse(ctx_data(ctx), ctx_data_end(ctx), &p) != PARSE_OK)
 		return XDP_PASS;
-	if (p.proto != IPPROTO_TCP && p.proto != IPPROTO_UDP)
+	if (!has_ports(p.proto))
 		return XDP_PASS;
 	cfg = node_config();
 	/* FIN and RST go on to tc, which records that the flow closed (rare packets; XDP's stack

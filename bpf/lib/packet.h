@@ -40,6 +40,7 @@ struct icmphdr {
 #define SLUICE_TCP_SYN 0x02
 #define SLUICE_TCP_RST 0x04
 #define SLUICE_TCP_ACK 0x10
+#define SLUICE_SCTP_INIT 1 /* chunk type */
 
 struct pkt {
 	struct sluice_addr saddr;
@@ -48,7 +49,10 @@ struct pkt {
 	__be16 dport;
 	__u8 proto;
 	__u8 v6;
-	__u8 icmp_type; /* when proto is ICMP/ICMPv6 */
+	union {
+		__u8 icmp_type;	 /* when proto is ICMP/ICMPv6 */
+		__u8 sctp_chunk; /* when proto is SCTP: its first chunk's type (0 if cut short) */
+	};
 	__u8 tcp_flags; /* when proto is TCP: FIN, SYN, RST, ... (0 if the header is cut short) */
 	__u32 l4_off;
 };
@@ -57,6 +61,12 @@ enum parse_result {
 	PARSE_OK,
 	PARSE_OTHER, /* not something we translate */
 };
+
+/* The protocols NAT translates: those with ports. */
+static __always_inline int has_ports(__u8 proto)
+{
+	return proto == IPPROTO_TCP || proto == IPPROTO_UDP || proto == IPPROTO_SCTP;
+}
 
 static __always_inline enum parse_result parse(void *data, void *data_end, struct pkt *p)
 {
@@ -90,8 +100,8 @@ static __always_inline enum parse_result parse(void *data, void *data_end, struc
 	} else {
 		return PARSE_OTHER;
 	}
-	if (p->proto == IPPROTO_TCP || p->proto == IPPROTO_UDP) {
-		/* TCP and UDP both start with the two ports. */
+	if (has_ports(p->proto)) {
+		/* TCP, UDP and SCTP all start with the two ports. */
 		__be16 *ports = data + p->l4_off;
 
 		if ((void *)(ports + 2) > data_end)
@@ -103,6 +113,11 @@ static __always_inline enum parse_result parse(void *data, void *data_end, struc
 
 			if ((void *)(flags + 1) <= data_end)
 				p->tcp_flags = *flags;
+		} else if (p->proto == IPPROTO_SCTP) {
+			__u8 *chunk = data + p->l4_off + 12;
+
+			if ((void *)(chunk + 1) <= data_end)
+				p->sctp_chunk = *chunk;
 		}
 		return PARSE_OK;
 	}
@@ -137,7 +152,9 @@ static __always_inline __u32 l4_csum_off(const struct pkt *p)
 	case IPPROTO_ICMPV6:
 		return p->l4_off + ICMP6_CSUM_OFF;
 	default:
-		return 0; /* ICMPv4's checksum does not cover the IP header */
+		/* ICMPv4's checksum does not cover the IP header; SCTP's CRC covers neither the
+		 * addresses nor a pseudo-header (ports: sctp.h). */
+		return 0;
 	}
 }
 

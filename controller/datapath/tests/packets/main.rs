@@ -41,5 +41,6 @@ mod maglev;
 mod monitor;
 mod nodeport;
 mod reject;
+mod sctp;
 mod v6;
 mod xdp;
