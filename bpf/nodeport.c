@@ -2,6 +2,7 @@
 /* tc (tcx) programs on the node's external devices: NodePort, ExternalIP, LoadBalancer. */
 #define SLUICE_CTX_TC
 #include "lib/nodeport.h"
+#include "lib/frag.h"
 #include "lib/icmp.h"
 #include "lib/reject.h"
 
@@ -13,17 +14,19 @@ static __always_inline void pull_headers(struct __sk_buff *skb)
 	bpf_skb_pull_data(skb, skb->len < want ? skb->len : want);
 }
 
-static __always_inline int tc_verdict(struct __sk_buff *skb, enum ns_action act, int v6)
+static __always_inline int tc_verdict(struct __sk_buff *skb, enum ns_action act, const struct pkt *p)
 {
 	switch (act) {
 	case NS_DROP:
 		return TC_ACT_SHOT;
 	case NS_REDIRECT:
-		return tc_forward(skb, v6);
+		return tc_forward(skb, p->v6);
 	case NS_TO_STACK:
 		return TC_ACT_OK;
 	case NS_REJECT:
-		return v6 ? tc_reject6(skb) : tc_reject4(skb);
+		if (!p->v6)
+			return tc_reject4(skb);
+		return tc_reject6(skb, p->l4_off == L4_OFF_V6 ? REJECT_QUOTE_V6 : REJECT_QUOTE_V6_MAX);
 	default:
 		return TC_ACT_UNSPEC; /* untouched: next program, or the stack */
 	}
@@ -36,16 +39,26 @@ static __always_inline int tc_nodeport(struct __sk_buff *skb, int egress)
 	enum ns_action act;
 
 	pull_headers(skb);
-	if (parse(ctx_data(skb), ctx_data_end(skb), &p) != PARSE_OK)
+	switch (parse_frag(ctx_data(skb), ctx_data_end(skb), &p)) {
+	case PARSE_OK:
+		break;
+	case PARSE_FRAGMENT:
+		/* Egress sees a local backend's reply fragments in the order the backend sent them,
+		 * so an unknown one there is not a Service's (or outlived its entry). */
+		return egress ? TC_ACT_UNSPEC : tc_verdict(skb, frag_untracked(&p), &p);
+	default:
 		return TC_ACT_UNSPEC;
+	}
 	if (p.proto == (p.v6 ? IPPROTO_ICMPV6 : IPPROTO_ICMP))
-		return tc_verdict(skb, tc_icmp_error(skb, &p, egress), p.v6);
+		return tc_verdict(skb, tc_icmp_error(skb, &p, egress), &p);
 	if (!has_ports(p.proto))
 		return TC_ACT_UNSPEC;
 	act = ns_reverse(skb, &p, egress, 0);
 	if (act == NS_PASS && !egress)
 		act = ns_forward(skb, &p, 0);
-	return tc_verdict(skb, act, p.v6);
+	if (act == NS_TO_STACK || act == NS_REDIRECT)
+		frag_translated(&p);
+	return tc_verdict(skb, act, &p);
 }
 
 SEC("classifier")

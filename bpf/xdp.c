@@ -7,11 +7,13 @@
  */
 #define SLUICE_CTX_XDP
 #include "lib/nodeport.h"
+#include "lib/frag.h"
 
 /*
  * SourceBlocklist, the first decision on every frame: any IP packet from a listed source is
  * dropped, or only those to the listed ports. Reads just what it needs, so fragments and IPv4
- * options cannot slip past an entry that covers every port.
+ * options cannot slip past an entry that covers every port; a first IPv6 fragment is judged by
+ * the ports behind its Fragment header, as the datapath translates it by them.
  */
 static __always_inline int blocklisted(void *data, void *data_end)
 {
@@ -40,17 +42,20 @@ static __always_inline int blocklisted(void *data, void *data_end)
 		}
 	} else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
 		struct ipv6hdr *ip6 = (void *)(eth + 1);
+		__be16 *ports = (void *)(ip6 + 1);
+		struct frag6hdr *fh;
 
 		if ((void *)(ip6 + 1) > data_end)
 			return 0;
 		__builtin_memcpy(&key.addr, &ip6->saddr, 16);
 		proto = ip6->nexthdr;
-		if (has_ports(proto)) {
-			__be16 *ports = (void *)(ip6 + 1);
-
-			if ((void *)(ports + 2) <= data_end)
-				dport = ports[1];
+		fh = ipv6_frag_hdr(ip6, data_end);
+		if (fh) {
+			proto = fh->nexthdr;
+			ports = (fh->frag_off & bpf_htons(IP6_OFFSET)) ? 0 : (void *)(fh + 1);
 		}
+		if (ports && has_ports(proto) && (void *)(ports + 2) <= data_end)
+			dport = ports[1];
 	} else {
 		return 0;
 	}
@@ -108,7 +113,8 @@ int sluice_xdp(ctx_t *ctx)
 
 	if (blocklisted(ctx_data(ctx), ctx_data_end(ctx)))
 		return XDP_DROP;
-	if (parse(ctx_data(ctx), ctx_data_end(ctx), &p) != PARSE_OK)
+	/* A later fragment whose ports are not known is tc's to judge (frag_untracked). */
+	if (parse_frag(ctx_data(ctx), ctx_data_end(ctx), &p) != PARSE_OK)
 		return XDP_PASS;
 	if (!has_ports(p.proto))
 		return XDP_PASS;
@@ -124,6 +130,7 @@ int sluice_xdp(ctx_t *ctx)
 	if (accel) {
 		switch (ns_reverse(ctx, &p, 0, &fib)) {
 		case NS_REDIRECT:
+			frag_translated(&p);
 			return xdp_send(ctx, &fib);
 		case NS_DROP:
 			return XDP_DROP;
@@ -161,6 +168,7 @@ int sluice_xdp(ctx_t *ctx)
 		return XDP_PASS;
 	switch (ns_forward(ctx, &p, &fib)) {
 	case NS_REDIRECT:
+		frag_translated(&p);
 		return xdp_send(ctx, &fib);
 	case NS_DROP:
 		return XDP_DROP;

@@ -189,6 +189,17 @@ struct sluice_frontend_addr_value {
 	__u32 flags; /* SLUICE_SVC_F_* of the kinds using this address */
 };
 
+/*
+ * The source address a network namespace's unbound sockets get, per family (zero: none): what
+ * socket-LB checks loadBalancerSourceRanges against when a socket connects before it has a
+ * source. Keyed by the namespace's cookie; the agent writes the node's own namespace (its node
+ * addresses) and each pod's.
+ */
+struct sluice_netns_addrs {
+	struct sluice_addr v4; /* v4-mapped */
+	struct sluice_addr v6;
+};
+
 /* NodePorts, for bind protection: a host process may not bind a port a NodePort owns. */
 struct sluice_nodeport_key {
 	__u16 port; /* host byte order */
@@ -247,6 +258,26 @@ struct sluice_ct_value {
 /* UDP has no end: a flow idle this many epochs (69 to 137 s) is over, as conntrack's UDP
  * timeout ends one. TCP flows end with their FIN or RST (SLUICE_CT_F_CLOSED), or the LRU. */
 #define SLUICE_CT_UDP_TIMEOUT_EPOCHS 2
+
+/*
+ * Fragments of a translated datagram: only the first carries the L4 header, so its ports are
+ * kept under what every fragment carries (addresses, identification, protocol, as they
+ * arrived) for the later ones to be translated alike. LRU: a datagram's fragments arrive
+ * within moments, and an entry lives on harmlessly until evicted. One key for both families
+ * (IPv4 v4-mapped, its 16-bit id as a 32-bit number), as in every other map.
+ */
+struct sluice_frag_key {
+	struct sluice_addr saddr;
+	struct sluice_addr daddr;
+	__be32 id; /* IPv4's identification, or the IPv6 Fragment header's */
+	__u8 proto;
+	__u8 pad[3];
+};
+
+struct sluice_frag_ports {
+	__be16 sport;
+	__be16 dport;
+};
 
 /* SNAT source ports: Linux's default ephemeral range (ip_local_port_range), which the node's
  * own sockets share; SNAT skips a port a node socket holds instead of reserving the range. */
@@ -345,6 +376,11 @@ enum sluice_counter {
 	SLUICE_CNT_XDP_LOST_OTHER,    /* another driver exception (XDP_ABORTED, an unknown verdict) */
 	SLUICE_CNT_XDP_FLOW_ANSWERED, /* a flow XDP created to a remote backend got its first reply */
 	SLUICE_CNT_XDP_SYN_UNANSWERED,/* xdp: a client sent its SYN again on such a flow, unanswered */
+	/* tc ingress: a later fragment whose first fragment was not translated (it arrived before
+	 * it, was evicted, or is no Service's): to a LoadBalancer/ExternalIP address, dropped; */
+	SLUICE_CNT_NP_DROP_FRAG_UNKNOWN,
+	SLUICE_CNT_NP_FRAG_UNTRACKED, /* to any other address, passed on untouched */
+	SLUICE_CNT_SOCK_SOURCE_RANGE, /* rejected with ECONNREFUSED: source outside loadBalancerSourceRanges */
 	SLUICE_CNT_MAX,
 };
 
@@ -426,6 +462,8 @@ struct sluice_problem {
 #define SLUICE_MAP_AGENT_STATUS sluice_agent_status_v1
 #define SLUICE_MAP_PROBLEMS     sluice_problems_v1
 #define SLUICE_MAP_XDP_DEVICES  sluice_xdp_devices_v1
+#define SLUICE_MAP_FRAG         sluice_frag_v2
+#define SLUICE_MAP_NETNS_ADDRS  sluice_netns_addrs_v1
 
 #define SLUICE_SERVICES_MAX    65536
 #define SLUICE_BACKENDS_MAX    65536
@@ -439,7 +477,9 @@ struct sluice_problem {
 #define SLUICE_PROBLEMS_MAX    4096
 #define SLUICE_AFFINITY_MAX    65536
 #define SLUICE_MAGLEV_MAX      16384
+#define SLUICE_NETNS_ADDRS_MAX 65536
 #define SLUICE_XDP_DEVICES_MAX 256
+#define SLUICE_FRAG_MAX        8192
 
 #ifndef __cplusplus
 _Static_assert(sizeof(struct sluice_addr) == 16, "sluice_addr");
@@ -454,6 +494,7 @@ _Static_assert(sizeof(struct sluice_sock_revnat_value) == 20, "sluice_sock_revna
 _Static_assert(sizeof(struct sluice_src_range_key) == 24, "sluice_src_range_key");
 _Static_assert(sizeof(struct sluice_frontend_addr_value) == 4, "sluice_frontend_addr_value");
 _Static_assert(sizeof(struct sluice_nodeport_key) == 4, "sluice_nodeport_key");
+_Static_assert(sizeof(struct sluice_netns_addrs) == 32, "sluice_netns_addrs");
 _Static_assert(sizeof(struct sluice_ct_key) == 40, "sluice_ct_key");
 _Static_assert(sizeof(struct sluice_ct_value) == 40, "sluice_ct_value");
 _Static_assert(sizeof(struct sluice_config) == 40, "sluice_config");
@@ -469,6 +510,8 @@ _Static_assert(sizeof(struct sluice_maglev_key) == 4, "sluice_maglev_key");
 _Static_assert(sizeof(struct sluice_maglev_table) == 4084, "sluice_maglev_table");
 _Static_assert(sizeof(struct sluice_problem) == 384, "sluice_problem");
 _Static_assert(sizeof(struct sluice_xdp_device) == 128, "sluice_xdp_device");
+_Static_assert(sizeof(struct sluice_frag_key) == 40, "sluice_frag_key");
+_Static_assert(sizeof(struct sluice_frag_ports) == 4, "sluice_frag_ports");
 #endif
 
 #endif /* SLUICE_ABI_H */

@@ -116,6 +116,13 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __u64);
+	__type(value, struct sluice_netns_addrs);
+	__uint(max_entries, SLUICE_NETNS_ADDRS_MAX);
+} SLUICE_MAP_NETNS_ADDRS SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__type(key, __u32);
 	__type(value, struct sluice_xdp_device);
 	__uint(max_entries, SLUICE_XDP_DEVICES_MAX);
@@ -141,6 +148,13 @@ struct {
 	__uint(max_entries, SLUICE_MAGLEV_MAX);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 } SLUICE_MAP_MAGLEV SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct sluice_frag_key);
+	__type(value, struct sluice_frag_ports);
+	__uint(max_entries, SLUICE_FRAG_MAX);
+} SLUICE_MAP_FRAG SEC(".maps");
 
 /* Per-CPU room for the keys and values of backend selection beyond "random" (affinity,
  * Maglev): tc and XDP have no stack left for them. */

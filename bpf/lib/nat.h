@@ -35,9 +35,9 @@ static __always_inline int patch_l4(ctx_t *ctx, const struct pkt *p, void *old, 
 
 	if (!csum_off)
 		return 0;
-	if (csum_off > 128)
-		return -1;
-	csum = data + csum_off;
+	/* Below 128 by construction. A mask, not a comparison: clang may compare one copy of the
+	 * value and build the pointer from another, which the verifier then cannot bound. */
+	csum = data + (csum_off & 0x7f);
 	if ((void *)(csum + 1) > data_end)
 		return -1;
 	/* UDP over IPv4 may carry no checksum; keep it that way. */
@@ -137,7 +137,8 @@ static __always_inline int store_port(ctx_t *skb, const struct pkt *p, int which
 
 static __always_inline int set_port(ctx_t *ctx, const struct pkt *p, int which, __be16 old, __be16 new)
 {
-	if (old == new)
+	/* A later fragment has no ports of its own: the first fragment's rewrite covers them. */
+	if (old == new || p->frag == PKT_FRAG_LATER)
 		return 0;
 	return store_port(ctx, p, which, old, new);
 }

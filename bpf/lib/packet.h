@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Parsing shared by tc and XDP. Only the common shapes are handled (Ethernet, IPv4 without
- * options, IPv6 without extension headers); anything else is passed on untouched, which keeps
- * every header at a constant offset the verifier can check once. */
+ * options, IPv6 without extension headers but a Fragment header right after the fixed one);
+ * anything else is passed on untouched, which keeps every header at one of a few constant
+ * offsets the verifier can check. */
 #ifndef SLUICE_PACKET_H
 #define SLUICE_PACKET_H
 
@@ -32,6 +33,20 @@ struct icmphdr {
 #define ICMP6_TIME_EXCEEDED 3
 #define ICMP6_CSUM_OFF 2
 
+/* IPv4 frag_off bits (the kernel's net/ip.h is not a UAPI header). */
+#define IP_MF 0x2000
+#define IP_OFFSET 0x1fff
+
+/* IPv6's Fragment extension header (RFC 8200, 4.5); the kernel's is not a UAPI header either. */
+struct frag6hdr {
+	__u8 nexthdr;
+	__u8 reserved;
+	__be16 frag_off; /* offset in 8-byte units, shifted left by 3; M in bit 0 */
+	__be32 id;
+};
+#define IP6_MF 0x0001
+#define IP6_OFFSET 0xfff8
+
 #define L3_OFF ETH_HLEN
 #define L4_OFF_V4 (ETH_HLEN + sizeof(struct iphdr))
 #define L4_OFF_V6 (ETH_HLEN + sizeof(struct ipv6hdr))
@@ -54,18 +69,38 @@ struct pkt {
 		__u8 sctp_chunk; /* when proto is SCTP: its first chunk's type (0 if cut short) */
 	};
 	__u8 tcp_flags; /* when proto is TCP: FIN, SYN, RST, ... (0 if the header is cut short) */
+	__u8 frag;      /* PKT_FRAG_*: a fragment, which frag.h tracks by frag_id */
+	__be32 frag_id; /* IPv4's 16-bit identification as a number, or IPv6's */
 	__u32 l4_off;
 };
 
+#define PKT_FRAG_FIRST 1 /* offset 0, more to come: carries the ports */
+#define PKT_FRAG_LATER 2 /* no L4 header: its ports are the first fragment's (frag.h) */
+
 enum parse_result {
 	PARSE_OK,
-	PARSE_OTHER, /* not something we translate */
+	PARSE_OTHER,    /* not something we translate */
+	PARSE_FRAGMENT, /* a later fragment: addresses and protocol only, no ports */
 };
 
 /* The protocols NAT translates: those with ports. */
 static __always_inline int has_ports(__u8 proto)
 {
 	return proto == IPPROTO_TCP || proto == IPPROTO_UDP || proto == IPPROTO_SCTP;
+}
+
+/*
+ * The Fragment header that directly follows `ip6`, or 0. Other extension headers are not
+ * walked, before it or without it: hop-by-hop, routing and destination options are rare on
+ * north-south traffic, and parse() has never gone past them.
+ */
+static __always_inline struct frag6hdr *ipv6_frag_hdr(struct ipv6hdr *ip6, void *data_end)
+{
+	struct frag6hdr *fh = (void *)(ip6 + 1);
+
+	if (ip6->nexthdr != IPPROTO_FRAGMENT || (void *)(fh + 1) > data_end)
+		return 0;
+	return fh;
 }
 
 static __always_inline enum parse_result parse(void *data, void *data_end, struct pkt *p)
@@ -79,16 +114,18 @@ static __always_inline enum parse_result parse(void *data, void *data_end, struc
 
 		if ((void *)(ip + 1) > data_end || ip->ihl != 5)
 			return PARSE_OTHER;
-		/* Later fragments carry no ports. */
-		if (ip->frag_off & bpf_htons(0x1fff))
-			return PARSE_OTHER;
 		addr_set_v4mapped(&p->saddr, ip->saddr);
 		addr_set_v4mapped(&p->daddr, ip->daddr);
 		p->proto = ip->protocol;
 		p->v6 = 0;
 		p->l4_off = L4_OFF_V4;
+		if (ip->frag_off & bpf_htons(IP_MF | IP_OFFSET)) {
+			p->frag_id = bpf_htonl(bpf_ntohs(ip->id));
+			p->frag = ip->frag_off & bpf_htons(IP_OFFSET) ? PKT_FRAG_LATER : PKT_FRAG_FIRST;
+		}
 	} else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
 		struct ipv6hdr *ip6 = (void *)(eth + 1);
+		struct frag6hdr *fh;
 
 		if ((void *)(ip6 + 1) > data_end)
 			return PARSE_OTHER;
@@ -97,9 +134,29 @@ static __always_inline enum parse_result parse(void *data, void *data_end, struc
 		p->proto = ip6->nexthdr;
 		p->v6 = 1;
 		p->l4_off = L4_OFF_V6;
+		fh = ipv6_frag_hdr(ip6, data_end);
+		if (fh) {
+			/* ICMPv6 errors fit the minimum MTU, so are never fragmented, and icmp.h reads
+			 * them at fixed offsets. */
+			if (fh->nexthdr == IPPROTO_ICMPV6)
+				return PARSE_OTHER;
+			p->proto = fh->nexthdr;
+			p->l4_off = L4_OFF_V6 + sizeof(*fh);
+			/* Offset 0 and no more to come (an atomic fragment) is a whole datagram. */
+			if (fh->frag_off & bpf_htons(IP6_MF | IP6_OFFSET)) {
+				p->frag_id = fh->id;
+				p->frag = fh->frag_off & bpf_htons(IP6_OFFSET) ? PKT_FRAG_LATER : PKT_FRAG_FIRST;
+			}
+		}
 	} else {
 		return PARSE_OTHER;
 	}
+	/* SCTP sizes its packets to the path itself; the CRC32c of one IP fragmented anyway covers
+	 * the whole packet, which a fragment cannot patch. */
+	if (p->frag && p->proto == IPPROTO_SCTP)
+		return PARSE_OTHER;
+	if (p->frag == PKT_FRAG_LATER)
+		return PARSE_FRAGMENT;
 	if (has_ports(p->proto)) {
 		/* TCP, UDP and SCTP all start with the two ports. */
 		__be16 *ports = data + p->l4_off;
@@ -144,6 +201,9 @@ static __always_inline __u16 csum_fold(__u32 csum)
 /* Offset of the L4 checksum field, or 0 when there is none to fix. */
 static __always_inline __u32 l4_csum_off(const struct pkt *p)
 {
+	/* A later fragment's datagram checksum is in the first fragment, which covers it. */
+	if (p->frag == PKT_FRAG_LATER)
+		return 0;
 	switch (p->proto) {
 	case IPPROTO_TCP:
 		return p->l4_off + offsetof(struct tcphdr, check);

@@ -10,9 +10,12 @@
 #include "events.h"
 
 /* The first bytes of the rejected packet that its ICMP error quotes: its IP header and the 8
- * bytes after it (the ports), as RFC 792 asks. */
+ * bytes after it (the ports), as RFC 792 asks; for IPv6, the headers up to the L4 header (a
+ * first fragment's Fragment header too) and its first 8 bytes, so the client's stack can find
+ * the socket the error is for. */
 #define REJECT_QUOTE_V4 (sizeof(struct iphdr) + 8)
 #define REJECT_QUOTE_V6 (sizeof(struct ipv6hdr) + 8)
+#define REJECT_QUOTE_V6_MAX (REJECT_QUOTE_V6 + sizeof(struct frag6hdr))
 
 /* Room to build an ICMP error in: tc's stack is nearly all taken by the forward path. */
 struct reject_scratch {
@@ -32,7 +35,7 @@ struct reject_scratch {
 		__be32 len;
 		__be32 next;
 	} pseudo;
-	__u8 quoted[REJECT_QUOTE_V6];
+	__u8 quoted[REJECT_QUOTE_V6_MAX];
 };
 
 struct {
@@ -93,10 +96,11 @@ static __attribute__((noinline, unused)) int tc_reject4(struct __sk_buff *skb)
 	return reject_send(skb, r, &r->v4.icmp, 0, REJECT_QUOTE_V4, &r->v4, sizeof(r->v4));
 }
 
-/* ICMPv6 port unreachable back to the sender of `skb`, as tc_reject4. */
-static __attribute__((noinline, unused)) int tc_reject6(struct __sk_buff *skb)
+/* ICMPv6 port unreachable back to the sender of `skb`, as tc_reject4, quoting the first
+ * `quote` bytes of its IPv6 packet (REJECT_QUOTE_V6 or _MAX). */
+static __attribute__((noinline, unused)) int tc_reject6(struct __sk_buff *skb, __u32 quote)
 {
-	struct reject_scratch *r = reject_start(skb, REJECT_QUOTE_V6, sizeof(r->v6));
+	struct reject_scratch *r = reject_start(skb, quote, sizeof(r->v6));
 	struct ipv6hdr *orig;
 
 	if (!r)
@@ -104,7 +108,7 @@ static __attribute__((noinline, unused)) int tc_reject6(struct __sk_buff *skb)
 	orig = (struct ipv6hdr *)r->quoted;
 	__builtin_memset(&r->v6, 0, sizeof(r->v6));
 	r->v6.ip.version = 6;
-	r->v6.ip.payload_len = bpf_htons(sizeof(r->v6.icmp) + REJECT_QUOTE_V6);
+	r->v6.ip.payload_len = bpf_htons(sizeof(r->v6.icmp) + quote);
 	r->v6.ip.nexthdr = IPPROTO_ICMPV6;
 	r->v6.ip.hop_limit = 64;
 	r->v6.ip.saddr = orig->daddr;
@@ -113,10 +117,10 @@ static __attribute__((noinline, unused)) int tc_reject6(struct __sk_buff *skb)
 	r->v6.icmp.code = ICMP6_PORT_UNREACH;
 	r->pseudo.saddr = r->v6.ip.saddr;
 	r->pseudo.daddr = r->v6.ip.daddr;
-	r->pseudo.len = bpf_htonl(sizeof(r->v6.icmp) + REJECT_QUOTE_V6);
+	r->pseudo.len = bpf_htonl(sizeof(r->v6.icmp) + quote);
 	r->pseudo.next = bpf_htonl(IPPROTO_ICMPV6);
 	return reject_send(skb, r, &r->v6.icmp, bpf_csum_diff(0, 0, (__be32 *)&r->pseudo, sizeof(r->pseudo), 0),
-			   REJECT_QUOTE_V6, &r->v6, sizeof(r->v6));
+			   quote, &r->v6, sizeof(r->v6));
 }
 
 #endif

@@ -22,11 +22,45 @@ enum sock_xlate_result {
 	SOCK_XLATE_REJECT, /* a frontend without usable backend: kube-proxy rejects */
 };
 
+/*
+ * loadBalancerSourceRanges bind pods and node processes too (kube-proxy checks every packet's
+ * source). A connecting socket usually has no source yet: it gets the one the agent recorded for
+ * its network namespace (the pod's address, the node's for the node's namespace); a socket bound
+ * to an address is judged by that. An unknown source is outside every range.
+ */
+static __always_inline int sock_source_allowed(struct bpf_sock_addr *ctx, const int v6, const struct sluice_svc_key *key,
+					       __u16 rev_nat_id)
+{
+	struct sluice_src_range_key rk = {};
+	struct bpf_sock *sk = ctx->sk;
+	struct sluice_netns_addrs *own;
+	__u64 netns;
+
+	if (v6) {
+		rk.addr.words[0] = sk->src_ip6[0];
+		rk.addr.words[1] = sk->src_ip6[1];
+		rk.addr.words[2] = sk->src_ip6[2];
+		rk.addr.words[3] = sk->src_ip6[3];
+	} else if (sk->src_ip4) {
+		addr_set_v4mapped(&rk.addr, sk->src_ip4);
+	}
+	if (!(rk.addr.words[0] | rk.addr.words[1] | rk.addr.words[2] | rk.addr.words[3])) {
+		netns = bpf_get_netns_cookie(ctx);
+		own = bpf_map_lookup_elem(&SLUICE_MAP_NETNS_ADDRS, &netns);
+		if (!own)
+			return 0;
+		rk.addr = addr_is_v4mapped(&key->addr) ? own->v4 : own->v6;
+	}
+	rk.prefixlen = 32 + 128;
+	rk.rev_nat_id = rev_nat_id;
+	return bpf_map_lookup_elem(&SLUICE_MAP_SRC_RANGES, &rk) != 0;
+}
+
 /* Picks a backend for the frontend in key (addr, port, proto set; scope and slot are ours).
  * On reject, *reason says why (a counter index). */
 static __always_inline enum sock_xlate_result
-sock_select_backend(struct bpf_sock_addr *ctx, struct sluice_svc_key *key, struct sluice_backend *backend, __u16 *rev_nat_id,
-		    __u32 *reason)
+sock_select_backend(struct bpf_sock_addr *ctx, const int v6, struct sluice_svc_key *key, struct sluice_backend *backend,
+		    __u16 *rev_nat_id, __u32 *reason)
 {
 	struct sluice_svc_value *svc = lb_header(key, 1);
 	struct sluice_addr client = {};
@@ -41,6 +75,11 @@ sock_select_backend(struct bpf_sock_addr *ctx, struct sluice_svc_key *key, struc
 		return SOCK_XLATE_PASS;
 	}
 	*rev_nat_id = svc->rev_nat_id;
+	if ((svc->flags & SLUICE_SVC_F_SOURCE_RANGES) && !sock_source_allowed(ctx, v6, key, svc->rev_nat_id)) {
+		*reason = SLUICE_CNT_SOCK_SOURCE_RANGE;
+		sluice_count(*reason);
+		return SOCK_XLATE_REJECT;
+	}
 	if (svc->flags & SLUICE_SVC_F_AFFINITY) {
 		/* A pod is its network namespace: affinity follows it whatever address it uses. */
 		__u64 netns = bpf_get_netns_cookie(ctx);
@@ -164,7 +203,7 @@ static __always_inline int sock_forward(struct bpf_sock_addr *ctx, const int v6,
 	}
 	key.port = (__be16)ctx->user_port;
 	key.proto = (__u8)ctx->protocol;
-	switch (sock_select_backend(ctx, &key, &be, &rev_nat_id, &reason)) {
+	switch (sock_select_backend(ctx, v6, &key, &be, &rev_nat_id, &reason)) {
 	case SOCK_XLATE_PASS:
 		return 1;
 	case SOCK_XLATE_REJECT:

@@ -84,8 +84,10 @@ pub const MAP_MAGLEV: &str = "sluice_maglev_v1";
 pub const MAP_AGENT_STATUS: &str = "sluice_agent_status_v1";
 pub const MAP_PROBLEMS: &str = "sluice_problems_v1";
 pub const MAP_XDP_DEVICES: &str = "sluice_xdp_devices_v1";
+pub const MAP_FRAG: &str = "sluice_frag_v2";
+pub const MAP_NETNS_ADDRS: &str = "sluice_netns_addrs_v1";
 /// Every map the agent pins; the CLI opens them by these names.
-pub const ALL_MAPS: [&str; 21] = [
+pub const ALL_MAPS: [&str; 23] = [
     MAP_SERVICES,
     MAP_BACKENDS,
     MAP_REVNAT,
@@ -107,6 +109,8 @@ pub const ALL_MAPS: [&str; 21] = [
     MAP_AGENT_STATUS,
     MAP_PROBLEMS,
     MAP_XDP_DEVICES,
+    MAP_FRAG,
+    MAP_NETNS_ADDRS,
 ];
 
 pub const SERVICES_MAX: u32 = 65536;
@@ -122,6 +126,8 @@ pub const PROBLEMS_MAX: u32 = 4096;
 pub const AFFINITY_MAX: u32 = 65536;
 pub const MAGLEV_MAX: u32 = 16384;
 pub const XDP_DEVICES_MAX: u32 = 256;
+pub const FRAG_MAX: u32 = 8192;
+pub const NETNS_ADDRS_MAX: u32 = 65536;
 /// Entries of one Maglev table (a prime).
 pub const MAGLEV_M: usize = 1021;
 /// Destination ports one blocklist entry can be limited to.
@@ -158,10 +164,13 @@ pub enum Counter {
     XdpLostOther,
     XdpFlowAnswered,
     XdpSynUnanswered,
+    NpDropFragUnknown,
+    NpFragUntracked,
+    SockSourceRange,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 27] = [
+    pub const ALL: [Counter; 30] = [
         Counter::SockXlate,
         Counter::SockNoBackend,
         Counter::SockMissingSlot,
@@ -189,6 +198,9 @@ impl Counter {
         Counter::XdpLostOther,
         Counter::XdpFlowAnswered,
         Counter::XdpSynUnanswered,
+        Counter::NpDropFragUnknown,
+        Counter::NpFragUntracked,
+        Counter::SockSourceRange,
     ];
 
     pub fn name(self) -> &'static str {
@@ -220,6 +232,9 @@ impl Counter {
             Counter::XdpLostOther => "xdp_lost_other",
             Counter::XdpFlowAnswered => "xdp_flow_answered",
             Counter::XdpSynUnanswered => "xdp_syn_unanswered",
+            Counter::NpDropFragUnknown => "nodeport_drop_fragment_unknown",
+            Counter::NpFragUntracked => "nodeport_fragment_untracked",
+            Counter::SockSourceRange => "sock_rejected_source_range",
         }
     }
 
@@ -253,6 +268,9 @@ impl Counter {
             Counter::XdpLostOther => "SLUICE_CNT_XDP_LOST_OTHER",
             Counter::XdpFlowAnswered => "SLUICE_CNT_XDP_FLOW_ANSWERED",
             Counter::XdpSynUnanswered => "SLUICE_CNT_XDP_SYN_UNANSWERED",
+            Counter::NpDropFragUnknown => "SLUICE_CNT_NP_DROP_FRAG_UNKNOWN",
+            Counter::NpFragUntracked => "SLUICE_CNT_NP_FRAG_UNTRACKED",
+            Counter::SockSourceRange => "SLUICE_CNT_SOCK_SOURCE_RANGE",
         }
     }
 
@@ -261,6 +279,7 @@ impl Counter {
         matches!(
             self,
             Counter::SockNoBackend
+                | Counter::SockSourceRange
                 | Counter::SockMissingSlot
                 | Counter::NpRejectNoBackend
                 | Counter::NpDropLocalNone
@@ -273,6 +292,7 @@ impl Counter {
                 | Counter::XdpLostTx
                 | Counter::XdpLostRedirect
                 | Counter::XdpLostOther
+                | Counter::NpDropFragUnknown
         )
     }
 }
@@ -433,6 +453,14 @@ pub struct SockRevNatValue {
     pub rev_nat_id: u16,
 }
 
+/// `struct sluice_netns_addrs`: the source each family's unbound sockets of a network namespace get.
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
+pub struct NetnsAddrs {
+    pub v4: Addr,
+    pub v6: Addr,
+}
+
 /// `struct sluice_src_range_key` (LPM trie key).
 #[repr(C)]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Default)]
@@ -510,6 +538,27 @@ pub struct CtValue {
     pub flags: u8,
     /// Last packet of a UDP flow, in epochs of `1 << CT_EPOCH_SHIFT` ns; 0: written before epochs, fresh.
     pub epoch: u8,
+}
+
+/// `struct sluice_frag_key`: a datagram whose fragments are being translated, by what each of
+/// its fragments carries (as they arrived); the identification in network byte order (IPv4's
+/// 16 bits as a 32-bit number).
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
+pub struct FragKey {
+    pub saddr: Addr,
+    pub daddr: Addr,
+    pub id_be: u32,
+    pub proto: u8,
+    pub pad: [u8; 3],
+}
+
+/// `struct sluice_frag_ports`: the ports its first fragment carried, network byte order.
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
+pub struct FragPorts {
+    pub sport_be: u16,
+    pub dport_be: u16,
 }
 
 /// `struct sluice_block_key` (LPM trie key over the source address).
@@ -817,6 +866,7 @@ pub fn c_constants() -> Vec<(&'static str, u64)> {
         ("SLUICE_BACKENDS_MAX", BACKENDS_MAX.into()),
         ("SLUICE_REVNAT_MAX", REVNAT_MAX.into()),
         ("SLUICE_SOCK_REVNAT_MAX", SOCK_REVNAT_MAX.into()),
+        ("SLUICE_NETNS_ADDRS_MAX", NETNS_ADDRS_MAX.into()),
         ("SLUICE_SRC_RANGES_MAX", SRC_RANGES_MAX.into()),
         ("SLUICE_LB_ADDRS_MAX", LB_ADDRS_MAX.into()),
         ("SLUICE_NODEPORTS_MAX", NODEPORTS_MAX.into()),
@@ -826,6 +876,7 @@ pub fn c_constants() -> Vec<(&'static str, u64)> {
         ("SLUICE_AFFINITY_MAX", AFFINITY_MAX.into()),
         ("SLUICE_MAGLEV_MAX", MAGLEV_MAX.into()),
         ("SLUICE_XDP_DEVICES_MAX", XDP_DEVICES_MAX.into()),
+        ("SLUICE_FRAG_MAX", FRAG_MAX.into()),
     ];
     v.extend(Counter::ALL.iter().map(|c| (c.c_name(), *c as u64)));
     v.push(("SLUICE_CNT_MAX", Counter::ALL.len() as u64));
@@ -850,6 +901,7 @@ pub fn c_map_names() -> Vec<(&'static str, &'static str)> {
         ("SLUICE_MAP_BLOCKLIST", MAP_BLOCKLIST),
         ("SLUICE_MAP_BLOCK_HITS", MAP_BLOCK_HITS),
         ("SLUICE_MAP_HOST_NETNS", MAP_HOST_NETNS),
+        ("SLUICE_MAP_NETNS_ADDRS", MAP_NETNS_ADDRS),
         ("SLUICE_MAP_EVENTS", MAP_EVENTS),
         ("SLUICE_MAP_MONITOR", MAP_MONITOR),
         ("SLUICE_MAP_AFFINITY", MAP_AFFINITY),
@@ -857,6 +909,7 @@ pub fn c_map_names() -> Vec<(&'static str, &'static str)> {
         ("SLUICE_MAP_AGENT_STATUS", MAP_AGENT_STATUS),
         ("SLUICE_MAP_PROBLEMS", MAP_PROBLEMS),
         ("SLUICE_MAP_XDP_DEVICES", MAP_XDP_DEVICES),
+        ("SLUICE_MAP_FRAG", MAP_FRAG),
     ]
 }
 
@@ -928,6 +981,7 @@ pub fn layouts() -> Vec<(&'static str, usize, Vec<(&'static str, usize)>)> {
                 ("rev_nat_id", offset_of!(SockRevNatValue, rev_nat_id)),
             ],
         ),
+        ("sluice_netns_addrs", size_of::<NetnsAddrs>(), vec![("v4", offset_of!(NetnsAddrs, v4)), ("v6", offset_of!(NetnsAddrs, v6))]),
         (
             "sluice_src_range_key",
             size_of::<SrcRangeKey>(),
@@ -1064,6 +1118,18 @@ pub fn layouts() -> Vec<(&'static str, usize, Vec<(&'static str, usize)>)> {
                 ("reason", offset_of!(XdpDevice, reason)),
             ],
         ),
+        (
+            "sluice_frag_key",
+            size_of::<FragKey>(),
+            vec![
+                ("saddr", offset_of!(FragKey, saddr)),
+                ("daddr", offset_of!(FragKey, daddr)),
+                ("id", offset_of!(FragKey, id_be)),
+                ("proto", offset_of!(FragKey, proto)),
+                ("pad", offset_of!(FragKey, pad)),
+            ],
+        ),
+        ("sluice_frag_ports", size_of::<FragPorts>(), vec![("sport", offset_of!(FragPorts, sport_be)), ("dport", offset_of!(FragPorts, dport_be))]),
     ]
 }
 
@@ -1072,6 +1138,9 @@ mod pod {
     // SAFETY: every type is repr(C), Copy, made of integers with explicit padding fields, so
     // any byte pattern is a valid value and no uninitialised padding is read.
     unsafe impl aya::Pod for super::Addr {}
+    unsafe impl aya::Pod for super::FragKey {}
+    unsafe impl aya::Pod for super::FragPorts {}
+    unsafe impl aya::Pod for super::NetnsAddrs {}
     unsafe impl aya::Pod for super::SvcKey {}
     unsafe impl aya::Pod for super::SvcValue {}
     unsafe impl aya::Pod for super::Backend {}
@@ -1140,6 +1209,7 @@ mod tests {
                 ("sluice_frontend_name", 128),
                 ("sluice_sock_revnat_key", 32),
                 ("sluice_sock_revnat_value", 20),
+                ("sluice_netns_addrs", 32),
                 ("sluice_src_range_key", 24),
                 ("sluice_frontend_addr_value", 4),
                 ("sluice_nodeport_key", 4),
@@ -1157,6 +1227,8 @@ mod tests {
                 ("sluice_config", 40),
                 ("sluice_block_port", 4),
                 ("sluice_xdp_device", 128),
+                ("sluice_frag_key", 40),
+                ("sluice_frag_ports", 4),
             ]
         );
     }

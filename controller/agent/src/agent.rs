@@ -31,6 +31,10 @@ pub struct AgentArgs {
     /// This node's name, for node-local endpoint selection.
     #[arg(long, env = "NODE_NAME")]
     pub node_name: Option<String>,
+    /// Where the Lease electing the agent that writes the shared objects' status lives (the
+    /// chart passes its release namespace).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "kube-system")]
+    pub lease_namespace: String,
     /// The node's external devices, where NodePort/ExternalIP/LoadBalancer traffic is handled by
     /// tc and XDP [default: the device of the default route; none: no north-south datapath]
     #[arg(long, value_delimiter = ',')]
@@ -201,6 +205,26 @@ pub fn main(args: AgentArgs) -> anyhow::Result<()> {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?.block_on(run(args))
 }
 
+/// Keeps socket-LB's record of each network namespace's source address current (it judges
+/// loadBalancerSourceRanges for pods and node processes by it), on a thread of its own: a new pod
+/// is picked up within a second, whatever the sync loop is doing.
+fn keep_source_addresses(root: &Path, cgroup: &Path, node_ips: Vec<std::net::IpAddr>) -> anyhow::Result<()> {
+    let mut addrs = sluice_datapath::netns::SourceAddrs::open(root, cgroup).context("opening the network namespace addresses map")?;
+    let root = root.to_path_buf();
+    std::thread::Builder::new().name("netns-addrs".into()).spawn(move || {
+        loop {
+            // With hostNamespaceOnly, socket-LB leaves pods alone: their addresses are not needed.
+            let pods = loader::read_config(&root).map_or(true, |c| c.flags & sluice_abi::CFG_F_HOST_NS_ONLY == 0);
+            let r = addrs.refresh(&node_ips, pods);
+            if r.added + r.removed > 0 {
+                tracing::debug!(added = r.added, removed = r.removed, unreadable = r.failed, "network namespace source addresses updated");
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    })?;
+    Ok(())
+}
+
 /// The cgroup v2 mount point, read from /proc/mounts (hybrid hierarchies put it elsewhere
 /// than /sys/fs/cgroup).
 fn cgroup2_mount() -> anyhow::Result<PathBuf> {
@@ -305,6 +329,7 @@ async fn run(args: AgentArgs) -> anyhow::Result<()> {
             tracing::info!("cluster mode: watching Services, EndpointSlices and SourceBlocklists");
             if let Some(node) = &args.node_name {
                 tokio::spawn(crate::node_status::run(client.clone(), node.clone(), root.clone(), facts.clone(), usage.clone()));
+                tokio::spawn(crate::cluster_status::run(client.clone(), node.clone(), args.lease_namespace.clone(), facts.clone()));
             }
             recorder = Some(Arc::new(kube::runtime::events::Recorder::new(
                 client.clone(),
@@ -345,7 +370,8 @@ async fn run(args: AgentArgs) -> anyhow::Result<()> {
         node_ips: north_south.node_ips.clone(),
     };
     let mut syncer = crate::sync::Syncer::new(settings, reconciler, node, std::process::id());
-    let mut node_maps = sluice_datapath::PinnedNodeMaps { root: root.clone() };
+    keep_source_addresses(&root, &cgroup, north_south.node_ips.clone())?;
+    let mut node_maps = sluice_datapath::PinnedNodeMaps { root: root.clone(), cgroup: cgroup.clone() };
     let mut health = crate::health::HealthServers::new(probes.clone());
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;

@@ -68,6 +68,14 @@ pub fn run(args: &DumpArgs) -> anyhow::Result<()> {
                 "last_used_monotonic_ns": v.last_used_ns,
             })
         })?,
+        abi::MAP_FRAG => hash_entries::<abi::FragKey, abi::FragPorts>(args, |k, v| {
+            json!({
+                "src": format!("{}:{}", ip(&k.saddr), u16::from_be(v.sport_be)),
+                "dst": format!("{}:{}", ip(&k.daddr), u16::from_be(v.dport_be)),
+                "id": u32::from_be(k.id_be),
+                "proto": k.proto,
+            })
+        })?,
         abi::MAP_SOCK_REVNAT => hash_entries::<SockRevNatKey, SockRevNatValue>(args, |k, v| {
             json!({
                 "cookie": k.cookie,

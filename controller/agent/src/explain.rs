@@ -190,6 +190,12 @@ pub fn explain(state: &LbState, target: SocketAddr, proto: Protocol, from: Optio
         } else {
             ""
         };
+    if from.is_none() && head.flags & abi::SVC_F_SOURCE_RANGES != 0 {
+        e.reason += &format!(
+            "; loadBalancerSourceRanges ({}): only a socket whose source is inside them (its bound address, else its network namespace's: the pod's, or the node's address) is translated, others fail with ECONNREFUSED (sock_rejected_source_range)",
+            v.source_ranges.join(", ")
+        );
+    }
     e
 }
 
@@ -256,7 +262,10 @@ mod tests {
         assert_eq!((e.verdict, e.candidates.len()), ("translate", 1), "{e:?}");
         // Pods reach the LB IP through the internal scope even without a local endpoint.
         let (a, p) = t("172.31.1.1:80");
-        assert_eq!(explain(&s, a, p, None).verdict, "translate");
+        let e = explain(&s, a, p, None);
+        assert_eq!(e.verdict, "translate");
+        // ... when their source is in the ranges.
+        assert!(e.reason.contains("sock_rejected_source_range") && e.reason.contains("192.0.2.0/24"), "{e:?}");
         // From outside, in range: Local policy and no local endpoint here -> drop.
         let e = explain(&s, a, p, Some("192.0.2.9".parse().unwrap()));
         assert_eq!(e.verdict, "drop");

@@ -3,7 +3,9 @@
 mod acceleration;
 mod agent;
 mod cli;
+mod cluster_status;
 mod dump;
+mod election;
 mod events;
 mod explain;
 mod health;

@@ -104,7 +104,7 @@ fn counter(reason: u32) -> Option<Counter> {
 /// What happened, in one word: translated, rejected (the socket got ECONNREFUSED), dropped.
 fn verdict(reason: u32) -> &'static str {
     match counter(reason) {
-        Some(Counter::SockNoBackend | Counter::SockMissingSlot | Counter::NpRejectNoBackend) => "rejected",
+        Some(Counter::SockNoBackend | Counter::SockSourceRange | Counter::SockMissingSlot | Counter::NpRejectNoBackend) => "rejected",
         Some(Counter::BindDenied) => "bind-denied",
         Some(c) if c.is_drop() => "dropped",
         Some(_) => "translated",

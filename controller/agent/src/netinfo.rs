@@ -24,44 +24,10 @@ pub fn default_route_device() -> Option<String> {
 
 /// The IPv4 and global IPv6 addresses on `device`.
 pub fn device_addresses(device: &str) -> Vec<IpAddr> {
-    let mut out = Vec::new();
-    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs allocates a list we walk read-only and free with freeifaddrs.
-    if unsafe { libc::getifaddrs(&mut head) } != 0 {
-        return out;
-    }
-    let mut cur = head;
-    while !cur.is_null() {
-        // SAFETY: cur is a node of the list getifaddrs returned, not yet freed.
-        let ifa = unsafe { &*cur };
-        cur = ifa.ifa_next;
-        if ifa.ifa_addr.is_null() {
-            continue;
-        }
-        // SAFETY: ifa_name is a NUL-terminated C string owned by the list.
-        let name = unsafe { std::ffi::CStr::from_ptr(ifa.ifa_name) }.to_string_lossy();
-        if name != device {
-            continue;
-        }
-        // SAFETY: the family tells which sockaddr variant ifa_addr points to.
-        unsafe {
-            match i32::from((*ifa.ifa_addr).sa_family) {
-                libc::AF_INET => {
-                    let sin = &*(ifa.ifa_addr as *const libc::sockaddr_in);
-                    out.push(IpAddr::from(u32::from_be(sin.sin_addr.s_addr).to_be_bytes()));
-                }
-                libc::AF_INET6 => {
-                    let sin6 = &*(ifa.ifa_addr as *const libc::sockaddr_in6);
-                    let ip = std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr);
-                    if (ip.segments()[0] & 0xffc0) != 0xfe80 {
-                        out.push(IpAddr::V6(ip));
-                    }
-                }
-                _ => {}
-            }
-        }
-    }
-    // SAFETY: head came from getifaddrs.
-    unsafe { libc::freeifaddrs(head) };
-    out
+    sluice_datapath::netns::interface_addresses()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|a| a.device == device && !matches!(a.ip, IpAddr::V6(v6) if v6.is_unicast_link_local()))
+        .map(|a| a.ip)
+        .collect()
 }

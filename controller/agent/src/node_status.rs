@@ -1,15 +1,16 @@
-//! What this node's datapath looks like, written to its SluiceNode status, and the per-entry
-//! SourceBlocklist drops summed over every node into each SourceBlocklist's status. Every agent
-//! writes the same sums, so no leader is needed; they converge within one period.
+//! What this node's datapath looks like, written to its SluiceNode status when it changes: its
+//! programs, maps, last sync, drops per SourceBlocklist entry and how it applied the
+//! ProxyConfig. The shared objects' status is summed from these by one elected agent
+//! (`cluster_status`); an idle node writes nothing.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams};
 use sluice_core::blocklist::BlockOwner;
-use sluice_crds::{DeviceStatus, MapStatus, ProgramStatus, SluiceNode, SluiceNodeStatus, SyncStatus};
+use sluice_crds::{DeviceStatus, MapStatus, NodeProxyConfigStatus, ProgramStatus, SluiceNode, SluiceNodeStatus, SyncStatus};
 use sluice_datapath::counters;
 
 use crate::usage::MapUsage;
@@ -80,6 +81,16 @@ fn status(root: &PathBuf, facts: &Facts, usage: &MapUsage) -> SluiceNodeStatus {
             }
         }
     }
+    let mut proxy_config = facts.proxy_config.clone().map(|r| NodeProxyConfigStatus { observed_generation: r.generation, problems: r.problems });
+    if let Some(report) = proxy_config.as_mut() {
+        // Native acceleration demanded and not delivering (the proof decides that after the
+        // ProxyConfig was applied, so it is read here, from the device map).
+        for (_, d) in sluice_datapath::xdp_proof::read_devices(root).unwrap_or_default() {
+            if d.state == sluice_abi::XdpState::Failed as u32 {
+                report.problems.push(format!("xdpAcceleration native: {}: {}", sluice_abi::get_str(&d.name), sluice_abi::get_str(&d.reason)));
+            }
+        }
+    }
     SluiceNodeStatus {
         kernel_version: kernel_version(),
         bpf_features: facts.features.clone(),
@@ -89,75 +100,55 @@ fn status(root: &PathBuf, facts: &Facts, usage: &MapUsage) -> SluiceNodeStatus {
         last_sync: facts.last_sync.clone(),
         errors,
         blocklist_drops,
+        blocklist_generations: facts.block_generations.iter().filter_map(|(name, g)| g.map(|g| (name.clone(), g))).collect(),
+        proxy_config,
     }
 }
 
-async fn write_once(client: &kube::Client, node: &str, root: &PathBuf, facts: &Mutex<Facts>, usage: &MapUsage) -> Result<(), kube::Error> {
-    let (st, generations, proxy_config) = {
-        let f = facts.lock().expect("facts");
-        (status(root, &f, usage), f.block_generations.clone(), f.proxy_config.clone())
-    };
-    let nodes: Api<SluiceNode> = Api::all(client.clone());
+/// Writes this node's SluiceNode: the object itself once (it has no spec to speak of; it
+/// exists so its status can be written), then its status.
+async fn write(nodes: &Api<SluiceNode>, node: &str, st: &SluiceNodeStatus, object_written: &mut bool) -> Result<(), kube::Error> {
     let pp = PatchParams::apply(MANAGER).force();
-    // The object has no spec to speak of; it exists so its status can be written.
-    let object = serde_json::json!({"apiVersion": "sluice.dev/v1alpha1", "kind": "SluiceNode", "metadata": {"name": node}, "spec": {}});
-    nodes.patch(node, &pp, &Patch::Apply(&object)).await?;
+    if !*object_written {
+        let object = serde_json::json!({"apiVersion": "sluice.dev/v1alpha1", "kind": "SluiceNode", "metadata": {"name": node}, "spec": {}});
+        nodes.patch(node, &pp, &Patch::Apply(&object)).await?;
+        *object_written = true;
+    }
     let status = serde_json::json!({"apiVersion": "sluice.dev/v1alpha1", "kind": "SluiceNode", "status": st});
-    nodes.patch_status(node, &pp, &Patch::Apply(&status)).await?;
-
-    // Sum every node's drops per blocklist.
-    let mut sums: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
-    for n in nodes.list(&ListParams::default()).await?.items {
-        for (key, count) in n.status.map(|s| s.blocklist_drops).unwrap_or_default() {
-            if let Some((list, cidr)) = key.split_once('/') {
-                *sums.entry(list.to_string()).or_default().entry(cidr.to_string()).or_default() += count;
-            }
-        }
-    }
-    let lists: Api<sluice_crds::SourceBlocklist> = Api::all(client.clone());
-    for (name, generation) in generations {
-        let drops = sums.remove(&name).unwrap_or_default();
-        let patch = serde_json::json!({"status": {"drops": drops, "observedGeneration": generation}});
-        lists.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
-    }
-    if let Some(mut report) = proxy_config {
-        // Native acceleration demanded and not delivering (the proof decides that after the
-        // ProxyConfig was applied, so it is read here, from the device map, at each write).
-        for (_, d) in sluice_datapath::xdp_proof::read_devices(root).unwrap_or_default() {
-            if d.state == sluice_abi::XdpState::Failed as u32 {
-                report.problems.push(format!("xdpAcceleration native: {}: {}", sluice_abi::get_str(&d.name), sluice_abi::get_str(&d.reason)));
-            }
-        }
-        let configs: Api<sluice_crds::ProxyConfig> = Api::all(client.clone());
-        let applied = report.problems.is_empty();
-        let patch = serde_json::json!({"status": {
-            "observedGeneration": report.generation,
-            "conditions": [{
-                "type": "Applied",
-                "status": if applied { "True" } else { "False" },
-                "reason": if applied { "Applied" } else { "PartlyApplied" },
-                "message": if applied { "every field in effect".to_string() } else { report.problems.join("; ") },
-                "lastTransitionTime": k8s_openapi::jiff::Timestamp::now().to_string(),
-                "observedGeneration": report.generation,
-            }],
-        }});
-        configs.patch_status(sluice_crds::PROXY_CONFIG_NAME, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    if let Err(e) = nodes.patch_status(node, &pp, &Patch::Apply(&status)).await {
+        // Deleted meanwhile (kubectl delete sluicenode): recreated at the next write.
+        *object_written = false;
+        return Err(e);
     }
     Ok(())
 }
 
-/// Writes the status every PERIOD until the process ends.
+/// Writes the status when it changed, looking every PERIOD, until the process ends.
 pub async fn run(client: kube::Client, node: String, root: PathBuf, facts: Arc<Mutex<Facts>>, usage: Arc<MapUsage>) {
-    let mut failing = false;
+    let nodes: Api<SluiceNode> = Api::all(client);
+    let (mut written, mut object_written) = (None, false);
+    // After a failed write the next try waits longer (to 5 minutes): a cluster without the CRDs
+    // or the RBAC must not get a refused write from every node every period.
+    let mut wait = PERIOD;
     loop {
-        match write_once(&client, &node, &root, &facts, &usage).await {
-            Ok(()) => failing = false,
-            Err(e) if !failing => {
-                tracing::warn!(node, "cannot write SluiceNode/SourceBlocklist status (CRDs installed? RBAC?): {e}");
-                failing = true;
+        let st = {
+            let f = facts.lock().expect("facts");
+            status(&root, &f, &usage)
+        };
+        if written.as_ref() != Some(&st) {
+            match write(&nodes, &node, &st, &mut object_written).await {
+                Ok(()) => {
+                    written = Some(st);
+                    wait = PERIOD;
+                }
+                Err(e) => {
+                    if wait == PERIOD {
+                        tracing::warn!(node, "cannot write SluiceNode status (CRDs installed? RBAC?), retrying with backoff: {e}");
+                    }
+                    wait = (wait * 2).min(Duration::from_secs(300));
+                }
             }
-            Err(_) => {}
         }
-        tokio::time::sleep(PERIOD).await;
+        tokio::time::sleep(wait).await;
     }
 }

@@ -9,11 +9,12 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use sluice_abi::{AgentStatus, BlockKey};
+use sluice_abi::{Addr, AgentStatus, BlockKey, SvcKey};
 use sluice_core::blocklist::BlockOwner;
 use sluice_core::ids::IdSpace;
-use sluice_core::{Capacity, Cidr, HealthCheck, NodeContext, Planner, Warning, ids_from_state};
+use sluice_core::{Capacity, Cidr, HealthCheck, LbState, NodeContext, Planner, Touched, Warning, ids_from_state};
 use sluice_crds::{DeviceStatus, LoadBalancingAlgorithm, ProxyConfig, XdpAcceleration};
+use sluice_datapath::sockets::StaleUdp;
 use sluice_datapath::{LbMaps, NodeMaps, Reconciler, SyncStats, loader};
 use sluice_k8s::Index;
 
@@ -196,6 +197,7 @@ impl Syncer {
                 .map(|(_, b)| (b.addr, b.port()))
                 .collect()
         };
+        let stale_udp = stale_udp_sockets(self.reconciler.current(), self.planner.desired(), plan.touched.as_ref());
         let synced = match &plan.touched {
             Some(touched) => self.reconciler.sync_touched(maps, self.planner.desired(), touched),
             None => self.reconciler.sync(maps, self.planner.desired()),
@@ -206,6 +208,13 @@ impl Syncer {
                     Ok(0) => {}
                     Ok(n) => tracing::info!(entries = n, "forgot the UDP flows of removed backends"),
                     Err(e) => tracing::warn!("cannot clean conntrack of removed UDP backends: {e}"),
+                }
+                match node_maps.close_stale_udp(&stale_udp) {
+                    Ok(r) if r.closed > 0 || r.failed > 0 => {
+                        tracing::info!(closed = r.closed, namespaces = r.namespaces, failed = r.failed, "closed the connected UDP sockets socket-LB can no longer serve")
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!("cannot close the UDP sockets of removed backends: {e}"),
                 }
                 match node_maps.forget_stale_affinity(self.planner.desired(), plan.touched.as_ref().map(|t| &t.revnat)) {
                     Ok(0) => {}
@@ -403,3 +412,38 @@ fn node_port_addresses(node_ips: &[IpAddr], wanted: &[NodePortAddresses]) -> Vec
 #[cfg(test)]
 #[path = "sync_tests.rs"]
 mod tests;
+
+/// The UDP frontends a plan changes (every one for a full plan): what their connected sockets
+/// can no longer rely on. A backend that left a frontend's Service takes the sockets socket-LB
+/// connected to it through that frontend; a frontend that gets its first backend takes the
+/// sockets connected to its own address (never translated: connected before it could be).
+pub fn stale_udp_sockets(current: &LbState, desired: &LbState, touched: Option<&Touched>) -> StaleUdp {
+    let udp_frontend = |k: &SvcKey| (k.proto == sluice_abi::IPPROTO_UDP).then_some((k.addr, k.port_be));
+    let frontends: BTreeSet<(Addr, u16)> = match touched {
+        Some(t) => t.services.iter().filter_map(udp_frontend).collect(),
+        None => current.services.keys().chain(desired.services.keys()).filter_map(udp_frontend).collect(),
+    };
+    let mut stale = StaleUdp::default();
+    for (addr, port_be) in frontends {
+        let (before, after) = (udp_backends_of(current, addr, port_be), udp_backends_of(desired, addr, port_be));
+        let frontend = (addr, u16::from_be(port_be));
+        if before.is_empty() && !after.is_empty() {
+            stale.woken_frontends.insert(frontend);
+        }
+        stale.gone_backends.extend(before.difference(&after).map(|b| (frontend, *b)));
+    }
+    stale
+}
+
+/// The backends (address, port) of a UDP frontend, in either scope.
+fn udp_backends_of(state: &LbState, addr: Addr, port_be: u16) -> BTreeSet<(Addr, u16)> {
+    let first = SvcKey { addr, port_be, proto: sluice_abi::IPPROTO_UDP, scope: 0, slot: 0, pad: 0 };
+    let last = SvcKey { scope: u8::MAX, slot: u16::MAX, pad: u16::MAX, ..first };
+    state
+        .services
+        .range(first..=last)
+        .filter(|(k, _)| k.slot > 0)
+        .filter_map(|(_, v)| state.backends.get(&v.backend_id))
+        .map(|b| (b.addr, b.port()))
+        .collect()
+}

@@ -27,8 +27,9 @@ fn client_main(mode: &str) {
     let out = match mode {
         "spread" => spread(target, args[1].parse().unwrap()),
         "udp" => udp(target),
-        "refused" => refused(target),
+        "refused" => refused(target, args.get(1).map(|a| a.parse().expect("bind address"))),
         "hold" => return hold(target),
+        "udp-hold" => return udp_hold(target),
         "loop" => churn(target, Path::new(&args[1])),
         other => panic!("unknown client mode {other}"),
     };
@@ -91,15 +92,117 @@ fn udp(target: SocketAddr) -> String {
     .to_string()
 }
 
-fn refused(target: SocketAddr) -> String {
+/// Holds one connected UDP socket; each stdin line is a command, answered with one JSON line:
+/// `ask` (one datagram and its reply), `until-error` (asks every 100 ms for up to 5 s until an
+/// exchange fails: what it takes for a closed socket to show), `reconnect` (a new socket first).
+fn udp_hold(target: SocketAddr) {
+    let connect = || -> std::io::Result<UdpSocket> {
+        let s = UdpSocket::bind(if target.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" })?;
+        s.set_read_timeout(Some(Duration::from_millis(300)))?;
+        s.connect(target)?;
+        Ok(s)
+    };
+    let ask = |s: &std::io::Result<UdpSocket>| -> Result<String, std::io::Error> {
+        let s = s.as_ref().map_err(|e| std::io::Error::new(e.kind(), e.to_string()))?;
+        let mut buf = [0u8; 256];
+        s.send(b"hold")?;
+        let n = s.recv(&mut buf)?;
+        Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+    };
+    let answer = |r: Result<String, std::io::Error>, replies: &[String]| match r {
+        Ok(reply) => serde_json::json!({"reply": reply, "replies": replies}),
+        Err(e) => serde_json::json!({"error": e.to_string(), "errno": e.raw_os_error(), "replies": replies}),
+    };
+    let mut s = connect();
+    println!("{}", serde_json::json!({"connected": s.is_ok()}));
+    for line in std::io::stdin().lock().lines() {
+        let out = match line.unwrap().as_str() {
+            "reconnect" => {
+                s = connect();
+                answer(ask(&s), &[])
+            }
+            "until-error" => {
+                let (t, mut replies) = (Instant::now(), Vec::new());
+                loop {
+                    match ask(&s) {
+                        Ok(r) if t.elapsed() < Duration::from_secs(5) => replies.push(r),
+                        r => break answer(r.map(|_| "no error within 5 s".into()), &replies),
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+            _ => answer(ask(&s), &[]),
+        };
+        println!("{out}");
+    }
+}
+
+/// One connect (from `bind` when given); was it refused at once?
+fn refused(target: SocketAddr, bind: Option<IpAddr>) -> String {
     let t = Instant::now();
-    let err = TcpStream::connect_timeout(&target, Duration::from_secs(3)).err();
+    let err = match bind {
+        None => TcpStream::connect_timeout(&target, Duration::from_secs(3)).err(),
+        Some(ip) => {
+            let s = if ip.is_ipv4() { socket2_tcp(libc::AF_INET) } else { socket2_tcp(libc::AF_INET6) };
+            bind_and_connect(s, SocketAddr::new(ip, 0), target).err()
+        }
+    };
     serde_json::json!({
         "refused": err.as_ref().is_some_and(|e| e.kind() == std::io::ErrorKind::ConnectionRefused),
         "error": err.map(|e| e.to_string()),
         "ms": t.elapsed().as_millis() as u64,
     })
     .to_string()
+}
+
+fn socket2_tcp(family: i32) -> std::os::fd::OwnedFd {
+    // SAFETY: plain socket(2), owned at once.
+    unsafe { std::os::fd::FromRawFd::from_raw_fd(libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0)) }
+}
+
+/// A TCP connect from a bound source, with the standard library's address conversion.
+fn bind_and_connect(fd: std::os::fd::OwnedFd, from: SocketAddr, to: SocketAddr) -> std::io::Result<TcpStream> {
+    fn raw(a: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+        // SAFETY: a zeroed sockaddr_storage is valid; the family's struct is written into it.
+        let mut st: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        let len = match a {
+            SocketAddr::V4(v4) => {
+                let sin = libc::sockaddr_in {
+                    sin_family: libc::AF_INET as u16,
+                    sin_port: v4.port().to_be(),
+                    sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(v4.ip().octets()) },
+                    sin_zero: [0; 8],
+                };
+                // SAFETY: sockaddr_storage is larger than sockaddr_in.
+                unsafe { std::ptr::write(&mut st as *mut _ as *mut libc::sockaddr_in, sin) };
+                size_of::<libc::sockaddr_in>()
+            }
+            SocketAddr::V6(v6) => {
+                let sin6 = libc::sockaddr_in6 {
+                    sin6_family: libc::AF_INET6 as u16,
+                    sin6_port: v6.port().to_be(),
+                    sin6_flowinfo: 0,
+                    sin6_addr: libc::in6_addr { s6_addr: v6.ip().octets() },
+                    sin6_scope_id: 0,
+                };
+                // SAFETY: sockaddr_storage is larger than sockaddr_in6.
+                unsafe { std::ptr::write(&mut st as *mut _ as *mut libc::sockaddr_in6, sin6) };
+                size_of::<libc::sockaddr_in6>()
+            }
+        };
+        (st, len as libc::socklen_t)
+    }
+    let (f, flen) = raw(from);
+    let (t, tlen) = raw(to);
+    // SAFETY: bind and connect on our socket with addresses of the lengths given.
+    unsafe {
+        if libc::bind(fd.as_raw_fd(), &f as *const _ as *const libc::sockaddr, flen) != 0
+            || libc::connect(fd.as_raw_fd(), &t as *const _ as *const libc::sockaddr, tlen) != 0
+        {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(TcpStream::from(fd))
 }
 
 /// Holds one connection open; each stdin line is sent and its echo printed.
@@ -173,6 +276,10 @@ struct Env {
     manifests: PathBuf,
     agent: Option<Child>,
     agent_log: PathBuf,
+    /// Which backend serves the UDP port of `web` (4 or 3).
+    udp_backend: std::cell::Cell<u8>,
+    /// Whether the manifests hold `late`, a UDP Service added after a client connected to its address.
+    late: std::cell::Cell<bool>,
     /// Cleared when the scenario passed; otherwise the agent log outlives the environment.
     keep_log: bool,
 }
@@ -190,6 +297,8 @@ impl Env {
             manifests: tmp.join("manifests"),
             agent: None,
             agent_log: tmp.join("agent.log"),
+            udp_backend: std::cell::Cell::new(4),
+            late: std::cell::Cell::new(false),
             keep_log: true,
         };
         std::fs::create_dir_all(&env.manifests).map_err(|e| e.to_string())?;
@@ -204,6 +313,18 @@ impl Env {
                 sh("ip", &["-n", n, "addr", "add", &format!("fd00:244::{b}/128"), "dev", "lo", "nodad"])?;
             }
         }
+        // The namespace's own address, as a pod's eth0 has it: what socket-LB judges
+        // loadBalancerSourceRanges by for a socket that has no source yet.
+        sh("ip", &["-n", n, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0-peer"])?;
+        sh("ip", &["-n", n, "link", "set", "eth0", "up"])?;
+        if family == "v4" {
+            sh("ip", &["-n", n, "addr", "add", "10.244.0.8/32", "dev", "eth0"])?;
+        } else {
+            sh("ip", &["-n", n, "addr", "add", "fd00:244::8/128", "dev", "eth0", "nodad"])?;
+        }
+        // So a client can connect a UDP socket to `late`'s address before the Service exists.
+        let late = if family == "v4" { "10.96.0.13/32" } else { "fd00:96::13/128" };
+        sh("ip", &["-n", n, "route", "add", late, "dev", "lo"])?;
         let routes = sh("ip", &["-n", n, "route", "show", "default"])?;
         if !routes.trim().is_empty() {
             return Err(format!("namespace {n} has a default route: {routes}"));
@@ -223,6 +344,36 @@ impl Env {
         let eps: String = tcp_backends.iter().map(|b| format!("- addresses: [\"{}\"]\n", self.backend(*b))).collect();
         let all_eps: String = [1, 2, 3].iter().map(|b| format!("- addresses: [\"{}\"]\n", self.backend(*b))).collect();
         let sticky = self.vip(12);
+        let late = if self.late.get() {
+            format!(
+                "---\napiVersion: v1\nkind: Service\nmetadata: {{name: late, namespace: e2e}}\n\
+                 spec: {{clusterIP: \"{}\", ports: [{{port: 53, targetPort: 5353, protocol: UDP}}]}}\n\
+                 ---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: late-1, namespace: e2e, labels: {{kubernetes.io/service-name: late}}}}\n\
+                 addressType: {at}\nports: [{{port: 5353, protocol: UDP}}]\nendpoints:\n- addresses: [\"{}\"]\n",
+                self.vip(13),
+                self.backend(4)
+            )
+        } else {
+            String::new()
+        };
+        // loadBalancerSourceRanges from inside: this namespace's own source is eth0's address.
+        let (lb_in, lb_out, outside) =
+            if self.family == "v4" { ("203.0.113.1", "203.0.113.2", "192.0.2.0/24") } else { ("2001:db8:1::1", "2001:db8:1::2", "2001:db8:ff::/48") };
+        let own = if self.family == "v4" { "10.244.0.8/32" } else { "fd00:244::8/128" };
+        let ranged = [("ranged-in", 14, lb_in, own, 30090), ("ranged-out", 15, lb_out, outside, 30091)]
+            .iter()
+            .map(|(name, vip, lb, range, np)| {
+                format!(
+                    "---\napiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: e2e}}\n\
+                     spec: {{type: LoadBalancer, clusterIP: \"{}\", loadBalancerSourceRanges: [\"{range}\"], ports: [{{port: 80, targetPort: 8080, nodePort: {np}}}]}}\n\
+                     status: {{loadBalancer: {{ingress: [{{ip: \"{lb}\"}}]}}}}\n\
+                     ---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: {name}-1, namespace: e2e, labels: {{kubernetes.io/service-name: {name}}}}}\n\
+                     addressType: {at}\nports: [{{port: 8080, protocol: TCP}}]\nendpoints:\n- addresses: [\"{}\"]\n",
+                    self.vip(*vip),
+                    self.backend(1)
+                )
+            })
+            .collect::<String>();
         let yaml = format!(
             "apiVersion: v1\nkind: Service\nmetadata: {{name: web, namespace: e2e}}\n\
              spec: {{clusterIP: \"{web}\", clusterIPs: [\"{web}\"], ports: [{{name: http, port: 80, targetPort: 8080}}, {{name: dns, port: 53, targetPort: 5353, protocol: UDP}}]}}\n\
@@ -235,8 +386,8 @@ impl Env {
              ---\napiVersion: v1\nkind: Service\nmetadata: {{name: sticky, namespace: e2e}}\n\
              spec: {{clusterIP: \"{sticky}\", ports: [{{port: 80, targetPort: 8080}}], sessionAffinity: ClientIP}}\n\
              ---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: sticky-1, namespace: e2e, labels: {{kubernetes.io/service-name: sticky}}}}\n\
-             addressType: {at}\nports: [{{port: 8080, protocol: TCP}}]\nendpoints:\n{all_eps}",
-            self.backend(4)
+             addressType: {at}\nports: [{{port: 8080, protocol: TCP}}]\nendpoints:\n{all_eps}{late}{ranged}",
+            self.backend(self.udp_backend.get())
         );
         // Write then rename, so the agent never reads a half-written file.
         let tmp = self.manifests.join(".web.yaml.tmp");
@@ -271,19 +422,22 @@ impl Env {
             });
             rx.recv().unwrap();
         }
-        let (ns, addr) = (self.netns.clone(), SocketAddr::new(self.backend(4), 5353));
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            enter_netns(&ns);
-            let s = UdpSocket::bind(addr).expect("bind udp backend");
-            tx.send(()).unwrap();
-            let mut buf = [0u8; 256];
-            while let Ok((n, from)) = s.recv_from(&mut buf) {
-                let reply = format!("udp-backend:{}", String::from_utf8_lossy(&buf[..n]));
-                let _ = s.send_to(reply.as_bytes(), from);
-            }
-        });
-        rx.recv().unwrap();
+        // Backend 4 answers "udp-backend:", backend 3 "udp-backend-3:" (it takes over in one check).
+        for (i, name) in [(4u8, "udp-backend"), (3, "udp-backend-3")] {
+            let (ns, addr) = (self.netns.clone(), SocketAddr::new(self.backend(i), 5353));
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                enter_netns(&ns);
+                let s = UdpSocket::bind(addr).expect("bind udp backend");
+                tx.send(()).unwrap();
+                let mut buf = [0u8; 256];
+                while let Ok((n, from)) = s.recv_from(&mut buf) {
+                    let reply = format!("{name}:{}", String::from_utf8_lossy(&buf[..n]));
+                    let _ = s.send_to(reply.as_bytes(), from);
+                }
+            });
+            rx.recv().unwrap();
+        }
     }
 
     fn start_agent(&mut self) {
@@ -352,6 +506,14 @@ impl Env {
     fn service_list(&self) -> serde_json::Value {
         let out = Command::new(SLUICE).args(["service", "list", "-o", "json", "--bpf-root"]).arg(&self.bpf_root).output().unwrap();
         serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// The backend addresses programmed for a frontend (None: no such frontend).
+    fn backends_of(&self, vip: u8, port: u16) -> Option<Vec<String>> {
+        let vip = self.vip(vip).to_string();
+        self.service_list().as_array()?.iter().find(|f| f["address"] == vip.as_str() && f["port"] == port).map(|f| {
+            f["backends"].as_array().map_or(vec![], |b| b.iter().map(|b| b["address"].as_str().unwrap_or("?").to_string()).collect())
+        })
     }
 
     fn tcp_backend_count(&self) -> Option<usize> {
@@ -442,6 +604,94 @@ fn balanced(v: &serde_json::Value, backends: &[&str], n: usize) -> Result<(), St
     Ok(())
 }
 
+/// kube-proxy clears a UDP flow's conntrack entry when its backend leaves, or when the Service
+/// gets its first endpoint, so the client's next datagram is balanced again. Socket-LB translated
+/// a connected socket once: the agent closes it instead, and the client's next exchange fails at
+/// once (not after timeouts against a backend that left), so it connects again.
+fn udp_sockets_follow_their_service(env: &mut Env, family: &str, report: &mut Report) -> Result<(), String> {
+    let spawn_hold = |target: String| -> Result<(std::process::ChildStdin, BufReader<std::process::ChildStdout>, Child), String> {
+        let mut c = env.client("udp-hold", &[target]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().map_err(|e| e.to_string())?;
+        let (input, output) = (c.stdin.take().unwrap(), BufReader::new(c.stdout.take().unwrap()));
+        Ok((input, output, c))
+    };
+    let say = |io: &mut (std::process::ChildStdin, BufReader<std::process::ChildStdout>, Child), cmd: &str| -> serde_json::Value {
+        if !cmd.is_empty() {
+            let _ = writeln!(io.0, "{cmd}");
+        }
+        let mut line = String::new();
+        let _ = io.1.read_line(&mut line);
+        serde_json::from_str(&line).unwrap_or_default()
+    };
+    // An error the closed socket shows at once, not a timeout against an address that stays silent.
+    let closed = |v: &serde_json::Value| v["errno"].as_i64().is_some_and(|e| e != i64::from(libc::EAGAIN) && e != i64::from(libc::ETIMEDOUT));
+    let mut to_web = spawn_hold(env.target(10, 53))?;
+    let mut to_late = spawn_hold(env.target(13, 53))?;
+    say(&mut to_web, "");
+    let connected_early = say(&mut to_late, "");
+    let first = say(&mut to_web, "ask");
+
+    env.udp_backend.set(3);
+    env.late.set(true);
+    env.write_manifests(&[1, 2, 3]);
+    let t = Instant::now();
+    let want = |vip, b: u8| Some(vec![env.backend(b).to_string()]) == env.backends_of(vip, 53);
+    while !(want(10, 3) && want(13, 4)) && t.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let moved = say(&mut to_web, "until-error");
+    let again = say(&mut to_web, "reconnect");
+    report.check(
+        &format!("{family}: a connected UDP socket whose backend left is closed, and a new one reaches the new backend"),
+        ensure(first["reply"] == "udp-backend:hold" && closed(&moved) && again["reply"] == "udp-backend-3:hold", || format!("before {first}, after {moved}, reconnected {again}")),
+    );
+    let woken = say(&mut to_late, "until-error");
+    let late_again = say(&mut to_late, "reconnect");
+    report.check(
+        &format!("{family}: a UDP socket connected to an address before it was a Service's is closed when the Service gets endpoints"),
+        ensure(connected_early["connected"] == true && closed(&woken) && late_again["reply"] == "udp-backend:hold", || {
+            format!("connected {connected_early}, after {woken}, reconnected {late_again}")
+        }),
+    );
+    for mut io in [to_web, to_late] {
+        drop(io.0);
+        let _ = io.2.wait();
+    }
+    env.udp_backend.set(4);
+    env.late.set(false);
+    env.write_manifests(&[1, 2, 3]);
+    Ok(())
+}
+
+/// loadBalancerSourceRanges bind pods and node processes as they bind outside clients: a socket
+/// whose source (its namespace's address, or the address it bound) is outside is refused.
+fn source_ranges_bind_this_node(env: &Env, family: &str, report: &mut Report) -> Result<(), String> {
+    let lb = |last: u8| if family == "v4" { format!("203.0.113.{last}:80") } else { format!("[2001:db8:1::{last}]:80") };
+    let before = counter(env, "sock_rejected_source_range");
+    let v = env.run_client("spread", &[lb(1), "20".into()]);
+    report.check(
+        &format!("{family}: a LoadBalancer IP whose loadBalancerSourceRanges hold this namespace's address: reached"),
+        balanced(&v, &["backend-1"], 20),
+    );
+    let v = env.run_client("refused", &[lb(2)]);
+    report.check(
+        &format!("{family}: a LoadBalancer IP whose loadBalancerSourceRanges leave this namespace out: refused at once"),
+        ensure(v["refused"] == true && v["ms"].as_u64().unwrap_or(9999) < 500, || format!("{v}")),
+    );
+    let v = env.run_client("refused", &[lb(1), env.backend(2).to_string()]);
+    report.check(
+        &format!("{family}: a socket bound to an address outside the ranges is refused, though its namespace's address is inside"),
+        ensure(v["refused"] == true, || format!("{v}")),
+    );
+    let after = counter(env, "sock_rejected_source_range");
+    report.check(&format!("{family}: sock_rejected_source_range counts both refusals"), ensure(after >= before + 2, || format!("{before} -> {after}")));
+    Ok(())
+}
+
+fn counter(env: &Env, name: &str) -> u64 {
+    let out = Command::new(SLUICE).args(["status", "-o", "json", "--bpf-root"]).arg(&env.bpf_root).output().map(|o| o.stdout).unwrap_or_default();
+    serde_json::from_slice::<serde_json::Value>(&out).unwrap_or_default()["counters"][name].as_u64().unwrap_or(0)
+}
+
 fn scenario(family: &'static str, report: &mut Report) -> Result<(), String> {
     println!("standalone {family}:");
     let mut env = Env::new(family)?;
@@ -469,11 +719,15 @@ fn scenario(family: &'static str, report: &mut Report) -> Result<(), String> {
         ),
     );
 
+    udp_sockets_follow_their_service(&mut env, family, report)?;
+
     let v = env.run_client("refused", &[env.target(11, 80)]);
     report.check(
         &format!("{family}: a service without endpoints refuses at once"),
         ensure(v["refused"] == true && v["ms"].as_u64().unwrap_or(9999) < 500, || format!("{v}")),
     );
+
+    source_ranges_bind_this_node(&env, family, report)?;
 
     // sessionAffinity: ClientIP keeps this client (its network namespace) on one backend, while
     // the same backends behind a Service without affinity spread (checked above).

@@ -202,8 +202,9 @@ pub struct ProxyConfigStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub observed_generation: Option<i64>,
-    /// `Applied`, written by every agent in turn: `True` when the agent that wrote it last
-    /// applied every field of `observedGeneration`, `False` with what it could not apply.
+    /// `Applied`, written by one elected agent from every node's SluiceNode: `True` when every
+    /// node applied every field of `observedGeneration`, `False` naming the nodes that did not
+    /// (or have not yet) and why.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
@@ -267,10 +268,30 @@ pub struct SluiceNodeStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64), inner(length(max = 4096)))]
     pub errors: Vec<String>,
-    /// Packets this node dropped per SourceBlocklist entry, keyed `<blocklist>/<cidr>`; the
-    /// agents sum these over all nodes into each SourceBlocklist's status.
+    /// Packets this node dropped per SourceBlocklist entry, keyed `<blocklist>/<cidr>`; one
+    /// elected agent sums these over all nodes into each SourceBlocklist's status.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub blocklist_drops: BTreeMap<String, i64>,
+    /// The `.metadata.generation` of each SourceBlocklist this node has programmed, by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub blocklist_generations: BTreeMap<String, i64>,
+    /// How this node applied the ProxyConfig `default`, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_config: Option<NodeProxyConfigStatus>,
+}
+
+/// One node's view of the ProxyConfig; the ProxyConfig's own status sums these over the nodes.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeProxyConfigStatus {
+    /// The `.metadata.generation` this node applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub observed_generation: Option<i64>,
+    /// Fields it could not apply as asked, and why (empty: every field in effect).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32), inner(length(max = 1024)))]
+    pub problems: Vec<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
@@ -452,7 +473,7 @@ impl std::fmt::Display for Protocol {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SourceBlocklistStatus {
-    /// The `.metadata.generation` the agents last programmed.
+    /// The oldest `.metadata.generation` any node reports programmed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub observed_generation: Option<i64>,

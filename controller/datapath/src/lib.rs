@@ -5,9 +5,11 @@ pub mod conntrack;
 pub mod counters;
 pub mod loader;
 pub mod maps;
+pub mod netns;
 pub mod node_maps;
 pub mod reconcile;
 pub mod report;
+pub mod sockets;
 pub mod sys;
 pub mod xdp_proof;
 

@@ -5,10 +5,11 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
-use sluice_abi::{Addr, AgentStatus, Config};
+use sluice_abi::{Addr, AgentStatus, Config, SockRevNatKey, SockRevNatValue};
 use sluice_core::LbState;
 
 use crate::MapError;
+use crate::sockets::{StaleUdp, SweepReport};
 
 pub trait NodeMaps {
     /// The datapath settings (`sluice_config`).
@@ -22,11 +23,15 @@ pub trait NodeMaps {
     fn forget_udp_backends(&mut self, gone: &[(Addr, u16)]) -> Result<usize, MapError>;
     /// See [`crate::conntrack::forget_stale_affinity`].
     fn forget_stale_affinity(&mut self, desired: &LbState, frontends: Option<&BTreeSet<u32>>) -> Result<usize, MapError>;
+    /// See [`crate::sockets::close_stale_udp`].
+    fn close_stale_udp(&mut self, stale: &StaleUdp) -> Result<SweepReport, MapError>;
 }
 
 /// The kernel's: the maps pinned under the agent's bpffs root.
 pub struct PinnedNodeMaps {
     pub root: PathBuf,
+    /// Where socket-LB is attached: the processes whose UDP sockets it may have to close.
+    pub cgroup: PathBuf,
 }
 
 impl NodeMaps for PinnedNodeMaps {
@@ -48,6 +53,17 @@ impl NodeMaps for PinnedNodeMaps {
     fn forget_stale_affinity(&mut self, desired: &LbState, frontends: Option<&BTreeSet<u32>>) -> Result<usize, MapError> {
         crate::conntrack::forget_stale_affinity(&self.root, desired, frontends)
     }
+    fn close_stale_udp(&mut self, stale: &StaleUdp) -> Result<SweepReport, MapError> {
+        if stale.is_empty() {
+            return Ok(SweepReport::default());
+        }
+        let revnat: aya::maps::HashMap<aya::maps::MapData, SockRevNatKey, SockRevNatValue> = crate::maps::open_hash(&self.root, sluice_abi::MAP_SOCK_REVNAT)?;
+        // With hostNamespaceOnly, socket-LB leaves pods' sockets alone, and so does this.
+        let pods = self.config()?.flags & sluice_abi::CFG_F_HOST_NS_ONLY == 0;
+        let revnat = std::sync::Mutex::new(revnat);
+        let frontend_of = |k: &SockRevNatKey| revnat.lock().ok()?.get(k, 0).ok().map(|v| (v.addr, u16::from_be(v.port_be)));
+        Ok(crate::sockets::close_stale_udp(stale, &self.cgroup, pods, &frontend_of))
+    }
 }
 
 /// In memory, recording what was asked of it.
@@ -63,6 +79,8 @@ pub struct FakeNodeMaps {
     pub forgotten_udp: Vec<(Addr, u16)>,
     /// The frontends each affinity clean-up looked at (None: all).
     pub affinity_cleanups: Vec<Option<BTreeSet<u32>>>,
+    /// Every non-empty UDP socket sweep asked for.
+    pub udp_sweeps: Vec<StaleUdp>,
 }
 
 impl NodeMaps for FakeNodeMaps {
@@ -90,5 +108,11 @@ impl NodeMaps for FakeNodeMaps {
     fn forget_stale_affinity(&mut self, _: &LbState, frontends: Option<&BTreeSet<u32>>) -> Result<usize, MapError> {
         self.affinity_cleanups.push(frontends.cloned());
         Ok(0)
+    }
+    fn close_stale_udp(&mut self, stale: &StaleUdp) -> Result<SweepReport, MapError> {
+        if !stale.is_empty() {
+            self.udp_sweeps.push(stale.clone());
+        }
+        Ok(SweepReport::default())
     }
 }

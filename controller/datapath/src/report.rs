@@ -55,8 +55,8 @@ pub fn read_problems(root: &Path) -> Result<Vec<(String, String)>, MapError> {
     Ok(rows.into_iter().map(|(_, p)| (abi::get_str(&p.object), abi::get_str(&p.message))).collect())
 }
 
-/// Entries in the LRU maps the datapath fills itself (conntrack, socket rev-NAT, affinity), as (name,
-/// entries, capacity). An LRU never refuses an entry, it evicts the oldest, so a full one means
+/// Entries in the LRU maps the datapath fills itself (conntrack, socket rev-NAT, affinity,
+/// fragments), as (name, entries, capacity). An LRU never refuses an entry, it evicts the oldest, so a full one means
 /// flows forgotten early. Counting walks the keys (one syscall each, about 0.1 s when full),
 /// so it is done on demand, not on every sync.
 pub fn lru_usage(root: &Path) -> Vec<(&'static str, usize, u32)> {
@@ -73,6 +73,9 @@ pub fn lru_usage(root: &Path) -> Vec<(&'static str, usize, u32)> {
     }
     if let Some(n) = count::<abi::AffinityKey, abi::AffinityValue>(root, abi::MAP_AFFINITY) {
         out.push((abi::MAP_AFFINITY, n, abi::AFFINITY_MAX));
+    }
+    if let Some(n) = count::<abi::FragKey, abi::FragPorts>(root, abi::MAP_FRAG) {
+        out.push((abi::MAP_FRAG, n, abi::FRAG_MAX));
     }
     out
 }

@@ -99,18 +99,19 @@ impl Indexed for k8s_openapi::api::core::v1::Node {
     }
 }
 
-/// Retry delays for a broken watch: 200 ms doubling to at most 2 s. kube-runtime's default
-/// grows to 30 s, which after an apiserver outage leaves a node's datapath that long behind;
-/// a proxy wants to catch up within seconds. Jitter (±25%) spreads the reconnects of many
-/// nodes hitting a recovering apiserver.
+/// Retry delays for a broken watch, as client-go's reflector (kube-proxy's) has them: 800 ms
+/// doubling to 30 s, each stretched by a random factor of 1 to 2 so the watches of a thousand
+/// nodes do not hit a recovering apiserver in step. A shorter ceiling (this was 2 s once) put
+/// every node's re-list on an apiserver already struggling every 2 s; the cost is that a node
+/// may be up to 30 s late after a long outage, as every client-go controller is.
 pub struct CatchUpBackoff {
     next: std::time::Duration,
     max: std::time::Duration,
 }
 
 impl CatchUpBackoff {
-    const FIRST: std::time::Duration = std::time::Duration::from_millis(200);
-    const MAX: std::time::Duration = std::time::Duration::from_secs(2);
+    const FIRST: std::time::Duration = std::time::Duration::from_millis(800);
+    const MAX: std::time::Duration = std::time::Duration::from_secs(30);
 
     /// For the optional sluice.dev watches: a cluster without the CRDs (or without the RBAC
     /// for them) is retried once a minute, not hammered.
@@ -131,8 +132,8 @@ impl Iterator for CatchUpBackoff {
         let base = self.next;
         self.next = (self.next * 2).min(self.max);
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
-        let jitter = 0.75 + f64::from(nanos % 1000) / 2000.0;
-        Some(base.mul_f64(jitter))
+        let jitter = 1.0 + f64::from(nanos % 1000) / 1000.0;
+        Some(base.mul_f64(jitter).min(self.max))
     }
 }
 
@@ -330,13 +331,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn backoff_grows_to_two_seconds_and_resets() {
+    fn backoff_grows_to_thirty_seconds_as_client_go_and_resets() {
         let mut b = CatchUpBackoff::default();
-        let delays: Vec<_> = (&mut b).take(8).collect();
-        assert!(delays[0] <= std::time::Duration::from_millis(250));
-        assert!(delays.iter().all(|d| *d <= std::time::Duration::from_millis(2500)));
-        assert!(delays[7] >= std::time::Duration::from_millis(1500));
+        let delays: Vec<_> = (&mut b).take(10).collect();
+        assert!(delays[0] >= std::time::Duration::from_millis(800) && delays[0] < std::time::Duration::from_millis(1600), "{delays:?}");
+        assert!(delays.iter().all(|d| *d <= std::time::Duration::from_secs(30)), "{delays:?}");
+        assert_eq!(delays[9], std::time::Duration::from_secs(30), "{delays:?}");
         b.reset();
-        assert!(b.next().unwrap() <= std::time::Duration::from_millis(250));
+        assert!(b.next().unwrap() < std::time::Duration::from_millis(1600));
     }
 }

@@ -35,6 +35,7 @@ mod harness;
 mod affinity;
 mod conntrack;
 mod fib;
+mod fragments;
 mod icmp_errors;
 mod lb_filters;
 mod maglev;

@@ -29,6 +29,24 @@ fn a_frontend_without_endpoints_answers_with_a_port_unreachable_as_kube_proxys_r
 }
 
 #[test]
+fn the_port_unreachable_for_a_first_fragment_quotes_its_ports() {
+    let Some(fx) = node("reject-frag").start() else { return };
+    let f4 = udp(CLIENT, 40004).to(NODE4, 30096);
+    let out = fx.ingress(&f4.packet().payload(&[1; 3000]).fragments(4, &[1480])[0]);
+    assert_eq!(out.verdict, TC_ACT_REDIRECT);
+    assert_eq!(out.icmp4().quoted, f4);
+    // IPv6: the Fragment header comes between the fixed header and the ports, so the quote is
+    // 8 bytes longer, or the client could not tell which socket the error is for.
+    let f6 = tcp(CLIENT6, 40004).to(NODE6, 30098);
+    let out = fx.ingress(&f6.packet().payload(&[1; 3000]).fragments(6, &[1448])[0]);
+    assert_eq!(out.verdict, TC_ACT_REDIRECT);
+    let e = out.icmp6();
+    assert_eq!((e.src, e.dst, e.typ, e.code, e.quoted), (NODE6, CLIENT6, 1, 4, f6));
+    assert_eq!(out.frame.len(), 14 + 40 + 8 + 40 + 8 + 8);
+    assert_eq!(fx.counter(Counter::NpRejectNoBackend), 2);
+}
+
+#[test]
 fn xdp_leaves_the_reject_to_tc() {
     let Some(fx) = node("reject-xdp").accelerated().routed().start() else { return };
     let syn = tcp(CLIENT, 40003).to(NODE4, 30095).syn();

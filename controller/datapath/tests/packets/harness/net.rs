@@ -18,6 +18,8 @@ pub const UDP: u8 = 17;
 pub const SCTP: u8 = 132;
 pub const ICMP: u8 = 1;
 pub const ICMP6: u8 = 58;
+/// IPv6's Fragment extension header, as a next header.
+pub const IPV6_FRAGMENT: u8 = 44;
 
 // SCTP chunk types.
 pub const SCTP_DATA: u8 = 0;
@@ -39,6 +41,10 @@ pub const LOCAL_BE: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 2);
 /// On node-b (remote-only, lb, mixed; port 8080 TCP, 5353 UDP).
 pub const REMOTE_BE: Ipv4Addr = Ipv4Addr::new(10, 244, 2, 2);
 pub const REMOTE_BE6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x244, 2, 0, 0, 0, 0, 2);
+/// On node-a (zzzz-udp6-local, 5353 UDP).
+pub const LOCAL_BE6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x244, 1, 0, 0, 0, 0, 2);
+/// LoadBalancer `zzzz-udp6` (UDP, NodePort 30056; its backend REMOTE_BE6).
+pub const LB6_REMOTE: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x31, 0, 0, 0, 0, 0, 0x100);
 /// LoadBalancer `lb` (remote backend, loadBalancerSourceRanges 192.0.2.0/24).
 pub const LB_REMOTE: Ipv4Addr = Ipv4Addr::new(172, 31, 1, 100);
 /// LoadBalancer `lb-local` (local backend).

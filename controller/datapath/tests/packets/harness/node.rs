@@ -9,6 +9,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 
 use aya::Ebpf;
+use aya::maps::lpm_trie::{Key as LpmKey, LpmTrie};
 use aya::maps::{HashMap, MapData};
 use aya::programs::{SchedClassifier, Xdp};
 use sluice_abi::{self as abi, Counter, CtKey, CtValue, XdpDevice, XdpState};
@@ -266,6 +267,17 @@ impl Fixture {
 
     pub fn set_affinity(&self, key: abi::AffinityKey, value: abi::AffinityValue) {
         self.hash_map(abi::MAP_AFFINITY).insert(key, value, 0).unwrap();
+    }
+
+    /// A SourceBlocklist entry for `source` alone, limited to these (port, protocol) pairs.
+    pub fn block(&self, source: IpAddr, ports: &[(u16, u8)]) {
+        let data = MapData::from_pin(self.pins.0.join(abi::MAP_BLOCKLIST)).unwrap();
+        let mut trie: LpmTrie<MapData, abi::Addr, abi::BlockValue> = LpmTrie::try_from(aya::maps::Map::LpmTrie(data)).unwrap();
+        let mut value = abi::BlockValue { nports: ports.len() as u16, ..Default::default() };
+        for (slot, (port, proto)) in value.ports.iter_mut().zip(ports) {
+            *slot = abi::BlockPort { port_be: port.to_be(), proto: *proto, pad: 0 };
+        }
+        trie.insert(&LpmKey::new(128, source.into()), value, 0).unwrap();
     }
 
     /// Holds (or, with a time past, drops) the lease a `sluice monitor` takes on the event ring.

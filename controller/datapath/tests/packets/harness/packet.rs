@@ -7,6 +7,7 @@
 //! - `flow.packet()...build()`: anything else (flags with a payload, no UDP checksum);
 //! - `flow.init()`: an SCTP flow's first packet (an INIT chunk); `flow.data(..)` of an SCTP flow
 //!   is a DATA chunk.
+//! - `flow.packet().payload(..).fragments(id, &[cuts])`: an IPv4 or IPv6 packet cut into fragments.
 //!
 //! Every frame goes from MAC_CLIENT to MAC_NODE with correct checksums, so a wrong checksum in
 //! what comes out is the program's. ICMP errors come from `icmp(src, dst)`.
@@ -138,6 +139,41 @@ impl Packet {
             segment(&f, &self.payload, self.udp_checksum, flags)
         };
         frame(MAC_NODE, MAC_CLIENT, f.src, f.dst, f.proto, &l4)
+    }
+
+    /// The packet as fragments with identification `id`, as a router (IPv4) or the sender
+    /// (IPv6, a Fragment header right after the fixed one) would cut it: the L4 segment (header,
+    /// payload) split after each of `cuts` bytes (multiples of 8), in sending order.
+    pub fn fragments(self, id: u32, cuts: &[usize]) -> Vec<Vec<u8>> {
+        let f = self.flow;
+        let flags = self.tcp_flags.unwrap_or(if self.payload.is_empty() { SYN } else { PSH | ACK });
+        let l4 = segment(&f, &self.payload, self.udp_checksum, flags);
+        let mut bounds = vec![0];
+        bounds.extend(cuts);
+        bounds.push(l4.len());
+        bounds
+            .windows(2)
+            .map(|w| {
+                assert!(w[0] % 8 == 0 && w[0] < w[1], "fragment offsets are multiples of 8, increasing: {cuts:?}");
+                let more = w[1] < l4.len();
+                let chunk = &l4[w[0]..w[1]];
+                if f.src.is_ipv6() {
+                    let mut fh = vec![f.proto, 0];
+                    fh.extend((w[0] as u16 | u16::from(more)).to_be_bytes());
+                    fh.extend(id.to_be_bytes());
+                    fh.extend(chunk);
+                    return frame(MAC_NODE, MAC_CLIENT, f.src, f.dst, IPV6_FRAGMENT, &fh);
+                }
+                let id = u16::try_from(id).expect("an IPv4 id has 16 bits");
+                let mut p = frame(MAC_NODE, MAC_CLIENT, f.src, f.dst, f.proto, chunk);
+                p[18..20].copy_from_slice(&id.to_be_bytes());
+                p[20..22].copy_from_slice(&(if more { 0x2000 } else { 0 } | (w[0] / 8) as u16).to_be_bytes());
+                p[24..26].copy_from_slice(&[0, 0]);
+                let c = csum_fold(csum_add(0, &p[14..34]));
+                p[24..26].copy_from_slice(&c.to_be_bytes());
+                p
+            })
+            .collect()
     }
 }
 
@@ -317,7 +353,7 @@ fn ipv4_header(src: std::net::Ipv4Addr, dst: std::net::Ipv4Addr, proto: u8, payl
     h
 }
 
-fn frame(dst_mac: [u8; 6], src_mac: [u8; 6], src: IpAddr, dst: IpAddr, proto: u8, l4: &[u8]) -> Vec<u8> {
+pub(super) fn frame(dst_mac: [u8; 6], src_mac: [u8; 6], src: IpAddr, dst: IpAddr, proto: u8, l4: &[u8]) -> Vec<u8> {
     let mut p = Vec::new();
     p.extend(dst_mac);
     p.extend(src_mac);

@@ -5,7 +5,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::net::*;
-use super::packet::{Flow, csum_add, csum_fold, pseudo_header, sctp_crc};
+use super::packet::{Flow, csum_add, csum_fold, frame, pseudo_header, sctp_crc};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Seen {
@@ -97,6 +97,57 @@ pub fn parse(pkt: &[u8]) -> Seen {
     }
 }
 
+/// One fragment as it came out, its IPv4 header checksum checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fragment {
+    pub dst_mac: [u8; 6],
+    pub src_mac: [u8; 6],
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub proto: u8,
+    /// The IPv4 id (16 bits) or the IPv6 Fragment header's identification.
+    pub id: u32,
+    /// In bytes of the datagram's L4 segment.
+    pub offset: usize,
+    pub more: bool,
+    pub data: Vec<u8>,
+}
+
+/// An IPv4 fragment, or an IPv6 one whose Fragment header follows the fixed header.
+pub fn parse_fragment(pkt: &[u8]) -> Fragment {
+    let ip = &pkt[14..];
+    let (src, dst, proto, hl) = parse_ip(ip, "fragment");
+    let (proto, id, frag, more, data) = if src.is_ipv4() {
+        assert_eq!(usize::from(u16::from_be_bytes([ip[2], ip[3]])), ip.len(), "IP length field vs frame");
+        let frag = u16::from_be_bytes([ip[6], ip[7]]);
+        (proto, u32::from(u16::from_be_bytes([ip[4], ip[5]])), usize::from(frag & 0x1fff) * 8, frag & 0x2000 != 0, &ip[hl..])
+    } else {
+        assert_eq!(40 + usize::from(u16::from_be_bytes([ip[4], ip[5]])), ip.len(), "IPv6 payload length vs frame");
+        assert_eq!(proto, IPV6_FRAGMENT, "no Fragment header");
+        let fh = &ip[40..48];
+        let frag = u16::from_be_bytes([fh[2], fh[3]]);
+        (fh[0], u32::from_be_bytes(fh[4..8].try_into().unwrap()), usize::from(frag & 0xfff8), frag & 1 != 0, &ip[48..])
+    };
+    Fragment { dst_mac: pkt[0..6].try_into().unwrap(), src_mac: pkt[6..12].try_into().unwrap(), src, dst, proto, id, offset: frag, more, data: data.to_vec() }
+}
+
+/// The datagram that these fragments (in any order) make, as a receiver would reassemble it:
+/// every fragment must carry the same addresses, protocol and id, and they must cover the
+/// datagram once; the whole is then checked as `parse` checks a packet (L4 checksum included).
+pub fn reassemble(frames: &[Vec<u8>]) -> Seen {
+    let mut frags: Vec<Fragment> = frames.iter().map(|f| parse_fragment(f)).collect();
+    frags.sort_by_key(|f| f.offset);
+    let first = &frags[0];
+    let mut l4: Vec<u8> = Vec::new();
+    for f in &frags {
+        assert_eq!((f.src, f.dst, f.proto, f.id), (first.src, first.dst, first.proto, first.id), "fragments of one datagram disagree: {f:?}");
+        assert_eq!(f.offset, l4.len(), "a gap or overlap before offset {}", f.offset);
+        assert_eq!(f.more, f.offset != frags.last().unwrap().offset, "more fragments flagged on all but the last fragment");
+        l4.extend(&f.data);
+    }
+    parse(&frame(first.dst_mac, first.src_mac, first.src, first.dst, first.proto, &l4))
+}
+
 /// Parses an ICMPv4 error frame, checking the outer IP, ICMP and inner IP checksums.
 pub fn parse_icmp4_error(pkt: &[u8]) -> SeenError<Ipv4Addr> {
     let ip = &pkt[14..];
@@ -111,7 +162,7 @@ pub fn parse_icmp4_error(pkt: &[u8]) -> SeenError<Ipv4Addr> {
 }
 
 /// Parses an ICMPv6 error frame, checking the checksum over the pseudo-header of the addresses
-/// it now carries.
+/// it now carries. The quoted packet may be a first fragment (its ports behind a Fragment header).
 pub fn parse_icmp6_error(pkt: &[u8]) -> SeenError<Ipv6Addr> {
     let ip = &pkt[14..];
     assert_eq!(ip[6], ICMP6, "next header ICMPv6");
@@ -123,7 +174,8 @@ pub fn parse_icmp6_error(pkt: &[u8]) -> SeenError<Ipv6Addr> {
     let inner = &m[8..];
     let isrc = Ipv6Addr::from(<[u8; 16]>::try_from(&inner[8..24]).unwrap());
     let idst = Ipv6Addr::from(<[u8; 16]>::try_from(&inner[24..40]).unwrap());
-    let quoted = ports(inner[6], isrc.into(), idst.into(), &inner[40..]);
+    let (iproto, l4) = if inner[6] == IPV6_FRAGMENT { (inner[40], &inner[48..]) } else { (inner[6], &inner[40..]) };
+    let quoted = ports(iproto, isrc.into(), idst.into(), l4);
     SeenError { src, dst, typ: m[0], code: m[1], rest: m[4..8].try_into().unwrap(), quoted }
 }
 
@@ -149,6 +201,21 @@ fn the_packet_checker_rejects_wrong_checksums() {
     let n = bad.len();
     bad[n - 1] ^= 1;
     assert!(std::panic::catch_unwind(|| parse(&bad)).is_err(), "a corrupted UDP/IPv6 payload passed");
+    let datagram = udp(CLIENT, 1).to(NODE4, 2).packet().payload(&[7; 40]).fragments(9, &[16, 32]);
+    assert_eq!(reassemble(&[datagram[2].clone(), datagram[0].clone(), datagram[1].clone()]).payload, [7; 40], "in any order");
+    for (what, frag, at) in [("payload", 2, 14 + 20 + 3), ("IPv4 header", 1, 14 + 10)] {
+        let mut bad = datagram.clone();
+        bad[frag][at] ^= 0x40;
+        assert!(std::panic::catch_unwind(|| reassemble(&bad)).is_err(), "a corrupted {what} of a fragment passed");
+    }
+    assert!(std::panic::catch_unwind(|| reassemble(&datagram[..2])).is_err(), "a datagram without its last fragment passed");
+    let datagram6 = udp(CLIENT6, 1).to(NODE6, 2).packet().payload(&[7; 40]).fragments(0x1234_5678, &[16, 32]);
+    assert_eq!(reassemble(&[datagram6[1].clone(), datagram6[2].clone(), datagram6[0].clone()]).payload, [7; 40], "IPv6, in any order");
+    for (what, frag, at) in [("payload", 2, 14 + 48 + 3), ("identification", 1, 14 + 40 + 7)] {
+        let mut bad = datagram6.clone();
+        bad[frag][at] ^= 0x40;
+        assert!(std::panic::catch_unwind(|| reassemble(&bad)).is_err(), "an IPv6 fragment with a corrupted {what} passed");
+    }
     let quoted = &good[14..];
     let err = icmp(REMOTE_BE, NODE4).message(3, 4, [0; 4]).quoting(quoted);
     parse_icmp4_error(&err);
