@@ -51,7 +51,7 @@ static __always_inline int tc_nodeport(struct __sk_buff *skb, int egress)
 	}
 	if (p.proto == (p.v6 ? IPPROTO_ICMPV6 : IPPROTO_ICMP))
 		return tc_verdict(skb, tc_icmp_error(skb, &p, egress), &p);
-	if (p.proto != IPPROTO_TCP && p.proto != IPPROTO_UDP)
+	if (!has_ports(p.proto))
 		return TC_ACT_UNSPEC;
 	act = ns_reverse(skb, &p, egress, 0);
 	if (act == NS_PASS && !egress)

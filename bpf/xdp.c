@@ -34,7 +34,7 @@ static __always_inline int blocklisted(void *data, void *data_end)
 			return 0;
 		addr_set_v4mapped(&key.addr, ip->saddr);
 		proto = ip->protocol;
-		if (ip->ihl == 5 && !(ip->frag_off & bpf_htons(0x1fff)) && (proto == IPPROTO_TCP || proto == IPPROTO_UDP)) {
+		if (ip->ihl == 5 && !(ip->frag_off & bpf_htons(0x1fff)) && has_ports(proto)) {
 			__be16 *ports = (void *)(ip + 1);
 
 			if ((void *)(ports + 2) <= data_end)
@@ -54,7 +54,7 @@ static __always_inline int blocklisted(void *data, void *data_end)
 			proto = fh->nexthdr;
 			ports = (fh->frag_off & bpf_htons(IP6_OFFSET)) ? 0 : (void *)(fh + 1);
 		}
-		if (ports && (proto == IPPROTO_TCP || proto == IPPROTO_UDP) && (void *)(ports + 2) <= data_end)
+		if (ports && has_ports(proto) && (void *)(ports + 2) <= data_end)
 			dport = ports[1];
 	} else {
 		return 0;
@@ -116,7 +116,7 @@ int sluice_xdp(ctx_t *ctx)
 	/* A later fragment whose ports are not known is tc's to judge (frag_untracked). */
 	if (parse_frag(ctx_data(ctx), ctx_data_end(ctx), &p) != PARSE_OK)
 		return XDP_PASS;
-	if (p.proto != IPPROTO_TCP && p.proto != IPPROTO_UDP)
+	if (!has_ports(p.proto))
 		return XDP_PASS;
 	cfg = node_config();
 	/* FIN and RST go on to tc, which records that the flow closed (rare packets; XDP's stack

@@ -150,11 +150,11 @@ apiVersion: sluice.dev/v1alpha1
 kind: SourceBlocklist
 metadata: {name: bad}
 spec: {entries: [{cidr: 203.0.113.0/24, ports: [{port: 70000}]}]}'
-refused "SourceBlocklist with an unknown protocol" 'supported values: "TCP", "UDP"' '
+refused "SourceBlocklist with an unknown protocol" 'supported values: "TCP", "UDP", "SCTP"' '
 apiVersion: sluice.dev/v1alpha1
 kind: SourceBlocklist
 metadata: {name: bad}
-spec: {entries: [{cidr: 203.0.113.0/24, ports: [{port: 80, protocol: SCTP}]}]}'
+spec: {entries: [{cidr: 203.0.113.0/24, ports: [{port: 80, protocol: ICMP}]}]}'
 refused "SourceBlocklist without entries" "spec.entries: Invalid value: 0: spec.entries in body should have at least 1 items" '
 apiVersion: sluice.dev/v1alpha1
 kind: SourceBlocklist

@@ -65,7 +65,7 @@ struct sluice_addr {
 struct sluice_svc_key {
 	struct sluice_addr addr;
 	__be16 port;
-	__u8 proto; /* IPPROTO_TCP / IPPROTO_UDP */
+	__u8 proto; /* IPPROTO_TCP, IPPROTO_UDP or IPPROTO_SCTP */
 	__u8 scope;
 	__u16 slot;
 	__u16 pad;
@@ -108,7 +108,7 @@ struct sluice_revnat_value {
  * As kube-proxy keeps one affinity list per Service port and endpoint set, a group is every
  * frontend (ClusterIP, NodePort, externalIP, LoadBalancer IP) of one Service port and family
  * that offers the same set: `group` is the rev-NAT id of that port's ClusterIP, `set` says which
- * set (SLUICE_AFFINITY_LOCAL) and protocol (SLUICE_AFFINITY_UDP). A frontend's slot 0 carries
+ * set (SLUICE_AFFINITY_LOCAL) and protocol (SLUICE_AFFINITY_UDP, _SCTP). A frontend's slot 0 carries
  * its group in backend_id, as group | set << SLUICE_AFFINITY_SET_SHIFT (0 in a header written
  * before groups: the frontend's own rev-NAT id and scope then stand for them). Packet paths
  * know the client by its source address; socket-LB by its network namespace cookie (one per
@@ -124,6 +124,7 @@ struct sluice_affinity_key {
 
 #define SLUICE_AFFINITY_LOCAL (1 << 0) /* the local endpoint set of a Local traffic policy */
 #define SLUICE_AFFINITY_UDP   (1 << 1) /* TCP and UDP ports of one number are two Service ports */
+#define SLUICE_AFFINITY_SCTP  (1 << 2) /* and so is an SCTP port of that number */
 #define SLUICE_AFFINITY_SET_SHIFT 16
 
 struct sluice_affinity_value {

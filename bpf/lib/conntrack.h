@@ -77,12 +77,15 @@ static __always_inline int ct_closed(__u8 flags)
 	return (flags & SLUICE_CT_F_CLOSED) == SLUICE_CT_F_CLOSED;
 }
 
-/* Now, in conntrack epochs (see sluice_ct_value.epoch); 0 for protocols that do not use them. */
+/* Now, in conntrack epochs (see sluice_ct_value.epoch); 0 for protocols that do not use them.
+ * SCTP ages as UDP does: an association sends HEARTBEATs on every idle path (every 30 s and an
+ * RTO by default), so one quiet for two epochs is gone, and tracking its SHUTDOWN and ABORT
+ * chunks as TCP's FIN and RST would buy little. */
 static __always_inline __u8 ct_epoch(__u8 proto)
 {
 	__u8 now;
 
-	if (proto != IPPROTO_UDP)
+	if (proto != IPPROTO_UDP && proto != IPPROTO_SCTP)
 		return 0;
 	now = bpf_ktime_get_coarse_ns() >> SLUICE_CT_EPOCH_SHIFT;
 	return now ? now : 1;
@@ -124,6 +127,11 @@ static __always_inline struct sluice_ct_value *ct_forward_lookup(struct sluice_c
 	 * balanced afresh, and does not claim back a SNAT port another flow may hold by now. */
 	if (found && p->proto == IPPROTO_TCP && ct_closed(found->flags) &&
 	    (p->tcp_flags & (SLUICE_TCP_SYN | SLUICE_TCP_ACK)) == SLUICE_TCP_SYN)
+		return 0;
+	/* An SCTP INIT starts an association: balanced afresh too, so a client that binds a fixed
+	 * port (as SCTP peers often do) gets away from a backend that stopped answering, instead of
+	 * retrying into it for as long as it retries. */
+	if (found && p->proto == IPPROTO_SCTP && p->sctp_chunk == SLUICE_SCTP_INIT)
 		return 0;
 	return found;
 }

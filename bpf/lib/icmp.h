@@ -35,7 +35,9 @@ struct icmp_quote {
 	__u8 snat;
 };
 
-/* Reads the tuple an ICMPv4 error quotes; -1 when it is no error about a TCP or UDP packet. */
+/* Reads the tuple an ICMPv4 error quotes; -1 when it is no error about a TCP, UDP or SCTP
+ * packet. (The quote of an SCTP packet keeps its CRC: the 8 bytes quoted cannot be summed, and
+ * the sender's stack checks only the verification tag.) */
 static __always_inline int icmp4_quote(struct __sk_buff *skb, const struct pkt *p, struct icmp_quote *q)
 {
 	void *data = ctx_data(skb), *data_end = ctx_data_end(skb);
@@ -45,7 +47,7 @@ static __always_inline int icmp4_quote(struct __sk_buff *skb, const struct pkt *
 	if (p->icmp_type != ICMP_DEST_UNREACH && p->icmp_type != ICMP_TIME_EXCEEDED)
 		return -1;
 	if ((void *)(iports + 2) > data_end || iip->ihl != 5 ||
-	    (iip->protocol != IPPROTO_TCP && iip->protocol != IPPROTO_UDP))
+	    !has_ports(iip->protocol))
 		return -1;
 	addr_set_v4mapped(&q->src, iip->saddr);
 	addr_set_v4mapped(&q->dst, iip->daddr);
@@ -64,7 +66,7 @@ static __always_inline int icmp6_quote(struct __sk_buff *skb, const struct pkt *
 
 	if (p->icmp_type != ICMP6_DST_UNREACH && p->icmp_type != ICMP6_PACKET_TOO_BIG && p->icmp_type != ICMP6_TIME_EXCEEDED)
 		return -1;
-	if ((void *)(iports + 2) > data_end || (iip->nexthdr != IPPROTO_TCP && iip->nexthdr != IPPROTO_UDP))
+	if ((void *)(iports + 2) > data_end || !has_ports(iip->nexthdr))
 		return -1;
 	__builtin_memcpy(&q->src, &iip->saddr, 16);
 	__builtin_memcpy(&q->dst, &iip->daddr, 16);

@@ -11,6 +11,7 @@
 #include <linux/pkt_cls.h>
 #include "ctx.h"
 #include "packet.h"
+#include "sctp.h"
 
 #define DIR_SRC 0
 #define DIR_DST 1
@@ -118,7 +119,8 @@ static __always_inline int set_addr(ctx_t *skb, const struct pkt *p, int which,
 		if (bpf_l4_csum_replace(skb, csum_off, 0, diff, l4_flags))
 			return -1;
 	}
-	return bpf_skb_store_bytes(skb, off, (void *)new->words, 16, 0);
+	/* Nothing in an SCTP packet sums the addresses to balance a CHECKSUM_COMPLETE sum. */
+	return bpf_skb_store_bytes(skb, off, (void *)new->words, 16, p->proto == IPPROTO_SCTP ? BPF_F_RECOMPUTE_CSUM : 0);
 }
 
 static __always_inline int store_port(ctx_t *skb, const struct pkt *p, int which, __be16 old, __be16 new)
@@ -139,6 +141,14 @@ static __always_inline int set_port(ctx_t *ctx, const struct pkt *p, int which, 
 	if (old == new || p->frag == PKT_FRAG_LATER)
 		return 0;
 	return store_port(ctx, p, which, old, new);
+}
+
+/* Both ports at once, so SCTP's CRC is patched once per packet rather than once per port. */
+static __always_inline int set_ports(ctx_t *ctx, const struct pkt *p, __be16 sport, __be16 dport)
+{
+	if (p->proto == IPPROTO_SCTP)
+		return sctp_set_ports(ctx, p, sport, dport);
+	return set_port(ctx, p, DIR_SRC, p->sport, sport) || set_port(ctx, p, DIR_DST, p->dport, dport);
 }
 
 #endif

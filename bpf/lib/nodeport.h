@@ -185,13 +185,15 @@ static __always_inline enum ns_action ns_apply(ctx_t *ctx, struct pkt *p, const 
 	/* Counted only when XDP really sends it; otherwise tc does and counts. */
 	if (CTX_XDP)
 		sluice_count(SLUICE_CNT_XDP_FORWARD);
-	if (set_addr(ctx, p, DIR_DST, &p->daddr, &fwd->addr1) || set_port(ctx, p, DIR_DST, p->dport, fwd->port1))
+	if (set_addr(ctx, p, DIR_DST, &p->daddr, &fwd->addr1))
 		return ns_failed();
 	if (fwd->flags & SLUICE_CT_F_SNAT) {
-		if (set_addr(ctx, p, DIR_SRC, &p->saddr, &fwd->addr2) || set_port(ctx, p, DIR_SRC, p->sport, fwd->port2))
+		if (set_addr(ctx, p, DIR_SRC, &p->saddr, &fwd->addr2) || set_ports(ctx, p, fwd->port2, fwd->port1))
 			return ns_failed();
 		return NS_REDIRECT;
 	}
+	if (set_ports(ctx, p, p->sport, fwd->port1))
+		return ns_failed();
 	return NS_TO_STACK;
 }
 
@@ -260,12 +262,9 @@ static __always_inline enum ns_action ns_reverse(ctx_t *ctx, struct pkt *p, int 
 	}
 	if (route_translated(ctx, p, &rev.addr1, &rev.addr2, fib))
 		return NS_PASS;
-	if (set_addr(ctx, p, DIR_SRC, &p->saddr, &rev.addr1) || set_port(ctx, p, DIR_SRC, p->sport, rev.port1))
+	if (set_addr(ctx, p, DIR_SRC, &p->saddr, &rev.addr1) || (snat && set_addr(ctx, p, DIR_DST, &p->daddr, &rev.addr2)) ||
+	    set_ports(ctx, p, rev.port1, snat ? rev.port2 : p->dport))
 		return ns_failed();
-	if (snat) {
-		if (set_addr(ctx, p, DIR_DST, &p->daddr, &rev.addr2) || set_port(ctx, p, DIR_DST, p->dport, rev.port2))
-			return ns_failed();
-	}
 	sluice_count(CTX_XDP ? SLUICE_CNT_XDP_REVERSE : SLUICE_CNT_NP_REVERSE);
 	return snat ? NS_REDIRECT : NS_TO_STACK;
 }

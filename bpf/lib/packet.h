@@ -55,6 +55,7 @@ struct frag6hdr {
 #define SLUICE_TCP_SYN 0x02
 #define SLUICE_TCP_RST 0x04
 #define SLUICE_TCP_ACK 0x10
+#define SLUICE_SCTP_INIT 1 /* chunk type */
 
 struct pkt {
 	struct sluice_addr saddr;
@@ -63,7 +64,10 @@ struct pkt {
 	__be16 dport;
 	__u8 proto;
 	__u8 v6;
-	__u8 icmp_type; /* when proto is ICMP/ICMPv6 */
+	union {
+		__u8 icmp_type;	 /* when proto is ICMP/ICMPv6 */
+		__u8 sctp_chunk; /* when proto is SCTP: its first chunk's type (0 if cut short) */
+	};
 	__u8 tcp_flags; /* when proto is TCP: FIN, SYN, RST, ... (0 if the header is cut short) */
 	__u8 frag;      /* PKT_FRAG_*: a fragment, which frag.h tracks by frag_id */
 	__be32 frag_id; /* IPv4's 16-bit identification as a number, or IPv6's */
@@ -78,6 +82,12 @@ enum parse_result {
 	PARSE_OTHER,    /* not something we translate */
 	PARSE_FRAGMENT, /* a later fragment: addresses and protocol only, no ports */
 };
+
+/* The protocols NAT translates: those with ports. */
+static __always_inline int has_ports(__u8 proto)
+{
+	return proto == IPPROTO_TCP || proto == IPPROTO_UDP || proto == IPPROTO_SCTP;
+}
 
 /*
  * The Fragment header that directly follows `ip6`, or 0. Other extension headers are not
@@ -141,10 +151,14 @@ static __always_inline enum parse_result parse(void *data, void *data_end, struc
 	} else {
 		return PARSE_OTHER;
 	}
+	/* SCTP sizes its packets to the path itself; the CRC32c of one IP fragmented anyway covers
+	 * the whole packet, which a fragment cannot patch. */
+	if (p->frag && p->proto == IPPROTO_SCTP)
+		return PARSE_OTHER;
 	if (p->frag == PKT_FRAG_LATER)
 		return PARSE_FRAGMENT;
-	if (p->proto == IPPROTO_TCP || p->proto == IPPROTO_UDP) {
-		/* TCP and UDP both start with the two ports. */
+	if (has_ports(p->proto)) {
+		/* TCP, UDP and SCTP all start with the two ports. */
 		__be16 *ports = data + p->l4_off;
 
 		if ((void *)(ports + 2) > data_end)
@@ -156,6 +170,11 @@ static __always_inline enum parse_result parse(void *data, void *data_end, struc
 
 			if ((void *)(flags + 1) <= data_end)
 				p->tcp_flags = *flags;
+		} else if (p->proto == IPPROTO_SCTP) {
+			__u8 *chunk = data + p->l4_off + 12;
+
+			if ((void *)(chunk + 1) <= data_end)
+				p->sctp_chunk = *chunk;
 		}
 		return PARSE_OK;
 	}
@@ -193,7 +212,9 @@ static __always_inline __u32 l4_csum_off(const struct pkt *p)
 	case IPPROTO_ICMPV6:
 		return p->l4_off + ICMP6_CSUM_OFF;
 	default:
-		return 0; /* ICMPv4's checksum does not cover the IP header */
+		/* ICMPv4's checksum does not cover the IP header; SCTP's CRC covers neither the
+		 * addresses nor a pseudo-header (ports: sctp.h). */
+		return 0;
 	}
 }
 

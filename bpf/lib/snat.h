@@ -26,6 +26,9 @@ static __always_inline int node_owns(ctx_t *ctx, __u8 proto, const struct sluice
 	__u32 size;
 	int owned;
 
+	/* No helper looks up SCTP sockets; the node's own associations are not seen. */
+	if (proto == IPPROTO_SCTP)
+		return 0;
 	if (!v6) {
 		t.ipv4.saddr = saddr->words[3];
 		t.ipv4.daddr = daddr->words[3];

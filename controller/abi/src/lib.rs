@@ -10,6 +10,7 @@ pub const SCOPE_INT: u8 = 1;
 /// and UDP (TCP and UDP ports of one number are two Service ports).
 pub const AFFINITY_LOCAL: u8 = 1 << 0;
 pub const AFFINITY_UDP: u8 = 1 << 1;
+pub const AFFINITY_SCTP: u8 = 1 << 2;
 /// Where a header's backend_id keeps the set, above the group.
 pub const AFFINITY_SET_SHIFT: u32 = 16;
 
@@ -658,7 +659,7 @@ pub struct AffinityKey {
     pub client: Addr,
     /// The rev-NAT id of the Service port's ClusterIP (see the header).
     pub group: u16,
-    /// `AFFINITY_LOCAL | AFFINITY_UDP` bits.
+    /// `AFFINITY_LOCAL | AFFINITY_UDP | AFFINITY_SCTP` bits.
     pub set: u8,
     pub by_cookie: u8,
 }
@@ -818,6 +819,7 @@ pub fn c_constants() -> Vec<(&'static str, u64)> {
         ("SLUICE_SCOPE_INT", SCOPE_INT.into()),
         ("SLUICE_AFFINITY_LOCAL", AFFINITY_LOCAL.into()),
         ("SLUICE_AFFINITY_UDP", AFFINITY_UDP.into()),
+        ("SLUICE_AFFINITY_SCTP", AFFINITY_SCTP.into()),
         ("SLUICE_AFFINITY_SET_SHIFT", AFFINITY_SET_SHIFT.into()),
         ("SLUICE_SVC_F_CLUSTER_IP", SVC_F_CLUSTER_IP.into()),
         ("SLUICE_SVC_F_NODE_PORT", SVC_F_NODE_PORT.into()),

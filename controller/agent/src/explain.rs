@@ -50,10 +50,8 @@ pub fn parse_target(text: &str) -> anyhow::Result<(SocketAddr, Protocol)> {
         Some((a, p)) => (a, p),
         None => (text, "tcp"),
     };
-    let proto = match proto.to_ascii_lowercase().as_str() {
-        "tcp" => Protocol::TCP,
-        "udp" => Protocol::UDP,
-        other => bail!("protocol {other:?}: use tcp or udp"),
+    let Some(proto) = Protocol::parse(&proto.to_ascii_uppercase()) else {
+        bail!("protocol {proto:?}: use tcp, udp or sctp");
     };
     let addr: SocketAddr = addr.parse().with_context(|| format!("{addr:?} is not ADDR:PORT (IPv6: [ADDR]:PORT)"))?;
     Ok((addr, proto))
@@ -316,6 +314,7 @@ mod tests {
     fn parses_targets() {
         assert_eq!(parse_target("[fd00::1]:53/UDP").unwrap(), ("[fd00::1]:53".parse().unwrap(), Protocol::UDP));
         assert!(parse_target("10.0.0.1").is_err());
-        assert!(parse_target("10.0.0.1:80/sctp").is_err());
+        assert_eq!(parse_target("10.0.0.1:3868/sctp").unwrap(), ("10.0.0.1:3868".parse().unwrap(), Protocol::SCTP));
+        assert!(parse_target("10.0.0.1:80/icmp").is_err());
     }
 }

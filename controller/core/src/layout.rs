@@ -172,7 +172,10 @@ impl Layout {
     /// `claims` is not laid out.
     pub(crate) fn add<'a>(&mut self, group: &GroupKey, frontends: impl IntoIterator<Item = &'a Frontend>, node: &NodeContext, cap: Capacity, claims: &Claims) {
         let (node_ips, maglev) = (&node.node_ips, node.maglev);
-        let bind_protected = |fe: &Frontend| fe.kind == FrontendKind::NodePort && node.nodeport_bind_protection;
+        // The kernel's SCTP bind runs no cgroup bind hook, so an SCTP NodePort has nothing to
+        // protect it with.
+        let bind_protected =
+            |fe: &Frontend| fe.kind == FrontendKind::NodePort && node.nodeport_bind_protection && fe.proto != sluice_crds::Protocol::SCTP;
         let mut c = Contribution::default();
         for fe in frontends {
             let subject = Subject::service(&fe.service);
@@ -241,7 +244,11 @@ impl Layout {
                 }
                 let (ip, port) = fe.affinity_group;
                 let group = self.frontend_ids.space.get(&FrontendIdent { ip, port }).map_or(rev_nat_id, |id| id as u16);
-                let mut set = if fe.proto == sluice_crds::Protocol::UDP { abi::AFFINITY_UDP } else { 0 };
+                let mut set = match fe.proto {
+                    sluice_crds::Protocol::TCP => 0,
+                    sluice_crds::Protocol::UDP => abi::AFFINITY_UDP,
+                    sluice_crds::Protocol::SCTP => abi::AFFINITY_SCTP,
+                };
                 if scope == abi::SCOPE_EXT && fe.flags & (abi::SVC_F_EXT_LOCAL | abi::SVC_F_INT_LOCAL) != 0 {
                     set |= abi::AFFINITY_LOCAL;
                 }

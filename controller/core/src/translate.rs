@@ -344,10 +344,10 @@ fn collect_slice(
     let entry = endpoints.entry(svc_name).or_default();
     let ports = slice.ports.clone().unwrap_or_default();
     for p in ports {
-        let proto = match p.protocol.as_deref().unwrap_or("TCP") {
-            "SCTP" => continue,
-            text if Protocol::parse(text).is_some() => Protocol::parse(text).expect("just parsed"),
-            other => {
+        let proto = match Protocol::parse(p.protocol.as_deref().unwrap_or("TCP")) {
+            Some(proto) => proto,
+            None => {
+                let other = p.protocol.as_deref().unwrap_or_default();
                 warn(format!("port protocol {other:?} is unknown; port skipped"));
                 continue;
             }
@@ -392,14 +392,10 @@ fn translate_service(name: &ObjectKey, svc: &Service, eps: &ServiceEndpoints, no
     let mut ports: Vec<ServicePort> = Vec::new();
     for p in spec.ports.iter().flatten() {
         let pname = p.name.clone().unwrap_or_default();
-        let proto = match p.protocol.as_deref().unwrap_or("TCP") {
-            "TCP" => Protocol::TCP,
-            "UDP" => Protocol::UDP,
-            "SCTP" => {
-                warn(format!("port {pname:?}: SCTP is not supported by the datapath yet; skipped"));
-                continue;
-            }
-            other => {
+        let proto = match Protocol::parse(p.protocol.as_deref().unwrap_or("TCP")) {
+            Some(proto) => proto,
+            None => {
+                let other = p.protocol.as_deref().unwrap_or_default();
                 warn(format!("port {pname:?}: protocol {other:?} is unknown; skipped"));
                 continue;
             }
@@ -412,6 +408,13 @@ fn translate_service(name: &ObjectKey, svc: &Service, eps: &ServiceEndpoints, no
         if ports.iter().any(|known| known.port == port && known.proto == proto) {
             warn(format!("port {pname:?}: {port}/{proto} is listed twice; the duplicate is skipped"));
             continue;
+        }
+        if proto == Protocol::SCTP {
+            // The kernel runs no cgroup socket hook for SCTP sockets, so only packets reaching
+            // a node's devices are translated (docs/semantics.md, SCTP).
+            warn(format!(
+                "port {pname:?}: SCTP is translated only where it arrives at a node's devices (NodePort, externalIP, LoadBalancer); pods and processes on the nodes reaching the Service's addresses (its ClusterIP above all) are not translated, as the kernel has no socket hook for SCTP"
+            ));
         }
         let node_port = p.node_port.and_then(|n| u16::try_from(n).ok()).filter(|n| *n != 0);
         ports.push(ServicePort { name: pname, port, proto, node_port });

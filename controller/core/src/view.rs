@@ -94,7 +94,7 @@ pub fn frontends(state: &LbState) -> Vec<FrontendView> {
             affinity_group: (head.flags & abi::SVC_F_AFFINITY != 0 && head.backend_id != 0).then(|| {
                 let set = (head.backend_id >> abi::AFFINITY_SET_SHIFT) as u8;
                 let mut group = (head.backend_id as u16).to_string();
-                for (bit, name) in [(abi::AFFINITY_LOCAL, "local"), (abi::AFFINITY_UDP, "udp")] {
+                for (bit, name) in [(abi::AFFINITY_LOCAL, "local"), (abi::AFFINITY_UDP, "udp"), (abi::AFFINITY_SCTP, "sctp")] {
                     if set & bit != 0 {
                         group.push(',');
                         group.push_str(name);

@@ -421,12 +421,13 @@ pub struct BlocklistPort {
 }
 
 // The one protocol type of Sluice, from the API's spelling to the datapath's protocol numbers.
-/// `TCP` or `UDP`.
+/// `TCP`, `UDP` or `SCTP`.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default, JsonSchema)]
 pub enum Protocol {
     #[default]
     TCP,
     UDP,
+    SCTP,
 }
 
 impl Protocol {
@@ -435,6 +436,7 @@ impl Protocol {
         match self {
             Protocol::TCP => sluice_abi::IPPROTO_TCP,
             Protocol::UDP => sluice_abi::IPPROTO_UDP,
+            Protocol::SCTP => sluice_abi::IPPROTO_SCTP,
         }
     }
 
@@ -442,15 +444,17 @@ impl Protocol {
         match n {
             sluice_abi::IPPROTO_TCP => Some(Protocol::TCP),
             sluice_abi::IPPROTO_UDP => Some(Protocol::UDP),
+            sluice_abi::IPPROTO_SCTP => Some(Protocol::SCTP),
             _ => None,
         }
     }
 
-    /// The Kubernetes spelling (`TCP`); `None` for a protocol Sluice does not carry (`SCTP`).
+    /// The Kubernetes spelling (`TCP`); `None` for a protocol Kubernetes does not know.
     pub fn parse(text: &str) -> Option<Protocol> {
         match text {
             "TCP" => Some(Protocol::TCP),
             "UDP" => Some(Protocol::UDP),
+            "SCTP" => Some(Protocol::SCTP),
             _ => None,
         }
     }
@@ -461,6 +465,7 @@ impl std::fmt::Display for Protocol {
         f.write_str(match self {
             Protocol::TCP => "TCP",
             Protocol::UDP => "UDP",
+            Protocol::SCTP => "SCTP",
         })
     }
 }

@@ -42,5 +42,6 @@ mod maglev;
 mod monitor;
 mod nodeport;
 mod reject;
+mod sctp;
 mod v6;
 mod xdp;

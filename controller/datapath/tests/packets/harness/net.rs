@@ -15,10 +15,16 @@ pub const XDP_REDIRECT: i32 = 4;
 
 pub const TCP: u8 = 6;
 pub const UDP: u8 = 17;
+pub const SCTP: u8 = 132;
 pub const ICMP: u8 = 1;
 pub const ICMP6: u8 = 58;
 /// IPv6's Fragment extension header, as a next header.
 pub const IPV6_FRAGMENT: u8 = 44;
+
+// SCTP chunk types.
+pub const SCTP_DATA: u8 = 0;
+pub const SCTP_INIT: u8 = 1;
+pub const SCTP_INIT_ACK: u8 = 2;
 
 // TCP flags.
 pub const FIN: u8 = 0x01;

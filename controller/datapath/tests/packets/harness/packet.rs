@@ -5,6 +5,8 @@
 //! - `flow.data(b"...")`: a segment (PSH|ACK) or datagram carrying that payload;
 //! - `flow.segment(FIN | ACK)`: a TCP segment with just these flags;
 //! - `flow.packet()...build()`: anything else (flags with a payload, no UDP checksum);
+//! - `flow.init()`: an SCTP flow's first packet (an INIT chunk); `flow.data(..)` of an SCTP flow
+//!   is a DATA chunk.
 //! - `flow.packet().payload(..).fragments(id, &[cuts])`: an IPv4 or IPv6 packet cut into fragments.
 //!
 //! Every frame goes from MAC_CLIENT to MAC_NODE with correct checksums, so a wrong checksum in
@@ -41,6 +43,10 @@ pub fn udp(src: impl Into<IpAddr>, sport: u16) -> Source {
     Source { src: src.into(), sport, proto: UDP }
 }
 
+pub fn sctp(src: impl Into<IpAddr>, sport: u16) -> Source {
+    Source { src: src.into(), sport, proto: SCTP }
+}
+
 impl Source {
     pub fn to(self, dst: impl Into<IpAddr>, dport: u16) -> Flow {
         Flow { src: self.src, sport: self.sport, dst: dst.into(), dport, proto: self.proto }
@@ -67,11 +73,16 @@ impl Flow {
     }
 
     pub fn packet(self) -> Packet {
-        Packet { flow: self, payload: Vec::new(), tcp_flags: None, udp_checksum: true }
+        Packet { flow: self, payload: Vec::new(), tcp_flags: None, udp_checksum: true, chunk: None }
     }
 
     pub fn syn(self) -> Vec<u8> {
         self.packet().flags(SYN).build()
+    }
+
+    /// An SCTP INIT, the first packet of an association.
+    pub fn init(self) -> Vec<u8> {
+        self.packet().chunk(SCTP_INIT, &[0x11, 0x22, 0x33, 0x44, 0, 1, 0, 0, 0, 10, 0, 10, 0xaa, 0xbb, 0xcc, 0xdd]).build()
     }
 
     /// A TCP segment with these flags and nothing else.
@@ -79,7 +90,8 @@ impl Flow {
         self.packet().flags(flags).build()
     }
 
-    /// A datagram, or a TCP segment (PSH|ACK; SYN if `payload` is empty), carrying `payload`.
+    /// A datagram, a TCP segment (PSH|ACK; SYN if `payload` is empty) or an SCTP DATA chunk,
+    /// carrying `payload`.
     pub fn data(self, payload: &[u8]) -> Vec<u8> {
         self.packet().payload(payload).build()
     }
@@ -90,6 +102,8 @@ pub struct Packet {
     payload: Vec<u8>,
     tcp_flags: Option<u8>,
     udp_checksum: bool,
+    /// SCTP: the one chunk's type and value, instead of a DATA chunk carrying the payload.
+    chunk: Option<(u8, Vec<u8>)>,
 }
 
 impl Packet {
@@ -103,16 +117,28 @@ impl Packet {
         self
     }
 
-    /// UDP over IPv4 may go without a checksum (0); the datapath must keep it that way.
+    /// UDP over IPv4 may go without a checksum (0); the datapath must keep it that way. For
+    /// SCTP: a CRC field left 0, as by a sender offloading it.
     pub fn without_udp_checksum(mut self) -> Packet {
         self.udp_checksum = false;
+        self
+    }
+
+    /// SCTP: this chunk instead of DATA.
+    pub fn chunk(mut self, typ: u8, value: &[u8]) -> Packet {
+        self.chunk = Some((typ, value.to_vec()));
         self
     }
 
     pub fn build(self) -> Vec<u8> {
         let f = self.flow;
         let flags = self.tcp_flags.unwrap_or(if self.payload.is_empty() { SYN } else { PSH | ACK });
-        frame(MAC_NODE, MAC_CLIENT, f.src, f.dst, f.proto, &segment(&f, &self.payload, self.udp_checksum, flags))
+        let l4 = if f.proto == SCTP {
+            sctp_packet(&f, self.chunk.unwrap_or_else(|| (SCTP_DATA, data_chunk_value(&self.payload))), self.udp_checksum)
+        } else {
+            segment(&f, &self.payload, self.udp_checksum, flags)
+        };
+        frame(MAC_NODE, MAC_CLIENT, f.src, f.dst, f.proto, &l4)
     }
 
     /// The packet as fragments with identification `id`, as a router (IPv4) or the sender
@@ -266,6 +292,52 @@ fn segment(f: &Flow, payload: &[u8], udp_checksum: bool, tcp_flags: u8) -> Vec<u
             c = 0xffff;
         }
         s[csum_at..csum_at + 2].copy_from_slice(&c.to_be_bytes());
+    }
+    s
+}
+
+/// CRC32c as SCTP uses it (RFC 9260, appendix A), bit by bit: slow and plainly right.
+pub fn crc32c(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &byte in data {
+        crc ^= u32::from(byte);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 { (crc >> 1) ^ 0x82f6_3b78 } else { crc >> 1 };
+        }
+    }
+    !crc
+}
+
+/// The CRC32c an SCTP packet must carry: over the packet with its checksum field zero, stored
+/// little-endian.
+pub fn sctp_crc(packet: &[u8]) -> u32 {
+    let mut zeroed = packet.to_vec();
+    zeroed[8..12].fill(0);
+    crc32c(&zeroed)
+}
+
+/// A DATA chunk's value: TSN, stream, stream sequence, payload protocol, then the user data.
+fn data_chunk_value(payload: &[u8]) -> Vec<u8> {
+    let mut v = vec![0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 46];
+    v.extend(payload);
+    v
+}
+
+/// An SCTP packet of `f` with one chunk (padded to 4 bytes) and its CRC32c (or 0 if not).
+fn sctp_packet(f: &Flow, (typ, value): (u8, Vec<u8>), with_crc: bool) -> Vec<u8> {
+    let mut s = Vec::new();
+    s.extend(f.sport.to_be_bytes());
+    s.extend(f.dport.to_be_bytes());
+    s.extend(if typ == SCTP_INIT { [0; 4] } else { [0x11, 0x22, 0x33, 0x44] }); // verification tag
+    s.extend([0; 4]);
+    // DATA flags: unfragmented (B|E).
+    s.extend([typ, if typ == SCTP_DATA { 3 } else { 0 }]);
+    s.extend(((4 + value.len()) as u16).to_be_bytes());
+    s.extend(&value);
+    s.resize(s.len().next_multiple_of(4), 0);
+    if with_crc {
+        let crc = sctp_crc(&s);
+        s[8..12].copy_from_slice(&crc.to_le_bytes());
     }
     s
 }

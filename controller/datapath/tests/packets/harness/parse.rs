@@ -5,15 +5,16 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::net::*;
-use super::packet::{Flow, csum_add, csum_fold, frame, pseudo_header};
+use super::packet::{Flow, csum_add, csum_fold, frame, pseudo_header, sctp_crc};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Seen {
     pub dst_mac: [u8; 6],
     pub src_mac: [u8; 6],
     pub flow: Flow,
-    /// The L4 checksum field as it is (to tell "left zero" from "recomputed").
-    pub l4_csum: u16,
+    /// The L4 checksum field as it is (to tell "left zero" from "recomputed"); for SCTP, the
+    /// CRC32c field.
+    pub l4_csum: u32,
     pub payload: Vec<u8>,
 }
 
@@ -52,7 +53,8 @@ fn ports(proto: u8, src: IpAddr, dst: IpAddr, l4: &[u8]) -> Flow {
     Flow { src, sport: u16::from_be_bytes([l4[0], l4[1]]), dst, dport: u16::from_be_bytes([l4[2], l4[3]]), proto }
 }
 
-/// Parses a TCP or UDP frame and checks the IPv4 header and L4 checksums.
+/// Parses a TCP, UDP or SCTP frame and checks the IPv4 header and L4 checksums (SCTP's CRC32c
+/// unless it is 0, a sender's offloaded CRC).
 pub fn parse(pkt: &[u8]) -> Seen {
     let ip = &pkt[14..];
     let (src, dst, proto, hl) = parse_ip(ip, "packet");
@@ -60,11 +62,16 @@ pub fn parse(pkt: &[u8]) -> Seen {
     assert_eq!(total, ip.len(), "IP length field vs frame");
     let seg = &ip[hl..];
     let l4_csum = match proto {
-        TCP => u16::from_be_bytes([seg[16], seg[17]]),
-        UDP => u16::from_be_bytes([seg[6], seg[7]]),
+        TCP => u32::from(u16::from_be_bytes([seg[16], seg[17]])),
+        UDP => u32::from(u16::from_be_bytes([seg[6], seg[7]])),
+        SCTP => u32::from_le_bytes(seg[8..12].try_into().unwrap()),
         p => panic!("proto {p}"),
     };
-    if !(proto == UDP && src.is_ipv4() && l4_csum == 0) {
+    if proto == SCTP {
+        if l4_csum != 0 {
+            assert_eq!(l4_csum, sctp_crc(seg), "SCTP CRC32c of {src}:{} -> {dst}:{} is wrong", u16::from_be_bytes([seg[0], seg[1]]), u16::from_be_bytes([seg[2], seg[3]]));
+        }
+    } else if !(proto == UDP && src.is_ipv4() && l4_csum == 0) {
         let sum = csum_add(csum_add(0, &pseudo_header(src, dst, proto, seg.len())), seg);
         assert_eq!(
             csum_fold(sum),
@@ -74,13 +81,19 @@ pub fn parse(pkt: &[u8]) -> Seen {
             u16::from_be_bytes([seg[2], seg[3]])
         );
     }
-    let hdr = if proto == TCP { 20 } else { 8 };
+    let payload = match proto {
+        TCP => seg[20..].to_vec(),
+        UDP => seg[8..].to_vec(),
+        // A DATA chunk's user data (unpadded), or the whole chunk of any other.
+        _ if seg[12] == SCTP_DATA => seg[28..12 + usize::from(u16::from_be_bytes([seg[14], seg[15]]))].to_vec(),
+        _ => seg[12..].to_vec(),
+    };
     Seen {
         dst_mac: pkt[0..6].try_into().unwrap(),
         src_mac: pkt[6..12].try_into().unwrap(),
         flow: ports(proto, src, dst, seg),
         l4_csum,
-        payload: seg[hdr..].to_vec(),
+        payload,
     }
 }
 
