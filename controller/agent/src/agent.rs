@@ -257,6 +257,7 @@ async fn kube_client(kubeconfig: Option<&Path>) -> anyhow::Result<kube::Client> 
 }
 
 async fn run(args: AgentArgs) -> anyhow::Result<()> {
+    crate::crash::abort_on_panic();
     raise_memlock();
     let cgroup = match &args.cgroup_root {
         Some(p) => p.clone(),
@@ -371,7 +372,7 @@ async fn run(args: AgentArgs) -> anyhow::Result<()> {
     };
     let mut syncer = crate::sync::Syncer::new(settings, reconciler, node, std::process::id());
     keep_source_addresses(&root, &cgroup, north_south.node_ips.clone())?;
-    let mut node_maps = sluice_datapath::PinnedNodeMaps { root: root.clone(), cgroup: cgroup.clone() };
+    let mut node_maps = sluice_datapath::PinnedNodeMaps::new(root.clone(), cgroup.clone()).context("starting the housekeeping thread")?;
     let mut health = crate::health::HealthServers::new(probes.clone());
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;

@@ -4,6 +4,7 @@ mod acceleration;
 mod agent;
 mod cli;
 mod cluster_status;
+mod crash;
 mod dump;
 mod election;
 mod events;

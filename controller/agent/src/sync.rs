@@ -14,6 +14,7 @@ use sluice_core::blocklist::BlockOwner;
 use sluice_core::ids::IdSpace;
 use sluice_core::{Capacity, Cidr, HealthCheck, LbState, NodeContext, Planner, Touched, Warning, ids_from_state};
 use sluice_crds::{DeviceStatus, LoadBalancingAlgorithm, ProxyConfig, XdpAcceleration};
+use sluice_datapath::housekeeping::Cleanup;
 use sluice_datapath::sockets::StaleUdp;
 use sluice_datapath::{LbMaps, NodeMaps, Reconciler, SyncStats, loader};
 use sluice_k8s::Index;
@@ -184,43 +185,16 @@ impl Syncer {
         report.health_checks = plan.health_checks.clone();
         self.record_warnings(&warnings, &mut report, node_maps);
 
-        // UDP flows to backends that are gone must not stick to them (conntrack forgets them).
-        let gone_udp: Vec<(sluice_abi::Addr, u16)> = {
-            let (current, desired) = (self.reconciler.current(), self.planner.desired());
-            let candidates: Vec<(&u32, &sluice_abi::Backend)> = match &plan.touched {
-                Some(t) => t.backends.iter().filter_map(|id| current.backends.get_key_value(id)).collect(),
-                None => current.backends.iter().collect(),
-            };
-            candidates
-                .into_iter()
-                .filter(|(id, b)| b.proto == sluice_abi::IPPROTO_UDP && !desired.backends.contains_key(id))
-                .map(|(_, b)| (b.addr, b.port()))
-                .collect()
-        };
-        let stale_udp = stale_udp_sockets(self.reconciler.current(), self.planner.desired(), plan.touched.as_ref());
+        // What the plan leaves to clean once it is written: computed now (it reads the plan),
+        // done later by the housekeeping thread (it walks LRU maps and namespaces).
+        let cleanup = cleanup_after(self.reconciler.current(), self.planner.desired(), plan.touched.as_ref());
         let synced = match &plan.touched {
             Some(touched) => self.reconciler.sync_touched(maps, self.planner.desired(), touched),
             None => self.reconciler.sync(maps, self.planner.desired()),
         };
         match synced {
             Ok(stats) => {
-                match node_maps.forget_udp_backends(&gone_udp) {
-                    Ok(0) => {}
-                    Ok(n) => tracing::info!(entries = n, "forgot the UDP flows of removed backends"),
-                    Err(e) => tracing::warn!("cannot clean conntrack of removed UDP backends: {e}"),
-                }
-                match node_maps.close_stale_udp(&stale_udp) {
-                    Ok(r) if r.closed > 0 || r.failed > 0 => {
-                        tracing::info!(closed = r.closed, namespaces = r.namespaces, failed = r.failed, "closed the connected UDP sockets socket-LB can no longer serve")
-                    }
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!("cannot close the UDP sockets of removed backends: {e}"),
-                }
-                match node_maps.forget_stale_affinity(self.planner.desired(), plan.touched.as_ref().map(|t| &t.revnat)) {
-                    Ok(0) => {}
-                    Ok(n) => tracing::info!(entries = n, "forgot the session affinity of backends that left their Service"),
-                    Err(e) => tracing::warn!("cannot clean session affinity of removed backends: {e}"),
-                }
+                node_maps.clean_up(cleanup);
                 self.block_ids = blocks.ids;
                 report.block_owners = Some(blocks.owners);
                 self.status.last_sync_unix_ns = unix_ns();
@@ -412,6 +386,25 @@ fn node_port_addresses(node_ips: &[IpAddr], wanted: &[NodePortAddresses]) -> Vec
 #[cfg(test)]
 #[path = "sync_tests.rs"]
 mod tests;
+
+/// What a plan from `current` to `desired` leaves to clean (`touched`: the keys it changed; None:
+/// a full plan, everything).
+pub fn cleanup_after(current: &LbState, desired: &LbState, touched: Option<&Touched>) -> Cleanup {
+    // UDP flows to backends that are gone must not stick to them (conntrack forgets them).
+    let candidates: Vec<(&u32, &sluice_abi::Backend)> = match touched {
+        Some(t) => t.backends.iter().filter_map(|id| current.backends.get_key_value(id)).collect(),
+        None => current.backends.iter().collect(),
+    };
+    Cleanup {
+        gone_udp: candidates
+            .into_iter()
+            .filter(|(id, b)| b.proto == sluice_abi::IPPROTO_UDP && !desired.backends.contains_key(id))
+            .map(|(_, b)| (b.addr, b.port()))
+            .collect(),
+        stale_sockets: stale_udp_sockets(current, desired, touched),
+        affinity: sluice_datapath::conntrack::affinity_members(desired, touched.map(|t| &t.revnat)),
+    }
+}
 
 /// The UDP frontends a plan changes (every one for a full plan): what their connected sockets
 /// can no longer rely on. A backend that left a frontend's Service takes the sockets socket-LB

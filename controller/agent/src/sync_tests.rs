@@ -176,12 +176,12 @@ fn a_udp_backend_that_leaves_has_its_flows_forgotten() {
     let index = listed(WEB);
     let (mut maps, mut node_maps) = (FakeMaps::default(), FakeNodeMaps::default());
     synced(&s.step(&index, &mut maps, &mut node_maps));
-    assert!(node_maps.forgotten_udp.is_empty());
+    assert!(node_maps.cleanups[0].gone_udp.is_empty());
     let (_, slices, _) = manifest::parse_str(&WEB.replace("- {addresses: [10.244.1.3], conditions: {ready: true}}\n", ""));
     index.lock().unwrap().apply_slice(slices[0].clone());
     synced(&s.step(&index, &mut maps, &mut node_maps));
-    assert_eq!(node_maps.forgotten_udp, [(Addr::from("10.244.1.3".parse::<std::net::IpAddr>().unwrap()), 5353)]);
-    assert_eq!(node_maps.affinity_cleanups.len(), 2, "affinity is checked after every sync");
+    assert_eq!(node_maps.cleanups[1].gone_udp, [(Addr::from("10.244.1.3".parse::<std::net::IpAddr>().unwrap()), 5353)].into());
+    assert_eq!(node_maps.cleanups.len(), 2, "every sync hands over its clean-up");
 }
 
 fn ip(s: &str) -> Addr {
@@ -190,25 +190,26 @@ fn ip(s: &str) -> Addr {
 
 #[test]
 fn connected_udp_sockets_are_swept_for_a_backend_that_leaves_and_a_frontend_that_wakes() {
+    let sweeps = |m: &FakeNodeMaps| -> Vec<StaleUdp> { m.cleanups.iter().map(|c| c.stale_sockets.clone()).filter(|s| !s.is_empty()).collect() };
     let mut s = syncer(settings(&[]));
     let vip = (ip("10.96.0.10"), 53);
     // Without endpoints nothing is stale; the first endpoints wake the frontend.
     let index = listed(&WEB.replace("- {addresses: [10.244.1.2], conditions: {ready: true}}\n- {addresses: [10.244.1.3], conditions: {ready: true}}\n", "[]\n").replace("endpoints:\n[]", "endpoints: []"));
     let (mut maps, mut node_maps) = (FakeMaps::default(), FakeNodeMaps::default());
     synced(&s.step(&index, &mut maps, &mut node_maps));
-    assert!(node_maps.udp_sweeps.is_empty(), "{:?}", node_maps.udp_sweeps);
+    assert!(sweeps(&node_maps).is_empty(), "{:?}", sweeps(&node_maps));
     let (_, slices, _) = manifest::parse_str(WEB);
     index.lock().unwrap().apply_slice(slices[0].clone());
     synced(&s.step(&index, &mut maps, &mut node_maps));
-    assert_eq!(node_maps.udp_sweeps, [StaleUdp { woken_frontends: [vip].into(), ..Default::default() }]);
+    assert_eq!(sweeps(&node_maps), [StaleUdp { woken_frontends: [vip].into(), ..Default::default() }]);
     // One endpoint leaves: the sockets socket-LB connected to it through this ClusterIP go.
     let (_, slices, _) = manifest::parse_str(&WEB.replace("- {addresses: [10.244.1.3], conditions: {ready: true}}\n", ""));
     index.lock().unwrap().apply_slice(slices[0].clone());
     synced(&s.step(&index, &mut maps, &mut node_maps));
-    assert_eq!(node_maps.udp_sweeps[1], StaleUdp { gone_backends: [(vip, (ip("10.244.1.3"), 5353))].into(), ..Default::default() });
+    assert_eq!(sweeps(&node_maps)[1], StaleUdp { gone_backends: [(vip, (ip("10.244.1.3"), 5353))].into(), ..Default::default() });
     // A sync that changes nothing sweeps nothing.
     synced(&s.step(&index, &mut maps, &mut node_maps));
-    assert_eq!(node_maps.udp_sweeps.len(), 2);
+    assert_eq!(sweeps(&node_maps).len(), 2);
 }
 
 const NODEPORT: &str = "

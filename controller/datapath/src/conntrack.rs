@@ -1,6 +1,6 @@
 //! Conntrack and session-affinity housekeeping from userspace.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use aya::maps::{HashMap, MapData};
@@ -31,13 +31,14 @@ pub fn forget_udp_backends(root: &Path, gone: &[(Addr, u16)]) -> Result<usize, M
     Ok(stale.len())
 }
 
-/// Forgets the sessionAffinity entries that name a backend no longer in their affinity group
-/// (the frontends of one Service port that offer one endpoint set, see `sluice_affinity_key`),
-/// so the datapath never has to check membership: a client whose backend left gets a new one at
-/// its next connection, as with kube-proxy. Only the groups of frontends in `frontends` (rev-NAT
-/// ids; every one when None) are looked at, and the map is read only if one of them has affinity
-/// at all. Returns how many entries were removed.
-pub fn forget_stale_affinity(root: &Path, desired: &LbState, frontends: Option<&BTreeSet<u32>>) -> Result<usize, MapError> {
+/// The sessionAffinity groups a sync may have left stale entries in, with their members now:
+/// (group, set) → the backend ids in it.
+pub type AffinityMembers = BTreeMap<(u16, u8), BTreeSet<u32>>;
+
+/// The affinity groups of the frontends in `frontends` (rev-NAT ids; every one when None) and
+/// their members in `desired`: what `forget_stale_affinity` checks the map against. Computed in
+/// the sync step (it reads the plan); the map walk happens later, off it.
+pub fn affinity_members(desired: &LbState, frontends: Option<&BTreeSet<u32>>) -> AffinityMembers {
     // The sticky headers to look at: those of the frontends a plan touched (a few per change,
     // found through their rev-NAT entries rather than a walk of every Service), or all of them.
     // A Service's frontends are laid out together, so a touched group has all its frontends here.
@@ -54,26 +55,33 @@ pub fn forget_stale_affinity(root: &Path, desired: &LbState, frontends: Option<&
             .collect(),
         None => desired.services.iter().filter(|(k, v)| k.slot == 0 && v.flags & abi::SVC_F_AFFINITY != 0).collect(),
     };
-    let groups: BTreeSet<(u16, u8)> = heads.iter().map(|(k, v)| affinity_group(k, v)).collect();
-    // Groups that lost affinity altogether leave entries nobody reads; the LRU ages them out.
-    if groups.is_empty() {
-        return Ok(0);
-    }
-    // (group, set, backend id) of every slot of every scope in those groups.
-    let mut members = BTreeSet::new();
+    let mut members = AffinityMembers::new();
     for (k, v) in &heads {
-        let (group, set) = affinity_group(k, v);
+        let group = members.entry(affinity_group(k, v)).or_default();
         for slot in 1..=v.count {
             if let Some(entry) = desired.services.get(&SvcKey { slot, ..**k }) {
-                members.insert((group, set, entry.backend_id));
+                group.insert(entry.backend_id);
             }
         }
+    }
+    members
+}
+
+/// Forgets the sessionAffinity entries of the groups in `members` that name a backend no longer
+/// in their group (the frontends of one Service port that offer one endpoint set, see
+/// `sluice_affinity_key`), so the datapath never has to check membership: a client whose backend
+/// left gets a new one at its next connection, as with kube-proxy. The map is read only if a
+/// group is given. Returns how many entries were removed.
+pub fn forget_stale_affinity(root: &Path, members: &AffinityMembers) -> Result<usize, MapError> {
+    // Groups that lost affinity altogether leave entries nobody reads; the LRU ages them out.
+    if members.is_empty() {
+        return Ok(0);
     }
     let mut affinity: HashMap<MapData, AffinityKey, AffinityValue> = open_hash(root, abi::MAP_AFFINITY)?;
     let stale: Vec<AffinityKey> = affinity
         .iter()
         .filter_map(Result::ok)
-        .filter(|(k, v)| groups.contains(&(k.group, k.set)) && !members.contains(&(k.group, k.set, v.backend_id)))
+        .filter(|(k, v)| members.get(&(k.group, k.set)).is_some_and(|m| !m.contains(&v.backend_id)))
         .map(|(k, _)| k)
         .collect();
     for k in &stale {

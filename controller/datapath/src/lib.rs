@@ -2,6 +2,7 @@
 //! writer goes through, and the reconciler that turns a plan into ordered map operations.
 
 pub mod conntrack;
+pub mod housekeeping;
 pub mod counters;
 pub mod loader;
 pub mod maps;

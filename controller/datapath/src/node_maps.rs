@@ -1,14 +1,13 @@
 //! The pinned maps the agent writes beside the load-balancing maps: the datapath settings, its
-//! own report for the CLI, and conntrack/affinity forgetting. One trait, so the sync step is
+//! own report for the CLI, and the clean-up a sync leaves behind (see `housekeeping`). One trait, so the sync step is
 //! tested without a kernel (`FakeNodeMaps`), as `LbMaps` does for the load-balancing maps.
 
-use std::collections::BTreeSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use sluice_abi::{Addr, AgentStatus, Config, SockRevNatKey, SockRevNatValue};
-use sluice_core::LbState;
+use sluice_abi::{AgentStatus, Config, SockRevNatKey, SockRevNatValue};
 
 use crate::MapError;
+use crate::housekeeping::{Cleanup, Housekeeper};
 use crate::sockets::{StaleUdp, SweepReport};
 
 pub trait NodeMaps {
@@ -19,19 +18,57 @@ pub trait NodeMaps {
     fn write_status(&mut self, status: &AgentStatus) -> Result<(), MapError>;
     /// What `sluice status` lists as not programmed: (object, why).
     fn write_problems(&mut self, problems: &[(String, String)]) -> Result<(), MapError>;
-    /// See [`crate::conntrack::forget_udp_backends`].
-    fn forget_udp_backends(&mut self, gone: &[(Addr, u16)]) -> Result<usize, MapError>;
-    /// See [`crate::conntrack::forget_stale_affinity`].
-    fn forget_stale_affinity(&mut self, desired: &LbState, frontends: Option<&BTreeSet<u32>>) -> Result<usize, MapError>;
-    /// See [`crate::sockets::close_stale_udp`].
-    fn close_stale_udp(&mut self, stale: &StaleUdp) -> Result<SweepReport, MapError>;
+    /// Hands over what a sync left to clean; it is done later, off the sync loop.
+    fn clean_up(&mut self, job: Cleanup);
 }
 
 /// The kernel's: the maps pinned under the agent's bpffs root.
 pub struct PinnedNodeMaps {
-    pub root: PathBuf,
-    /// Where socket-LB is attached: the processes whose UDP sockets it may have to close.
-    pub cgroup: PathBuf,
+    root: PathBuf,
+    housekeeper: Housekeeper,
+}
+
+impl PinnedNodeMaps {
+    /// `cgroup` is where socket-LB is attached: the processes whose UDP sockets it may close.
+    pub fn new(root: PathBuf, cgroup: PathBuf) -> std::io::Result<Self> {
+        let (r, c) = (root.clone(), cgroup);
+        let housekeeper = Housekeeper::spawn(move |job| clean(&r, &c, job))?;
+        Ok(PinnedNodeMaps { root, housekeeper })
+    }
+}
+
+/// One round of housekeeping against the pinned maps, on the housekeeping thread.
+fn clean(root: &Path, cgroup: &Path, job: &Cleanup) {
+    let gone: Vec<_> = job.gone_udp.iter().copied().collect();
+    match crate::conntrack::forget_udp_backends(root, &gone) {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(entries = n, "forgot the UDP flows of removed backends"),
+        Err(e) => tracing::warn!("cannot clean conntrack of removed UDP backends: {e}"),
+    }
+    match close_stale_sockets(root, cgroup, &job.stale_sockets) {
+        Ok(r) if r.closed > 0 || r.failed > 0 => {
+            tracing::info!(closed = r.closed, namespaces = r.namespaces, failed = r.failed, "closed the connected UDP sockets socket-LB can no longer serve")
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!("cannot close the UDP sockets of removed backends: {e}"),
+    }
+    match crate::conntrack::forget_stale_affinity(root, &job.affinity) {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(entries = n, "forgot the session affinity of backends that left their Service"),
+        Err(e) => tracing::warn!("cannot clean session affinity of removed backends: {e}"),
+    }
+}
+
+fn close_stale_sockets(root: &Path, cgroup: &Path, stale: &StaleUdp) -> Result<SweepReport, MapError> {
+    if stale.is_empty() {
+        return Ok(SweepReport::default());
+    }
+    let revnat: aya::maps::HashMap<aya::maps::MapData, SockRevNatKey, SockRevNatValue> = crate::maps::open_hash(root, sluice_abi::MAP_SOCK_REVNAT)?;
+    // With hostNamespaceOnly, socket-LB leaves pods' sockets alone, and so does this.
+    let pods = crate::loader::read_config(root)?.flags & sluice_abi::CFG_F_HOST_NS_ONLY == 0;
+    let revnat = std::sync::Mutex::new(revnat);
+    let frontend_of = |k: &SockRevNatKey| revnat.lock().ok()?.get(k, 0).ok().map(|v| (v.addr, u16::from_be(v.port_be)));
+    Ok(crate::sockets::close_stale_udp(stale, cgroup, pods, &frontend_of))
 }
 
 impl NodeMaps for PinnedNodeMaps {
@@ -47,22 +84,8 @@ impl NodeMaps for PinnedNodeMaps {
     fn write_problems(&mut self, problems: &[(String, String)]) -> Result<(), MapError> {
         crate::report::write_problems(&self.root, problems)
     }
-    fn forget_udp_backends(&mut self, gone: &[(Addr, u16)]) -> Result<usize, MapError> {
-        crate::conntrack::forget_udp_backends(&self.root, gone)
-    }
-    fn forget_stale_affinity(&mut self, desired: &LbState, frontends: Option<&BTreeSet<u32>>) -> Result<usize, MapError> {
-        crate::conntrack::forget_stale_affinity(&self.root, desired, frontends)
-    }
-    fn close_stale_udp(&mut self, stale: &StaleUdp) -> Result<SweepReport, MapError> {
-        if stale.is_empty() {
-            return Ok(SweepReport::default());
-        }
-        let revnat: aya::maps::HashMap<aya::maps::MapData, SockRevNatKey, SockRevNatValue> = crate::maps::open_hash(&self.root, sluice_abi::MAP_SOCK_REVNAT)?;
-        // With hostNamespaceOnly, socket-LB leaves pods' sockets alone, and so does this.
-        let pods = self.config()?.flags & sluice_abi::CFG_F_HOST_NS_ONLY == 0;
-        let revnat = std::sync::Mutex::new(revnat);
-        let frontend_of = |k: &SockRevNatKey| revnat.lock().ok()?.get(k, 0).ok().map(|v| (v.addr, u16::from_be(v.port_be)));
-        Ok(crate::sockets::close_stale_udp(stale, &self.cgroup, pods, &frontend_of))
+    fn clean_up(&mut self, job: Cleanup) {
+        self.housekeeper.submit(job);
     }
 }
 
@@ -75,12 +98,8 @@ pub struct FakeNodeMaps {
     pub statuses_written: usize,
     pub problems: Vec<(String, String)>,
     pub problems_written: usize,
-    /// Every UDP backend whose flows were forgotten.
-    pub forgotten_udp: Vec<(Addr, u16)>,
-    /// The frontends each affinity clean-up looked at (None: all).
-    pub affinity_cleanups: Vec<Option<BTreeSet<u32>>>,
-    /// Every non-empty UDP socket sweep asked for.
-    pub udp_sweeps: Vec<StaleUdp>,
+    /// Every clean-up handed over, one per sync.
+    pub cleanups: Vec<Cleanup>,
 }
 
 impl NodeMaps for FakeNodeMaps {
@@ -101,18 +120,7 @@ impl NodeMaps for FakeNodeMaps {
         self.problems_written += 1;
         Ok(())
     }
-    fn forget_udp_backends(&mut self, gone: &[(Addr, u16)]) -> Result<usize, MapError> {
-        self.forgotten_udp.extend_from_slice(gone);
-        Ok(gone.len())
-    }
-    fn forget_stale_affinity(&mut self, _: &LbState, frontends: Option<&BTreeSet<u32>>) -> Result<usize, MapError> {
-        self.affinity_cleanups.push(frontends.cloned());
-        Ok(0)
-    }
-    fn close_stale_udp(&mut self, stale: &StaleUdp) -> Result<SweepReport, MapError> {
-        if !stale.is_empty() {
-            self.udp_sweeps.push(stale.clone());
-        }
-        Ok(SweepReport::default())
+    fn clean_up(&mut self, job: Cleanup) {
+        self.cleanups.push(job);
     }
 }

@@ -72,11 +72,11 @@ fn the_agent_forgets_affinity_to_a_backend_that_left_the_frontend() {
     let value = |backend_id| abi::AffinityValue { last_used_ns: monotonic_ns(), backend_id, pad: 0 };
     fx.set_affinity(key(1), value(member));
     fx.set_affinity(key(2), value(stranger));
-    let removed = conntrack::forget_stale_affinity(fx.pins(), &state, None).unwrap();
+    let removed = conntrack::forget_stale_affinity(fx.pins(), &conntrack::affinity_members(&state, None)).unwrap();
     assert_eq!(removed, 1);
     assert_eq!(fx.affinity().into_iter().map(|(k, _)| k).collect::<Vec<_>>(), vec![key(1)]);
     // Limited to frontends a plan touched: another frontend's id leaves the entry alone.
     fx.set_affinity(key(2), value(stranger));
     let other = std::collections::BTreeSet::from([u32::from(head.rev_nat_id) + 1000]);
-    assert_eq!(conntrack::forget_stale_affinity(fx.pins(), &state, Some(&other)).unwrap(), 0);
+    assert_eq!(conntrack::forget_stale_affinity(fx.pins(), &conntrack::affinity_members(&state, Some(&other))).unwrap(), 0);
 }
