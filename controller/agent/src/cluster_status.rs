@@ -16,9 +16,10 @@ use sluice_crds::{Condition, ConditionStatus, NodeProxyConfigStatus, ProxyConfig
 use crate::election::Election;
 use crate::node_status::Facts;
 
-/// How often the leader looks again; a follower checks the lease less often.
+/// How often the leader renews and looks again; a follower reads the lease once a lease
+/// duration, so it takes over at most two durations after the leader stopped.
 const LEADER_PERIOD: Duration = Duration::from_secs(5);
-const FOLLOWER_PERIOD: Duration = Duration::from_secs(10);
+const FOLLOWER_PERIOD: Duration = Duration::from_secs(crate::election::LEASE_SECONDS as u64);
 pub const LEASE_NAME: &str = "sluice-status-writer";
 
 /// A SourceBlocklist's status from every node's report: drops summed per entry, and the oldest
@@ -89,7 +90,7 @@ pub fn proxy_config_status(
 /// Runs for the life of the agent: campaigns for the lease and, while it holds it, keeps the
 /// shared objects' status in step with the SluiceNodes.
 pub async fn run(client: kube::Client, identity: String, namespace: String, facts: Arc<Mutex<Facts>>) {
-    let election = Election::new(client.clone(), &namespace, LEASE_NAME, &identity);
+    let mut election = Election::new(client.clone(), &namespace, LEASE_NAME, &identity);
     let mut watch: Option<(reflector::Store<SluiceNode>, tokio::task::JoinHandle<()>)> = None;
     let mut written_lists: BTreeMap<String, SourceBlocklistStatus> = BTreeMap::new();
     let mut written_config: Option<ProxyConfigStatus> = None;

@@ -15,6 +15,9 @@ pub struct Election {
     api: Api<Lease>,
     name: String,
     identity: String,
+    /// The lease as this agent last wrote it: the holder renews from it without reading first
+    /// (a conflict means someone else wrote it, and the next round reads again).
+    held: Option<Lease>,
 }
 
 /// What the lease says, as far as deciding goes.
@@ -41,14 +44,17 @@ pub fn holder(spec: Option<&LeaseSpec>, identity: &str, now: Timestamp) -> Holde
 
 impl Election {
     pub fn new(client: kube::Client, namespace: &str, name: &str, identity: &str) -> Self {
-        Election { api: Api::namespaced(client, namespace), name: name.into(), identity: identity.into() }
+        Election { api: Api::namespaced(client, namespace), name: name.into(), identity: identity.into(), held: None }
     }
 
     /// Takes or renews the lease; true while this agent holds it. A lost race (another agent
     /// wrote the lease first) is simply not leading.
-    pub async fn lead(&self) -> Result<bool, kube::Error> {
+    pub async fn lead(&mut self) -> Result<bool, kube::Error> {
         let now = Timestamp::now();
-        let current = self.api.get_opt(&self.name).await?;
+        let current = match self.held.take() {
+            Some(lease) => Some(lease),
+            None => self.api.get_opt(&self.name).await?,
+        };
         let taking = |transitions: i32| LeaseSpec {
             holder_identity: Some(self.identity.clone()),
             lease_duration_seconds: Some(LEASE_SECONDS),
@@ -60,7 +66,7 @@ impl Election {
         let outcome = match current {
             None => {
                 let lease = Lease { metadata: ObjectMeta { name: Some(self.name.clone()), ..Default::default() }, spec: Some(taking(0)) };
-                self.api.create(&PostParams::default(), &lease).await.map(|_| ())
+                self.api.create(&PostParams::default(), &lease).await
             }
             Some(mut lease) => {
                 let transitions = lease.spec.as_ref().and_then(|s| s.lease_transitions).unwrap_or(0);
@@ -73,12 +79,15 @@ impl Election {
                     }
                     Holder::Nobody | Holder::Other { expired: true } => lease.spec = Some(taking(transitions + 1)),
                 }
-                // The resourceVersion read above makes this a compare-and-swap.
-                self.api.replace(&self.name, &PostParams::default(), &lease).await.map(|_| ())
+                // The resourceVersion it was read (or last written) with makes this a compare-and-swap.
+                self.api.replace(&self.name, &PostParams::default(), &lease).await
             }
         };
         match outcome {
-            Ok(()) => Ok(true),
+            Ok(written) => {
+                self.held = Some(written);
+                Ok(true)
+            }
             Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
             Err(e) => Err(e),
         }
