@@ -268,6 +268,11 @@ async fn run(args: AgentArgs) -> anyhow::Result<()> {
     }
     let root = args.bpf_root.clone();
 
+    // Before anything is loaded: the programs must find every pinned map in their own shape.
+    let pins = sluice_datapath::pins::reconcile(&root).map_err(|e| anyhow::anyhow!("checking the pinned maps: {e}"))?;
+    if !pins.removed.is_empty() {
+        tracing::info!(removed = ?pins.removed, "removed the pins of maps this build does not have (another build's)");
+    }
     let mut ebpf = loader::load_sock_lb(&root).context("loading the socket-LB programs")?;
     let mut maps = BpfMaps::open(&root)?;
     let reconciler = Reconciler::from_maps(&maps)?;

@@ -839,12 +839,29 @@ fn scenario(family: &'static str, report: &mut Report) -> Result<(), String> {
         &format!("{family}: connects keep working while the agent is dead"),
         reached_all(&gap, &all).map_err(|e| format!("{e}; the maps then: {}", env.service_list())),
     );
+    // What another build left pinned: the affinity map with another capacity, and a map this
+    // build does not have. (The dead agent's programs keep the affinity map they hold.)
+    let affinity_pin = env.bpf_root.join(sluice_abi::MAP_AFFINITY);
+    let retired_pin = env.bpf_root.join("sluice_retired_v1");
+    let _ = std::fs::remove_file(&affinity_pin);
+    let (key, value) = (size_of::<sluice_abi::AffinityKey>().to_string(), size_of::<sluice_abi::AffinityValue>().to_string());
+    let pin = |path: &Path, kind: &str, k: &str, v: &str| {
+        sh("bpftool", &["map", "create", &path.display().to_string(), "type", kind, "key", k, "value", v, "entries", "1000", "name", "other_build"])
+    };
+    pin(&affinity_pin, "lru_hash", &key, &value)?;
+    pin(&retired_pin, "hash", "4", "4")?;
     let synced_before = std::fs::read_to_string(&env.agent_log).unwrap_or_default().matches("datapath synced").count();
     let t_restart = Instant::now();
     env.start_agent();
     let restarted = wait_log(&env.agent_log, "datapath synced", synced_before + 1, Duration::from_secs(20));
     report.figures.push(format!("{family}: restart to first sync {:?}", t_restart.elapsed()));
     report.check(&format!("{family}: the restarted agent syncs"), restarted);
+    let shown = sh("bpftool", &["-j", "map", "show", "pinned", &affinity_pin.display().to_string()]).unwrap_or_default();
+    let capacity = serde_json::from_str::<serde_json::Value>(&shown).unwrap_or_default()["max_entries"].as_u64();
+    report.check(
+        &format!("{family}: another build's pins: the affinity map comes back in this build's capacity, the unknown map's pin is gone"),
+        ensure(capacity == Some(u64::from(sluice_abi::AFFINITY_MAX)) && !retired_pin.exists(), || format!("affinity {shown}, retired pin still there: {}", retired_pin.exists())),
+    );
     std::thread::sleep(Duration::from_millis(300));
     std::fs::write(&stop, "").unwrap();
     let mut churn_out = String::new();

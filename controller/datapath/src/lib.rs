@@ -8,6 +8,7 @@ pub mod loader;
 pub mod maps;
 pub mod netns;
 pub mod node_maps;
+pub mod pins;
 pub mod reconcile;
 pub mod report;
 pub mod sockets;

@@ -140,3 +140,52 @@ pub(crate) fn link_update(link: BorrowedFd<'_>, new_prog: BorrowedFd<'_>) -> io:
     let mut attr = LinkUpdateAttr { link_fd: link.as_raw_fd() as u32, new_prog_fd: new_prog.as_raw_fd() as u32, ..Default::default() };
     bpf(BPF_LINK_UPDATE, &mut attr).map(|_| ())
 }
+
+const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
+const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
+const BPF_MAP_GET_NEXT_KEY: libc::c_long = 4;
+
+/// The element commands' attribute: map fd, key, value (or next key), flags.
+#[repr(C)]
+#[derive(Default)]
+struct MapElemAttr {
+    map_fd: u32,
+    pad: u32,
+    key: u64,
+    value: u64,
+    flags: u64,
+}
+
+/// Every key of a map, as bytes (`key_size` each), whatever its type: what a map of another
+/// build's shape is read with. A map being written meanwhile may yield a key twice or miss one.
+pub(crate) fn map_keys(map: BorrowedFd<'_>, key_size: usize) -> io::Result<Vec<Vec<u8>>> {
+    let mut keys = Vec::new();
+    let mut next = vec![0u8; key_size];
+    let mut attr = MapElemAttr { map_fd: map.as_raw_fd() as u32, key: 0, value: next.as_mut_ptr() as u64, ..Default::default() };
+    loop {
+        match bpf(BPF_MAP_GET_NEXT_KEY, &mut attr) {
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(keys),
+            Err(e) => return Err(e),
+        }
+        keys.push(next.clone());
+        attr.key = keys.last().unwrap().as_ptr() as u64;
+    }
+}
+
+/// One element's value as bytes, or None when the key is not there (any more).
+pub(crate) fn map_lookup(map: BorrowedFd<'_>, key: &[u8], value_size: usize) -> io::Result<Option<Vec<u8>>> {
+    let mut value = vec![0u8; value_size];
+    let mut attr = MapElemAttr { map_fd: map.as_raw_fd() as u32, key: key.as_ptr() as u64, value: value.as_mut_ptr() as u64, ..Default::default() };
+    match bpf(BPF_MAP_LOOKUP_ELEM, &mut attr) {
+        Ok(_) => Ok(Some(value)),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Writes one element (BPF_ANY).
+pub(crate) fn map_update(map: BorrowedFd<'_>, key: &[u8], value: &[u8]) -> io::Result<()> {
+    let mut attr = MapElemAttr { map_fd: map.as_raw_fd() as u32, key: key.as_ptr() as u64, value: value.as_ptr() as u64, ..Default::default() };
+    bpf(BPF_MAP_UPDATE_ELEM, &mut attr).map(|_| ())
+}

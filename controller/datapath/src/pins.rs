@@ -1,0 +1,171 @@
+//! Pinned maps across agent versions. The agent reuses every pinned map it finds, so the
+//! programs it loads must find each map in the shape their object defines: an older or newer
+//! build may have pinned one with another capacity (or, against the header's rule, another
+//! layout under the same name), and the verifier would then judge the programs against the pinned
+//! shape, or they would read entries laid out for another build. So before anything is loaded:
+//! - a pin whose type, key size, value size or capacity differs from the objects' definition is
+//!   replaced by a map of the right shape, its entries copied over when the key and value sizes
+//!   match (as many as fit), else started empty; the old map lives on, unpinned, for the old
+//!   programs still attached, until their links are swapped a moment later;
+//! - a pin this build does not know (another build's `sluice_*_vN`) is removed, so a later
+//!   downgrade or upgrade to that build starts it empty instead of serving entries a newer
+//!   build left there.
+//!
+//! The shapes come from the embedded objects themselves, the one source of truth.
+
+use std::collections::BTreeMap;
+use std::os::fd::AsFd;
+use std::path::Path;
+
+use aya::maps::{MapData, MapInfo};
+
+/// What a map is, as the kernel sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shape {
+    pub map_type: u32,
+    pub key_size: u32,
+    pub value_size: u32,
+    pub max_entries: u32,
+}
+
+impl Shape {
+    fn of_object(m: &aya_obj::Map) -> Shape {
+        Shape { map_type: m.map_type(), key_size: m.key_size(), value_size: m.value_size(), max_entries: m.max_entries() }
+    }
+}
+
+/// What happened to the pins.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PinReport {
+    /// (map, entries copied, entries that did not fit or could not be read as this build's)
+    pub reshaped: Vec<(String, usize, usize)>,
+    pub removed: Vec<String>,
+}
+
+/// Every pinned map of the embedded objects, by name, with its definition.
+fn definitions() -> Result<BTreeMap<String, aya_obj::Map>, aya_obj::ParseError> {
+    let mut out = BTreeMap::new();
+    for object in [crate::SOCK_LB_OBJECT, crate::NODEPORT_OBJECT, crate::XDP_OBJECT, crate::XDP_WATCH_OBJECT] {
+        for (name, map) in aya_obj::Object::parse(object)?.maps {
+            if sluice_abi::ALL_MAPS.contains(&name.as_str()) {
+                out.insert(name, map);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The shape each pinned map must have, from the objects.
+pub fn expected_shapes() -> Result<BTreeMap<String, Shape>, aya_obj::ParseError> {
+    Ok(definitions()?.iter().map(|(n, m)| (n.clone(), Shape::of_object(m))).collect())
+}
+
+/// The shape of the map pinned at `path`.
+pub fn pinned_shape(path: &Path) -> Result<Shape, aya::maps::MapError> {
+    let info = MapInfo::from_pin(path)?;
+    Ok(Shape { map_type: info.map_type()? as u32, key_size: info.key_size(), value_size: info.value_size(), max_entries: info.max_entries() })
+}
+
+/// Brings the pins under `root` to this build's shapes, as the module says. Call it before the
+/// objects are loaded.
+pub fn reconcile(root: &Path) -> Result<PinReport, String> {
+    let mut report = PinReport::default();
+    let definitions = definitions().map_err(|e| format!("reading the embedded objects' maps: {e}"))?;
+    let Ok(entries) = std::fs::read_dir(root) else { return Ok(report) };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !entry.file_type().is_ok_and(|t| t.is_file()) || !is_map_pin_name(&name) {
+            continue;
+        }
+        let path = entry.path();
+        let Some(def) = definitions.get(&name) else {
+            std::fs::remove_file(&path).map_err(|e| format!("removing {}: {e}", path.display()))?;
+            report.removed.push(name);
+            continue;
+        };
+        let want = Shape::of_object(def);
+        let have = pinned_shape(&path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+        if have != want {
+            let (copied, lost) = reshape(&path, &name, def, have, want)?;
+            tracing::warn!(map = name, ?have, ?want, copied, lost, "a pinned map had another build's shape: replaced, its entries copied where they fit");
+            report.reshaped.push((name, copied, lost));
+        }
+    }
+    Ok(report)
+}
+
+/// A map of `def`'s shape, outside any object: without the object's BTF, which the kernel would
+/// need loaded to accept the definition's BTF type ids (none of these maps needs BTF to work).
+pub fn create_map(def: &aya_obj::Map, name: &str) -> Result<MapData, aya::maps::MapError> {
+    let mut def = def.clone();
+    if let aya_obj::Map::Btf(m) = &mut def {
+        m.def.btf_key_type_id = 0;
+        m.def.btf_value_type_id = 0;
+    }
+    MapData::create(def, name, None)
+}
+
+/// `sluice_<name>_v<N>`: the pins this or another build of the agent makes for its maps.
+fn is_map_pin_name(name: &str) -> bool {
+    name.starts_with("sluice_") && name.rsplit_once("_v").is_some_and(|(_, v)| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Creates a map of `want`'s shape, copies what it can from the pinned one, and pins it in its
+/// place. Returns (copied, not copied).
+fn reshape(path: &Path, name: &str, def: &aya_obj::Map, have: Shape, want: Shape) -> Result<(usize, usize), String> {
+    let old = MapData::from_pin(path).map_err(|e| format!("opening {}: {e}", path.display()))?;
+    let new = create_map(def, name).map_err(|e| format!("creating {name}: {e}"))?;
+    let (mut copied, mut lost) = (0, 0);
+    // Per-CPU values are laid out per possible CPU by the kernel; such maps (counters) start
+    // again from zero rather than be copied byte for byte.
+    let per_cpu = matches!(want.map_type, 5 | 6 | 10 | 29); // PERCPU_HASH, PERCPU_ARRAY, LRU_PERCPU_HASH, PERCPU_CGROUP_STORAGE
+    if have.key_size == want.key_size && have.value_size == want.value_size && !per_cpu {
+        let keys = crate::sys::map_keys(old.fd().as_fd(), have.key_size as usize).map_err(|e| format!("reading {name}: {e}"))?;
+        for key in keys {
+            match crate::sys::map_lookup(old.fd().as_fd(), &key, have.value_size as usize) {
+                Ok(Some(value)) if crate::sys::map_update(new.fd().as_fd(), &key, &value).is_ok() => copied += 1,
+                Ok(None) => {}
+                _ => lost += 1,
+            }
+        }
+    } else if !per_cpu {
+        lost = crate::sys::map_keys(old.fd().as_fd(), have.key_size as usize).map(|k| k.len()).unwrap_or(0);
+    }
+    // Unpinning does not free the old map: the programs still attached hold it until their
+    // links are swapped to the new ones, which will find the new map here.
+    std::fs::remove_file(path).map_err(|e| format!("unpinning {}: {e}", path.display()))?;
+    new.pin(path).map_err(|e| format!("pinning {}: {e}", path.display()))?;
+    Ok((copied, lost))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pins_of_any_build_are_recognised_and_nothing_else() {
+        for n in ["sluice_svc_v1", "sluice_frag4_v1", "sluice_frag_v2", "sluice_netns_addrs_v12"] {
+            assert!(is_map_pin_name(n), "{n}");
+        }
+        for n in ["links", "sluice_svc", "sluice_svc_v", "sluice_svc_vx", "other_v1", "sluice_links_v1x"] {
+            assert!(!is_map_pin_name(n), "{n}");
+        }
+    }
+
+    #[test]
+    fn every_pinned_map_is_defined_by_an_object_and_the_objects_agree() {
+        let shapes = expected_shapes().unwrap();
+        for name in sluice_abi::ALL_MAPS {
+            assert!(shapes.contains_key(name), "{name} is in ALL_MAPS but no object defines it");
+        }
+        // The same map in two objects must have one shape (the first definition would win).
+        let mut seen: BTreeMap<String, Shape> = BTreeMap::new();
+        for object in [crate::SOCK_LB_OBJECT, crate::NODEPORT_OBJECT, crate::XDP_OBJECT, crate::XDP_WATCH_OBJECT] {
+            for (name, map) in aya_obj::Object::parse(object).unwrap().maps {
+                if let Some(s) = seen.insert(name.clone(), Shape::of_object(&map)) {
+                    assert_eq!(s, Shape::of_object(&map), "{name} differs between objects");
+                }
+            }
+        }
+    }
+}
