@@ -39,8 +39,10 @@ pub fn describe(owner: &Precedence) -> String {
     format!("the {} of Service {}", RANKED[usize::from(owner.0)].1, owner.1)
 }
 
+/// As the maps key it: an IPv4-mapped IPv6 address is its IPv4 address, so both spellings ask
+/// for one frontend.
 pub fn address(fe: &Frontend) -> Address {
-    (fe.ip, fe.port, fe.proto)
+    (fe.ip.to_canonical(), fe.port, fe.proto)
 }
 
 /// Everyone asking for each address.

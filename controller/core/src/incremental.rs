@@ -113,21 +113,35 @@ impl Planner {
     /// in `changed` (everything when the node context differs from the last plan's, or there is
     /// no layout yet).
     pub fn plan(&mut self, changed: Changed, inputs: &impl PlanInputs, node: &NodeContext, capacity: Capacity) -> PlanReport {
-        let full = self.layout.is_none() || self.node.as_ref() != Some(node) || changed == Changed::All;
+        let mut full = self.layout.is_none() || self.node.as_ref() != Some(node) || changed == Changed::All;
+        let translated = |groups: &BTreeSet<GroupKey>| -> BTreeMap<GroupKey, Option<Translation>> {
+            groups
+                .iter()
+                .map(|group| {
+                    let svc = inputs.service(group);
+                    let group_slices = inputs.slices(group);
+                    (group.clone(), (svc.is_some() || !group_slices.is_empty()).then(|| translate::translate(svc, group_slices, node)))
+                })
+                .collect()
+        };
         let mut groups: BTreeSet<GroupKey> = match changed {
-            _ if full => {
-                self.parts.clear();
-                inputs.groups()
-            }
+            _ if full => inputs.groups(),
             Changed::All => unreachable!("a full plan"),
             Changed::Groups(g) => g,
         };
-        let mut fresh: BTreeMap<GroupKey, Option<Translation>> = BTreeMap::new();
-        for group in &groups {
-            let svc = inputs.service(group);
-            let group_slices = inputs.slices(group);
-            let part = (svc.is_some() || !group_slices.is_empty()).then(|| translate::translate(svc, group_slices, node));
-            fresh.insert(group.clone(), part);
+        let mut fresh = translated(&groups);
+        // Which Services a full map refuses depends on the order they are laid out in: a full
+        // plan goes by Service, a change at a time by arrival. Near a capacity, or once a Service
+        // was refused (room that frees up must go to the first in order), only a full plan
+        // gives every node the same answer.
+        let crowded = |l: &Layout| l.refused() || !l.surely_fits(fresh.values().flatten().flat_map(|t| t.frontends.iter()), capacity);
+        if !full && self.layout.as_ref().is_some_and(crowded) {
+            full = true;
+            groups = inputs.groups();
+            fresh = translated(&groups);
+        }
+        if full {
+            self.parts.clear();
         }
         // Who owned each address these groups asked for or ask for now, before and after: a
         // Service whose address changes hands is laid out again too, winner and loser.

@@ -16,7 +16,7 @@ use crate::claims::Claims;
 use crate::ids::{BackendIdent, FrontendIdent, IdTable, Ids};
 use crate::incremental::GroupKey;
 use crate::state::{LbState, PRESENT, Touched};
-use crate::translate::{Frontend, FrontendKind, NodeContext, Subject, Target, Warning};
+use crate::translate::{Frontend, FrontendKind, NodeContext, Subject, Target, Warning, WarningReason};
 
 /// Map capacities the layout must respect (the agent may size maps differently).
 #[derive(Debug, Clone, Copy)]
@@ -65,16 +65,20 @@ pub(crate) struct Layout {
     lb_addr_users: BTreeMap<Addr, BTreeMap<GroupKey, u32>>,
     src_range_refs: BTreeMap<SrcRangeKey, u32>,
     nodeport_refs: BTreeMap<NodePortKey, u32>,
+    /// The Services using each rev-NAT id, by frontend count: TCP and UDP frontends of one
+    /// address and port share an id, also across Services, and its name must not depend on
+    /// which of them was laid out last.
+    name_users: BTreeMap<u32, BTreeMap<GroupKey, u32>>,
     pub(crate) touched: Touched,
 }
 
-fn add_ref<K: Ord + Copy>(refs: &mut BTreeMap<K, u32>, key: K) -> bool {
+fn add_ref<K: Ord>(refs: &mut BTreeMap<K, u32>, key: K) -> bool {
     let n = refs.entry(key).or_insert(0);
     *n += 1;
     *n == 1
 }
 
-fn drop_ref<K: Ord + Copy>(refs: &mut BTreeMap<K, u32>, key: K) -> bool {
+fn drop_ref<K: Ord>(refs: &mut BTreeMap<K, u32>, key: K) -> bool {
     match refs.get_mut(&key) {
         Some(n) if *n > 1 => {
             *n -= 1;
@@ -98,6 +102,7 @@ impl Layout {
             lb_addr_users: BTreeMap::new(),
             src_range_refs: BTreeMap::new(),
             nodeport_refs: BTreeMap::new(),
+            name_users: BTreeMap::new(),
             touched: Touched::default(),
         }
     }
@@ -108,6 +113,37 @@ impl Layout {
 
     pub(crate) fn warnings(&self) -> impl Iterator<Item = &Warning> {
         self.groups.values().flat_map(|c| c.warnings.iter())
+    }
+
+    /// Whether a map (or an id space) refused a frontend.
+    pub(crate) fn refused(&self) -> bool {
+        self.warnings().any(|w| w.reason == WarningReason::MapFull)
+    }
+
+    /// Whether `frontends` fit beside everything laid out now in any order, counting every entry
+    /// they could add as new (so no frontend of theirs can be refused for room).
+    pub(crate) fn surely_fits<'a>(&self, frontends: impl IntoIterator<Item = &'a Frontend>, cap: Capacity) -> bool {
+        let mut need = Capacity { services: 0, backends: 0, src_ranges: 0, lb_addrs: 0, nodeports: 0, maglev: 0 };
+        let mut count = 0;
+        for fe in frontends {
+            let targets = fe.external.len() + fe.internal.as_ref().map_or(0, Vec::len);
+            need.services += 2 + targets;
+            need.backends += targets;
+            need.src_ranges += fe.source_ranges.len();
+            need.lb_addrs += 1;
+            need.nodeports += 1;
+            need.maglev += 2;
+            count += 1;
+        }
+        let s = &self.state;
+        s.services.len() + need.services <= cap.services
+            && s.backends.len() + need.backends <= cap.backends
+            && s.src_ranges.len() + need.src_ranges <= cap.src_ranges
+            && s.lb_addrs.len() + need.lb_addrs <= cap.lb_addrs
+            && s.nodeports.len() + need.nodeports <= cap.nodeports
+            && s.maglev.len() + need.maglev <= cap.maglev
+            && self.frontend_ids.space.held.len() + count <= self.frontend_ids.space.max as usize
+            && self.backend_ids.space.held.len() + need.backends <= self.backend_ids.space.max as usize
     }
 
     /// Starts an incremental plan: nothing touched yet, last plan's freed ids reusable.
@@ -129,6 +165,12 @@ impl Layout {
             self.backend_ids.release(ident);
         }
         for ident in c.frontends {
+            if let Some(id) = self.frontend_ids.space.get(&ident) {
+                if let Some(users) = self.name_users.get_mut(&id) {
+                    drop_ref(users, group.clone());
+                }
+                self.refresh_name(id);
+            }
             self.frontend_ids.release(ident);
         }
         for k in c.src_ranges {
@@ -155,6 +197,20 @@ impl Layout {
         }
     }
 
+    /// Names a rev-NAT id after the first Service using it (by namespace and name).
+    fn refresh_name(&mut self, id: u32) {
+        match self.name_users.get(&id).and_then(|users| users.keys().next()) {
+            Some(first) => {
+                self.state.names.insert(id, FrontendName::new(&first.to_string()));
+                self.touched.names.insert(id);
+            }
+            // Unused: the id is freed, and its name removed, when the plan ends.
+            None => {
+                self.name_users.remove(&id);
+            }
+        }
+    }
+
     fn refresh_lb_addr(&mut self, addr: Addr) {
         let flags = self.lb_addr_users.get(&addr).map_or(0, |u| u.values().fold(0, |a, f| a | f));
         if flags == 0 {
@@ -177,6 +233,10 @@ impl Layout {
         let bind_protected =
             |fe: &Frontend| fe.kind == FrontendKind::NodePort && node.nodeport_bind_protection && fe.proto != sluice_crds::Protocol::SCTP;
         let mut c = Contribution::default();
+        // This Service's ClusterIP frontends laid out so far: their ids name the affinity groups
+        // of the Service ports. Only its own: another Service's ClusterIP (a duplicate) would
+        // share its affinity entries, and an id held over from the last plan may be freed.
+        let mut cluster_ips: BTreeMap<(std::net::IpAddr, u16, sluice_crds::Protocol), u16> = BTreeMap::new();
         for fe in frontends {
             let subject = Subject::service(&fe.service);
             if !claims.wins(group, fe) {
@@ -236,6 +296,9 @@ impl Layout {
             };
             c.frontends.push(ident);
             let rev_nat_id = rev_nat_id as u16;
+            if fe.kind == FrontendKind::ClusterIp {
+                cluster_ips.insert((fe.ip, fe.port, fe.proto), rev_nat_id);
+            }
             // The Service port's ClusterIP names the group (its own id when that frontend is
             // not laid out); the external scope of a Local policy has the local set.
             let affinity = |scope: u8| -> u32 {
@@ -243,7 +306,7 @@ impl Layout {
                     return 0;
                 }
                 let (ip, port) = fe.affinity_group;
-                let group = self.frontend_ids.space.get(&FrontendIdent { ip, port }).map_or(rev_nat_id, |id| id as u16);
+                let group = cluster_ips.get(&(ip, port, fe.proto)).copied().unwrap_or(rev_nat_id);
                 let mut set = match fe.proto {
                     sluice_crds::Protocol::TCP => 0,
                     sluice_crds::Protocol::UDP => abi::AFFINITY_UDP,
@@ -257,9 +320,9 @@ impl Layout {
             let affinity_words = [affinity(abi::SCOPE_EXT), affinity(abi::SCOPE_INT)];
             let id32 = u32::from(rev_nat_id);
             self.state.revnat.insert(id32, RevNatValue::new(fe.ip, fe.port));
-            self.state.names.insert(id32, FrontendName::new(&fe.service.to_string()));
+            *self.name_users.entry(id32).or_default().entry(group.clone()).or_insert(0) += 1;
+            self.refresh_name(id32);
             self.touched.revnat.insert(id32);
-            self.touched.names.insert(id32);
 
             for range in &fe.source_ranges {
                 let k = SrcRangeKey::new(id32, range.addr, range.bits);

@@ -202,12 +202,14 @@ impl LbMaps for FakeMaps {
     }
 }
 
-/// Fake maps that fail the `fail_at`-th op (0-based) once, like a full map or a transient
-/// kernel error would.
+/// Fake maps that fail the `fail_at`-th op (0-based) once, like a transient kernel error would;
+/// or, `persistent`, that op and every later one until `fail_at` is cleared, like a map the
+/// kernel keeps refusing.
 #[derive(Debug, Default)]
 pub struct FaultyMaps {
     pub inner: FakeMaps,
     pub fail_at: Option<usize>,
+    pub persistent: bool,
     seen: usize,
 }
 
@@ -215,14 +217,20 @@ impl FaultyMaps {
     pub fn failing_at(n: usize) -> Self {
         FaultyMaps { fail_at: Some(n), ..Default::default() }
     }
+
+    pub fn failing_from(n: usize) -> Self {
+        FaultyMaps { fail_at: Some(n), persistent: true, ..Default::default() }
+    }
 }
 
 impl LbMaps for FaultyMaps {
     fn apply(&mut self, op: &Op) -> Result<(), MapError> {
         let n = self.seen;
         self.seen += 1;
-        if self.fail_at == Some(n) {
-            self.fail_at = None;
+        if self.fail_at.is_some_and(|at| n == at || (self.persistent && n > at)) {
+            if !self.persistent {
+                self.fail_at = None;
+            }
             return Err(MapError::Injected(n));
         }
         self.inner.apply(op)

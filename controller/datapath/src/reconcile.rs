@@ -38,6 +38,9 @@ fn room_first(desired: &LbState, current: &LbState) -> Vec<Op> {
     let staying = |k: &SvcKey| desired.services.contains_key(&header(k));
     let mut ops: Vec<Op> = Vec::new();
     let del = Op::Del;
+    // An address that drops unknown ports goes before its last frontend does (phase 4 before
+    // phase 3), or XDP would drop the frontend's traffic in between.
+    ops.extend(current.lb_addrs.keys().filter(|k| !desired.lb_addrs.contains_key(k)).map(|k| del(MapKey::LbAddrs(*k))));
     ops.extend(current.services.keys().filter(|k| k.slot == 0 && !staying(k)).map(|k| del(MapKey::Services(*k))));
     ops.extend(current.services.keys().filter(|k| k.slot != 0 && !staying(k)).map(|k| del(MapKey::Services(*k))));
     // What the entries that stay still name until the puts replace them.
@@ -56,7 +59,6 @@ fn room_first(desired: &LbState, current: &LbState) -> Vec<Op> {
     ops.extend(current.maglev.keys().filter(|k| !desired.maglev.contains_key(k) && !maglev_users.contains(&k.rev_nat_id)).map(|k| del(MapKey::Maglev(*k))));
     ops.extend(current.src_ranges.keys().filter(|k| !desired.src_ranges.contains_key(k) && unused_frontend(k.rev_nat_id)).map(|k| del(MapKey::SrcRanges(*k))));
     ops.extend(current.nodeports.keys().filter(|k| !desired.nodeports.contains_key(k)).map(|k| del(MapKey::NodePorts(*k))));
-    ops.extend(current.lb_addrs.keys().filter(|k| !desired.lb_addrs.contains_key(k)).map(|k| del(MapKey::LbAddrs(*k))));
     ops.extend(current.blocklist.keys().filter(|k| !desired.blocklist.contains_key(k)).map(|k| del(MapKey::Blocklist(*k))));
     ops.extend(current.revnat.keys().filter(|id| unused_frontend(**id)).map(|id| del(MapKey::RevNat(*id))));
     ops.extend(current.names.keys().filter(|id| unused_frontend(**id)).map(|id| del(MapKey::Names(*id))));
