@@ -225,6 +225,20 @@ fn keep_source_addresses(root: &Path, cgroup: &Path, node_ips: Vec<std::net::IpA
     Ok(())
 }
 
+/// The map sizes to load with: the ProxyConfig's `mapSizes` as the agent starts (the maps are
+/// resized before the programs are swapped in, their entries kept; a later change asks for a
+/// restart). Without a ProxyConfig (or its CRD) the built-in sizes.
+async fn map_capacities(client: &kube::Client) -> std::collections::BTreeMap<&'static str, u32> {
+    let api: kube::Api<sluice_crds::ProxyConfig> = kube::Api::all(client.clone());
+    match api.get_opt(sluice_crds::PROXY_CONFIG_NAME).await {
+        Ok(config) => crate::sync::capacities_of(&config.map(|c| c.spec.map_sizes).unwrap_or_default()),
+        Err(e) => {
+            tracing::warn!("cannot read the ProxyConfig's mapSizes, starting with the built-in sizes: {e}");
+            crate::sync::capacities_of(&sluice_crds::MapSizes::default())
+        }
+    }
+}
+
 /// The cgroup v2 mount point, read from /proc/mounts (hybrid hierarchies put it elsewhere
 /// than /sys/fs/cgroup).
 fn cgroup2_mount() -> anyhow::Result<PathBuf> {
@@ -267,9 +281,18 @@ async fn run(args: AgentArgs) -> anyhow::Result<()> {
         bail!("--cgroup-root {} is not a cgroup v2 directory", cgroup.display());
     }
     let root = args.bpf_root.clone();
+    let client = match &args.manifests {
+        Some(_) => None,
+        None => Some(kube_client(args.kubeconfig.as_deref()).await?),
+    };
+    if let Some(client) = &client {
+        let capacities = map_capacities(client).await;
+        tracing::info!(?capacities, "map sizes");
+        loader::set_capacities(capacities);
+    }
 
     // Before anything is loaded: the programs must find every pinned map in their own shape.
-    let pins = sluice_datapath::pins::reconcile(&root).map_err(|e| anyhow::anyhow!("checking the pinned maps: {e}"))?;
+    let (pins, superseded) = sluice_datapath::pins::reconcile(&root).map_err(|e| anyhow::anyhow!("checking the pinned maps: {e}"))?;
     if !pins.removed.is_empty() {
         tracing::info!(removed = ?pins.removed, "removed the pins of maps this build does not have (another build's)");
     }
@@ -287,6 +310,12 @@ async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let replaced = reports.iter().filter(|r| r.how == loader::Attachment::Replaced).count();
     tracing::info!(cgroup = %cgroup.display(), attached = reports.len() - replaced, replaced, "socket hooks in place");
     let mut north_south = setup_north_south(&args, &root)?;
+    // Every link now runs this build's programs on the pinned maps: what the old ones wrote to
+    // maps replaced meanwhile (flows that began during the start) follows.
+    let caught_up = superseded.catch_up(&root);
+    if !pins.reshaped.is_empty() {
+        tracing::info!(reshaped = ?pins.reshaped, caught_up, "maps resized, their entries kept");
+    }
     let accel_wanted = match north_south.xdp_probe.take() {
         Some(probe) => Some(
             crate::acceleration::start(root.clone(), probe, &north_south.devices, &north_south.node_ips, args.nodeport_acceleration.into())
@@ -320,7 +349,7 @@ async fn run(args: AgentArgs) -> anyhow::Result<()> {
 
     let shared = Shared::default();
     let usage = Arc::new(crate::usage::MapUsage::new(root.clone()));
-    usage.set_planned(reconciler.current().map_usage().to_vec());
+    usage.set_planned(sluice_datapath::report::with_pinned_capacities(&root, reconciler.current().map_usage().to_vec()));
     let probes = Arc::new(crate::probes::Probes::default());
     let mut recorder: Option<Arc<kube::runtime::events::Recorder>> = None;
     let client_errors = Arc::new(watch::ClientErrors::default());
@@ -331,7 +360,7 @@ async fn run(args: AgentArgs) -> anyhow::Result<()> {
             tokio::spawn(manifests::run(dir.clone(), shared.clone()))
         }
         None => {
-            let client = kube_client(args.kubeconfig.as_deref()).await?;
+            let client = client.clone().expect("a client in cluster mode");
             tracing::info!("cluster mode: watching Services, EndpointSlices and SourceBlocklists");
             if let Some(node) = &args.node_name {
                 tokio::spawn(crate::node_status::run(client.clone(), node.clone(), root.clone(), facts.clone(), usage.clone()));
@@ -433,7 +462,7 @@ async fn run(args: AgentArgs) -> anyhow::Result<()> {
                         duration_seconds: report.took.as_secs_f64(),
                     });
                 }
-                usage.set_planned(syncer.current().map_usage().to_vec());
+                usage.set_planned(sluice_datapath::report::with_pinned_capacities(&root, syncer.current().map_usage().to_vec()));
                 // The proof's targets: walked only when acceleration is asked for and the plan
                 // may have changed the backends.
                 if let Some(w) = &accel_wanted {

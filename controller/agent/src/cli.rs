@@ -102,7 +102,10 @@ pub fn status(args: &ReadArgs) -> anyhow::Result<()> {
         }
     }
     links.sort();
-    let map_sizes: Vec<_> = state.map_usage().into_iter().chain(sluice_datapath::report::lru_usage(&args.bpf_root)).collect();
+    let map_sizes: Vec<_> = sluice_datapath::report::with_pinned_capacities(&args.bpf_root, state.map_usage().to_vec())
+        .into_iter()
+        .chain(sluice_datapath::report::lru_usage(&args.bpf_root))
+        .collect();
     let config = sluice_datapath::loader::read_config(&args.bpf_root).ok();
     let agent = sluice_datapath::report::read_status(&args.bpf_root).ok().filter(|a| a.pid != 0);
     let problems = sluice_datapath::report::read_problems(&args.bpf_root).unwrap_or_default();

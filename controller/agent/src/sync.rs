@@ -165,7 +165,7 @@ impl Syncer {
             }
             self.node.nodeport_bind_protection = config.nodeport_bind_protection;
             let changed = index.take_changed();
-            let plan = self.planner.plan(changed, &*index, &self.node, Capacity::default());
+            let plan = self.planner.plan(changed, &*index, &self.node, planning_capacity());
             let lists: Vec<_> = index.blocklists.values().cloned().collect();
             let blocks = sluice_core::blocklist::lay_out(&lists, &self.block_ids);
             let report = Report {
@@ -329,15 +329,13 @@ fn apply_proxy_config(config: Option<&ProxyConfig>, settings: &Settings, node_ma
             picked
         }
     };
-    let sizes = spec.map_sizes;
-    // Maps are created with their built-in sizes and reused across restarts; resizing one means
-    // new maps and moving every entry (conntrack included) over, which the agent does not do yet.
-    if sizes.services != sluice_abi::SERVICES_MAX as i32 || sizes.backends != sluice_abi::BACKENDS_MAX as i32 || sizes.conntrack != sluice_abi::CT_MAX as i32 {
+    // Map sizes are taken as the agent starts (its maps are then resized, entries kept, before
+    // its programs are swapped in): a change asks for a restart.
+    let in_effect = map_sizes_in_effect();
+    if capacities_of(&spec.map_sizes) != capacities_of(&in_effect) {
         problems.push(format!(
-            "mapSizes other than the built-in ones (services {}, backends {}, conntrack {}) are not supported yet: the maps keep those sizes",
-            sluice_abi::SERVICES_MAX,
-            sluice_abi::BACKENDS_MAX,
-            sluice_abi::CT_MAX
+            "mapSizes (services {}, backends {}, conntrack {}) differ from the sizes in effect (services {}, backends {}, conntrack {}): restart the agent to apply them; its maps keep their entries",
+            spec.map_sizes.services, spec.map_sizes.backends, spec.map_sizes.conntrack, in_effect.services, in_effect.backends, in_effect.conntrack
         ));
     }
     AppliedConfig {
@@ -439,4 +437,29 @@ fn udp_backends_of(state: &LbState, addr: Addr, port_be: u16) -> BTreeSet<(Addr,
         .filter_map(|(_, v)| state.backends.get(&v.backend_id))
         .map(|b| (b.addr, b.port()))
         .collect()
+}
+
+/// The capacities a ProxyConfig's `mapSizes` ask for, by map (backends no more than backend ids
+/// can number).
+pub fn capacities_of(sizes: &sluice_crds::MapSizes) -> BTreeMap<&'static str, u32> {
+    let backends = (sizes.backends.max(0) as u32).min(sluice_core::ids::MAX_BACKEND_ID);
+    [(sluice_abi::MAP_SERVICES, sizes.services.max(0) as u32), (sluice_abi::MAP_BACKENDS, backends), (sluice_abi::MAP_CT, sizes.conntrack.max(0) as u32)]
+        .into_iter()
+        .collect()
+}
+
+/// The sizes this process loaded its maps with.
+fn map_sizes_in_effect() -> sluice_crds::MapSizes {
+    let size = |map, built_in: u32| loader::capacity(map).unwrap_or(built_in) as i32;
+    sluice_crds::MapSizes {
+        services: size(sluice_abi::MAP_SERVICES, sluice_abi::SERVICES_MAX),
+        backends: size(sluice_abi::MAP_BACKENDS, sluice_abi::BACKENDS_MAX),
+        conntrack: size(sluice_abi::MAP_CT, sluice_abi::CT_MAX),
+    }
+}
+
+/// What planning may fill: the maps as loaded.
+fn planning_capacity() -> Capacity {
+    let sizes = map_sizes_in_effect();
+    Capacity { services: sizes.services as usize, backends: sizes.backends as usize, ..Capacity::default() }
 }

@@ -107,8 +107,10 @@ pub struct ProxyConfigSpec {
     /// ClusterIP connects through socket load-balancing stay random.
     #[serde(default)]
     pub load_balancing_algorithm: LoadBalancingAlgorithm,
-    /// Capacities of the BPF maps. Not applied yet: the maps keep their built-in sizes (the
-    /// defaults below), and an agent asked for other sizes reports that as an error.
+    /// Capacities of the BPF maps, taken by each agent as it starts: it resizes its pinned maps
+    /// (moving their entries, so no flow or Service is lost) before swapping its programs in. A
+    /// change made while an agent runs is reported in `status` until the agent restarts.
+    /// `backends` above 262,144 (the backend id space) is held to it.
     #[serde(default)]
     pub map_sizes: MapSizes,
     /// The CIDRs that Services' `spec.externalIPs` may use (CVE-2020-8554 mitigation). Unset:

@@ -97,6 +97,21 @@ fn is_bpffs(path: &Path) -> bool {
     r == 0 && st.f_type as i64 == BPF_FS_MAGIC
 }
 
+/// The capacities the agent was started with (ProxyConfig `mapSizes`), by map name: what every
+/// object is loaded with and what pins are brought to (`pins`). Set once, before the first
+/// load; maps not named keep their objects' sizes.
+static CAPACITIES: std::sync::OnceLock<std::collections::BTreeMap<&'static str, u32>> = std::sync::OnceLock::new();
+
+/// Sets the capacities for this process; false when they were set already.
+pub fn set_capacities(capacities: std::collections::BTreeMap<&'static str, u32>) -> bool {
+    CAPACITIES.set(capacities).is_ok()
+}
+
+/// The capacity this process loads `map` with, when it differs from the object's.
+pub fn capacity(map: &str) -> Option<u32> {
+    CAPACITIES.get().and_then(|c| c.get(map).copied())
+}
+
 /// Loads an object with every map pinned under `root` (reusing pins that exist), so every object
 /// and every agent generation shares one instance of each map.
 pub fn load_object(root: &Path, object: &[u8]) -> Result<Ebpf, LoadError> {
@@ -108,6 +123,9 @@ pub fn load_object(root: &Path, object: &[u8]) -> Result<Ebpf, LoadError> {
     let mut loader = EbpfLoader::new();
     for (name, path) in &pins {
         loader.map_pin_path(name, path.as_path());
+    }
+    for (name, size) in CAPACITIES.get().into_iter().flatten() {
+        loader.map_max_entries(name, *size);
     }
     Ok(loader.load(object)?)
 }

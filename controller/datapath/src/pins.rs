@@ -42,12 +42,16 @@ pub struct PinReport {
     pub removed: Vec<String>,
 }
 
-/// Every pinned map of the embedded objects, by name, with its definition.
+/// Every pinned map of the embedded objects, by name, with its definition (at the capacity this
+/// process loads it with, `loader::capacity`).
 fn definitions() -> Result<BTreeMap<String, aya_obj::Map>, aya_obj::ParseError> {
     let mut out = BTreeMap::new();
     for object in [crate::SOCK_LB_OBJECT, crate::NODEPORT_OBJECT, crate::XDP_OBJECT, crate::XDP_WATCH_OBJECT] {
-        for (name, map) in aya_obj::Object::parse(object)?.maps {
+        for (name, mut map) in aya_obj::Object::parse(object)?.maps {
             if sluice_abi::ALL_MAPS.contains(&name.as_str()) {
+                if let Some(size) = crate::loader::capacity(&name) {
+                    map.set_max_entries(size);
+                }
                 out.insert(name, map);
             }
         }
@@ -66,12 +70,40 @@ pub fn pinned_shape(path: &Path) -> Result<Shape, aya::maps::MapError> {
     Ok(Shape { map_type: info.map_type()? as u32, key_size: info.key_size(), value_size: info.value_size(), max_entries: info.max_entries() })
 }
 
+/// Maps replaced by `reconcile`, still held: the programs attached before the swap go on writing
+/// them (new conntrack entries, say) until their links are swapped, so what they wrote meanwhile
+/// is copied over once more afterwards (`catch_up`).
+#[derive(Default)]
+pub struct Superseded(Vec<(String, MapData, Shape)>);
+
+impl Superseded {
+    /// Copies the entries the old programs added since `reconcile` (keys the new map lacks), for
+    /// maps whose entries were copied at all. Call it once every link is swapped.
+    pub fn catch_up(self, root: &Path) -> usize {
+        let mut added = 0;
+        for (name, old, shape) in self.0 {
+            let Ok(new) = MapData::from_pin(root.join(&name)) else { continue };
+            let (k, v) = (shape.key_size as usize, shape.value_size as usize);
+            for key in crate::sys::map_keys(old.fd().as_fd(), k).unwrap_or_default() {
+                if matches!(crate::sys::map_lookup(new.fd().as_fd(), &key, v), Ok(None))
+                    && let Ok(Some(value)) = crate::sys::map_lookup(old.fd().as_fd(), &key, v)
+                    && crate::sys::map_update(new.fd().as_fd(), &key, &value).is_ok()
+                {
+                    added += 1;
+                }
+            }
+        }
+        added
+    }
+}
+
 /// Brings the pins under `root` to this build's shapes, as the module says. Call it before the
 /// objects are loaded.
-pub fn reconcile(root: &Path) -> Result<PinReport, String> {
+pub fn reconcile(root: &Path) -> Result<(PinReport, Superseded), String> {
     let mut report = PinReport::default();
+    let mut superseded = Superseded::default();
     let definitions = definitions().map_err(|e| format!("reading the embedded objects' maps: {e}"))?;
-    let Ok(entries) = std::fs::read_dir(root) else { return Ok(report) };
+    let Ok(entries) = std::fs::read_dir(root) else { return Ok((report, superseded)) };
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         if !entry.file_type().is_ok_and(|t| t.is_file()) || !is_map_pin_name(&name) {
@@ -86,12 +118,15 @@ pub fn reconcile(root: &Path) -> Result<PinReport, String> {
         let want = Shape::of_object(def);
         let have = pinned_shape(&path).map_err(|e| format!("reading {}: {e}", path.display()))?;
         if have != want {
-            let (copied, lost) = reshape(&path, &name, def, have, want)?;
-            tracing::warn!(map = name, ?have, ?want, copied, lost, "a pinned map had another build's shape: replaced, its entries copied where they fit");
+            let (old, copied, lost) = reshape(&path, &name, def, have, want)?;
+            tracing::warn!(map = name, ?have, ?want, copied, lost, "a pinned map had another shape (another build's, or other mapSizes): replaced, its entries copied where they fit");
+            if copyable(have, want) {
+                superseded.0.push((name.clone(), old, want));
+            }
             report.reshaped.push((name, copied, lost));
         }
     }
-    Ok(report)
+    Ok((report, superseded))
 }
 
 /// A map of `def`'s shape, outside any object: without the object's BTF, which the kernel would
@@ -105,21 +140,29 @@ pub fn create_map(def: &aya_obj::Map, name: &str) -> Result<MapData, aya::maps::
     MapData::create(def, name, None)
 }
 
+/// Per-CPU values are laid out per possible CPU by the kernel; such maps (counters) start again
+/// from zero rather than be copied byte for byte.
+fn per_cpu(s: Shape) -> bool {
+    matches!(s.map_type, 5 | 6 | 10 | 29) // PERCPU_HASH, PERCPU_ARRAY, LRU_PERCPU_HASH, PERCPU_CGROUP_STORAGE
+}
+
+/// Whether entries read with one shape mean the same in the other.
+fn copyable(have: Shape, want: Shape) -> bool {
+    have.key_size == want.key_size && have.value_size == want.value_size && !per_cpu(have) && !per_cpu(want)
+}
+
 /// `sluice_<name>_v<N>`: the pins this or another build of the agent makes for its maps.
 fn is_map_pin_name(name: &str) -> bool {
     name.starts_with("sluice_") && name.rsplit_once("_v").is_some_and(|(_, v)| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// Creates a map of `want`'s shape, copies what it can from the pinned one, and pins it in its
-/// place. Returns (copied, not copied).
-fn reshape(path: &Path, name: &str, def: &aya_obj::Map, have: Shape, want: Shape) -> Result<(usize, usize), String> {
+/// place. Returns the old map, and (copied, not copied).
+fn reshape(path: &Path, name: &str, def: &aya_obj::Map, have: Shape, want: Shape) -> Result<(MapData, usize, usize), String> {
     let old = MapData::from_pin(path).map_err(|e| format!("opening {}: {e}", path.display()))?;
     let new = create_map(def, name).map_err(|e| format!("creating {name}: {e}"))?;
     let (mut copied, mut lost) = (0, 0);
-    // Per-CPU values are laid out per possible CPU by the kernel; such maps (counters) start
-    // again from zero rather than be copied byte for byte.
-    let per_cpu = matches!(want.map_type, 5 | 6 | 10 | 29); // PERCPU_HASH, PERCPU_ARRAY, LRU_PERCPU_HASH, PERCPU_CGROUP_STORAGE
-    if have.key_size == want.key_size && have.value_size == want.value_size && !per_cpu {
+    if copyable(have, want) {
         let keys = crate::sys::map_keys(old.fd().as_fd(), have.key_size as usize).map_err(|e| format!("reading {name}: {e}"))?;
         for key in keys {
             match crate::sys::map_lookup(old.fd().as_fd(), &key, have.value_size as usize) {
@@ -128,14 +171,14 @@ fn reshape(path: &Path, name: &str, def: &aya_obj::Map, have: Shape, want: Shape
                 _ => lost += 1,
             }
         }
-    } else if !per_cpu {
+    } else if !per_cpu(want) {
         lost = crate::sys::map_keys(old.fd().as_fd(), have.key_size as usize).map(|k| k.len()).unwrap_or(0);
     }
     // Unpinning does not free the old map: the programs still attached hold it until their
     // links are swapped to the new ones, which will find the new map here.
     std::fs::remove_file(path).map_err(|e| format!("unpinning {}: {e}", path.display()))?;
     new.pin(path).map_err(|e| format!("pinning {}: {e}", path.display()))?;
-    Ok((copied, lost))
+    Ok((old, copied, lost))
 }
 
 #[cfg(test)]

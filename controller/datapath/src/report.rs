@@ -59,6 +59,12 @@ pub fn read_problems(root: &Path) -> Result<Vec<(String, String)>, MapError> {
 /// fragments), as (name, entries, capacity). An LRU never refuses an entry, it evicts the oldest, so a full one means
 /// flows forgotten early. Counting walks the keys (one syscall each, about 0.1 s when full),
 /// so it is done on demand, not on every sync.
+/// The same usage with each map's capacity as pinned (ProxyConfig `mapSizes` may have made it
+/// other than the built-in one).
+pub fn with_pinned_capacities(root: &Path, usage: Vec<(&'static str, usize, u32)>) -> Vec<(&'static str, usize, u32)> {
+    usage.into_iter().map(|(name, n, cap)| (name, n, crate::pins::pinned_shape(&root.join(name)).map_or(cap, |s| s.max_entries))).collect()
+}
+
 pub fn lru_usage(root: &Path) -> Vec<(&'static str, usize, u32)> {
     fn count<K: aya::Pod, V: aya::Pod>(root: &Path, name: &'static str) -> Option<usize> {
         let map: HashMap<MapData, K, V> = open_hash(root, name).ok()?;
@@ -77,5 +83,5 @@ pub fn lru_usage(root: &Path) -> Vec<(&'static str, usize, u32)> {
     if let Some(n) = count::<abi::FragKey, abi::FragPorts>(root, abi::MAP_FRAG) {
         out.push((abi::MAP_FRAG, n, abi::FRAG_MAX));
     }
-    out
+    with_pinned_capacities(root, out)
 }

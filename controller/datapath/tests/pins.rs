@@ -53,10 +53,10 @@ fn another_build_s_pins_are_brought_to_this_build_s_shapes_before_loading() {
 
     // An older build's affinity map held 1,000 entries; three clients are remembered in it.
     let old = pin_other_build(&root.0, abi::MAP_AFFINITY, |d| d.set_max_entries(1000));
-    let mut affinity: HashMap<MapData, AffinityKey, AffinityValue> = HashMap::try_from(Map::LruHashMap(old)).unwrap();
+    let mut old_affinity: HashMap<MapData, AffinityKey, AffinityValue> = HashMap::try_from(Map::LruHashMap(old)).unwrap();
     let client = |last: u8| AffinityKey { client: Addr::from(std::net::Ipv4Addr::new(198, 51, 100, last)), group: 7, set: 0, by_cookie: 0 };
     for last in 1..=3 {
-        affinity.insert(client(last), AffinityValue { last_used_ns: 1, backend_id: u32::from(last), pad: 0 }, 0).unwrap();
+        old_affinity.insert(client(last), AffinityValue { last_used_ns: 1, backend_id: u32::from(last), pad: 0 }, 0).unwrap();
     }
     // Another layout under the same name (against the rule, but possible): nothing to copy.
     pin_other_build(&root.0, abi::MAP_LB_ADDRS, |d| d.set_value_size(8));
@@ -65,7 +65,7 @@ fn another_build_s_pins_are_brought_to_this_build_s_shapes_before_loading() {
     std::fs::rename(root.0.join(abi::MAP_HOST_NETNS), root.0.join("sluice_retired_v3")).unwrap();
     pin_other_build(&root.0, abi::MAP_COUNTERS, |_| {});
 
-    let report = pins::reconcile(&root.0).unwrap();
+    let (report, superseded) = pins::reconcile(&root.0).unwrap();
     assert_eq!(report.removed, vec!["sluice_retired_v3".to_string()]);
     let mut reshaped = report.reshaped.clone();
     reshaped.sort();
@@ -81,8 +81,12 @@ fn another_build_s_pins_are_brought_to_this_build_s_shapes_before_loading() {
     let kept: Vec<u32> = (1..=3).map(|last| affinity.get(&client(last), 0).unwrap().backend_id).collect();
     assert_eq!(kept, vec![1, 2, 3], "the remembered clients came along");
     assert!(!root.0.join("sluice_retired_v3").exists());
+    // What the old programs add until their links are swapped follows once they are.
+    old_affinity.insert(client(4), AffinityValue { last_used_ns: 1, backend_id: 4, pad: 0 }, 0).unwrap();
+    assert_eq!(superseded.catch_up(&root.0), 1);
+    assert_eq!(affinity.get(&client(4), 0).unwrap().backend_id, 4);
 
     // Nothing left to do the second time, and the objects load on these pins.
-    assert_eq!(pins::reconcile(&root.0).unwrap(), pins::PinReport::default());
+    assert_eq!(pins::reconcile(&root.0).unwrap().0, pins::PinReport::default());
     sluice_datapath::loader::load_sock_lb(&root.0).expect("the socket-LB object loads on the reconciled pins");
 }
