@@ -9,10 +9,29 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 /// A namespaced object: a Service, an EndpointSlice, or the Service an EndpointSlice's label
 /// names (an EndpointSlice without that label groups under its namespace and name "").
-#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+///
+/// Ordered `kube-system` first, then by namespace and name: the order plans lay Services out in,
+/// so when a map is full the cluster's own Services (DNS above all) are the last to be refused,
+/// and every node refuses the same ones.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct ObjectKey {
     pub namespace: String,
     pub name: String,
+}
+
+impl Ord for ObjectKey {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        fn rank(k: &ObjectKey) -> (bool, &str, &str) {
+            (k.namespace != "kube-system", &k.namespace, &k.name)
+        }
+        rank(self).cmp(&rank(other))
+    }
+}
+
+impl PartialOrd for ObjectKey {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
 }
 
 impl ObjectKey {

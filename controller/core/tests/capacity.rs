@@ -97,3 +97,20 @@ fn with_room_for_everything_nothing_is_refused() {
     assert!(p.warnings.is_empty(), "{:?}", p.warnings);
     assert_eq!(p.desired.src_ranges.len(), 7);
 }
+
+/// When a map is full, the cluster's own Services are the last refused: `kube-system` is laid
+/// out first, whatever its name sorts like, on every node.
+#[test]
+fn kube_system_services_are_kept_first_when_a_map_is_full() {
+    let svc = |ns: &str, name: &str, ip: &str| {
+        format!("---\napiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: {ns}}}\nspec: {{clusterIP: {ip}, ports: [{{port: 53, protocol: UDP}}]}}\n")
+    };
+    let yaml = svc("default", "aaa", "10.96.0.20") + &svc("kube-system", "kube-dns", "10.96.0.10") + &svc("apps", "web", "10.96.0.30");
+    let (services, slices, _) = manifest::parse_str(&yaml);
+    // Room for one header only.
+    let p = plan(&services, &slices, &node(), &Ids::default(), Capacity { services: 1, ..Capacity::default() });
+    assert_eq!(frontends_of(&p, "10.96.0.10"), 1, "kube-dns is programmed");
+    assert_eq!(frontends_of(&p, "10.96.0.20") + frontends_of(&p, "10.96.0.30"), 0);
+    let refused: Vec<String> = p.warnings.iter().filter(|w| w.reason == WarningReason::MapFull).map(|w| w.subject.to_string()).collect();
+    assert_eq!(refused.len(), 2, "{refused:?}");
+}
