@@ -143,8 +143,7 @@ fn refused(target: SocketAddr, bind: Option<IpAddr>) -> String {
     let err = match bind {
         None => TcpStream::connect_timeout(&target, Duration::from_secs(3)).err(),
         Some(ip) => {
-            let s = if ip.is_ipv4() { socket2_tcp(libc::AF_INET) } else { socket2_tcp(libc::AF_INET6) };
-            bind_and_connect(s, SocketAddr::new(ip, 0), target).err()
+            tcp_socket(if ip.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 }).and_then(|s| bind_and_connect(s, SocketAddr::new(ip, 0), target)).err()
         }
     };
     serde_json::json!({
@@ -155,9 +154,14 @@ fn refused(target: SocketAddr, bind: Option<IpAddr>) -> String {
     .to_string()
 }
 
-fn socket2_tcp(family: i32) -> std::os::fd::OwnedFd {
-    // SAFETY: plain socket(2), owned at once.
-    unsafe { std::os::fd::FromRawFd::from_raw_fd(libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0)) }
+fn tcp_socket(family: i32) -> std::io::Result<std::os::fd::OwnedFd> {
+    // SAFETY: plain socket(2); a valid descriptor is owned at once.
+    let fd = unsafe { libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fd is fresh and nothing else owns it.
+    Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) })
 }
 
 /// A TCP connect from a bound source, with the standard library's address conversion.

@@ -28,8 +28,8 @@ pub struct Namespace {
     pub node: bool,
 }
 
-/// The agent's namespace first, then (with `pods`) each one a process under `cgroup` lives in,
-/// each once.
+/// The agent's namespace first, then (with `pods`) each one the processes of a cgroup under
+/// `cgroup` live in, each once.
 pub fn namespaces(cgroup: &Path, pods: bool) -> Vec<Namespace> {
     let mut seen = BTreeSet::new();
     let mut out = Vec::new();
@@ -66,13 +66,16 @@ pub fn inside<T: Send>(ns: &File, work: impl FnOnce() -> io::Result<T> + Send) -
     })
 }
 
-/// Every process id in the cgroup subtree (a directory that goes while it is walked is skipped).
+/// One process of each cgroup in the subtree: the processes of a cgroup (a pod's container)
+/// share their network namespace, so one stands for all, and a walk done every second stays one
+/// read per cgroup rather than a namespace open per process. (A directory that goes while it is
+/// walked is skipped.)
 fn cgroup_pids(root: &Path) -> BTreeSet<u32> {
     let mut pids = BTreeSet::new();
     let mut dirs = vec![root.to_path_buf()];
     while let Some(dir) = dirs.pop() {
         if let Ok(procs) = std::fs::read_to_string(dir.join("cgroup.procs")) {
-            pids.extend(procs.lines().filter_map(|l| l.trim().parse::<u32>().ok()).filter(|&p| p != 0));
+            pids.extend(procs.lines().filter_map(|l| l.trim().parse::<u32>().ok()).find(|&p| p != 0));
         }
         if let Ok(entries) = std::fs::read_dir(&dir) {
             dirs.extend(entries.flatten().filter(|e| e.file_type().is_ok_and(|t| t.is_dir())).map(|e| e.path()));

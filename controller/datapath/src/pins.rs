@@ -140,15 +140,13 @@ pub fn create_map(def: &aya_obj::Map, name: &str) -> Result<MapData, aya::maps::
     MapData::create(def, name, None)
 }
 
-/// Per-CPU values are laid out per possible CPU by the kernel; such maps (counters) start again
-/// from zero rather than be copied byte for byte.
-fn per_cpu(s: Shape) -> bool {
-    matches!(s.map_type, 5 | 6 | 10 | 29) // PERCPU_HASH, PERCPU_ARRAY, LRU_PERCPU_HASH, PERCPU_CGROUP_STORAGE
-}
-
-/// Whether entries read with one shape mean the same in the other.
+/// Whether entries read with one shape mean the same in the other: only the plain key/value
+/// maps, of one key and value size. Per-CPU values are laid out per possible CPU (such maps,
+/// the counters, start again from zero), and a ring buffer has no entries to walk.
 fn copyable(have: Shape, want: Shape) -> bool {
-    have.key_size == want.key_size && have.value_size == want.value_size && !per_cpu(have) && !per_cpu(want)
+    use aya_obj::generated::bpf_map_type::*;
+    let plain = |t: u32| [BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_ARRAY, BPF_MAP_TYPE_LRU_HASH, BPF_MAP_TYPE_LPM_TRIE].iter().any(|k| *k as u32 == t);
+    have.key_size == want.key_size && have.value_size == want.value_size && plain(have.map_type) && plain(want.map_type)
 }
 
 /// `sluice_<name>_v<N>`: the pins this or another build of the agent makes for its maps.
@@ -171,7 +169,7 @@ fn reshape(path: &Path, name: &str, def: &aya_obj::Map, have: Shape, want: Shape
                 _ => lost += 1,
             }
         }
-    } else if !per_cpu(want) {
+    } else if copyable(have, have) {
         lost = crate::sys::map_keys(old.fd().as_fd(), have.key_size as usize).map(|k| k.len()).unwrap_or(0);
     }
     // Unpinning does not free the old map: the programs still attached hold it until their
@@ -193,6 +191,19 @@ mod tests {
         for n in ["links", "sluice_svc", "sluice_svc_v", "sluice_svc_vx", "other_v1", "sluice_links_v1x"] {
             assert!(!is_map_pin_name(n), "{n}");
         }
+    }
+
+    #[test]
+    fn only_plain_key_value_maps_of_one_layout_are_copied() {
+        use aya_obj::generated::bpf_map_type::*;
+        let shape = |t: aya_obj::generated::bpf_map_type, value_size| Shape { map_type: t as u32, key_size: 4, value_size, max_entries: 16 };
+        assert!(copyable(shape(BPF_MAP_TYPE_LRU_HASH, 8), shape(BPF_MAP_TYPE_LRU_HASH, 8)));
+        assert!(copyable(shape(BPF_MAP_TYPE_HASH, 8), shape(BPF_MAP_TYPE_LRU_HASH, 8)));
+        assert!(!copyable(shape(BPF_MAP_TYPE_LRU_HASH, 8), shape(BPF_MAP_TYPE_LRU_HASH, 16)), "another layout");
+        // A ring buffer has no keys to walk (reading it would fail the agent's start), and
+        // per-CPU values are laid out per CPU.
+        assert!(!copyable(shape(BPF_MAP_TYPE_RINGBUF, 0), shape(BPF_MAP_TYPE_RINGBUF, 0)));
+        assert!(!copyable(shape(BPF_MAP_TYPE_PERCPU_ARRAY, 8), shape(BPF_MAP_TYPE_PERCPU_ARRAY, 8)));
     }
 
     #[test]
