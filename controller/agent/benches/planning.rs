@@ -8,23 +8,23 @@
 
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Service;
-use k8s_openapi::api::discovery::v1::EndpointSlice;
+use sluice_core::model::{Service, ServiceObject, Slice, SliceObject};
 use sluice_core::{Capacity, Ids, NodeContext, Planner, plan};
 use sluice_datapath::{FakeMaps, Reconciler};
 use sluice_k8s::index::Index;
 
 fn service(i: usize) -> Service {
-    serde_json::from_value(serde_json::json!({
+    serde_json::from_value::<ServiceObject>(serde_json::json!({
         "metadata": {"name": format!("s{i}"), "namespace": "bench"},
         "spec": {"clusterIP": format!("10.96.{}.{}", i / 250, i % 250 + 1), "ports": [{"port": 80, "targetPort": 8080}]},
     }))
     .unwrap()
+    .into_model()
 }
 
-fn slice(i: usize, gen_: usize) -> EndpointSlice {
+fn slice(i: usize, gen_: usize) -> Slice {
     let base = format!("10.{}.{}", 100 + i / 250, i % 250);
-    serde_json::from_value(serde_json::json!({
+    serde_json::from_value::<SliceObject>(serde_json::json!({
         "metadata": {"name": format!("s{i}-x"), "namespace": "bench", "labels": {"kubernetes.io/service-name": format!("s{i}")}},
         "addressType": "IPv4",
         "ports": [{"port": 8080}],
@@ -34,6 +34,7 @@ fn slice(i: usize, gen_: usize) -> EndpointSlice {
         ],
     }))
     .unwrap()
+    .into_model()
 }
 
 fn percentile(v: &mut [Duration], p: f64) -> Duration {

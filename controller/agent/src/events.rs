@@ -13,8 +13,8 @@ pub fn publish(recorder: Arc<Recorder>, w: sluice_core::Warning) {
     let reference = k8s_openapi::api::core::v1::ObjectReference {
         api_version: Some("v1".into()),
         kind: Some("Service".into()),
-        namespace: Some(key.namespace.clone()),
-        name: Some(key.name.clone()),
+        namespace: Some(key.namespace.to_string()),
+        name: Some(key.name.to_string()),
         ..Default::default()
     };
     let event = Event {

@@ -24,7 +24,7 @@ pub struct HealthServers {
 /// answers 503 even with local endpoints, so the load balancer moves the traffic elsewhere.
 pub fn response(hc: &HealthCheck, proxy_healthy: bool) -> Response {
     let body = serde_json::json!({
-        "service": {"namespace": hc.service.namespace, "name": hc.service.name},
+        "service": {"namespace": hc.service.namespace.as_str(), "name": hc.service.name.as_str()},
         "localEndpoints": hc.local_endpoints,
         "serviceProxyHealthy": proxy_healthy,
     })

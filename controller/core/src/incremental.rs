@@ -1,6 +1,6 @@
 //! Planning that translates only the Services that changed.
 //!
-//! Translation (Service + EndpointSlices → frontends) is most of a plan's cost and depends on
+//! Translation (Service + Slices → frontends) is most of a plan's cost and depends on
 //! nothing but one Service, its own slices and the node, so each Service's translation is kept
 //! and redone only when that Service, one of its slices, or the node changes. The layout keeps
 //! which entries each Service owns ([`crate::layout`]), so only the changed Services' entries
@@ -9,15 +9,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use k8s_openapi::api::core::v1::Service;
-use k8s_openapi::api::discovery::v1::EndpointSlice;
-
 use crate::claims::{self, Claims};
 use crate::layout::Layout;
+use crate::model::{Service, Slice};
 use crate::state::Touched;
 use crate::state::LbState;
 use crate::names::ObjectKey;
-use crate::translate::{self, HealthCheck, LABEL_SERVICE_NAME, NodeContext, Translation, Warning};
+use crate::translate::{self, HealthCheck, NodeContext, Translation, Warning};
 use crate::{Capacity, Ids};
 
 /// A Service, or the Service an EndpointSlice names in its label (slices without the label group
@@ -41,18 +39,17 @@ impl Changed {
 }
 
 pub fn service_group(svc: &Service) -> GroupKey {
-    ObjectKey::of(&svc.metadata)
+    svc.key.clone()
 }
 
-pub fn slice_group(slice: &EndpointSlice) -> GroupKey {
-    let service = slice.metadata.labels.as_ref().and_then(|l| l.get(LABEL_SERVICE_NAME)).cloned().unwrap_or_default();
-    ObjectKey::new(ObjectKey::namespace_of(&slice.metadata), service)
+pub fn slice_group(slice: &Slice) -> GroupKey {
+    ObjectKey::new(&slice.key.namespace, slice.service.clone().unwrap_or_default())
 }
 
 /// Where the planner finds the objects of a group.
 pub trait PlanInputs {
     fn service(&self, group: &GroupKey) -> Option<&Service>;
-    fn slices(&self, group: &GroupKey) -> Vec<&EndpointSlice>;
+    fn slices(&self, group: &GroupKey) -> Vec<&Slice>;
     /// Every group that has a Service or a slice.
     fn groups(&self) -> BTreeSet<GroupKey>;
 }
@@ -221,13 +218,13 @@ impl Planner {
 /// Slices grouped by the Service they belong to, for a one-shot plan from plain lists.
 pub struct Listed<'a> {
     services: BTreeMap<GroupKey, &'a Service>,
-    slices: BTreeMap<GroupKey, Vec<&'a EndpointSlice>>,
+    slices: BTreeMap<GroupKey, Vec<&'a Slice>>,
 }
 
 impl<'a> Listed<'a> {
-    pub fn new(services: impl IntoIterator<Item = &'a Service>, slices: impl IntoIterator<Item = &'a EndpointSlice>) -> Self {
+    pub fn new(services: impl IntoIterator<Item = &'a Service>, slices: impl IntoIterator<Item = &'a Slice>) -> Self {
         let services = services.into_iter().map(|s| (service_group(s), s)).collect();
-        let mut grouped: BTreeMap<GroupKey, Vec<&EndpointSlice>> = BTreeMap::new();
+        let mut grouped: BTreeMap<GroupKey, Vec<&Slice>> = BTreeMap::new();
         for slice in slices {
             grouped.entry(slice_group(slice)).or_default().push(slice);
         }
@@ -239,7 +236,7 @@ impl PlanInputs for Listed<'_> {
     fn service(&self, group: &GroupKey) -> Option<&Service> {
         self.services.get(group).copied()
     }
-    fn slices(&self, group: &GroupKey) -> Vec<&EndpointSlice> {
+    fn slices(&self, group: &GroupKey) -> Vec<&Slice> {
         self.slices.get(group).cloned().unwrap_or_default()
     }
     fn groups(&self) -> BTreeSet<GroupKey> {
@@ -252,7 +249,7 @@ mod tests {
     use super::*;
     use crate::manifest;
 
-    fn objects(yaml: &str) -> (Vec<Service>, Vec<EndpointSlice>) {
+    fn objects(yaml: &str) -> (Vec<Service>, Vec<Slice>) {
         let (services, slices, _) = manifest::parse_str(yaml);
         (services, slices)
     }

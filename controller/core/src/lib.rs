@@ -11,20 +11,20 @@ pub mod incremental;
 mod layout;
 pub mod maglev;
 pub mod manifest;
+pub mod model;
 pub mod names;
 pub mod state;
 pub mod translate;
 pub mod view;
 
-use k8s_openapi::api::core::v1::Service;
-use k8s_openapi::api::discovery::v1::EndpointSlice;
+use model::{Service, Slice};
 
 pub use ids::{BackendIdent, FrontendIdent, Ids};
 pub use incremental::{Changed, Listed, PlanInputs, PlanReport, Planner};
 pub use layout::Capacity;
-pub use state::{LbState, MapEntry, MapKey, Op, PRESENT, Touched};
-pub use names::{Cidr, ObjectKey};
+pub use names::{Cidr, Name, ObjectKey};
 pub use sluice_crds::Protocol;
+pub use state::{LbState, MapEntry, MapKey, Op, PRESENT, Touched};
 pub use translate::{Frontend, FrontendKind, HealthCheck, NodeContext, Subject, Warning, WarningReason};
 
 #[derive(Debug)]
@@ -39,7 +39,7 @@ pub struct Plan {
 
 pub fn plan<'a>(
     services: impl IntoIterator<Item = &'a Service>,
-    slices: impl IntoIterator<Item = &'a EndpointSlice>,
+    slices: impl IntoIterator<Item = &'a Slice>,
     node: &NodeContext,
     previous: &Ids,
     capacity: Capacity,

@@ -1,17 +1,16 @@
 //! Kubernetes YAML text → the objects the planner reads. Pure: the caller does the file I/O.
 
-use k8s_openapi::api::core::v1::Service;
-use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde::Deserialize;
 
 use sluice_crds::SourceBlocklist;
 
+use crate::model::{Service, ServiceObject, Slice, SliceObject};
 use crate::translate::{Subject, Warning};
 
 #[derive(Debug, Default, Clone)]
 pub struct Objects {
     pub services: Vec<Service>,
-    pub slices: Vec<EndpointSlice>,
+    pub slices: Vec<Slice>,
     pub blocklists: Vec<SourceBlocklist>,
 }
 
@@ -70,7 +69,7 @@ impl LastGood {
 /// Parses every document of a (multi-document) YAML text; `List` objects are unpacked.
 /// Documents of other kinds are ignored; broken ones become warnings naming `source`.
 /// The Services and EndpointSlices of one YAML text, and what was wrong with it.
-pub fn parse_str(text: &str) -> (Vec<Service>, Vec<EndpointSlice>, Vec<Warning>) {
+pub fn parse_str(text: &str) -> (Vec<Service>, Vec<Slice>, Vec<Warning>) {
     let mut objects = Objects::default();
     let mut warnings = Vec::new();
     parse("text", text, &mut objects, &mut warnings);
@@ -98,12 +97,12 @@ fn take(source: &str, index: usize, value: serde_yaml::Value, into: &mut Objects
     let kind = value.get("kind").and_then(|k| k.as_str()).unwrap_or_default().to_string();
     let object = || Subject::Manifest(format!("{source} document {} ({kind})", index + 1));
     match kind.as_str() {
-        "Service" => match serde_yaml::from_value::<Service>(value) {
-            Ok(s) => into.services.push(s),
+        "Service" => match serde_yaml::from_value::<ServiceObject>(value) {
+            Ok(s) => into.services.push(s.into_model()),
             Err(e) => warnings.push(Warning::new(object(), format!("not a valid Service: {e}"))),
         },
-        "EndpointSlice" => match serde_yaml::from_value::<EndpointSlice>(value) {
-            Ok(s) => into.slices.push(s),
+        "EndpointSlice" => match serde_yaml::from_value::<SliceObject>(value) {
+            Ok(s) => into.slices.push(s.into_model()),
             Err(e) => warnings.push(Warning::new(object(), format!("not a valid EndpointSlice: {e}"))),
         },
         "SourceBlocklist" => match serde_yaml::from_value::<SourceBlocklist>(value) {
@@ -130,7 +129,7 @@ mod tests {
     fn read(last: &mut LastGood, text: Result<&str, String>) -> (Vec<String>, Vec<Warning>) {
         let (mut objects, mut warnings) = (Objects::default(), Vec::new());
         last.read("dir/web.yaml", text, &mut objects, &mut warnings);
-        (objects.services.iter().map(|s| s.metadata.name.clone().unwrap_or_default()).collect(), warnings)
+        (objects.services.iter().map(|s| s.key.name.to_string()).collect(), warnings)
     }
 
     #[test]

@@ -2,10 +2,109 @@
 //! (a CIDR). Each has one type and one parser, so the default-namespace rule and the prefix match
 //! are written once.
 
+use std::collections::HashSet;
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+/// A name as the planner keeps it: one shared copy of the text, however many maps hold it (a
+/// Service's key is in the index, the planner's parts, the layout, the claims on its
+/// addresses...).
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Name(Arc<str>);
+
+impl Name {
+    /// The one copy of a name many objects repeat (namespaces, node names, zones): every use
+    /// shares it. Names no object uses any more are forgotten as the table grows.
+    pub fn shared(text: &str) -> Name {
+        static TABLE: Mutex<Option<(HashSet<Name>, usize)>> = Mutex::new(None);
+        let mut guard = TABLE.lock().unwrap_or_else(|e| e.into_inner());
+        let (table, sweep_at) = guard.get_or_insert_with(|| (HashSet::new(), 1024));
+        if let Some(name) = table.get(text) {
+            return name.clone();
+        }
+        if table.len() >= *sweep_at {
+            table.retain(|n| Arc::strong_count(&n.0) > 1);
+            *sweep_at = (table.len() * 2).max(1024);
+        }
+        let name = Name::from(text);
+        table.insert(name.clone());
+        name
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for Name {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::borrow::Borrow<str> for Name {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<str> for Name {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for Name {
+    fn from(s: &str) -> Name {
+        Name(Arc::from(s))
+    }
+}
+
+impl From<String> for Name {
+    fn from(s: String) -> Name {
+        Name(Arc::from(s))
+    }
+}
+
+impl From<&String> for Name {
+    fn from(s: &String) -> Name {
+        Name(Arc::from(s.as_str()))
+    }
+}
+
+impl From<&Name> for Name {
+    fn from(n: &Name) -> Name {
+        n.clone()
+    }
+}
+
+impl PartialEq<str> for Name {
+    fn eq(&self, other: &str) -> bool {
+        &*self.0 == other
+    }
+}
+
+impl PartialEq<&str> for Name {
+    fn eq(&self, other: &&str) -> bool {
+        &*self.0 == *other
+    }
+}
+
+impl fmt::Display for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
 
 /// A namespaced object: a Service, an EndpointSlice, or the Service an EndpointSlice's label
 /// names (an EndpointSlice without that label groups under its namespace and name "").
@@ -15,8 +114,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 /// and every node refuses the same ones.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct ObjectKey {
-    pub namespace: String,
-    pub name: String,
+    pub namespace: Name,
+    pub name: Name,
 }
 
 impl Ord for ObjectKey {
@@ -35,18 +134,18 @@ impl PartialOrd for ObjectKey {
 }
 
 impl ObjectKey {
-    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> ObjectKey {
-        ObjectKey { namespace: namespace.into(), name: name.into() }
+    pub fn new(namespace: impl AsRef<str>, name: impl Into<Name>) -> ObjectKey {
+        ObjectKey { namespace: Name::shared(namespace.as_ref()), name: name.into() }
     }
 
     /// A manifest may leave the namespace out or empty: that means `default`, as in the API.
     pub fn of(meta: &ObjectMeta) -> ObjectKey {
-        ObjectKey::new(Self::namespace_of(meta), meta.name.clone().unwrap_or_default())
+        ObjectKey::new(Self::namespace_of(meta), meta.name.as_deref().unwrap_or_default())
     }
 
     /// The same object's namespace with another name (a slice's Service).
-    pub fn namespace_of(meta: &ObjectMeta) -> String {
-        meta.namespace.clone().filter(|n| !n.is_empty()).unwrap_or_else(|| "default".into())
+    pub fn namespace_of(meta: &ObjectMeta) -> &str {
+        meta.namespace.as_deref().filter(|n| !n.is_empty()).unwrap_or("default")
     }
 }
 

@@ -7,12 +7,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::IpAddr;
 
-use k8s_openapi::api::core::v1::Service;
-use k8s_openapi::api::discovery::v1::EndpointSlice;
 use sluice_abi as abi;
 use sluice_crds::Protocol;
 
-use crate::names::{Cidr, ObjectKey};
+use crate::model::{AddressType, Parsed, Service, ServiceType, Slice};
+use crate::names::{Cidr, Name, ObjectKey};
 
 /// Services carrying this label belong to another proxy (kube-proxy skips them too).
 pub const LABEL_SERVICE_PROXY_NAME: &str = "service.kubernetes.io/service-proxy-name";
@@ -183,10 +182,6 @@ pub struct Translation {
     pub warnings: Vec<Warning>,
 }
 
-fn is_ignored_by_label(labels: Option<&BTreeMap<String, String>>) -> bool {
-    labels.is_some_and(|l| l.contains_key(LABEL_SERVICE_PROXY_NAME) || l.contains_key(LABEL_HEADLESS))
-}
-
 struct ServicePort {
     name: String,
     port: u16,
@@ -204,8 +199,8 @@ struct SliceEndpoint {
     local: bool,
     /// Topology hints the EndpointSlice controller set (trafficDistribution): the zones and the
     /// nodes this endpoint is meant for.
-    zone_hints: Vec<String>,
-    node_hints: Vec<String>,
+    zone_hints: Vec<Name>,
+    node_hints: Vec<Name>,
 }
 
 /// Which topology hints narrow a Service's cluster-wide endpoints on this node (kube-proxy's
@@ -223,13 +218,13 @@ struct ServiceEndpoints {
     by_port: BTreeMap<(String, Protocol), Vec<(u16, SliceEndpoint)>>,
 }
 
-pub fn translate<'a>(services: impl IntoIterator<Item = &'a Service>, slices: impl IntoIterator<Item = &'a EndpointSlice>, node: &NodeContext) -> Translation {
+pub fn translate<'a>(services: impl IntoIterator<Item = &'a Service>, slices: impl IntoIterator<Item = &'a Slice>, node: &NodeContext) -> Translation {
     let mut out = Translation::default();
     let mut wanted: BTreeMap<ObjectKey, &Service> = BTreeMap::new();
     // Slices of Services we skip on purpose are not "unknown"; remember them to stay quiet.
     let mut deliberately_skipped: BTreeSet<ObjectKey> = BTreeSet::new();
     for svc in services {
-        let name = ObjectKey::of(&svc.metadata);
+        let name = svc.key.clone();
         match service_is_proxied(svc) {
             Ok(()) => {
                 wanted.insert(name, svc);
@@ -259,51 +254,48 @@ pub fn translate<'a>(services: impl IntoIterator<Item = &'a Service>, slices: im
 
 /// Ok when Sluice programs this Service; Err(Some(reason)) to warn, Err(None) to skip quietly.
 fn service_is_proxied(svc: &Service) -> Result<(), Option<String>> {
-    if is_ignored_by_label(svc.metadata.labels.as_ref()) {
+    if svc.ignored {
         return Err(None);
     }
     let Some(spec) = &svc.spec else {
         return Err(Some("no spec".into()));
     };
-    if spec.type_.as_deref() == Some("ExternalName") {
-        return Err(None);
-    }
-    if spec.cluster_ip.as_deref() == Some("None") {
+    if spec.type_ == ServiceType::ExternalName || spec.headless {
         return Err(None);
     }
     Ok(())
 }
 
 fn collect_slice(
-    slice: &EndpointSlice,
+    slice: &Slice,
     node: &NodeContext,
     wanted: &BTreeMap<ObjectKey, &Service>,
     skipped: &BTreeSet<ObjectKey>,
     endpoints: &mut BTreeMap<ObjectKey, ServiceEndpoints>,
     warnings: &mut Vec<Warning>,
 ) {
-    let slice_name = ObjectKey::of(&slice.metadata);
+    let slice_name = &slice.key;
     let subject = Subject::Object { kind: "EndpointSlice", key: slice_name.clone() };
     let mut warn = |message: String| warnings.push(Warning::new(subject.clone(), message));
-    if is_ignored_by_label(slice.metadata.labels.as_ref()) {
+    if slice.ignored {
         return;
     }
-    let Some(service) = slice.metadata.labels.as_ref().and_then(|l| l.get(LABEL_SERVICE_NAME)) else {
+    let Some(service) = &slice.service else {
         warn(format!("no {LABEL_SERVICE_NAME} label; ignored"));
         return;
     };
-    let svc_name = ObjectKey::new(slice_name.namespace.clone(), service.clone());
+    let svc_name = ObjectKey::new(&slice_name.namespace, service);
     if !wanted.contains_key(&svc_name) {
         if !skipped.contains(&svc_name) {
             warn(format!("its Service {svc_name} is unknown; ignored"));
         }
         return;
     }
-    let v6 = match slice.address_type.as_str() {
-        "IPv4" => false,
-        "IPv6" => true,
-        "FQDN" => return,
-        other => {
+    let v6 = match &slice.address_type {
+        AddressType::IPv4 => false,
+        AddressType::IPv6 => true,
+        AddressType::Fqdn => return,
+        AddressType::Other(other) => {
             warn(format!("addressType {other:?} is not IPv4 or IPv6; ignored"));
             return;
         }
@@ -311,43 +303,38 @@ fn collect_slice(
     let mut slice_eps = Vec::new();
     for ep in &slice.endpoints {
         // kube-proxy uses the first address only; the others are for future use by the API.
-        let Some(addr) = ep.addresses.first() else {
+        let Some(addr) = &ep.address else {
             continue;
         };
-        let ip: IpAddr = match addr.parse() {
-            Ok(ip) => ip,
-            Err(_) => {
+        let ip: IpAddr = match addr {
+            Parsed::Ok(ip) => *ip,
+            Parsed::Bad(addr) => {
                 warn(format!("endpoint address {addr:?} is not an IP address; skipped"));
                 continue;
             }
         };
         if ip.is_ipv6() != v6 {
-            warn(format!("endpoint address {addr} does not match addressType {}; skipped", slice.address_type));
+            warn(format!("endpoint address {ip} does not match addressType {}; skipped", slice.address_type));
             continue;
         }
-        let cond = ep.conditions.clone().unwrap_or_default();
         // As kube-proxy reads them (endpointslicecache.go): ready and serving unset mean true,
         // terminating unset means false. (An unset serving is not "same as ready": a terminating
         // endpoint that does not say is still a fallback.)
-        let ready = cond.ready.unwrap_or(true);
-        let serving = cond.serving.unwrap_or(true);
-        let terminating = cond.terminating.unwrap_or(false);
+        let ready = ep.ready.unwrap_or(true);
+        let serving = ep.serving.unwrap_or(true);
+        let terminating = ep.terminating.unwrap_or(false);
         let local = match (&node.node_name, &ep.node_name) {
-            (Some(me), Some(theirs)) => me == theirs,
+            (Some(me), Some(theirs)) => theirs == me.as_str(),
             _ => false,
         };
-        let hints = ep.hints.as_ref();
-        let zone_hints = hints.and_then(|h| h.for_zones.as_ref()).map(|z| z.iter().map(|z| z.name.clone()).collect()).unwrap_or_default();
-        let node_hints = hints.and_then(|h| h.for_nodes.as_ref()).map(|n| n.iter().map(|n| n.name.clone()).collect()).unwrap_or_default();
+        let (zone_hints, node_hints) = ep.hints.as_deref().map(|h| (h.zones.clone(), h.nodes.clone())).unwrap_or_default();
         slice_eps.push(SliceEndpoint { ip, ready, serving, terminating, local, zone_hints, node_hints });
     }
     let entry = endpoints.entry(svc_name).or_default();
-    let ports = slice.ports.clone().unwrap_or_default();
-    for p in ports {
-        let proto = match Protocol::parse(p.protocol.as_deref().unwrap_or("TCP")) {
-            Some(proto) => proto,
-            None => {
-                let other = p.protocol.as_deref().unwrap_or_default();
+    for p in &slice.ports {
+        let proto = match &p.protocol {
+            Parsed::Ok(proto) => *proto,
+            Parsed::Bad(other) => {
                 warn(format!("port protocol {other:?} is unknown; port skipped"));
                 continue;
             }
@@ -356,11 +343,11 @@ fn collect_slice(
             Some(n) if (1..=65535).contains(&n) => n as u16,
             other => {
                 let number = other.map_or_else(|| "none".to_string(), |n| n.to_string());
-                warn(format!("port {:?} has number {number}, not 1-65535; port skipped", p.name.clone().unwrap_or_default()));
+                warn(format!("port {:?} has number {number}, not 1-65535; port skipped", p.name));
                 continue;
             }
         };
-        let key = (p.name.clone().unwrap_or_default(), proto);
+        let key = (p.name.to_string(), proto);
         let list = entry.by_port.entry(key).or_default();
         for ep in &slice_eps {
             list.push((port, ep.clone()));
@@ -374,28 +361,20 @@ fn translate_service(name: &ObjectKey, svc: &Service, eps: &ServiceEndpoints, no
     let mut warn = |message: String| out.warnings.push(Warning::new(subject.clone(), message));
 
     let mut ips: Vec<IpAddr> = Vec::new();
-    let listed = match &spec.cluster_ips {
-        Some(list) if !list.is_empty() => list.clone(),
-        _ => spec.cluster_ip.iter().cloned().collect(),
-    };
-    for text in listed {
-        if text.is_empty() {
-            continue;
-        }
-        match text.parse::<IpAddr>() {
-            Ok(ip) if ips.iter().any(|known| known.is_ipv6() == ip.is_ipv6()) => warn(format!("second clusterIP {ip} of the same family; skipped")),
-            Ok(ip) => ips.push(ip),
-            Err(_) => warn(format!("clusterIP {text:?} is not an IP address; skipped")),
+    for listed in &spec.cluster_ips {
+        match listed {
+            Parsed::Ok(ip) if ips.iter().any(|known| known.is_ipv6() == ip.is_ipv6()) => warn(format!("second clusterIP {ip} of the same family; skipped")),
+            Parsed::Ok(ip) => ips.push(*ip),
+            Parsed::Bad(text) => warn(format!("clusterIP {text:?} is not an IP address; skipped")),
         }
     }
 
     let mut ports: Vec<ServicePort> = Vec::new();
-    for p in spec.ports.iter().flatten() {
-        let pname = p.name.clone().unwrap_or_default();
-        let proto = match Protocol::parse(p.protocol.as_deref().unwrap_or("TCP")) {
-            Some(proto) => proto,
-            None => {
-                let other = p.protocol.as_deref().unwrap_or_default();
+    for p in &spec.ports {
+        let pname = p.name.to_string();
+        let proto = match &p.protocol {
+            Parsed::Ok(proto) => *proto,
+            Parsed::Bad(other) => {
                 warn(format!("port {pname:?}: protocol {other:?} is unknown; skipped"));
                 continue;
             }
@@ -420,57 +399,46 @@ fn translate_service(name: &ObjectKey, svc: &Service, eps: &ServiceEndpoints, no
         ports.push(ServicePort { name: pname, port, proto, node_port });
     }
 
-    let int_local = spec.internal_traffic_policy.as_deref() == Some("Local");
-    let ext_local = spec.external_traffic_policy.as_deref() == Some("Local");
-    let type_ = spec.type_.as_deref().unwrap_or("ClusterIP");
-    let is_lb = type_ == "LoadBalancer";
-    let has_node_ports = type_ == "NodePort" || is_lb;
-    let affinity = spec.session_affinity.as_deref() == Some("ClientIP");
-    let affinity_timeout = if affinity {
-        spec.session_affinity_config
-            .as_ref()
-            .and_then(|c| c.client_ip.as_ref())
-            .and_then(|c| c.timeout_seconds)
-            .and_then(|t| u32::try_from(t).ok())
-            .unwrap_or(DEFAULT_AFFINITY_TIMEOUT_SECONDS)
-    } else {
-        0
-    };
+    let int_local = spec.internal_local;
+    let ext_local = spec.external_local;
+    let is_lb = spec.type_ == ServiceType::LoadBalancer;
+    let has_node_ports = spec.type_ == ServiceType::NodePort || is_lb;
+    let affinity = spec.client_ip_affinity;
+    let affinity_timeout = if affinity { spec.affinity_timeout.and_then(|t| u32::try_from(t).ok()).unwrap_or(DEFAULT_AFFINITY_TIMEOUT_SECONDS) } else { 0 };
 
     // Addresses of the external kinds, checked against the Service's families.
     let same_family = |ip: &IpAddr| ips.iter().any(|c| c.is_ipv6() == ip.is_ipv6());
     let mut externals: Vec<(FrontendKind, IpAddr)> = Vec::new();
-    for text in spec.external_ips.iter().flatten() {
-        match text.parse::<IpAddr>() {
-            Ok(ip) if node.external_ip_cidrs.as_ref().is_some_and(|allowed| !allowed.iter().any(|c| c.contains(ip))) => {
+    for listed in &spec.external_ips {
+        match *listed {
+            Parsed::Ok(ip) if node.external_ip_cidrs.as_ref().is_some_and(|allowed| !allowed.iter().any(|c| c.contains(ip))) => {
                 warn(format!("externalIP {ip} is outside the ProxyConfig's externalIPCIDRs; refused (CVE-2020-8554 mitigation)"))
             }
-            Ok(ip) if same_family(&ip) => externals.push((FrontendKind::ExternalIp, ip)),
-            Ok(ip) => warn(format!("externalIP {ip} is not of the Service's IP families; skipped")),
-            Err(_) => warn(format!("externalIP {text:?} is not an IP address; skipped")),
+            Parsed::Ok(ip) if same_family(&ip) => externals.push((FrontendKind::ExternalIp, ip)),
+            Parsed::Ok(ip) => warn(format!("externalIP {ip} is not of the Service's IP families; skipped")),
+            Parsed::Bad(ref text) => warn(format!("externalIP {text:?} is not an IP address; skipped")),
         }
     }
     if is_lb {
-        let ingress = svc.status.as_ref().and_then(|s| s.load_balancer.as_ref()).and_then(|l| l.ingress.as_ref());
-        for ing in ingress.into_iter().flatten() {
+        for ing in &svc.ingress {
             // ipMode Proxy means the load balancer terminates traffic itself: kube-proxy leaves it alone.
-            if ing.ip_mode.as_deref().is_some_and(|m| m != "VIP") {
+            if !ing.vip {
                 continue;
             }
-            let Some(text) = &ing.ip else { continue };
-            match text.parse::<IpAddr>() {
-                Ok(ip) if same_family(&ip) => externals.push((FrontendKind::LoadBalancer, ip)),
-                Ok(ip) => warn(format!("load balancer ingress {ip} is not of the Service's IP families; skipped")),
-                Err(_) => warn(format!("load balancer ingress {text:?} is not an IP address; skipped")),
+            let Some(listed) = &ing.ip else { continue };
+            match *listed {
+                Parsed::Ok(ip) if same_family(&ip) => externals.push((FrontendKind::LoadBalancer, ip)),
+                Parsed::Ok(ip) => warn(format!("load balancer ingress {ip} is not of the Service's IP families; skipped")),
+                Parsed::Bad(ref text) => warn(format!("load balancer ingress {text:?} is not an IP address; skipped")),
             }
         }
     }
     let mut source_ranges: Vec<Cidr> = Vec::new();
     if is_lb {
-        for text in spec.load_balancer_source_ranges.iter().flatten() {
-            match Cidr::parse(text) {
-                Some(r) => source_ranges.push(r),
-                None => warn(format!("loadBalancerSourceRanges entry {text:?} is not a CIDR; skipped")),
+        for listed in &spec.source_ranges {
+            match listed {
+                Parsed::Ok(r) => source_ranges.push(*r),
+                Parsed::Bad(text) => warn(format!("loadBalancerSourceRanges entry {text:?} is not a CIDR; skipped")),
             }
         }
     }
@@ -560,7 +528,7 @@ fn translate_service(name: &ObjectKey, svc: &Service, eps: &ServiceEndpoints, no
                             out.frontends.push(frontend(FrontendKind::NodePort, *ip, np, external, Some(&cluster)));
                         }
                     }
-                    None if type_ == "NodePort" => warn(format!("port {:?}: type NodePort without a nodePort; no NodePort frontend", sp.name)),
+                    None if spec.type_ == ServiceType::NodePort => warn(format!("port {:?}: type NodePort without a nodePort; no NodePort frontend", sp.name)),
                     None => {}
                 }
             }
@@ -581,7 +549,7 @@ fn topology_from_hints(candidates: &[&(u16, SliceEndpoint)], node: &NodeContext)
     if ready.is_empty() {
         return Topology::Everywhere;
     }
-    let has = |hints: &[String], want: Option<&String>| want.is_some_and(|w| hints.contains(w));
+    let has = |hints: &[Name], want: Option<&String>| want.is_some_and(|w| hints.iter().any(|h| h == w.as_str()));
     if ready.iter().all(|ep| !ep.node_hints.is_empty()) && ready.iter().any(|ep| has(&ep.node_hints, node.node_name.as_ref())) {
         return Topology::SameNode;
     }
@@ -594,8 +562,8 @@ fn topology_from_hints(candidates: &[&(u16, SliceEndpoint)], node: &NodeContext)
 fn available_for(ep: &SliceEndpoint, topology: Topology, node: &NodeContext) -> bool {
     match topology {
         Topology::Everywhere => true,
-        Topology::SameZone => node.zone.as_ref().is_some_and(|z| ep.zone_hints.contains(z)),
-        Topology::SameNode => node.node_name.as_ref().is_some_and(|n| ep.node_hints.contains(n)),
+        Topology::SameZone => node.zone.as_ref().is_some_and(|z| ep.zone_hints.iter().any(|h| h == z.as_str())),
+        Topology::SameNode => node.node_name.as_ref().is_some_and(|n| ep.node_hints.iter().any(|h| h == n.as_str())),
     }
 }
 

@@ -4,9 +4,8 @@
 
 use std::collections::BTreeSet;
 
-use k8s_openapi::api::core::v1::Service;
-use k8s_openapi::api::discovery::v1::EndpointSlice;
 use sluice_core::incremental::{Changed, Listed};
+use sluice_core::model::{Service, Slice as EndpointSlice};
 use sluice_core::{Capacity, Ids, LbState, NodeContext, ObjectKey, Planner, manifest, view};
 
 const CLUSTER_IP: &str = "
@@ -79,7 +78,7 @@ fn arriving(order: &[&str]) -> (BTreeSet<String>, Vec<String>) {
         let (services, slices) = objects(&seen);
         let listed = Listed::new(&services, &slices);
         let (new_services, _) = objects(&[doc]);
-        let changed = if i == 0 { Changed::All } else { Changed::Groups(new_services.iter().map(|s| ObjectKey::of(&s.metadata)).collect()) };
+        let changed = if i == 0 { Changed::All } else { Changed::Groups(new_services.iter().map(|s| s.key.clone()).collect()) };
         warnings = planner.plan(changed, &listed, &node(), Capacity::default()).warnings.iter().map(|w| w.to_string()).collect();
     }
     (owners(planner.desired()), warnings)

@@ -182,8 +182,7 @@ pub fn check_consistent(state: &LbState) -> Result<(), String> {
 mod tests {
     use super::*;
     use crate::maps::{FakeMaps, FaultyMaps};
-    use k8s_openapi::api::core::v1::Service;
-    use k8s_openapi::api::discovery::v1::EndpointSlice;
+    use sluice_core::model::{Service, Slice as EndpointSlice};
     use sluice_core::{Capacity, Ids, NodeContext, manifest, plan};
 
     fn objects(yaml: &str) -> (Vec<Service>, Vec<EndpointSlice>) {

@@ -4,23 +4,21 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use k8s_openapi::api::core::v1::Service;
-use k8s_openapi::api::discovery::v1::EndpointSlice;
 use sluice_core::ObjectKey;
 use sluice_core::incremental::{Changed, GroupKey, PlanInputs, slice_group};
+use sluice_core::model::{Service, Slice};
 use sluice_crds::{ProxyConfig, SourceBlocklist};
 use tokio::sync::Notify;
 
-fn key<K: kube::Resource>(obj: &K) -> ObjectKey {
-    ObjectKey::of(obj.meta())
-}
-
+/// The objects as planning reads them ([`sluice_core::model`]): what the agent keeps of every
+/// Service and EndpointSlice of the cluster.
 #[derive(Debug, Default)]
 pub struct Index {
     pub services: BTreeMap<ObjectKey, Service>,
-    pub slices: BTreeMap<ObjectKey, EndpointSlice>,
-    /// The slices of each Service (by its label), so a change replans only that Service.
-    slices_by_group: BTreeMap<GroupKey, BTreeSet<ObjectKey>>,
+    pub slices: BTreeMap<ObjectKey, Slice>,
+    /// The slices of each Service (by its label), so a change replans only that Service. A
+    /// sorted list: nearly every Service has one or two.
+    slices_by_group: BTreeMap<GroupKey, Vec<ObjectKey>>,
     /// The groups changed since the planner last looked (all, after a full list).
     pub changed: Changed,
     services_listed: bool,
@@ -49,45 +47,49 @@ impl Index {
     }
 
     pub fn apply_service(&mut self, s: Service) {
-        self.changed.mark(key(&s));
-        self.services.insert(key(&s), s);
+        self.changed.mark(s.key.clone());
+        self.services.insert(s.key.clone(), s);
         self.service_events += 1;
         self.touched();
     }
-    pub fn delete_service(&mut self, s: &Service) {
-        self.changed.mark(key(s));
-        self.services.remove(&key(s));
+    pub fn delete_service(&mut self, key: &ObjectKey) {
+        self.changed.mark(key.clone());
+        self.services.remove(key);
         self.service_events += 1;
         self.touched();
     }
     /// Replaces all Services at once (a complete list arrived) and marks them listed.
     pub fn reset_services(&mut self, all: Vec<Service>) {
-        self.services = all.into_iter().map(|s| (key(&s), s)).collect();
+        self.services = all.into_iter().map(|s| (s.key.clone(), s)).collect();
         self.changed = Changed::All;
         self.services_listed = true;
         self.service_events += 1;
         self.touched();
     }
-    pub fn apply_slice(&mut self, s: EndpointSlice) {
+    pub fn apply_slice(&mut self, s: Slice) {
         // Its label may have moved it from one Service to another: both change.
-        self.forget_slice(&key(&s));
+        self.forget_slice(&s.key);
         let group = slice_group(&s);
-        self.slices_by_group.entry(group.clone()).or_default().insert(key(&s));
+        let list = self.slices_by_group.entry(group.clone()).or_default();
+        if let Err(at) = list.binary_search(&s.key) {
+            list.insert(at, s.key.clone());
+        }
         self.changed.mark(group);
-        self.slices.insert(key(&s), s);
+        self.slices.insert(s.key.clone(), s);
         self.slice_events += 1;
         self.touched();
     }
-    pub fn delete_slice(&mut self, s: &EndpointSlice) {
-        self.forget_slice(&key(s));
+    pub fn delete_slice(&mut self, key: &ObjectKey) {
+        self.forget_slice(key);
         self.slice_events += 1;
         self.touched();
     }
-    pub fn reset_slices(&mut self, all: Vec<EndpointSlice>) {
-        self.slices = all.into_iter().map(|s| (key(&s), s)).collect();
+    pub fn reset_slices(&mut self, all: Vec<Slice>) {
+        self.slices = all.into_iter().map(|s| (s.key.clone(), s)).collect();
         self.slices_by_group.clear();
+        // In key order, so each list is sorted as it grows.
         for (k, s) in &self.slices {
-            self.slices_by_group.entry(slice_group(s)).or_default().insert(k.clone());
+            self.slices_by_group.entry(slice_group(s)).or_default().push(k.clone());
         }
         self.changed = Changed::All;
         self.slices_listed = true;
@@ -135,7 +137,7 @@ impl Index {
         if let Some(old) = self.slices.remove(k) {
             let group = slice_group(&old);
             if let Some(set) = self.slices_by_group.get_mut(&group) {
-                set.remove(k);
+                set.retain(|s| s != k);
                 if set.is_empty() {
                     self.slices_by_group.remove(&group);
                 }
@@ -164,7 +166,7 @@ impl PlanInputs for Index {
     fn service(&self, group: &GroupKey) -> Option<&Service> {
         self.services.get(group)
     }
-    fn slices(&self, group: &GroupKey) -> Vec<&EndpointSlice> {
+    fn slices(&self, group: &GroupKey) -> Vec<&Slice> {
         self.slices_by_group.get(group).into_iter().flatten().filter_map(|k| self.slices.get(k)).collect()
     }
     fn groups(&self) -> BTreeSet<GroupKey> {
@@ -191,22 +193,31 @@ mod tests {
     use super::*;
     use kube::api::ObjectMeta;
 
+    use k8s_openapi::api::core::v1 as api;
+    use k8s_openapi::api::discovery::v1 as discovery;
+
     fn svc(ns: &str, name: &str) -> Service {
-        Service { metadata: ObjectMeta { namespace: Some(ns.into()), name: Some(name.into()), ..Default::default() }, ..Default::default() }
+        Service::from_api(&api::Service {
+            metadata: ObjectMeta { namespace: Some(ns.into()), name: Some(name.into()), ..Default::default() },
+            ..Default::default()
+        })
     }
-    fn slice(ns: &str, name: &str) -> EndpointSlice {
-        EndpointSlice {
+    fn k8s_slice(ns: &str, name: &str) -> discovery::EndpointSlice {
+        discovery::EndpointSlice {
             metadata: ObjectMeta { namespace: Some(ns.into()), name: Some(name.into()), ..Default::default() },
             address_type: "IPv4".into(),
             endpoints: vec![],
             ports: None,
         }
     }
+    fn slice(ns: &str, name: &str) -> Slice {
+        Slice::from_api(&k8s_slice(ns, name))
+    }
 
-    fn labelled(ns: &str, name: &str, service: &str) -> EndpointSlice {
-        let mut s = slice(ns, name);
+    fn labelled(ns: &str, name: &str, service: &str) -> Slice {
+        let mut s = k8s_slice(ns, name);
         s.metadata.labels = Some([("kubernetes.io/service-name".to_string(), service.to_string())].into());
-        s
+        Slice::from_api(&s)
     }
 
     fn groups(c: Changed) -> Vec<(&'static str, String)> {
@@ -228,7 +239,7 @@ mod tests {
         assert_eq!(groups(i.take_changed()), vec![("group", "a/db".into()), ("group", "a/web".into())]);
         assert_eq!(i.slices(&ObjectKey::new("a", "db")).len(), 1);
         assert!(i.slices(&ObjectKey::new("a", "web")).is_empty());
-        i.delete_slice(&labelled("a", "web-1", "db"));
+        i.delete_slice(&labelled("a", "web-1", "db").key);
         i.apply_service(svc("", "nons"));
         assert_eq!(groups(i.take_changed()), vec![("group", "a/db".into()), ("group", "default/nons".into())], "no namespace means default");
         assert!(i.groups().contains(&ObjectKey::new("a", "web")));
@@ -269,13 +280,13 @@ mod tests {
         i.apply_service(svc("b", "x"));
         i.apply_service(svc("a", "x"));
         assert_eq!(i.services.len(), 2);
-        i.delete_service(&svc("a", "x"));
+        i.delete_service(&svc("a", "x").key);
         assert_eq!(i.services.keys().cloned().collect::<Vec<_>>(), vec![ObjectKey::new("b", "x")]);
         i.apply_slice(slice("a", "s1"));
         i.apply_slice(slice("a", "s2"));
         i.reset_slices(vec![slice("a", "s3")]);
         assert_eq!(i.slices.len(), 1, "a reset drops what the new list lacks");
-        i.delete_slice(&slice("a", "s3"));
+        i.delete_slice(&slice("a", "s3").key);
         assert!(i.slices.is_empty());
     }
 
@@ -289,7 +300,7 @@ mod tests {
         assert_eq!(i.take_pending(), Some(first));
         assert!(i.take_pending().is_none());
         let g = i.generation;
-        i.delete_service(&svc("a", "y"));
+        i.delete_service(&svc("a", "y").key);
         assert_eq!(i.generation, g + 1);
     }
 }

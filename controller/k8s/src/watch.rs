@@ -3,12 +3,12 @@
 //! exposes a half list.
 
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::Service;
-use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::utils::Backoff;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client};
+use sluice_core::ObjectKey;
+use sluice_core::model::{ServiceObject, SliceObject};
 use sluice_crds::{PROXY_CONFIG_NAME, ProxyConfig, SourceBlocklist};
 
 use crate::{Index, Shared};
@@ -18,37 +18,54 @@ pub const LABEL_SELECTOR: &str = "!service.kubernetes.io/service-proxy-name,!ser
 
 /// How one kind's watch events change the index.
 trait Indexed: Sized {
-    fn apply(index: &mut Index, obj: Self);
+    /// What the index keeps of an object.
+    type Kept;
+    fn keep(obj: Self) -> Self::Kept;
+    fn apply(index: &mut Index, obj: Self::Kept);
     fn delete(index: &mut Index, obj: &Self);
     /// A complete (re)list: what it lacks is gone.
-    fn reset(index: &mut Index, all: Vec<Self>);
+    fn reset(index: &mut Index, all: Vec<Self::Kept>);
 }
 
-impl Indexed for Service {
-    fn apply(index: &mut Index, obj: Self) {
+/// Services and EndpointSlices arrive decoded into what planning reads ([`sluice_core::model`]);
+/// a list is buffered in that form, never as the API's whole objects.
+impl Indexed for ServiceObject {
+    type Kept = sluice_core::model::Service;
+    fn keep(obj: Self) -> Self::Kept {
+        obj.into_model()
+    }
+    fn apply(index: &mut Index, obj: Self::Kept) {
         index.apply_service(obj)
     }
     fn delete(index: &mut Index, obj: &Self) {
-        index.delete_service(obj)
+        index.delete_service(&ObjectKey::of(&obj.metadata))
     }
-    fn reset(index: &mut Index, all: Vec<Self>) {
+    fn reset(index: &mut Index, all: Vec<Self::Kept>) {
         index.reset_services(all)
     }
 }
 
-impl Indexed for EndpointSlice {
-    fn apply(index: &mut Index, obj: Self) {
+impl Indexed for SliceObject {
+    type Kept = sluice_core::model::Slice;
+    fn keep(obj: Self) -> Self::Kept {
+        obj.into_model()
+    }
+    fn apply(index: &mut Index, obj: Self::Kept) {
         index.apply_slice(obj)
     }
     fn delete(index: &mut Index, obj: &Self) {
-        index.delete_slice(obj)
+        index.delete_slice(&ObjectKey::of(&obj.metadata))
     }
-    fn reset(index: &mut Index, all: Vec<Self>) {
+    fn reset(index: &mut Index, all: Vec<Self::Kept>) {
         index.reset_slices(all)
     }
 }
 
 impl Indexed for SourceBlocklist {
+    type Kept = Self;
+    fn keep(obj: Self) -> Self {
+        obj
+    }
     fn apply(index: &mut Index, obj: Self) {
         index.apply_blocklist(obj)
     }
@@ -62,6 +79,10 @@ impl Indexed for SourceBlocklist {
 
 /// Watched by name: a list holds it or not.
 impl Indexed for ProxyConfig {
+    type Kept = Self;
+    fn keep(obj: Self) -> Self {
+        obj
+    }
     fn apply(index: &mut Index, obj: Self) {
         index.set_proxy_config(Some(obj))
     }
@@ -75,6 +96,10 @@ impl Indexed for ProxyConfig {
 
 /// The agent's own Node, watched by name.
 impl Indexed for k8s_openapi::api::core::v1::Node {
+    type Kept = Self;
+    fn keep(obj: Self) -> Self {
+        obj
+    }
     fn apply(index: &mut Index, obj: Self) {
         let facts = crate::NodeFacts::of(&obj);
         let zone_before = index.node.as_ref().map(|n| n.zone.clone());
@@ -176,18 +201,21 @@ where
     let WatchSpec { kind, config, optional } = spec;
     let backoff = move || if optional { CatchUpBackoff::optional() } else { CatchUpBackoff::default() };
     let mut stream = Guarded::new(kind, move || watcher::watcher(api.clone(), config.clone()).backoff(backoff()).boxed());
-    let mut buffer: Vec<K> = Vec::new();
+    let mut buffer: Vec<K::Kept> = Vec::new();
     let mut warned = false;
     loop {
         match stream.next().await {
             Ok(Some(Event::Init)) => buffer.clear(),
-            Ok(Some(Event::InitApply(obj))) => buffer.push(obj),
+            Ok(Some(Event::InitApply(obj))) => buffer.push(K::keep(obj)),
             Ok(Some(Event::InitDone)) => {
                 let all = std::mem::take(&mut buffer);
                 tracing::info!(kind, count = all.len(), "initial list complete");
                 shared.update(|i| K::reset(i, all));
             }
-            Ok(Some(Event::Apply(obj))) => shared.update(|i| K::apply(i, obj)),
+            Ok(Some(Event::Apply(obj))) => {
+                let kept = K::keep(obj);
+                shared.update(|i| K::apply(i, kept))
+            }
             Ok(Some(Event::Delete(obj))) => shared.update(|i| K::delete(i, &obj)),
             Ok(None) => {
                 tracing::error!(kind, "watch stream ended");
@@ -313,8 +341,8 @@ pub async fn run(client: Client, node_name: Option<String>, shared: Shared, erro
             }
         }
     };
-    let services = run_one(Api::<Service>::all(client.clone()), WatchSpec::proxied("Service"), shared.clone(), errors.clone());
-    let slices = run_one(Api::<EndpointSlice>::all(client.clone()), WatchSpec::proxied("EndpointSlice"), shared.clone(), errors.clone());
+    let services = run_one(Api::<ServiceObject>::all(client.clone()), WatchSpec::proxied("Service"), shared.clone(), errors.clone());
+    let slices = run_one(Api::<SliceObject>::all(client.clone()), WatchSpec::proxied("EndpointSlice"), shared.clone(), errors.clone());
     let blocklists = run_one(
         Api::<SourceBlocklist>::all(client.clone()),
         WatchSpec { kind: "SourceBlocklist", config: watcher::Config::default(), optional: true },

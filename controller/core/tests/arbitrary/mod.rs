@@ -22,7 +22,7 @@ use proptest::prelude::*;
 use proptest::sample::select;
 use sluice_abi as abi;
 use sluice_core::incremental::{Changed, GroupKey, PlanInputs, service_group, slice_group};
-use sluice_core::{Capacity, Cidr, LbState, NodeContext, ObjectKey};
+use sluice_core::{Capacity, Cidr, LbState, NodeContext, ObjectKey, model};
 use sluice_crds::{BlocklistEntry, BlocklistPort, Protocol, SourceBlocklist, SourceBlocklistSpec};
 
 /// How many distinct values each pool holds, and how large objects grow.
@@ -242,9 +242,9 @@ pub fn blocklist() -> impl Strategy<Value = SourceBlocklist> {
 /// One event the agent's index may see.
 #[derive(Debug, Clone)]
 pub enum Change {
-    Service(Service),
+    Service(model::Service),
     DeleteService(ObjectKey),
-    Slice(EndpointSlice),
+    Slice(model::Slice),
     DeleteSlice(ObjectKey),
     /// A new ProxyConfig or Node: a new node context.
     Node(NodeContext),
@@ -258,9 +258,9 @@ fn key(prefix: &'static str, n: usize) -> impl Strategy<Value = ObjectKey> {
 
 pub fn change(u: Universe) -> impl Strategy<Value = Change> {
     prop_oneof![
-        6 => service(u).prop_map(Change::Service),
+        6 => service(u).prop_map(|s| Change::Service(model::Service::from_api(&s))),
         2 => key("s", u.names).prop_map(Change::DeleteService),
-        8 => slice(u).prop_map(Change::Slice),
+        8 => slice(u).prop_map(|s| Change::Slice(model::Slice::from_api(&s))),
         2 => key("e", u.max_slices).prop_map(Change::DeleteSlice),
         1 => node().prop_map(Change::Node),
         1 => blocklist().prop_map(Change::Blocklist),
@@ -272,8 +272,8 @@ pub fn change(u: Universe) -> impl Strategy<Value = Change> {
 /// label names), with the groups a change concerns marked the way the index marks them.
 #[derive(Debug, Clone)]
 pub struct World {
-    pub services: BTreeMap<ObjectKey, Service>,
-    pub slices: BTreeMap<ObjectKey, EndpointSlice>,
+    pub services: BTreeMap<ObjectKey, model::Service>,
+    pub slices: BTreeMap<ObjectKey, model::Slice>,
     by_group: BTreeMap<GroupKey, BTreeSet<ObjectKey>>,
     pub blocklists: BTreeMap<String, SourceBlocklist>,
     pub node: NodeContext,
@@ -288,14 +288,14 @@ impl World {
         match change {
             Change::Service(s) => {
                 changed.mark(service_group(s));
-                self.services.insert(ObjectKey::of(&s.metadata), s.clone());
+                self.services.insert(s.key.clone(), s.clone());
             }
             Change::DeleteService(k) => {
                 changed.mark(k.clone());
                 self.services.remove(k);
             }
             Change::Slice(s) => {
-                let k = ObjectKey::of(&s.metadata);
+                let k = s.key.clone();
                 self.forget_slice(&k, changed);
                 let group = slice_group(s);
                 changed.mark(group.clone());
@@ -332,10 +332,10 @@ impl World {
 }
 
 impl PlanInputs for World {
-    fn service(&self, group: &GroupKey) -> Option<&Service> {
+    fn service(&self, group: &GroupKey) -> Option<&model::Service> {
         self.services.get(group)
     }
-    fn slices(&self, group: &GroupKey) -> Vec<&EndpointSlice> {
+    fn slices(&self, group: &GroupKey) -> Vec<&model::Slice> {
         self.by_group.get(group).into_iter().flatten().filter_map(|k| self.slices.get(k)).collect()
     }
     fn groups(&self) -> BTreeSet<GroupKey> {
