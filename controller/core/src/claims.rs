@@ -6,7 +6,7 @@
 //! after every restart, whatever order the objects arrived in: so the owner is decided by a
 //! fixed precedence over everyone who asks, never by who came first.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use sluice_crds::Protocol;
@@ -45,10 +45,18 @@ pub fn address(fe: &Frontend) -> Address {
     (fe.ip.to_canonical(), fe.port, fe.proto)
 }
 
-/// Everyone asking for each address.
+/// What a frontend asks for: its address, and its kind for the precedence.
+pub type Ask = (Address, FrontendKind);
+
+pub fn ask(fe: &Frontend) -> Ask {
+    (address(fe), fe.kind)
+}
+
+/// Everyone asking for each address, in precedence order (a sorted list: nearly every address
+/// has one).
 #[derive(Debug, Clone, Default)]
 pub struct Claims {
-    by_address: BTreeMap<Address, BTreeSet<Precedence>>,
+    by_address: BTreeMap<Address, Vec<Precedence>>,
 }
 
 impl Claims {
@@ -61,19 +69,23 @@ impl Claims {
         self.winner(&address(fe)) == Some(&precedence(fe.kind, group))
     }
 
-    pub fn claim<'a>(&mut self, group: &GroupKey, frontends: impl IntoIterator<Item = &'a Frontend>) {
-        for fe in frontends {
-            self.by_address.entry(address(fe)).or_default().insert(precedence(fe.kind, group));
+    pub fn claim<'a>(&mut self, group: &GroupKey, asks: impl IntoIterator<Item = &'a Ask>) {
+        for (address, kind) in asks {
+            let claims = self.by_address.entry(*address).or_default();
+            let p = precedence(*kind, group);
+            if let Err(at) = claims.binary_search(&p) {
+                claims.insert(at, p);
+            }
         }
     }
 
-    pub fn withdraw<'a>(&mut self, group: &GroupKey, frontends: impl IntoIterator<Item = &'a Frontend>) {
-        for fe in frontends {
-            let address = address(fe);
-            if let Some(claims) = self.by_address.get_mut(&address) {
-                claims.remove(&precedence(fe.kind, group));
+    pub fn withdraw<'a>(&mut self, group: &GroupKey, asks: impl IntoIterator<Item = &'a Ask>) {
+        for (address, kind) in asks {
+            if let Some(claims) = self.by_address.get_mut(address) {
+                let p = precedence(*kind, group);
+                claims.retain(|c| *c != p);
                 if claims.is_empty() {
-                    self.by_address.remove(&address);
+                    self.by_address.remove(address);
                 }
             }
         }

@@ -76,6 +76,8 @@ impl Ids {
 #[derive(Debug, Clone)]
 pub(crate) struct IdTable<K: Ord> {
     pub(crate) space: IdSpace<K>,
+    /// Who holds each id (`space` the other way round).
+    idents: BTreeMap<u32, K>,
     refs: BTreeMap<K, u32>,
     /// Idents that lost their last user in this plan (swept at its end).
     unreferenced: BTreeSet<K>,
@@ -90,11 +92,17 @@ impl<K: Ord + Copy> IdTable<K> {
     pub(crate) fn from_previous(previous: &IdSpace<K>) -> Self {
         IdTable {
             space: previous.clone(),
+            idents: previous.held.iter().map(|(k, id)| (*id, *k)).collect(),
             refs: BTreeMap::new(),
             unreferenced: previous.held.keys().copied().collect(),
             blocked: previous.held.values().copied().collect(),
             freed_this_plan: Vec::new(),
         }
+    }
+
+    /// The ident holding `id`.
+    pub(crate) fn ident_of(&self, id: u32) -> Option<K> {
+        self.idents.get(&id).copied()
     }
 
     /// Whether a user holds `key` now.
@@ -120,6 +128,7 @@ impl<K: Ord + Copy> IdTable<K> {
                 let id = found?;
                 self.space.cursor = id;
                 self.space.held.insert(key, id);
+                self.idents.insert(id, key);
                 id
             }
         };
@@ -151,6 +160,7 @@ impl<K: Ord + Copy> IdTable<K> {
         let mut freed = Vec::new();
         for key in std::mem::take(&mut self.unreferenced) {
             if let Some(id) = self.space.held.remove(&key) {
+                self.idents.remove(&id);
                 freed.push(id);
             }
         }

@@ -67,14 +67,37 @@ pub struct PlanReport {
     pub touched: Option<Touched>,
 }
 
+/// What the planner keeps of a Service's translation once it is laid out: the addresses it
+/// claims and what it reports. Its frontends (with every endpoint) are translated again when
+/// the Service is laid out again, so they are never kept for every Service at once.
+#[derive(Debug, Default)]
+struct Part {
+    asks: Vec<claims::Ask>,
+    health_checks: Vec<HealthCheck>,
+    warnings: Vec<Warning>,
+}
+
+impl Part {
+    fn of(t: &Translation) -> Part {
+        Part { asks: t.frontends.iter().map(claims::ask).collect(), health_checks: t.health_checks.clone(), warnings: t.warnings.clone() }
+    }
+}
+
 pub struct Planner {
-    parts: BTreeMap<GroupKey, Translation>,
+    parts: BTreeMap<GroupKey, Part>,
     /// Who asks for each frontend address, over every part.
     claims: Claims,
     node: Option<NodeContext>,
     layout: Option<Layout>,
     /// The ids a full plan starts from when there is no layout yet (restored from the maps).
     previous: Ids,
+}
+
+/// A group's translation from its objects; None when it has neither a Service nor a slice.
+fn translate_group(inputs: &impl PlanInputs, group: &GroupKey, node: &NodeContext) -> Option<Translation> {
+    let svc = inputs.service(group);
+    let group_slices = inputs.slices(group);
+    (svc.is_some() || !group_slices.is_empty()).then(|| translate::translate(svc, group_slices, node))
 }
 
 impl Planner {
@@ -110,55 +133,85 @@ impl Planner {
     /// in `changed` (everything when the node context differs from the last plan's, or there is
     /// no layout yet).
     pub fn plan(&mut self, changed: Changed, inputs: &impl PlanInputs, node: &NodeContext, capacity: Capacity) -> PlanReport {
-        let mut full = self.layout.is_none() || self.node.as_ref() != Some(node) || changed == Changed::All;
-        let translated = |groups: &BTreeSet<GroupKey>| -> BTreeMap<GroupKey, Option<Translation>> {
-            groups
-                .iter()
-                .map(|group| {
-                    let svc = inputs.service(group);
-                    let group_slices = inputs.slices(group);
-                    (group.clone(), (svc.is_some() || !group_slices.is_empty()).then(|| translate::translate(svc, group_slices, node)))
-                })
-                .collect()
+        let full = self.layout.is_none() || self.node.as_ref() != Some(node) || changed == Changed::All;
+        let touched = match changed {
+            Changed::Groups(groups) if !full => self.plan_groups(groups, inputs, node, capacity),
+            _ => None,
         };
-        let mut groups: BTreeSet<GroupKey> = match changed {
-            _ if full => inputs.groups(),
-            Changed::All => unreachable!("a full plan"),
-            Changed::Groups(g) => g,
+        let touched = match touched {
+            Some(touched) => Some(touched),
+            None => {
+                self.plan_all(inputs, node, capacity);
+                None
+            }
         };
-        let mut fresh = translated(&groups);
+        self.node = Some(node.clone());
+
+        let layout = self.layout.as_ref().expect("laid out");
+        let mut warnings: Vec<Warning> = self.parts.values().flat_map(|t| t.warnings.iter()).chain(layout.warnings()).cloned().collect();
+        warnings.sort();
+        warnings.dedup();
+        PlanReport {
+            frontends: self.parts.values().map(|t| t.asks.len()).sum(),
+            health_checks: self.parts.values().flat_map(|t| t.health_checks.iter().cloned()).collect(),
+            warnings,
+            touched,
+        }
+    }
+
+    /// Lays out every group anew. Who owns each address is settled over all of them first
+    /// (frontend addresses do not depend on endpoints, so that pass translates without them);
+    /// then each group is translated in full, laid out and let go, one at a time.
+    fn plan_all(&mut self, inputs: &impl PlanInputs, node: &NodeContext, capacity: Capacity) {
+        let groups = inputs.groups();
+        self.parts.clear();
+        self.claims.clear();
+        for group in &groups {
+            if let Some(svc) = inputs.service(group) {
+                let asks: Vec<claims::Ask> = translate::translate(Some(svc), [], node).frontends.iter().map(claims::ask).collect();
+                self.claims.claim(group, &asks);
+            }
+        }
+        let previous = self.layout.as_ref().map_or_else(|| self.previous.clone(), Layout::ids);
+        let blocklist = self.layout.take().map(|l| l.state.blocklist).unwrap_or_default();
+        let mut layout = Layout::new(&previous);
+        layout.state.blocklist = blocklist;
+        for group in &groups {
+            if let Some(t) = translate_group(inputs, group, node) {
+                layout.add(group, &t.frontends, node, capacity, &self.claims);
+                self.parts.insert(group.clone(), Part::of(&t));
+            }
+        }
+        layout.finish();
+        self.layout = Some(layout);
+    }
+
+    /// Translates and lays out again the changed groups only (and those an address changed
+    /// hands between). None when only a full plan gives every node the same answer.
+    fn plan_groups(&mut self, mut groups: BTreeSet<GroupKey>, inputs: &impl PlanInputs, node: &NodeContext, capacity: Capacity) -> Option<Touched> {
+        let mut fresh: BTreeMap<GroupKey, Option<Translation>> = groups.iter().map(|g| (g.clone(), translate_group(inputs, g, node))).collect();
         // Which Services a full map refuses depends on the order they are laid out in: a full
         // plan goes by Service, a change at a time by arrival. Near a capacity, or once a Service
         // was refused (room that frees up must go to the first in order), only a full plan
         // gives every node the same answer.
-        let crowded = |l: &Layout| l.refused() || !l.surely_fits(fresh.values().flatten().flat_map(|t| t.frontends.iter()), capacity);
-        if !full && self.layout.as_ref().is_some_and(crowded) {
-            full = true;
-            groups = inputs.groups();
-            fresh = translated(&groups);
-        }
-        if full {
-            self.parts.clear();
+        let layout = self.layout.as_ref().expect("an incremental plan has a layout");
+        if layout.refused() || !layout.surely_fits(fresh.values().flatten().flat_map(|t| t.frontends.iter()), capacity) {
+            return None;
         }
         // Who owned each address these groups asked for or ask for now, before and after: a
         // Service whose address changes hands is laid out again too, winner and loser.
-        let asked = |parts: &BTreeMap<GroupKey, Translation>| -> BTreeSet<claims::Address> {
-            let old = groups.iter().filter_map(|g| parts.get(g)).flat_map(|t| t.frontends.iter());
-            let new = fresh.values().flatten().flat_map(|t| t.frontends.iter());
-            old.chain(new).map(claims::address).collect()
-        };
-        let contested = if full { BTreeSet::new() } else { asked(&self.parts) };
+        let old = groups.iter().filter_map(|g| self.parts.get(g)).flat_map(|p| p.asks.iter().map(|(a, _)| *a));
+        let new = fresh.values().flatten().flat_map(|t| t.frontends.iter()).map(claims::address);
+        let contested: BTreeSet<claims::Address> = old.chain(new).collect();
         let before: Vec<Option<claims::Precedence>> = contested.iter().map(|a| self.claims.winner(a).cloned()).collect();
-        if full {
-            self.claims.clear();
-        }
-        for (group, part) in fresh {
-            if let Some(old) = self.parts.remove(&group) {
-                self.claims.withdraw(&group, &old.frontends);
+        for (group, part) in &fresh {
+            if let Some(old) = self.parts.remove(group) {
+                self.claims.withdraw(group, &old.asks);
             }
-            if let Some(part) = part {
-                self.claims.claim(&group, &part.frontends);
-                self.parts.insert(group, part);
+            if let Some(t) = part {
+                let part = Part::of(t);
+                self.claims.claim(group, &part.asks);
+                self.parts.insert(group.clone(), part);
             }
         }
         for (address, before) in contested.iter().zip(before) {
@@ -167,46 +220,27 @@ impl Planner {
                 groups.extend(before.into_iter().chain(after).map(|(_, group)| group));
             }
         }
-        self.node = Some(node.clone());
-
-        let touched = if full {
-            let previous = self.layout.as_ref().map_or_else(|| self.previous.clone(), Layout::ids);
-            let blocklist = self.layout.take().map(|l| l.state.blocklist).unwrap_or_default();
-            let mut layout = Layout::new(&previous);
-            layout.state.blocklist = blocklist;
-            for (group, part) in &self.parts {
-                layout.add(group, &part.frontends, node, capacity, &self.claims);
+        // The groups laid out again only for an address that changed hands: their objects did
+        // not change, so their translation is what it was.
+        for group in &groups {
+            if !fresh.contains_key(group) && self.parts.contains_key(group) {
+                fresh.insert(group.clone(), translate_group(inputs, group, node));
             }
-            layout.finish();
-            self.layout = Some(layout);
-            None
-        } else {
-            let layout = self.layout.as_mut().expect("an incremental plan has a layout");
-            layout.begin();
-            // Every group out before any goes back in: an address that changes hands is free
-            // when its new owner is laid out.
-            for group in &groups {
-                layout.remove(group);
-            }
-            for group in &groups {
-                if let Some(part) = self.parts.get(group) {
-                    layout.add(group, &part.frontends, node, capacity, &self.claims);
-                }
-            }
-            layout.finish();
-            Some(std::mem::take(&mut layout.touched))
-        };
-
-        let layout = self.layout.as_ref().expect("laid out");
-        let mut warnings: Vec<Warning> = self.parts.values().flat_map(|t| t.warnings.iter()).chain(layout.warnings()).cloned().collect();
-        warnings.sort();
-        warnings.dedup();
-        PlanReport {
-            frontends: self.parts.values().map(|t| t.frontends.len()).sum(),
-            health_checks: self.parts.values().flat_map(|t| t.health_checks.iter().cloned()).collect(),
-            warnings,
-            touched,
         }
+        let layout = self.layout.as_mut().expect("an incremental plan has a layout");
+        layout.begin();
+        // Every group out before any goes back in: an address that changes hands is free
+        // when its new owner is laid out.
+        for group in &groups {
+            layout.remove(group);
+        }
+        for group in &groups {
+            if let Some(Some(t)) = fresh.get(group) {
+                layout.add(group, &t.frontends, node, capacity, &self.claims);
+            }
+        }
+        layout.finish();
+        Some(layout.touched.take().unwrap_or_default())
     }
 
     /// Consumes the planner for its state (a one-shot full plan).

@@ -42,17 +42,44 @@ impl Default for Capacity {
     }
 }
 
-/// What one Service put into the maps.
+/// What one Service put into the maps: per frontend, its header and slot counts (the slots'
+/// keys follow from them, and the backends from the slots), so a Service costs tens of bytes
+/// here whatever its number of endpoints.
 #[derive(Debug, Clone, Default)]
 struct Contribution {
-    services: Vec<SvcKey>,
-    backends: Vec<BackendIdent>,
-    frontends: Vec<FrontendIdent>,
+    placed: Vec<Placed>,
+    /// What only north-south frontends add; most Services have none.
+    extra: Option<Box<Extra>>,
+    warnings: Vec<Warning>,
+}
+
+/// One frontend laid out.
+#[derive(Debug, Clone)]
+struct Placed {
+    /// Slot 0 of scope EXT.
+    head: SvcKey,
+    ident: FrontendIdent,
+    /// Backend slots of scope EXT, and of scope INT when the frontend has it.
+    external: u16,
+    internal: Option<u16>,
+}
+
+impl Placed {
+    /// Every key of the services map this frontend holds, slot 0 of each scope first.
+    fn keys(&self) -> impl Iterator<Item = SvcKey> + '_ {
+        let scopes = [(abi::SCOPE_EXT, Some(self.external)), (abi::SCOPE_INT, self.internal)];
+        scopes.into_iter().filter_map(|(scope, count)| Some((scope, count?))).flat_map(move |(scope, count)| {
+            (0..=count).map(move |slot| SvcKey { scope, slot, ..self.head })
+        })
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+struct Extra {
     src_ranges: Vec<SrcRangeKey>,
     nodeports: Vec<NodePortKey>,
     lb_addrs: Vec<Addr>,
     maglev: Vec<MaglevKey>,
-    warnings: Vec<Warning>,
 }
 
 #[derive(Debug, Clone)]
@@ -68,8 +95,37 @@ pub(crate) struct Layout {
     /// The Services using each rev-NAT id, by frontend count: TCP and UDP frontends of one
     /// address and port share an id, also across Services, and its name must not depend on
     /// which of them was laid out last.
-    name_users: BTreeMap<u32, BTreeMap<GroupKey, u32>>,
-    pub(crate) touched: Touched,
+    name_users: BTreeMap<u32, Users>,
+    /// The keys this plan changed; None in a full plan, which compares everything.
+    pub(crate) touched: Option<Touched>,
+}
+
+/// The Services using one rev-NAT id, by frontend count, in key order: a sorted list, since
+/// nearly every id has one.
+#[derive(Debug, Clone, Default)]
+struct Users(Vec<(GroupKey, u32)>);
+
+impl Users {
+    fn add_ref(&mut self, group: &GroupKey) {
+        match self.0.binary_search_by(|(g, _)| g.cmp(group)) {
+            Ok(i) => self.0[i].1 += 1,
+            Err(i) => self.0.insert(i, (group.clone(), 1)),
+        }
+    }
+
+    fn drop_ref(&mut self, group: &GroupKey) {
+        if let Ok(i) = self.0.binary_search_by(|(g, _)| g.cmp(group)) {
+            if self.0[i].1 > 1 {
+                self.0[i].1 -= 1;
+            } else {
+                self.0.remove(i);
+            }
+        }
+    }
+
+    fn first(&self) -> Option<&GroupKey> {
+        self.0.first().map(|(g, _)| g)
+    }
 }
 
 fn add_ref<K: Ord>(refs: &mut BTreeMap<K, u32>, key: K) -> bool {
@@ -103,7 +159,7 @@ impl Layout {
             src_range_refs: BTreeMap::new(),
             nodeport_refs: BTreeMap::new(),
             name_users: BTreeMap::new(),
-            touched: Touched::default(),
+            touched: None,
         }
     }
 
@@ -150,46 +206,58 @@ impl Layout {
     pub(crate) fn begin(&mut self) {
         self.backend_ids.begin();
         self.frontend_ids.begin();
-        self.touched = Touched::default();
+        self.touched = Some(Touched::default());
+    }
+
+    fn touch(&mut self, record: impl FnOnce(&mut Touched) -> bool) {
+        if let Some(t) = &mut self.touched {
+            record(t);
+        }
     }
 
     /// Takes out everything `group` put in. Its ids stay reserved until [`Layout::finish`], so
     /// a Service replaced in place keeps them.
     pub(crate) fn remove(&mut self, group: &GroupKey) {
         let Some(c) = self.groups.remove(group) else { return };
-        for k in c.services {
-            self.state.services.remove(&k);
-            self.touched.services.insert(k);
+        let mut backends = Vec::new();
+        for k in c.placed.iter().flat_map(Placed::keys) {
+            if let Some(v) = self.state.services.remove(&k) {
+                if k.slot != 0 {
+                    backends.extend(self.backend_ids.ident_of(v.backend_id));
+                }
+            }
+            self.touch(|t| t.services.insert(k));
         }
-        for ident in c.backends {
+        for ident in backends {
             self.backend_ids.release(ident);
         }
-        for ident in c.frontends {
+        let Extra { src_ranges, nodeports, lb_addrs, maglev } = c.extra.map(|e| *e).unwrap_or_default();
+        for ident in c.placed.iter().map(|p| p.ident) {
             if let Some(id) = self.frontend_ids.space.get(&ident) {
                 if let Some(users) = self.name_users.get_mut(&id) {
-                    drop_ref(users, group.clone());
+                    users.drop_ref(group);
                 }
                 self.refresh_name(id);
             }
             self.frontend_ids.release(ident);
         }
-        for k in c.src_ranges {
+        for k in src_ranges {
             if drop_ref(&mut self.src_range_refs, k) {
                 self.state.src_ranges.remove(&k);
-                self.touched.src_ranges.insert(k);
+                self.touch(|t| t.src_ranges.insert(k));
             }
         }
-        for k in c.nodeports {
+        for k in nodeports {
             if drop_ref(&mut self.nodeport_refs, k) {
                 self.state.nodeports.remove(&k);
-                self.touched.nodeports.insert(k);
+                self.touch(|t| t.nodeports.insert(k));
             }
         }
-        for k in c.maglev {
+        for k in maglev {
             self.state.maglev.remove(&k);
-            self.touched.maglev.insert(k);
+            self.touch(|t| t.maglev.insert(k));
         }
-        for addr in c.lb_addrs {
+        for addr in lb_addrs {
             if let Some(users) = self.lb_addr_users.get_mut(&addr) {
                 users.remove(group);
             }
@@ -199,10 +267,10 @@ impl Layout {
 
     /// Names a rev-NAT id after the first Service using it (by namespace and name).
     fn refresh_name(&mut self, id: u32) {
-        match self.name_users.get(&id).and_then(|users| users.keys().next()) {
+        match self.name_users.get(&id).and_then(Users::first) {
             Some(first) => {
                 self.state.names.insert(id, FrontendName::new(&first.to_string()));
-                self.touched.names.insert(id);
+                self.touch(|t| t.names.insert(id));
             }
             // Unused: the id is freed, and its name removed, when the plan ends.
             None => {
@@ -219,7 +287,7 @@ impl Layout {
         } else {
             self.state.lb_addrs.insert(addr, FrontendAddrValue { flags });
         }
-        self.touched.lb_addrs.insert(addr);
+        self.touch(|t| t.lb_addrs.insert(addr));
     }
 
     /// Lays out the frontends of `group` (which must have been removed first, if present). With
@@ -233,6 +301,7 @@ impl Layout {
         let bind_protected =
             |fe: &Frontend| fe.kind == FrontendKind::NodePort && node.nodeport_bind_protection && fe.proto != sluice_crds::Protocol::SCTP;
         let mut c = Contribution::default();
+        let mut extra = Extra::default();
         // This Service's ClusterIP frontends laid out so far: their ids name the affinity groups
         // of the Service ports. Only its own: another Service's ClusterIP (a duplicate) would
         // share its affinity entries, and an id held over from the last plan may be freed.
@@ -294,7 +363,6 @@ impl Layout {
                 c.warnings.push(Warning::map_full(subject, "no free frontend id; not programmed"));
                 continue;
             };
-            c.frontends.push(ident);
             let rev_nat_id = rev_nat_id as u16;
             if fe.kind == FrontendKind::ClusterIp {
                 cluster_ips.insert((fe.ip, fe.port, fe.proto), rev_nat_id);
@@ -320,17 +388,17 @@ impl Layout {
             let affinity_words = [affinity(abi::SCOPE_EXT), affinity(abi::SCOPE_INT)];
             let id32 = u32::from(rev_nat_id);
             self.state.revnat.insert(id32, RevNatValue::new(fe.ip, fe.port));
-            *self.name_users.entry(id32).or_default().entry(group.clone()).or_insert(0) += 1;
+            self.name_users.entry(id32).or_default().add_ref(group);
             self.refresh_name(id32);
-            self.touched.revnat.insert(id32);
+            self.touch(|t| t.revnat.insert(id32));
 
             for range in &fe.source_ranges {
                 let k = SrcRangeKey::new(id32, range.addr, range.bits);
                 if add_ref(&mut self.src_range_refs, k) {
                     self.state.src_ranges.insert(k, PRESENT);
-                    self.touched.src_ranges.insert(k);
+                    self.touch(|t| t.src_ranges.insert(k));
                 }
-                c.src_ranges.push(k);
+                extra.src_ranges.push(k);
             }
             // A node address used as an externalIP still serves ssh, kubelet and replies to the
             // node's own connections: it must never drop "unknown ports".
@@ -338,20 +406,21 @@ impl Layout {
                 let addr = Addr::from(fe.ip);
                 *self.lb_addr_users.entry(addr).or_default().entry(group.clone()).or_insert(0) |= u32::from(fe.flags);
                 self.refresh_lb_addr(addr);
-                c.lb_addrs.push(addr);
+                extra.lb_addrs.push(addr);
             }
             if bind_protected(fe) {
                 let k = nodeport;
                 if add_ref(&mut self.nodeport_refs, k) {
                     self.state.nodeports.insert(k, PRESENT);
-                    self.touched.nodeports.insert(k);
+                    self.touch(|t| t.nodeports.insert(k));
                 }
-                c.nodeports.push(k);
+                extra.nodeports.push(k);
             }
             let mut flags = fe.flags;
             if fe.internal.is_some() {
                 flags |= abi::SVC_F_TWO_SCOPES;
             }
+            let mut counts: Vec<u16> = Vec::with_capacity(2);
             let mut scopes = vec![(abi::SCOPE_EXT, &fe.external)];
             if let Some(internal) = &fe.internal {
                 scopes.push((abi::SCOPE_INT, internal));
@@ -367,15 +436,13 @@ impl Layout {
                         c.warnings.push(Warning::map_full(subject.clone(), format!("no free backend id for {}:{}", t.ip, t.port)));
                         continue;
                     };
-                    c.backends.push(bident);
                     picked.push((format!("{}:{}/{}", t.ip, t.port, fe.proto), id));
                     self.state.backends.insert(id, backend_entry(t, fe));
-                    self.touched.backends.insert(id);
+                    self.touch(|t| t.backends.insert(id));
                     count += 1;
                     let k = SvcKey::new(fe.ip, fe.port, fe.proto.number(), scope, count);
                     self.state.services.insert(k, SvcValue { backend_id: id, rev_nat_id, ..SvcValue::default() });
-                    self.touched.services.insert(k);
-                    c.services.push(k);
+                    self.touch(|t| t.services.insert(k));
                 }
                 let lb_alg = if maglev && !picked.is_empty() {
                     let names: Vec<String> = picked.iter().map(|(n, _)| n.clone()).collect();
@@ -385,8 +452,8 @@ impl Layout {
                     }
                     let k = MaglevKey { rev_nat_id, scope, proto: fe.proto.number() };
                     self.state.maglev.insert(k, table);
-                    self.touched.maglev.insert(k);
-                    c.maglev.push(k);
+                    self.touch(|t| t.maglev.insert(k));
+                    extra.maglev.push(k);
                     abi::LB_ALG_MAGLEV
                 } else {
                     abi::LB_ALG_RANDOM
@@ -394,9 +461,13 @@ impl Layout {
                 let k = SvcKey::new(fe.ip, fe.port, fe.proto.number(), scope, 0);
                 let backend_id = affinity_words[usize::from(scope == abi::SCOPE_INT)];
                 self.state.services.insert(k, SvcValue { backend_id, affinity_timeout: fe.affinity_timeout, count, rev_nat_id, flags, lb_alg, pad: 0 });
-                self.touched.services.insert(k);
-                c.services.push(k);
+                self.touch(|t| t.services.insert(k));
+                counts.push(count);
             }
+            c.placed.push(Placed { head, ident, external: counts[0], internal: counts.get(1).copied() });
+        }
+        if !(extra.src_ranges.is_empty() && extra.nodeports.is_empty() && extra.lb_addrs.is_empty() && extra.maglev.is_empty()) {
+            c.extra = Some(Box::new(extra));
         }
         self.groups.insert(group.clone(), c);
     }
@@ -405,13 +476,13 @@ impl Layout {
     pub(crate) fn finish(&mut self) {
         for id in self.backend_ids.sweep() {
             self.state.backends.remove(&id);
-            self.touched.backends.insert(id);
+            self.touch(|t| t.backends.insert(id));
         }
         for id in self.frontend_ids.sweep() {
             self.state.revnat.remove(&id);
             self.state.names.remove(&id);
-            self.touched.revnat.insert(id);
-            self.touched.names.insert(id);
+            self.touch(|t| t.revnat.insert(id));
+            self.touch(|t| t.names.insert(id));
         }
     }
 }
