@@ -104,9 +104,14 @@ fn slice(i: usize, endpoints: usize, pool: usize) -> String {
 fn list<K: serde::de::DeserializeOwned + Clone, Kept>(n: usize, kind: &str, item: impl Fn(usize) -> String, keep: impl Fn(K) -> Kept) -> Vec<Kept> {
     let mut all = Vec::with_capacity(0);
     for first in (0..n).step_by(5000) {
-        let items: Vec<String> = (first..(first + 5000).min(n)).map(&item).collect();
-        let page = format!(r#"{{"kind":"{kind}","apiVersion":"v1","metadata":{{"resourceVersion":"99"}},"items":[{}]}}"#, items.join(","));
-        drop(items);
+        let mut page = format!(r#"{{"kind":"{kind}","apiVersion":"v1","metadata":{{"resourceVersion":"99"}},"items":["#);
+        for i in first..(first + 5000).min(n) {
+            if i > first {
+                page.push(',');
+            }
+            page.push_str(&item(i));
+        }
+        page.push_str("]}");
         let list: kube::core::ObjectList<K> = serde_json::from_slice(page.as_bytes()).expect("a page decodes");
         drop(page);
         all.extend(list.items.into_iter().map(&keep));

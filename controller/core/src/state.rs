@@ -138,8 +138,9 @@ macro_rules! define_lb_state {
             }
 
             /// The writes of one phase that make `current` hold what `self` holds: puts of new
-            /// or changed entries, or deletes of entries `self` lacks.
-            pub fn puts_in_phase(&self, current: &LbState, phase: u8, ops: &mut Vec<Op>) {
+            /// or changed entries, or deletes of entries `self` lacks. Made one at a time into
+            /// `ops` (a list, or a sink that writes them straight to the maps).
+            pub fn puts_in_phase(&self, current: &LbState, phase: u8, ops: &mut impl Extend<Op>) {
                 $(
                     let in_phase = $phase;
                     ops.extend(
@@ -151,7 +152,7 @@ macro_rules! define_lb_state {
                 )*
             }
 
-            pub fn deletes_in_phase(&self, current: &LbState, phase: u8, ops: &mut Vec<Op>) {
+            pub fn deletes_in_phase(&self, current: &LbState, phase: u8, ops: &mut impl Extend<Op>) {
                 $(
                     let in_phase = $phase;
                     ops.extend(

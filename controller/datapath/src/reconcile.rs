@@ -18,13 +18,13 @@ use crate::maps::{LbMaps, MapError};
 pub fn diff(desired: &LbState, current: &LbState) -> Vec<Op> {
     let mut ops = room_first(desired, current);
     if ops.is_empty() {
-        ops.extend(ordered(desired, current));
+        ordered(desired, current, &mut ops);
     } else {
         let mut after = current.clone();
         for op in &ops {
             op.apply_to(&mut after);
         }
-        ops.extend(ordered(desired, &after));
+        ordered(desired, &after, &mut ops);
     }
     ops
 }
@@ -68,15 +68,55 @@ fn room_first(desired: &LbState, current: &LbState) -> Vec<Op> {
 
 /// Puts in the order lookups need them (ascending phase, see `for_each_lb_map!`), then the
 /// deletions in reverse order.
-fn ordered(desired: &LbState, current: &LbState) -> Vec<Op> {
-    let mut ops = Vec::new();
+fn ordered(desired: &LbState, current: &LbState, ops: &mut impl Extend<Op>) {
     for phase in PHASES {
-        desired.puts_in_phase(current, phase, &mut ops);
+        desired.puts_in_phase(current, phase, ops);
     }
     for phase in PHASES.rev() {
-        desired.deletes_in_phase(current, phase, &mut ops);
+        desired.deletes_in_phase(current, phase, ops);
     }
-    ops
+}
+
+/// Writes ops to the maps as they are made, until one fails; counts the rest.
+struct Writer<'a> {
+    maps: &'a mut dyn LbMaps,
+    stats: SyncStats,
+    failed: Option<MapError>,
+    total: usize,
+}
+
+impl Extend<Op> for Writer<'_> {
+    fn extend<I: IntoIterator<Item = Op>>(&mut self, ops: I) {
+        for op in ops {
+            self.total += 1;
+            if self.failed.is_some() {
+                continue;
+            }
+            match self.maps.apply(&op) {
+                Ok(()) if op.is_delete() => self.stats.deletes += 1,
+                Ok(()) => self.stats.writes += 1,
+                Err(e) => self.failed = Some(e),
+            }
+        }
+    }
+}
+
+/// Keeps the first `left` ops it is given.
+struct First {
+    left: usize,
+    ops: Vec<Op>,
+}
+
+impl Extend<Op> for First {
+    fn extend<I: IntoIterator<Item = Op>>(&mut self, ops: I) {
+        for op in ops {
+            if self.left == 0 {
+                return;
+            }
+            self.left -= 1;
+            self.ops.push(op);
+        }
+    }
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -111,9 +151,35 @@ impl Reconciler {
 
     /// Applies the ops in order; on the first failure it stops, so the maps stay consistent and
     /// the mirror records exactly what landed. The next sync retries the rest.
+    ///
+    /// The deletions that make room go first, mirrored as they land; then every other op is
+    /// written as it is made, never listed (at 100,000 Services the list of a cold start's ops
+    /// would be one more copy of the world), and the mirror becomes a copy of `desired` once
+    /// they all landed.
     pub fn sync(&mut self, maps: &mut dyn LbMaps, desired: &LbState) -> Result<SyncStats, SyncError> {
-        let ops = diff(desired, &self.current);
-        self.apply(maps, ops)
+        let room = room_first(desired, &self.current);
+        let room_ops = room.len();
+        let first = self.apply(maps, room)?;
+        let mut writer = Writer { maps, stats: SyncStats::default(), failed: None, total: 0 };
+        ordered(desired, &self.current, &mut writer);
+        let Writer { stats, failed, total, .. } = writer;
+        match failed {
+            None => {
+                self.current = LbState::default();
+                self.current = desired.clone();
+                Ok(SyncStats { writes: first.writes + stats.writes, deletes: first.deletes + stats.deletes })
+            }
+            Some(source) => {
+                // The same ops again, as far as they landed, into the mirror.
+                let applied = stats.writes + stats.deletes;
+                let mut landed = First { left: applied, ops: Vec::new() };
+                ordered(desired, &self.current, &mut landed);
+                for op in &landed.ops {
+                    op.apply_to(&mut self.current);
+                }
+                Err(SyncError { applied: room_ops + applied, total: room_ops + total, source })
+            }
+        }
     }
 
     /// Like [`Reconciler::sync`], comparing only the keys a plan says it touched (and every
