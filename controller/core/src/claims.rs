@@ -74,6 +74,7 @@ impl Claims {
             let claims = self.by_address.entry(*address).or_default();
             let p = precedence(*kind, group);
             if let Err(at) = claims.binary_search(&p) {
+                claims.reserve_exact(1);
                 claims.insert(at, p);
             }
         }

@@ -109,7 +109,11 @@ impl Users {
     fn add_ref(&mut self, group: &GroupKey) {
         match self.0.binary_search_by(|(g, _)| g.cmp(group)) {
             Ok(i) => self.0[i].1 += 1,
-            Err(i) => self.0.insert(i, (group.clone(), 1)),
+            Err(i) => {
+                // Room for exactly one more: a Vec's first growth would make room for four.
+                self.0.reserve_exact(1);
+                self.0.insert(i, (group.clone(), 1))
+            }
         }
     }
 
@@ -466,6 +470,7 @@ impl Layout {
             }
             c.placed.push(Placed { head, ident, external: counts[0], internal: counts.get(1).copied() });
         }
+        c.placed.shrink_to_fit();
         if !(extra.src_ranges.is_empty() && extra.nodeports.is_empty() && extra.lb_addrs.is_empty() && extra.maglev.is_empty()) {
             c.extra = Some(Box::new(extra));
         }

@@ -236,7 +236,9 @@ pub struct SliceObject {
 }
 
 impl SliceObject {
-    pub fn into_model(self) -> Slice {
+    pub fn into_model(mut self) -> Slice {
+        // Decoding grows the list by doubling: 10 endpoints would hold room for 16.
+        self.endpoints.shrink_to_fit();
         let address_type = match self.address_type.as_str() {
             "IPv4" => AddressType::IPv4,
             "IPv6" => AddressType::IPv6,

@@ -72,6 +72,7 @@ impl Index {
         let group = slice_group(&s);
         let list = self.slices_by_group.entry(group.clone()).or_default();
         if let Err(at) = list.binary_search(&s.key) {
+            list.reserve_exact(1);
             list.insert(at, s.key.clone());
         }
         self.changed.mark(group);
@@ -89,7 +90,9 @@ impl Index {
         self.slices_by_group.clear();
         // In key order, so each list is sorted as it grows.
         for (k, s) in &self.slices {
-            self.slices_by_group.entry(slice_group(s)).or_default().push(k.clone());
+            let list = self.slices_by_group.entry(slice_group(s)).or_default();
+            list.reserve_exact(1);
+            list.push(k.clone());
         }
         self.changed = Changed::All;
         self.slices_listed = true;
