@@ -465,3 +465,56 @@ impl From<EndpointWire> for Endpoint {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_api_json_reads_into_what_planning_needs_and_nulls_read_as_empty() {
+        let svc: ServiceObject = serde_json::from_str(
+            r#"{"metadata": {"name": "web", "resourceVersion": "7", "labels": {"app": "web"}, "annotations": {"a": "b"},
+                 "managedFields": [{"manager": "kubectl", "fieldsV1": {"f:spec": {}}}]},
+                "spec": {"type": "LoadBalancer", "clusterIP": "10.96.0.10", "clusterIPs": null, "ports": [{"name": "http", "port": 80, "protocol": "SCTPX"}],
+                         "externalTrafficPolicy": "Local", "sessionAffinity": "ClientIP", "externalIPs": ["nope"], "loadBalancerSourceRanges": ["10.0.0.0/8"]},
+                "status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.1"}, {"ip": "192.0.2.2", "ipMode": "Proxy"}]}}}"#,
+        )
+        .unwrap();
+        assert_eq!(svc.metadata.resource_version.as_deref(), Some("7"), "the watcher resumes from it");
+        assert!(svc.metadata.managed_fields.is_none() && svc.metadata.annotations.is_none(), "skipped unread");
+        let svc = svc.into_model();
+        assert_eq!(svc.key, ObjectKey::new("default", "web"));
+        let spec = svc.spec.as_ref().unwrap();
+        assert_eq!(spec.type_, ServiceType::LoadBalancer);
+        assert_eq!(spec.cluster_ips, [Parsed::Ok("10.96.0.10".parse().unwrap())], "clusterIP when clusterIPs is null");
+        assert_eq!(spec.ports[0].protocol, Parsed::Bad("SCTPX".into()));
+        assert!(spec.external_local && spec.client_ip_affinity && !spec.internal_local);
+        assert_eq!(spec.external_ips, [Parsed::Bad("nope".into())]);
+        assert_eq!(svc.ingress.iter().map(|i| i.vip).collect::<Vec<_>>(), [true, false]);
+
+        let slice: SliceObject = serde_json::from_str(
+            r#"{"metadata": {"name": "web-1", "namespace": "shop", "labels": {"kubernetes.io/service-name": "web"}},
+                "addressType": "IPv4", "ports": null,
+                "endpoints": [{"addresses": ["10.244.1.2", "10.244.1.3"], "conditions": {"ready": false}, "nodeName": "n1",
+                               "targetRef": {"kind": "Pod", "name": "web-abc", "uid": "x"}, "zone": "z1", "hints": {"forZones": [{"name": "z1"}]}},
+                              {"addresses": null}]}"#,
+        )
+        .unwrap();
+        let slice = slice.into_model();
+        assert_eq!((slice.key.to_string(), slice.service.as_deref()), ("shop/web-1".to_string(), Some("web")));
+        assert!(slice.ports.is_empty());
+        let ep = &slice.endpoints[0];
+        assert_eq!(ep.address, Some(Parsed::Ok("10.244.1.2".parse().unwrap())), "the first address only");
+        assert_eq!((ep.ready, ep.serving, ep.node_name.as_deref()), (Some(false), None, Some("n1")));
+        assert_eq!(ep.hints.as_ref().unwrap().zones, [Name::from("z1")]);
+        assert_eq!(slice.endpoints[1].address, None);
+        assert!(std::ptr::eq(Name::shared("n1").as_str(), ep.node_name.as_ref().unwrap().as_str()), "one copy of a node name");
+    }
+
+    #[test]
+    fn a_k8s_openapi_object_reads_the_same_as_its_json() {
+        let json = r#"{"metadata": {"name": "a", "namespace": "x"}, "spec": {"clusterIP": "10.96.0.1", "ports": [{"port": 53, "protocol": "UDP", "nodePort": 30053}]}}"#;
+        let api: k8s_openapi::api::core::v1::Service = serde_json::from_str(json).unwrap();
+        assert_eq!(Service::from_api(&api), serde_json::from_str::<ServiceObject>(json).unwrap().into_model());
+    }
+}
