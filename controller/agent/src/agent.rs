@@ -239,6 +239,17 @@ async fn map_capacities(client: &kube::Client) -> std::collections::BTreeMap<&'s
     }
 }
 
+/// Returns to the kernel the memory a full plan freed (the list pages, the previous layout): the
+/// allocator keeps freed pages otherwise, and at 20,000 Services half of the resident memory
+/// would be free space.
+fn give_back_freed_memory() {
+    // SAFETY: malloc_trim only walks the allocator's own free lists.
+    #[cfg(target_env = "gnu")]
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// The cgroup v2 mount point, read from /proc/mounts (hybrid hierarchies put it elsewhere
 /// than /sys/fs/cgroup).
 fn cgroup2_mount() -> anyhow::Result<PathBuf> {
@@ -453,6 +464,9 @@ async fn run(args: AgentArgs) -> anyhow::Result<()> {
         match &report.outcome {
             crate::sync::Outcome::Waiting => {}
             crate::sync::Outcome::Synced(stats) => {
+                if report.planned_in_full {
+                    give_back_freed_memory();
+                }
                 {
                     let mut f = facts.lock().expect("facts");
                     f.block_owners = report.block_owners.clone().unwrap_or_default();

@@ -76,6 +76,8 @@ pub struct Report {
     pub pending_since: Option<Instant>,
     /// Whether the backends may have changed (a full plan, or one that touched backends).
     pub backends_changed: bool,
+    /// Whether everything was laid out anew (a start, a new node context, a map near full).
+    pub planned_in_full: bool,
     pub planned_in: Duration,
     pub took: Duration,
 }
@@ -95,6 +97,7 @@ impl Report {
             frontends: 0,
             pending_since: None,
             backends_changed: false,
+            planned_in_full: false,
             planned_in: Duration::ZERO,
             took: Duration::ZERO,
         }
@@ -175,6 +178,7 @@ impl Syncer {
                 generation: index.generation,
                 frontends: plan.frontends,
                 backends_changed: plan.touched.as_ref().is_none_or(|t| !t.backends.is_empty()),
+                planned_in_full: plan.touched.is_none(),
                 ..Report::waiting(events, node_eligible)
             };
             (plan, blocks, report)
