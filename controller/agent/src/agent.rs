@@ -418,6 +418,7 @@ async fn run(args: AgentArgs) -> anyhow::Result<()> {
         maglev: false,
         zone: None,
         nodeport_bind_protection: true,
+        service_slots: loader::capacity(sluice_abi::MAP_SERVICES).unwrap_or(sluice_abi::SERVICES_MAX) as usize,
     };
     let settings = crate::sync::Settings {
         flag_acceleration: args.nodeport_acceleration.into(),

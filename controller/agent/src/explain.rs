@@ -247,6 +247,7 @@ mod tests {
             maglev: false,
             zone: Some("z1".into()),
             nodeport_bind_protection: true,
+            ..Default::default()
         };
         plan(&o.services, &o.slices, &node, &Ids::default(), Capacity::default()).desired
     }

@@ -297,7 +297,7 @@ mod tests {
     #[test]
     fn incremental_plans_equal_full_plans_through_a_sequence_of_changes() {
         let node =
-            NodeContext { node_name: Some("n1".into()), node_ips: vec!["172.30.0.11".parse().unwrap()], external_ip_cidrs: None, maglev: false, zone: None, nodeport_bind_protection: true };
+            NodeContext { node_name: Some("n1".into()), node_ips: vec!["172.30.0.11".parse().unwrap()], external_ip_cidrs: None, maglev: false, zone: None, nodeport_bind_protection: true, ..NodeContext::default() };
         let mut planner = Planner::new(Ids::default());
         let mut before: Option<LbState> = None;
         let worlds: Vec<_> = (0..12).map(|step| objects(&world(step))).collect();
@@ -343,7 +343,7 @@ mod tests {
         let (services, slices) = objects(&world(1));
         let inputs = Listed::new(&services, &slices);
         let mut planner = Planner::new(Ids::default());
-        let node = NodeContext { node_name: Some("n1".into()), node_ips: vec![], external_ip_cidrs: None, maglev: false, zone: None, nodeport_bind_protection: true };
+        let node = NodeContext { node_name: Some("n1".into()), node_ips: vec![], external_ip_cidrs: None, maglev: false, zone: None, nodeport_bind_protection: true, ..NodeContext::default() };
         planner.plan(Changed::All, &inputs, &node, Capacity::default());
         let before = planner.desired().clone();
         // Nothing marked, but the node lost its name: local flags must go.

@@ -140,6 +140,7 @@ impl Fixture {
             maglev,
             zone: None,
             nodeport_bind_protection: true,
+            ..Default::default()
         };
         let p = plan(&objects.services, &objects.slices, &node, &Ids::default(), Capacity::default());
         // The SCTP Services' one warning (no socket hook for SCTP) is expected.
