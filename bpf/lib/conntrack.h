@@ -132,17 +132,25 @@ static __always_inline int ct_closed(__u8 flags)
 	return (flags & SLUICE_CT_F_CLOSED) == SLUICE_CT_F_CLOSED;
 }
 
-/* The entry under `k` in the table of its protocol; for TCP, a handshake on the tuple of a flow
- * that is not open (a client port reused) is the newer flow and wins, and so it does for a
- * SYN-ACK (`syn_ack`), which only a handshake expects. `table` gets its table. */
-static __always_inline struct sluice_ct_value *ct_find(__u8 proto, const struct sluice_ct_key *k, int syn_ack,
+/* Whether a TCP lookup looks in the handshake table too: every packet that is not one pays for
+ * the lookup, so only where a packet of a handshake can be. */
+enum ct_handshake {
+	CT_HS_NO,
+	CT_HS_FALLBACK, /* when the established table has no open entry: a handshake on the tuple of
+			 * a flow that is over (a client port reused) is the newer flow and wins */
+	CT_HS_FIRST,    /* first: a SYN-ACK, which only a handshake expects */
+};
+
+/* The entry under `k` in the table of its protocol, or the handshake table as `hs` says. `table`
+ * gets its table. */
+static __always_inline struct sluice_ct_value *ct_find(__u8 proto, const struct sluice_ct_key *k, enum ct_handshake hs,
 						       enum ct_table *table)
 {
 	struct sluice_ct_value *found, *handshake;
 
 	*table = ct_table_of(proto);
 	found = ct_lookup(*table, k);
-	if (proto != IPPROTO_TCP || (found && !ct_closed(found->flags) && !syn_ack))
+	if (proto != IPPROTO_TCP || hs == CT_HS_NO || (found && !ct_closed(found->flags) && hs != CT_HS_FIRST))
 		return found;
 	handshake = ct_lookup(CT_HANDSHAKE, k);
 	if (!handshake)
@@ -158,13 +166,13 @@ static __always_inline struct sluice_ct_value *ct_find(__u8 proto, const struct 
  */
 static __always_inline struct sluice_ct_value *ct_reply_lookup(__u8 proto, const struct sluice_addr *saddr, __be16 sport,
 							       const struct sluice_addr *daddr, __be16 dport, int egress,
-							       int syn_ack, enum ct_table *table)
+							       enum ct_handshake hs, enum ct_table *table)
 {
 	struct sluice_ct_key rk;
 	struct sluice_ct_value *rev;
 
 	ct_key(&rk, SLUICE_CT_REVERSE, proto, saddr, sport, daddr, dport);
-	rev = ct_find(proto, &rk, syn_ack, table);
+	rev = ct_find(proto, &rk, hs, table);
 	if (!rev || !!(rev->flags & SLUICE_CT_F_SNAT) == egress)
 		return 0;
 	return rev;
@@ -206,15 +214,49 @@ static __always_inline __u8 ct_close_bits(const struct pkt *p, __u8 fin)
 	return (p->tcp_flags & SLUICE_TCP_FIN) ? fin : 0;
 }
 
-/* The forward entry of the flow `p` continues, if any, and its table; `fk` is left holding its
- * key. */
+/* Where a backend's reply looks for its flow: a SYN-ACK in the handshake table first; anything
+ * else there when no open established flow has it (a server may send data before the client's
+ * ACK arrives, with TCP Fast Open). */
+static __always_inline enum ct_handshake ct_reply_handshake(const struct pkt *p)
+{
+	return tcp_syn_ack(p) ? CT_HS_FIRST : CT_HS_FALLBACK;
+}
+
+/* The key of the frontend a client's packet is for. */
+static __always_inline void frontend_key(struct sluice_svc_key *key, const struct pkt *p)
+{
+	key->addr = p->daddr;
+	key->port = p->dport;
+	key->proto = p->proto;
+}
+
+/*
+ * The forward entry of the flow `p` continues, if any, and its table; `fk` is left holding its
+ * key. A handshake is looked for only for TCP to a frontend; `frontend` says whether `p` is to
+ * one when that was looked up (1 or 0), else -1.
+ */
 static __always_inline struct sluice_ct_value *ct_forward_lookup(struct sluice_ct_key *fk, const struct pkt *p, __u8 now,
-								 enum ct_table *table)
+								 enum ct_table *table, int *frontend)
 {
 	struct sluice_ct_value *found;
 
 	ct_key(fk, SLUICE_CT_FORWARD, p->proto, &p->saddr, p->sport, &p->daddr, p->dport);
-	found = ct_find(p->proto, fk, 0, table);
+	found = ct_find(p->proto, fk, CT_HS_NO, table);
+	*frontend = -1;
+	if (p->proto == IPPROTO_TCP && (!found || ct_closed(found->flags))) {
+		struct sluice_svc_key key = {};
+
+		frontend_key(&key, p);
+		*frontend = !!lb_header(&key, 0);
+		if (*frontend) {
+			struct sluice_ct_value *handshake = ct_lookup(CT_HANDSHAKE, fk);
+
+			if (handshake) {
+				found = handshake;
+				*table = CT_HANDSHAKE;
+			}
+		}
+	}
 	/* An idle UDP flow is over: this datagram starts a new one, balanced afresh. */
 	if (found && ct_idle(found, now))
 		return 0;

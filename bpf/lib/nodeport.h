@@ -43,14 +43,6 @@ static __always_inline __u32 flow_hash(const struct pkt *p)
 	return h ? h : 1;
 }
 
-/* The key of the frontend a client's packet is for. */
-static __always_inline void frontend_key(struct sluice_svc_key *key, const struct pkt *p)
-{
-	key->addr = p->daddr;
-	key->port = p->dport;
-	key->proto = p->proto;
-}
-
 /*
  * A packet of a known flow (its forward entry `found`, in `table`): records a close, keeps both
  * entries fresh, and copies the entry to `fwd` for the rewrite. NS_TRANSLATE, or the verdict.
@@ -216,11 +208,13 @@ static __always_inline enum ns_action ns_apply(ctx_t *ctx, struct pkt *p, const 
  * starts nothing (spoofed ACKs cannot fill conntrack); to anything else it is not ours. To a
  * frontend without endpoints it goes on to ns_select (NS_TRANSLATE), refused as every packet
  * to such a Service is. */
-static __always_inline enum ns_action ns_untracked(const struct pkt *p)
+static __always_inline enum ns_action ns_untracked(const struct pkt *p, int frontend)
 {
 	struct sluice_svc_key key = {};
 	struct sluice_svc_value *svc;
 
+	if (!frontend)
+		return NS_PASS;
 	frontend_key(&key, p);
 	svc = lb_header(&key, 0);
 	if (!svc)
@@ -241,8 +235,9 @@ static __always_inline enum ns_action ns_forward(ctx_t *ctx, struct pkt *p, stru
 	__u16 rev_nat_id = 0;
 	enum ct_table table;
 	enum ns_action act;
+	int frontend;
 
-	found = ct_forward_lookup(&fk, p, now, &table);
+	found = ct_forward_lookup(&fk, p, now, &table, &frontend);
 	/* A handshake completes in tc (XDP has no stack left for it); a SYN sent again is
 	 * followed where it is seen. */
 	if (found && table == CT_HANDSHAKE && !tcp_pure_syn(p)) {
@@ -254,7 +249,7 @@ static __always_inline enum ns_action ns_forward(ctx_t *ctx, struct pkt *p, stru
 	}
 	if (found)
 		act = ns_follow(p, found, table, now, &fwd);
-	else if (p->proto == IPPROTO_TCP && !tcp_pure_syn(p) && (act = ns_untracked(p)) != NS_TRANSLATE)
+	else if (p->proto == IPPROTO_TCP && !tcp_pure_syn(p) && (act = ns_untracked(p, frontend)) != NS_TRANSLATE)
 		return act;
 	else if ((act = ns_select(p, &be, &rev_nat_id)) == NS_TRANSLATE)
 		act = ns_plan(ctx, p, &fk, &be, rev_nat_id, now, &fwd);
@@ -271,7 +266,16 @@ static __always_inline enum ns_action ns_reverse(ctx_t *ctx, struct pkt *p, int 
 	enum ct_table table;
 	int snat;
 
-	found = ct_reply_lookup(p->proto, &p->saddr, p->sport, &p->daddr, p->dport, egress, tcp_syn_ack(p), &table);
+	/* On ingress only the replies of SNATed flows are translated, and they are addressed to the
+	 * node's SNAT address: anything else (traffic between pods of different nodes above all)
+	 * leaves without a conntrack lookup. */
+	if (!egress) {
+		struct sluice_config *cfg = node_config();
+
+		if (!cfg || !addr_eq(&p->daddr, p->v6 ? &cfg->node_ip6 : &cfg->node_ip4))
+			return NS_PASS;
+	}
+	found = ct_reply_lookup(p->proto, &p->saddr, p->sport, &p->daddr, p->dport, egress, ct_reply_handshake(p), &table);
 	if (!found)
 		return NS_PASS;
 	if (table == CT_HANDSHAKE) {

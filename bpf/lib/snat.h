@@ -88,7 +88,7 @@ static __always_inline int snat_port(ctx_t *ctx, const struct pkt *p, const stru
 #pragma unroll
 	for (int i = 0; i < SNAT_PORT_TRIES; i++) {
 		rk.dport = bpf_htons(candidate);
-		taken = ct_find(p->proto, &rk, 0, &table);
+		taken = ct_find(p->proto, &rk, CT_HS_FALLBACK, &table);
 		/* Free, or already this very flow's (its forward entry was evicted). */
 		int ours = !taken || ct_reverse_is_flow(taken, p);
 

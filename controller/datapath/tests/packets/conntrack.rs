@@ -158,10 +158,14 @@ fn a_tcp_packet_other_than_a_syn_starts_no_flow() {
     assert_eq!(fx.xdp(&ack).verdict, XDP_DROP);
     assert_eq!(fx.counter(Counter::XdpDropNotSyn), 1);
     assert!(fx.ct().is_empty(), "{:?}", fx.ct());
-    // To an address that is no frontend: not ours.
+    // To an address that is no frontend: not ours, on the node's address or, between pods of
+    // different nodes, on a pod's.
     let other = tcp(CLIENT, 40120).to(NODE4, 22).segment(ACK);
     assert_eq!(fx.ingress(&other), (TC_ACT_UNSPEC, other.clone()));
     assert_eq!(fx.xdp(&other), (XDP_PASS, other.clone()));
+    let pod_to_pod = tcp(REMOTE_BE, 8080).to(LOCAL_BE, 40130).data(b"east-west");
+    assert_eq!(fx.ingress(&pod_to_pod), (TC_ACT_UNSPEC, pod_to_pod.clone()));
+    assert_eq!(fx.egress(&pod_to_pod), (TC_ACT_UNSPEC, pod_to_pod.clone()));
     // To a frontend without endpoints: refused as any packet to it, as kube-proxy's REJECT.
     assert_eq!(fx.ingress(&tcp(CLIENT, 40130).to(NODE4, 30095).segment(ACK)).verdict, TC_ACT_REDIRECT);
     assert_eq!(fx.counter(Counter::NpRejectNoBackend), 1);
