@@ -219,6 +219,25 @@ fn udp_flows_have_a_table_of_their_own() {
     assert_eq!((fx.counter(Counter::CtOtherInserted), fx.counter(Counter::CtOtherDeleted)), (2, 2));
 }
 
+/// An upgrade from a build that kept every flow in `sluice_ct_v1`: the agent moves the UDP
+/// entries to their table (before its programs are swapped in, and again after), and the flow
+/// carries on with its backend and SNAT port instead of being balanced again.
+#[test]
+fn a_previous_builds_udp_flows_move_to_their_table_and_carry_on() {
+    let Some(fx) = node("ctsplit").start() else { return };
+    let c2f = udp(CLIENT, 5600).to(NODE4, 30053);
+    let snated = fx.ingress(&c2f.data(b"q")).seen().flow;
+    let entries = fx.ct_table(abi::MAP_CT_OTHER);
+    assert_eq!(entries.len(), 2);
+    fx.ct_table_set(abi::MAP_CT_OTHER, &[]);
+    fx.ct_table_set(abi::MAP_CT, &entries);
+    assert_eq!(sluice_datapath::conntrack::split_non_tcp(fx.pins(), false).unwrap(), 2);
+    assert_eq!(sluice_datapath::conntrack::split_non_tcp(fx.pins(), true).unwrap(), 0, "already there");
+    assert!(fx.ct_table(abi::MAP_CT).is_empty());
+    assert_eq!(fx.ingress(&c2f.data(b"q2")).seen().flow, snated);
+    assert_eq!(fx.counter(Counter::NpNewFlow), 1, "the flow went on, not balanced again");
+}
+
 /// Floods of spoofed SYNs, ACKs and UDP datagrams through tc, far beyond what the handshake and
 /// other tables hold, do not evict a connection established before them: the failure of one
 /// LRU for every flow, where such a flood took the entries (and the SNAT port) of live flows.

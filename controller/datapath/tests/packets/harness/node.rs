@@ -279,6 +279,18 @@ impl Fixture {
         self.hash_map(name).iter().map(|r| r.unwrap()).collect()
     }
 
+    /// Replaces every entry of one conntrack table (`abi::MAP_CT` or `abi::MAP_CT_OTHER`).
+    pub fn ct_table_set(&self, name: &str, entries: &[(CtKey, CtValue)]) {
+        let mut map: HashMap<MapData, CtKey, CtValue> = self.hash_map(name);
+        let keys: Vec<CtKey> = map.keys().map(|k| k.unwrap()).collect();
+        for k in keys {
+            map.remove(&k).unwrap();
+        }
+        for (k, v) in entries {
+            map.insert(k, v, 0).unwrap();
+        }
+    }
+
     pub fn handshakes(&self) -> Vec<(CtKey, abi::CtHandshake)> {
         self.hash_map(abi::MAP_CT_HANDSHAKE).iter().map(|r| r.unwrap()).collect()
     }
