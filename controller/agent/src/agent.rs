@@ -362,7 +362,7 @@ async fn run(args: AgentArgs) -> anyhow::Result<()> {
     }
 
     let shared = Shared::default();
-    let usage = Arc::new(crate::usage::MapUsage::new(root.clone()));
+    let usage = crate::usage::MapUsage::new(root.clone()).context("starting the map usage counter")?;
     usage.set_planned(sluice_datapath::report::with_pinned_capacities(&root, reconciler.current().map_usage().to_vec()));
     let probes = Arc::new(crate::probes::Probes::default());
     let mut recorder: Option<Arc<kube::runtime::events::Recorder>> = None;
