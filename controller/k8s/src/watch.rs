@@ -5,7 +5,6 @@
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::runtime::WatchStreamExt;
 use kube::runtime::utils::Backoff;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client};
@@ -174,8 +173,8 @@ where
     K: Indexed + kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
 {
     let WatchSpec { kind, config, optional } = spec;
-    let backoff = move || if optional { CatchUpBackoff::optional() } else { CatchUpBackoff::default() };
-    let mut stream = Guarded::new(kind, move || watcher::watcher(api.clone(), config.clone()).backoff(backoff()).boxed());
+    let backoff = if optional { CatchUpBackoff::optional() } else { CatchUpBackoff::default() };
+    let mut stream = Guarded::new(kind, backoff, move || watcher::watcher(api.clone(), config.clone()).boxed());
     let mut buffer: Vec<K> = Vec::new();
     let mut warned = false;
     loop {
@@ -211,41 +210,81 @@ where
 /// How long a watch may stay silent after an error before it is replaced by a fresh list.
 const SILENT_AFTER_ERROR: std::time::Duration = std::time::Duration::from_secs(10);
 
-type EventStream<K> = futures::stream::BoxStream<'static, Result<Event<K>, watcher::Error>>;
+/// A watcher's events.
+pub type EventStream<K> = futures::stream::BoxStream<'static, Result<Event<K>, watcher::Error>>;
 
-/// A watcher that must answer soon after an error. After an error the watcher retries the
-/// watch it had; right after an apiserver restart such a retry (after a 403 while the restarted
-/// apiserver's authorizer warmed up) has never answered, and kube-runtime only gives up on a
-/// silent watch after its 290 s timeout. So a watch that yields nothing within
-/// `SILENT_AFTER_ERROR` of an error is dropped and started again, with a fresh list.
+/// A watcher's events with [`Guarded`]'s retries (spaced out as client-go's reflector spaces
+/// them; a watch silent after an error listed again), for a reflector. `start` makes a watcher
+/// without a backoff of its own.
+pub fn guarded<K: Send + 'static>(kind: &'static str, backoff: CatchUpBackoff, start: impl Fn() -> EventStream<K> + Send + 'static) -> EventStream<K> {
+    futures::stream::unfold(Guarded::new(kind, backoff, start), |mut guarded| async move {
+        match guarded.next().await {
+            Ok(None) => None,
+            Ok(Some(event)) => Some((Ok(event), guarded)),
+            Err(e) => Some((Err(e), guarded)),
+        }
+    })
+    .boxed()
+}
+
+/// A kube-runtime watcher with its retries spaced out, that must answer soon after an error.
+///
+/// Retries: after each error the next request waits for `backoff` (0.8 s doubling to 30 s, as
+/// client-go's reflector), and only an answer from the apiserver (an object, the end of a list, a
+/// watch event) starts the backoff over. kube-runtime's own stream backoff cannot be used: it
+/// starts over on any `Ok`, and the watcher yields `Event::Init` before each list, before asking
+/// anything; so a list refused again and again (403 while a restarted apiserver's authorizer
+/// warms up, or for as long as the RBAC is missing) was retried every 0.8–1.6 s forever.
+///
+/// Silence: after an error the watcher retries the watch it had; right after an apiserver
+/// restart such a retry (after a 403 while the restarted apiserver's authorizer warmed up) has
+/// never answered, and kube-runtime only gives up on a silent watch after its 290 s timeout. So a
+/// watch that yields nothing within `SILENT_AFTER_ERROR` of its retry is dropped and started
+/// again, with a fresh list (the backoff goes on where it was).
 struct Guarded<K> {
     kind: &'static str,
     start: Box<dyn Fn() -> EventStream<K> + Send>,
     stream: EventStream<K>,
+    backoff: CatchUpBackoff,
+    /// When the retry after the last error may be made.
+    retry_at: Option<tokio::time::Instant>,
     deadline: Option<tokio::time::Instant>,
 }
 
 impl<K: 'static> Guarded<K> {
-    fn new(kind: &'static str, start: impl Fn() -> EventStream<K> + Send + 'static) -> Self {
+    /// `start` makes a watcher without a backoff of its own.
+    fn new(kind: &'static str, backoff: CatchUpBackoff, start: impl Fn() -> EventStream<K> + Send + 'static) -> Self {
         let stream = start();
-        Guarded { kind, start: Box::new(start), stream, deadline: None }
+        Guarded { kind, start: Box::new(start), stream, backoff, retry_at: None, deadline: None }
     }
 
     async fn next(&mut self) -> Result<Option<Event<K>>, watcher::Error> {
+        if let Some(at) = self.retry_at.take() {
+            tokio::time::sleep_until(at).await;
+        }
         loop {
             let next = tokio::select! {
                 next = self.stream.try_next() => next,
                 _ = sleep_until_some(self.deadline) => {
                     self.deadline = None;
-                    tracing::warn!(kind = self.kind, "the watch gave nothing within {SILENT_AFTER_ERROR:?} of an error: listing again");
+                    tracing::warn!(kind = self.kind, "the watch gave nothing within {SILENT_AFTER_ERROR:?} of its retry after an error: listing again");
                     self.stream = (self.start)();
                     continue;
                 }
             };
-            if next.is_ok() {
-                self.deadline = None;
-            } else if self.deadline.is_none() {
-                self.deadline = Some(tokio::time::Instant::now() + SILENT_AFTER_ERROR);
+            match &next {
+                // A (re)list begins: nothing has been asked of the apiserver yet.
+                Ok(Some(Event::Init)) => {}
+                Ok(_) => {
+                    self.backoff.reset();
+                    self.deadline = None;
+                }
+                Err(_) => {
+                    let delay = self.backoff.next().unwrap_or(CatchUpBackoff::MAX);
+                    let now = tokio::time::Instant::now();
+                    self.retry_at = Some(now + delay);
+                    self.deadline = Some(now + delay + SILENT_AFTER_ERROR);
+                }
             }
             return next;
         }
@@ -267,7 +306,7 @@ pub async fn run_owner_daemonset(client: Client, namespace: String, name: String
     use std::sync::atomic::Ordering;
     let api: Api<k8s_openapi::api::apps::v1::DaemonSet> = Api::namespaced(client, &namespace);
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
-    let mut stream = Guarded::new("DaemonSet", move || watcher::watcher(api.clone(), config.clone()).backoff(CatchUpBackoff::default()).boxed());
+    let mut stream = Guarded::new("DaemonSet", CatchUpBackoff::default(), move || watcher::watcher(api.clone(), config.clone()).boxed());
     let (mut seen, mut seen_in_list) = (false, false);
     loop {
         match stream.next().await {
