@@ -84,12 +84,34 @@ for k in ("soak_apiserver_stop", "soak_apiserver_ready", "quiet_apiserver_stop",
         events.append((phases[k], k))
 
 
+# The kernel's per-CPU input backlog (net.core.netdev_max_backlog) takes every packet a veth
+# passes on, in every namespace of the machine: when another test floods its own namespaces,
+# packets of this soak are dropped there too. /proc/net/softnet_stat counts those drops.
+softnet = [(float(a), int(b)) for a, b in (l.split() for l in lines("softnet"))]
+
+
+def backlog_drops(t, before=3.0, after=1.0):
+    """Packets the kernel's input backlog dropped (machine-wide) from t - before to t + after; None without samples."""
+    inside = [d for (u, d) in softnet if t - before <= u <= t + after]
+    prior = [d for (u, d) in softnet if u < t - before]
+    if not inside or not prior:
+        return None
+    return max(inside) - prior[-1]
+
+
+def bursts():
+    """The seconds in which the backlog dropped packets: (time, drops)."""
+    return [(b[0], b[1] - a[1]) for a, b in zip(softnet, softnet[1:]) if b[1] > a[1]]
+
+
 def near(t):
-    """The harness event closest to t (within 30 s), to say what a failure coincides with."""
+    """The harness event closest to t (within 30 s), and the machine's backlog drops around t."""
     best = min(events, key=lambda e: abs(e[0] - t), default=None)
-    if best and abs(best[0] - t) < 30:
-        return f"{t - best[0]:+.1f} s from {best[1]}"
-    return "no kill or restart within 30 s"
+    what = f"{t - best[0]:+.1f} s from {best[1]}" if best and abs(best[0] - t) < 30 else "no kill or restart within 30 s"
+    d = backlog_drops(t)
+    if d is None:
+        return what + "; backlog drops not sampled then"
+    return what + (f"; **the kernel's input backlog dropped {d:,} packets** (machine-wide) from 3 s before to 1 s after" if d else "; no backlog drop")
 
 
 if args.soak == "1":
@@ -103,8 +125,15 @@ if args.soak == "1":
         to = "the 8 unchanged Services" if kind == "unchanged" else "256 Services in the churn"
         say(f"| pod `{pod}` on {node} | {to} | {ok + err:,} | {err} |")
         if kind == "unchanged" and err:
-            bad.append(f"{err} failed connects to unchanged Services from {pod}")
+            flooded = sum(1 for (t, _, _) in fails if backlog_drops(t))
+            bad.append(f"{err} failed connects to unchanged Services from {pod}"
+                       + (f", {flooded} of them while the kernel's input backlog dropped packets (another test's flood)" if flooded else ""))
     allfails = sorted((t, c, tgt, why) for c, (_, _, fails, _) in clients.items() for (t, tgt, why) in fails)
+    if softnet:
+        total = softnet[-1][1] - softnet[0][1]
+        say("")
+        say(f"The kernel's input backlog (per CPU, shared by every namespace of the machine) dropped {total:,} packets during the soak "
+            f"(`/proc/net/softnet_stat`, sampled every second): {', '.join(f'{utc(t)} +{d:,}' for t, d in bursts()[:12]) or 'none'}.")
     if allfails:
         say("")
         say("Failed connects (time UTC, client, target, step that failed, nearest harness event):")
@@ -348,10 +377,13 @@ if received:
         table("From the stop to 60 s after ready", phases["quiet_apiserver_stop"], phases["quiet_after1"])
         rewatch("quiet", phases["quiet_apiserver_ready"])
         table("The next minute", phases["quiet_after1"], phases["quiet_after2"])
-        relists = collections.Counter((r[1], r[3]) for r in window(phases["quiet_apiserver_stop"], phases["quiet_after2"]) if r[2] == "list")
+        after = [r for r in window(phases["quiet_apiserver_stop"], phases["quiet_after2"]) if r[2] == "list"]
+        relists = collections.Counter((r[1], r[3]) for r in after if "continue=" not in r[6])
+        pages = len(after) - sum(relists.values())
         worst = max(relists.values(), default=0)
-        say(f"Lists after the restart: {worst} at most per agent and resource" + (" (no storm: one relist per watch at most)." if worst <= 1 else
-            ": " + ", ".join(f"{u} {res} ×{n}" for (u, res), n in sorted(relists.items()) if n > 1) + "."))
+        say(f"Lists after the restart (a list's further pages of 5,000 not counted: {pages} of them): {worst} at most per agent and resource"
+            + (" (no storm: one relist per watch at most)." if worst <= 1 else
+               ": " + ", ".join(f"{u} {res} ×{n}" for (u, res), n in sorted(relists.items()) if n > 1) + "."))
         say("")
     if "refused_apiserver_stop" in phases:
         say("Then the agents' ClusterRoleBinding was deleted and kube-apiserver restarted again: every watch broke and "
