@@ -140,9 +140,7 @@ int sluice_xdp(ctx_t *ctx)
 			break;
 		}
 	}
-	key.addr = p.daddr;
-	key.port = p.dport;
-	key.proto = p.proto;
+	frontend_key(&key, &p);
 	svc = lb_header(&key, 0);
 	if (!svc) {
 		if (bpf_map_lookup_elem(&SLUICE_MAP_LB_ADDRS, &p.daddr)) {

@@ -77,7 +77,7 @@ spec: {mapSizes: {backends: 131072}}' | kubectl create --dry-run=server -o json 
 if python3 -c '
 import json, sys
 s = json.load(open(sys.argv[1]))["spec"]
-assert s["mapSizes"] == {"services": 65536, "backends": 131072, "conntrack": 262144}, s
+assert s["mapSizes"] == {"services": 65536, "backends": 131072, "conntrack": 262144, "conntrackHandshake": 65536, "conntrackNonTcp": 131072}, s
 assert s["xdpAcceleration"] == "disabled" and s["loadBalancingAlgorithm"] == "random", s
 assert s["hostNamespaceOnly"] is False and s["mapSizes"]["conntrack"] == 262144, s
 assert s["nodeportBindProtection"] is True and "nodePortAddresses" not in s, s

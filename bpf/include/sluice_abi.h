@@ -208,7 +208,12 @@ struct sluice_nodeport_key {
 };
 
 /*
- * Conntrack for north-south flows. Each flow has two entries:
+ * Conntrack for north-south flows, in three tables so a flood of one kind cannot evict another:
+ * established TCP flows (SLUICE_MAP_CT, keyed as before the split so they survive an upgrade),
+ * TCP flows whose handshake has not completed (SLUICE_MAP_CT_HANDSHAKE), and every other
+ * protocol (SLUICE_MAP_CT_OTHER). Only a SYN starts a TCP flow, in the handshake table; it moves
+ * to the established table when the client's ACK answers the backend's SYN-ACK (its number is
+ * the SYN-ACK's sequence + 1, which a blind spoofer cannot know). Each flow has two entries:
  *  forward  {client -> frontend}:            addr1:port1 = backend, addr2:port2 = SNAT source (if SNAT)
  *  reverse  {backend -> client or SNAT addr}: addr1:port1 = frontend (new source),
  *                                            addr2:port2 = client (new destination, if SNAT)
@@ -250,6 +255,15 @@ struct sluice_ct_value {
 	/* When a UDP flow last carried a packet, in conntrack epochs, never 0; 0 is an entry
 	 * written before epochs existed, taken as fresh. */
 	__u8 epoch;
+};
+
+/* A TCP flow in the handshake table: its entry, and on the reverse entry the backend's SYN-ACK
+ * (its sequence number; `answered` once one was seen). */
+struct sluice_ct_handshake {
+	struct sluice_ct_value ct;
+	__be32 syn_ack_seq;
+	__u8 answered;
+	__u8 pad[3];
 };
 
 /* Conntrack's clock for UDP: an epoch is 2^SHIFT ns of CLOCK_MONOTONIC_COARSE (about 69 s), so
@@ -381,6 +395,20 @@ enum sluice_counter {
 	SLUICE_CNT_NP_DROP_FRAG_UNKNOWN,
 	SLUICE_CNT_NP_FRAG_UNTRACKED, /* to any other address, passed on untouched */
 	SLUICE_CNT_SOCK_SOURCE_RANGE, /* rejected with ECONNREFUSED: source outside loadBalancerSourceRanges */
+	/* A TCP packet other than a SYN to a frontend, of no flow conntrack knows: dropped, and
+	 * nothing created (a spoofed ACK flood, or a flow whose entries are gone). */
+	SLUICE_CNT_NP_DROP_NOT_SYN,
+	SLUICE_CNT_XDP_DROP_NOT_SYN,
+	SLUICE_CNT_NP_ESTABLISHED,    /* a TCP flow's handshake completed: it moved to the established table */
+	SLUICE_CNT_NP_ACK_UNPROVEN,   /* an ACK in a handshake that does not answer the backend's SYN-ACK */
+	/* Entries added to each conntrack table (new keys only), and removed from it by Sluice
+	 * (the handshake table's by the datapath, the other table's by the agent): with the entries
+	 * in a table, what the LRU evicted follows. */
+	SLUICE_CNT_CT_TCP_INSERTED,
+	SLUICE_CNT_CT_HANDSHAKE_INSERTED,
+	SLUICE_CNT_CT_HANDSHAKE_DELETED,
+	SLUICE_CNT_CT_OTHER_INSERTED,
+	SLUICE_CNT_CT_OTHER_DELETED,
 	SLUICE_CNT_MAX,
 };
 
@@ -449,7 +477,9 @@ struct sluice_problem {
 #define SLUICE_MAP_SRC_RANGES   sluice_src_ranges_v1
 #define SLUICE_MAP_LB_ADDRS     sluice_lb_addrs_v1
 #define SLUICE_MAP_NODEPORTS    sluice_nodeports_v1
-#define SLUICE_MAP_CT           sluice_ct_v1
+#define SLUICE_MAP_CT           sluice_ct_v1 /* established TCP (before the split: every flow) */
+#define SLUICE_MAP_CT_HANDSHAKE sluice_ct_handshake_v1
+#define SLUICE_MAP_CT_OTHER     sluice_ct_other_v1
 #define SLUICE_MAP_CONFIG       sluice_config_v1
 #define SLUICE_MAP_BLOCKLIST    sluice_blocklist_v1
 #define SLUICE_MAP_BLOCK_HITS   sluice_block_hits_v1
@@ -473,6 +503,8 @@ struct sluice_problem {
 #define SLUICE_LB_ADDRS_MAX    16384
 #define SLUICE_NODEPORTS_MAX   32768
 #define SLUICE_CT_MAX          262144
+#define SLUICE_CT_HANDSHAKE_MAX 65536
+#define SLUICE_CT_OTHER_MAX    131072
 #define SLUICE_BLOCKLIST_MAX   16384
 #define SLUICE_PROBLEMS_MAX    4096
 #define SLUICE_AFFINITY_MAX    65536
@@ -497,6 +529,7 @@ _Static_assert(sizeof(struct sluice_nodeport_key) == 4, "sluice_nodeport_key");
 _Static_assert(sizeof(struct sluice_netns_addrs) == 32, "sluice_netns_addrs");
 _Static_assert(sizeof(struct sluice_ct_key) == 40, "sluice_ct_key");
 _Static_assert(sizeof(struct sluice_ct_value) == 40, "sluice_ct_value");
+_Static_assert(sizeof(struct sluice_ct_handshake) == 48, "sluice_ct_handshake");
 _Static_assert(sizeof(struct sluice_config) == 40, "sluice_config");
 _Static_assert(sizeof(struct sluice_block_key) == 20, "sluice_block_key");
 _Static_assert(sizeof(struct sluice_block_port) == 4, "sluice_block_port");

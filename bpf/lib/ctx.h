@@ -34,4 +34,14 @@ static __always_inline void *ctx_data_end(const ctx_t *ctx)
 	return (void *)(long)ctx->data_end;
 }
 
+/* Bytes of the packet, wherever they are (bounds checked by the helper). */
+static __always_inline long ctx_load_bytes(ctx_t *ctx, __u32 off, void *to, __u32 len)
+{
+#if CTX_XDP
+	return bpf_xdp_load_bytes(ctx, off, to, len);
+#else
+	return bpf_skb_load_bytes(ctx, off, to, len);
+#endif
+}
+
 #endif

@@ -80,7 +80,8 @@ static __always_inline int icmp6_quote(struct __sk_buff *skb, const struct pkt *
  * as destination and, under SNAT, the client as source. -1 when no tracked flow is quoted. */
 static __always_inline int icmp_quote_translate(struct icmp_quote *q, int egress)
 {
-	struct sluice_ct_value *rev = ct_reply_lookup(q->proto, &q->dst, q->dport, &q->src, q->sport, egress);
+	enum ct_table table;
+	struct sluice_ct_value *rev = ct_reply_lookup(q->proto, &q->dst, q->dport, &q->src, q->sport, egress, CT_HS_FALLBACK, &table);
 
 	if (!rev)
 		return -1;

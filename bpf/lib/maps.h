@@ -79,6 +79,20 @@ struct {
 } SLUICE_MAP_CT SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct sluice_ct_key);
+	__type(value, struct sluice_ct_handshake);
+	__uint(max_entries, SLUICE_CT_HANDSHAKE_MAX);
+} SLUICE_MAP_CT_HANDSHAKE SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct sluice_ct_key);
+	__type(value, struct sluice_ct_value);
+	__uint(max_entries, SLUICE_CT_OTHER_MAX);
+} SLUICE_MAP_CT_OTHER SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__type(key, __u32);
 	__type(value, __u64);

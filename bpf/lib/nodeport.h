@@ -44,11 +44,11 @@ static __always_inline __u32 flow_hash(const struct pkt *p)
 }
 
 /*
- * A packet of a known flow (its forward entry `found`): records a close, keeps both entries
- * fresh, and copies the entry to `fwd` for the rewrite. NS_TRANSLATE, or the verdict.
+ * A packet of a known flow (its forward entry `found`, in `table`): records a close, keeps both
+ * entries fresh, and copies the entry to `fwd` for the rewrite. NS_TRANSLATE, or the verdict.
  */
-static __always_inline enum ns_action ns_follow(const struct pkt *p, struct sluice_ct_value *found, __u8 now,
-						struct sluice_ct_value *fwd)
+static __always_inline enum ns_action ns_follow(const struct pkt *p, struct sluice_ct_value *found, enum ct_table table,
+						__u8 now, struct sluice_ct_value *fwd)
 {
 	struct sluice_ct_key rk;
 	struct sluice_ct_value *rev;
@@ -67,7 +67,7 @@ static __always_inline enum ns_action ns_follow(const struct pkt *p, struct slui
 	 * Claim it back, or this flow's replies would carry the other frontend's address.
 	 */
 	ct_reverse_key(&rk, p, fwd);
-	rev = bpf_map_lookup_elem(&SLUICE_MAP_CT, &rk);
+	rev = ct_lookup(table, &rk);
 	if (rev && ct_reverse_is_flow(rev, p)) {
 		if (CTX_XDP && (rev->flags & SLUICE_CT_F_XDP_UNANSWERED) &&
 		    (p->tcp_flags & (SLUICE_TCP_SYN | SLUICE_TCP_ACK)) == SLUICE_TCP_SYN)
@@ -75,12 +75,13 @@ static __always_inline enum ns_action ns_follow(const struct pkt *p, struct slui
 		if (close_bits)
 			rev->flags |= close_bits;
 		ct_touch(rev, now);
-	} else if (!ct_closed(fwd->flags)) {
-		/* (A closed flow's last ACK must not take back a port a new flow now holds.) */
+	} else if (!ct_closed(fwd->flags) && table != CT_HANDSHAKE) {
+		/* (A closed flow's last ACK must not take back a port a new flow now holds; a
+		 * handshake is too young to have lost its entry to a later flow.) */
 		struct sluice_ct_value fresh = {};
 
 		ct_reverse_value(&fresh, p, fwd->rev_nat_id, fwd->flags, now);
-		bpf_map_update_elem(&SLUICE_MAP_CT, &rk, &fresh, BPF_ANY);
+		ct_insert(table, &rk, &fresh);
 	}
 	if (!CTX_XDP)
 		sluice_count(SLUICE_CNT_NP_FORWARD);
@@ -95,9 +96,7 @@ static __always_inline enum ns_action ns_select(const struct pkt *p, struct slui
 	struct sluice_svc_value *svc;
 	__u16 flags;
 
-	key.addr = p->daddr;
-	key.port = p->dport;
-	key.proto = p->proto;
+	frontend_key(&key, p);
 	svc = lb_header(&key, 0);
 	if (!svc)
 		return NS_PASS;
@@ -134,7 +133,7 @@ static __always_inline enum ns_action ns_plan(ctx_t *ctx, const struct pkt *p, c
 					      struct sluice_ct_value *fwd)
 {
 	struct sluice_ct_key rk;
-	struct sluice_ct_value rev = {};
+	struct sluice_ct_handshake rev = {};
 
 	fwd->addr1 = be->addr;
 	fwd->port1 = be->port;
@@ -159,11 +158,19 @@ static __always_inline enum ns_action ns_plan(ctx_t *ctx, const struct pkt *p, c
 		fwd->addr2 = snat;
 		fwd->flags = SLUICE_CT_F_SNAT;
 	}
-	ct_reverse_value(&rev, p, rev_nat_id,
+	ct_reverse_value(&rev.ct, p, rev_nat_id,
 			 fwd->flags | (CTX_XDP && (fwd->flags & SLUICE_CT_F_SNAT) ? SLUICE_CT_F_XDP_UNANSWERED : 0), now);
 	ct_reverse_key(&rk, p, fwd);
-	if (bpf_map_update_elem(&SLUICE_MAP_CT, &rk, &rev, BPF_ANY) || bpf_map_update_elem(&SLUICE_MAP_CT, fk, fwd, BPF_ANY))
+	/* TCP starts in the handshake table (only a SYN gets here, see ns_forward). */
+	if (p->proto == IPPROTO_TCP) {
+		if (ct_handshake_insert(&rk, &rev))
+			return ns_failed();
+		rev.ct = *fwd;
+		if (ct_handshake_insert(fk, &rev))
+			return ns_failed();
+	} else if (ct_insert(CT_OTHER, &rk, &rev.ct) || ct_insert(CT_OTHER, fk, fwd)) {
 		return ns_failed();
+	}
 	pkt_event(SLUICE_CNT_NP_NEW_FLOW, p, rev_nat_id, &be->addr, be->port);
 	/* XDP records its pick even for a local backend: tc then follows the entry instead of
 	 * drawing again, which would skew the split towards remote backends. */
@@ -197,6 +204,26 @@ static __always_inline enum ns_action ns_apply(ctx_t *ctx, struct pkt *p, const 
 	return NS_TO_STACK;
 }
 
+/* A TCP packet other than a SYN, of no flow conntrack knows: to a frontend it is dropped and
+ * starts nothing (spoofed ACKs cannot fill conntrack); to anything else it is not ours. To a
+ * frontend without endpoints it goes on to ns_select (NS_TRANSLATE), refused as every packet
+ * to such a Service is. */
+static __always_inline enum ns_action ns_untracked(const struct pkt *p, int frontend)
+{
+	struct sluice_svc_key key = {};
+	struct sluice_svc_value *svc;
+
+	if (!frontend)
+		return NS_PASS;
+	frontend_key(&key, p);
+	svc = lb_header(&key, 0);
+	if (!svc)
+		return NS_PASS;
+	if (!svc->count)
+		return NS_TRANSLATE;
+	return ns_refuse(NS_DROP, CTX_XDP ? SLUICE_CNT_XDP_DROP_NOT_SYN : SLUICE_CNT_NP_DROP_NOT_SYN, p, svc->rev_nat_id);
+}
+
 /* A packet from a client to a frontend: lookup of its flow, or select and NAT plan for a new
  * one; then apply. XDP gets the route of the translated packet back in `fib` (tc: unused). */
 static __always_inline enum ns_action ns_forward(ctx_t *ctx, struct pkt *p, struct bpf_fib_lookup *fib)
@@ -206,11 +233,24 @@ static __always_inline enum ns_action ns_forward(ctx_t *ctx, struct pkt *p, stru
 	struct sluice_backend be;
 	__u8 now = ct_epoch(p->proto);
 	__u16 rev_nat_id = 0;
+	enum ct_table table;
 	enum ns_action act;
+	int frontend;
 
-	found = ct_forward_lookup(&fk, p, now);
+	found = ct_forward_lookup(&fk, p, now, &table, &frontend);
+	/* A handshake completes in tc (XDP has no stack left for it); a SYN sent again is
+	 * followed where it is seen. */
+	if (found && table == CT_HANDSHAKE && !tcp_pure_syn(p)) {
+		if (CTX_XDP)
+			return NS_PASS;
+		found = ct_establish(ctx, p, &fk, found, &table);
+		if (!found)
+			return ns_failed();
+	}
 	if (found)
-		act = ns_follow(p, found, now, &fwd);
+		act = ns_follow(p, found, table, now, &fwd);
+	else if (p->proto == IPPROTO_TCP && !tcp_pure_syn(p) && (act = ns_untracked(p, frontend)) != NS_TRANSLATE)
+		return act;
 	else if ((act = ns_select(p, &be, &rev_nat_id)) == NS_TRANSLATE)
 		act = ns_plan(ctx, p, &fk, &be, rev_nat_id, now, &fwd);
 	if (act != NS_TRANSLATE)
@@ -223,11 +263,27 @@ static __always_inline enum ns_action ns_forward(ctx_t *ctx, struct pkt *p, stru
 static __always_inline enum ns_action ns_reverse(ctx_t *ctx, struct pkt *p, int egress, struct bpf_fib_lookup *fib)
 {
 	struct sluice_ct_value *found, rev;
+	enum ct_table table;
 	int snat;
 
-	found = ct_reply_lookup(p->proto, &p->saddr, p->sport, &p->daddr, p->dport, egress);
+	/* On ingress only the replies of SNATed flows are translated, and they are addressed to the
+	 * node's SNAT address: anything else (traffic between pods of different nodes above all)
+	 * leaves without a conntrack lookup. */
+	if (!egress) {
+		struct sluice_config *cfg = node_config();
+
+		if (!cfg || !addr_eq(&p->daddr, p->v6 ? &cfg->node_ip6 : &cfg->node_ip4))
+			return NS_PASS;
+	}
+	found = ct_reply_lookup(p->proto, &p->saddr, p->sport, &p->daddr, p->dport, egress, ct_reply_handshake(p), &table);
 	if (!found)
 		return NS_PASS;
+	if (table == CT_HANDSHAKE) {
+		/* tc records the SYN-ACK the client's ACK must answer. */
+		if (CTX_XDP)
+			return NS_TO_STACK;
+		ct_handshake_answered(ctx, p, found);
+	}
 	rev = *found;
 	snat = !!(rev.flags & SLUICE_CT_F_SNAT);
 	if (snat && node_owns(ctx, p->proto, &p->saddr, p->sport, &p->daddr, p->dport, p->v6, 0))
@@ -253,7 +309,7 @@ static __always_inline enum ns_action ns_reverse(ctx_t *ctx, struct pkt *p, int 
 			found->flags |= close_bits;
 			ct_touch(found, now);
 			ct_key(&fk, SLUICE_CT_FORWARD, p->proto, &rev.addr2, rev.port2, &rev.addr1, rev.port1);
-			fwd = bpf_map_lookup_elem(&SLUICE_MAP_CT, &fk);
+			fwd = ct_lookup(table, &fk);
 			if (fwd) {
 				fwd->flags |= close_bits;
 				ct_touch(fwd, now);

@@ -79,6 +79,7 @@ static __always_inline int snat_port(ctx_t *ctx, const struct pkt *p, const stru
 {
 	struct sluice_ct_key rk;
 	struct sluice_ct_value *taken;
+	enum ct_table table;
 	__u16 candidate = bpf_ntohs(p->sport);
 	__be16 finished = 0;
 	__u8 now = ct_epoch(p->proto);
@@ -87,7 +88,7 @@ static __always_inline int snat_port(ctx_t *ctx, const struct pkt *p, const stru
 #pragma unroll
 	for (int i = 0; i < SNAT_PORT_TRIES; i++) {
 		rk.dport = bpf_htons(candidate);
-		taken = bpf_map_lookup_elem(&SLUICE_MAP_CT, &rk);
+		taken = ct_find(p->proto, &rk, CT_HS_FALLBACK, &table);
 		/* Free, or already this very flow's (its forward entry was evicted). */
 		int ours = !taken || ct_reverse_is_flow(taken, p);
 

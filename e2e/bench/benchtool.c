@@ -15,6 +15,14 @@
 //   benchtool flood ADDR PORT COUNT SECONDS
 //                                          COUNT 64-byte UDP datagrams (bounded by SECONDS);
 //                                          prints "sent N secs S"
+//   benchtool loop FILE INTERVAL_MS SECONDS
+//                                          the soak's client (e2e/bench/soak): one connection
+//                                          every INTERVAL_MS to a random ADDR:PORT line of FILE
+//                                          (connect, GET, full reply, 1 s timeout per step,
+//                                          SO_LINGER 0 close) until SECONDS or SIGTERM. Prints
+//                                          "fail EPOCH_S ADDR:PORT STEP" for each failed one,
+//                                          "tick EPOCH_S ok N err N" every 10 s and
+//                                          "total ok N err N secs S" at the end
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
@@ -32,6 +40,7 @@
 #include <unistd.h>
 
 static const char *g_name;
+static const char *g_why; // the step the last failed one_request() stopped at
 static volatile sig_atomic_t g_stop;
 static void on_term(int sig) { (void)sig; g_stop = 1; }
 
@@ -121,30 +130,39 @@ static int parse_target(const char *s, struct sockaddr_in *a)
 static int one_request(const struct sockaddr_in *a, int timeout_ms, char *body, size_t bodylen)
 {
 	int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0), one = 1, rc = -1;
+	g_why = "socket";
 	if (fd < 0)
 		return -1;
 	struct linger lg = {1, 0};
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-	if (connect(fd, (const void *)a, sizeof *a) && errno != EINPROGRESS)
+	g_why = "connect";
+	if (connect(fd, (const void *)a, sizeof *a) && errno != EINPROGRESS) {
+		g_why = errno == ECONNREFUSED ? "connect-refused" : errno == EPERM ? "connect-eperm" : "connect-error";
 		goto out;
+	}
 	struct pollfd p = {fd, POLLOUT, 0};
+	g_why = "connect-timeout";
 	if (poll(&p, 1, timeout_ms) != 1)
 		goto out;
 	int err = 0;
 	socklen_t el = sizeof err;
 	getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el);
+	g_why = err == ECONNREFUSED ? "connect-refused" : err == EHOSTUNREACH ? "connect-unreachable" : "connect-error";
 	if (err)
 		goto out;
 	static const char req[] = "GET / HTTP/1.1\r\nHost: bench\r\n\r\n";
+	g_why = "write";
 	if (write(fd, req, sizeof req - 1) != sizeof req - 1)
 		goto out;
 	char buf[1024];
 	size_t have = 0;
 	for (;;) {
 		p.events = POLLIN;
+		g_why = "reply-timeout";
 		if (poll(&p, 1, timeout_ms) != 1)
 			goto out;
 		ssize_t n = read(fd, buf + have, sizeof buf - 1 - have);
+		g_why = n == 0 ? "reply-eof" : "reply-error";
 		if (n <= 0)
 			goto out;
 		have += n;
@@ -156,9 +174,11 @@ static int one_request(const struct sockaddr_in *a, int timeout_ms, char *body, 
 			rc = 0;
 			break;
 		}
+		g_why = "reply-too-long";
 		if (have >= sizeof buf - 1)
 			goto out;
 	}
+	g_why = NULL;
 out:
 	setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
 	close(fd);
@@ -209,6 +229,56 @@ static int ew(long count, double secs, const char *file)
 	printf("ok %ld err %ld p50_us %.1f p99_us %.1f mean_us %.1f secs %.2f\n", ok, errs,
 	       ok ? lat[ok / 2] : 0, ok ? lat[(long)(ok * 0.99)] : 0, ok ? sum / ok : 0,
 	       now_s(CLOCK_MONOTONIC) - start);
+	return 0;
+}
+
+// The soak's client: paced, endless within SECONDS, every failure reported with its time.
+static int loop(const char *file, double interval_ms, double secs)
+{
+	FILE *f = fopen(file, "r");
+	if (!f) {
+		perror(file);
+		return 1;
+	}
+	struct sockaddr_in t[256];
+	char names[256][128], line[128];
+	size_t nt = 0;
+	while (nt < 256 && fgets(line, sizeof line, f)) {
+		line[strcspn(line, "\r\n")] = 0;
+		if (parse_target(line, &t[nt]) == 0)
+			snprintf(names[nt++], sizeof names[0], "%s", line);
+	}
+	fclose(f);
+	if (!nt) {
+		fprintf(stderr, "no targets in %s\n", file);
+		return 1;
+	}
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	signal(SIGTERM, on_term);
+	signal(SIGINT, on_term);
+	srand(getpid() ^ (unsigned)time(NULL));
+	long ok = 0, errs = 0;
+	double start = now_s(CLOCK_MONOTONIC), next = start, tick = start + 10;
+	while (!g_stop && now_s(CLOCK_MONOTONIC) - start < secs) {
+		size_t i = (size_t)rand() % nt;
+		if (one_request(&t[i], 1000, NULL, 0) == 0)
+			ok++;
+		else {
+			errs++;
+			printf("fail %.3f %s %s\n", now_s(CLOCK_REALTIME), names[i], g_why ? g_why : "?");
+		}
+		double now = now_s(CLOCK_MONOTONIC);
+		if (now >= tick) {
+			printf("tick %.3f ok %ld err %ld\n", now_s(CLOCK_REALTIME), ok, errs);
+			tick += 10;
+		}
+		next += interval_ms / 1000;
+		if (next > now)
+			usleep((useconds_t)((next - now) * 1e6));
+		else
+			next = now; // late (a slow connect): no burst to catch up
+	}
+	printf("total ok %ld err %ld secs %.1f\n", ok, errs, now_s(CLOCK_MONOTONIC) - start);
 	return 0;
 }
 
@@ -271,6 +341,8 @@ int main(int argc, char **argv)
 		return ew(atol(argv[2]), atof(argv[3]), argv[4]);
 	if (argc >= 6 && !strcmp(argv[1], "probe"))
 		return probe(argv[2], atoi(argv[3]), argv[4], atof(argv[5]));
+	if (argc >= 5 && !strcmp(argv[1], "loop"))
+		return loop(argv[2], atof(argv[3]), atof(argv[4]));
 	if (argc >= 6 && !strcmp(argv[1], "flood"))
 		return flood(argv[2], atoi(argv[3]), atol(argv[4]), atof(argv[5]));
 	fprintf(stderr, "usage: see the head of benchtool.c\n");

@@ -72,7 +72,10 @@ pub const MAP_NAMES: &str = "sluice_frontend_names_v1";
 pub const MAP_SRC_RANGES: &str = "sluice_src_ranges_v1";
 pub const MAP_LB_ADDRS: &str = "sluice_lb_addrs_v1";
 pub const MAP_NODEPORTS: &str = "sluice_nodeports_v1";
+/// Established TCP flows (the name from before the split into three tables, so they survive it).
 pub const MAP_CT: &str = "sluice_ct_v1";
+pub const MAP_CT_HANDSHAKE: &str = "sluice_ct_handshake_v1";
+pub const MAP_CT_OTHER: &str = "sluice_ct_other_v1";
 pub const MAP_CONFIG: &str = "sluice_config_v1";
 pub const MAP_BLOCKLIST: &str = "sluice_blocklist_v1";
 pub const MAP_BLOCK_HITS: &str = "sluice_block_hits_v1";
@@ -87,7 +90,7 @@ pub const MAP_XDP_DEVICES: &str = "sluice_xdp_devices_v1";
 pub const MAP_FRAG: &str = "sluice_frag_v2";
 pub const MAP_NETNS_ADDRS: &str = "sluice_netns_addrs_v1";
 /// Every map the agent pins; the CLI opens them by these names.
-pub const ALL_MAPS: [&str; 23] = [
+pub const ALL_MAPS: [&str; 25] = [
     MAP_SERVICES,
     MAP_BACKENDS,
     MAP_REVNAT,
@@ -98,6 +101,8 @@ pub const ALL_MAPS: [&str; 23] = [
     MAP_LB_ADDRS,
     MAP_NODEPORTS,
     MAP_CT,
+    MAP_CT_HANDSHAKE,
+    MAP_CT_OTHER,
     MAP_CONFIG,
     MAP_BLOCKLIST,
     MAP_BLOCK_HITS,
@@ -120,6 +125,8 @@ pub const SRC_RANGES_MAX: u32 = 16384;
 pub const LB_ADDRS_MAX: u32 = 16384;
 pub const NODEPORTS_MAX: u32 = 32768;
 pub const CT_MAX: u32 = 262144;
+pub const CT_HANDSHAKE_MAX: u32 = 65536;
+pub const CT_OTHER_MAX: u32 = 131072;
 pub const SOCK_REVNAT_MAX: u32 = 262144;
 pub const BLOCKLIST_MAX: u32 = 16384;
 pub const PROBLEMS_MAX: u32 = 4096;
@@ -167,10 +174,19 @@ pub enum Counter {
     NpDropFragUnknown,
     NpFragUntracked,
     SockSourceRange,
+    NpDropNotSyn,
+    XdpDropNotSyn,
+    NpEstablished,
+    NpAckUnproven,
+    CtTcpInserted,
+    CtHandshakeInserted,
+    CtHandshakeDeleted,
+    CtOtherInserted,
+    CtOtherDeleted,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 30] = [
+    pub const ALL: [Counter; 39] = [
         Counter::SockXlate,
         Counter::SockNoBackend,
         Counter::SockMissingSlot,
@@ -201,6 +217,15 @@ impl Counter {
         Counter::NpDropFragUnknown,
         Counter::NpFragUntracked,
         Counter::SockSourceRange,
+        Counter::NpDropNotSyn,
+        Counter::XdpDropNotSyn,
+        Counter::NpEstablished,
+        Counter::NpAckUnproven,
+        Counter::CtTcpInserted,
+        Counter::CtHandshakeInserted,
+        Counter::CtHandshakeDeleted,
+        Counter::CtOtherInserted,
+        Counter::CtOtherDeleted,
     ];
 
     pub fn name(self) -> &'static str {
@@ -235,6 +260,15 @@ impl Counter {
             Counter::NpDropFragUnknown => "nodeport_drop_fragment_unknown",
             Counter::NpFragUntracked => "nodeport_fragment_untracked",
             Counter::SockSourceRange => "sock_rejected_source_range",
+            Counter::NpDropNotSyn => "nodeport_drop_untracked_not_syn",
+            Counter::XdpDropNotSyn => "xdp_drop_untracked_not_syn",
+            Counter::NpEstablished => "nodeport_flow_established",
+            Counter::NpAckUnproven => "nodeport_ack_unproven",
+            Counter::CtTcpInserted => "conntrack_tcp_inserted",
+            Counter::CtHandshakeInserted => "conntrack_handshake_inserted",
+            Counter::CtHandshakeDeleted => "conntrack_handshake_deleted",
+            Counter::CtOtherInserted => "conntrack_other_inserted",
+            Counter::CtOtherDeleted => "conntrack_other_deleted",
         }
     }
 
@@ -271,6 +305,15 @@ impl Counter {
             Counter::NpDropFragUnknown => "SLUICE_CNT_NP_DROP_FRAG_UNKNOWN",
             Counter::NpFragUntracked => "SLUICE_CNT_NP_FRAG_UNTRACKED",
             Counter::SockSourceRange => "SLUICE_CNT_SOCK_SOURCE_RANGE",
+            Counter::NpDropNotSyn => "SLUICE_CNT_NP_DROP_NOT_SYN",
+            Counter::XdpDropNotSyn => "SLUICE_CNT_XDP_DROP_NOT_SYN",
+            Counter::NpEstablished => "SLUICE_CNT_NP_ESTABLISHED",
+            Counter::NpAckUnproven => "SLUICE_CNT_NP_ACK_UNPROVEN",
+            Counter::CtTcpInserted => "SLUICE_CNT_CT_TCP_INSERTED",
+            Counter::CtHandshakeInserted => "SLUICE_CNT_CT_HANDSHAKE_INSERTED",
+            Counter::CtHandshakeDeleted => "SLUICE_CNT_CT_HANDSHAKE_DELETED",
+            Counter::CtOtherInserted => "SLUICE_CNT_CT_OTHER_INSERTED",
+            Counter::CtOtherDeleted => "SLUICE_CNT_CT_OTHER_DELETED",
         }
     }
 
@@ -293,6 +336,8 @@ impl Counter {
                 | Counter::XdpLostRedirect
                 | Counter::XdpLostOther
                 | Counter::NpDropFragUnknown
+                | Counter::NpDropNotSyn
+                | Counter::XdpDropNotSyn
         )
     }
 }
@@ -538,6 +583,17 @@ pub struct CtValue {
     pub flags: u8,
     /// Last packet of a UDP flow, in epochs of `1 << CT_EPOCH_SHIFT` ns; 0: written before epochs, fresh.
     pub epoch: u8,
+}
+
+/// `struct sluice_ct_handshake`: a TCP flow's entry in the handshake table, with the backend's
+/// SYN-ACK on its reverse entry.
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
+pub struct CtHandshake {
+    pub ct: CtValue,
+    pub syn_ack_seq_be: u32,
+    pub answered: u8,
+    pub pad: [u8; 3],
 }
 
 /// `struct sluice_frag_key`: a datagram whose fragments are being translated, by what each of
@@ -871,6 +927,8 @@ pub fn c_constants() -> Vec<(&'static str, u64)> {
         ("SLUICE_LB_ADDRS_MAX", LB_ADDRS_MAX.into()),
         ("SLUICE_NODEPORTS_MAX", NODEPORTS_MAX.into()),
         ("SLUICE_CT_MAX", CT_MAX.into()),
+        ("SLUICE_CT_HANDSHAKE_MAX", CT_HANDSHAKE_MAX.into()),
+        ("SLUICE_CT_OTHER_MAX", CT_OTHER_MAX.into()),
         ("SLUICE_BLOCKLIST_MAX", BLOCKLIST_MAX.into()),
         ("SLUICE_PROBLEMS_MAX", PROBLEMS_MAX.into()),
         ("SLUICE_AFFINITY_MAX", AFFINITY_MAX.into()),
@@ -897,6 +955,8 @@ pub fn c_map_names() -> Vec<(&'static str, &'static str)> {
         ("SLUICE_MAP_LB_ADDRS", MAP_LB_ADDRS),
         ("SLUICE_MAP_NODEPORTS", MAP_NODEPORTS),
         ("SLUICE_MAP_CT", MAP_CT),
+        ("SLUICE_MAP_CT_HANDSHAKE", MAP_CT_HANDSHAKE),
+        ("SLUICE_MAP_CT_OTHER", MAP_CT_OTHER),
         ("SLUICE_MAP_CONFIG", MAP_CONFIG),
         ("SLUICE_MAP_BLOCKLIST", MAP_BLOCKLIST),
         ("SLUICE_MAP_BLOCK_HITS", MAP_BLOCK_HITS),
@@ -1021,6 +1081,16 @@ pub fn layouts() -> Vec<(&'static str, usize, Vec<(&'static str, usize)>)> {
                 ("rev_nat_id", offset_of!(CtValue, rev_nat_id)),
                 ("flags", offset_of!(CtValue, flags)),
                 ("epoch", offset_of!(CtValue, epoch)),
+            ],
+        ),
+        (
+            "sluice_ct_handshake",
+            size_of::<CtHandshake>(),
+            vec![
+                ("ct", offset_of!(CtHandshake, ct)),
+                ("syn_ack_seq", offset_of!(CtHandshake, syn_ack_seq_be)),
+                ("answered", offset_of!(CtHandshake, answered)),
+                ("pad", offset_of!(CtHandshake, pad)),
             ],
         ),
         ("sluice_block_key", size_of::<BlockKey>(), vec![("prefixlen", offset_of!(BlockKey, prefixlen)), ("addr", offset_of!(BlockKey, addr))]),
@@ -1155,6 +1225,7 @@ mod pod {
     unsafe impl aya::Pod for super::NodePortKey {}
     unsafe impl aya::Pod for super::CtKey {}
     unsafe impl aya::Pod for super::CtValue {}
+    unsafe impl aya::Pod for super::CtHandshake {}
     unsafe impl aya::Pod for super::Config {}
     unsafe impl aya::Pod for super::AgentStatus {}
     unsafe impl aya::Pod for super::AffinityKey {}
@@ -1215,6 +1286,7 @@ mod tests {
                 ("sluice_nodeport_key", 4),
                 ("sluice_ct_key", 40),
                 ("sluice_ct_value", 40),
+                ("sluice_ct_handshake", 48),
                 ("sluice_block_key", 20),
                 ("sluice_block_value", 40),
                 ("sluice_event", 96),

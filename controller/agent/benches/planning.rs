@@ -50,7 +50,7 @@ fn main() {
     let scales: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.replace(['_', ','], "").parse().ok()).collect::<Vec<_>>().into_iter().collect();
     let scales = if scales.is_empty() { vec![1_000, 10_000, 50_000] } else { scales };
     const CHANGES: usize = 40;
-    let node = NodeContext { node_name: Some("n1".into()), node_ips: vec![], external_ip_cidrs: None, maglev: false, zone: None, nodeport_bind_protection: true };
+    let node = NodeContext { node_name: Some("n1".into()), node_ips: vec![], external_ip_cidrs: None, maglev: false, zone: None, nodeport_bind_protection: true, ..NodeContext::default() };
     println!(
         "| services | cold plan+sync (ms) | one change, full re-plan p50 / p99 (ms) | one change, incremental p50 / p99 (ms) | speed-up at p50 | writes per change |"
     );

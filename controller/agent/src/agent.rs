@@ -123,7 +123,8 @@ struct NorthSouth {
     _objects: Vec<aya::Ebpf>,
 }
 
-fn setup_north_south(args: &AgentArgs, root: &Path) -> anyhow::Result<NorthSouth> {
+/// `before_attach` runs once the programs are loaded (verified), just before they are swapped in.
+fn setup_north_south(args: &AgentArgs, root: &Path, before_attach: impl FnOnce()) -> anyhow::Result<NorthSouth> {
     let devices: Vec<String> = match args.devices.as_slice() {
         [] => crate::netinfo::default_route_device().into_iter().collect(),
         [none] if none == "none" => Vec::new(),
@@ -150,6 +151,7 @@ fn setup_north_south(args: &AgentArgs, root: &Path) -> anyhow::Result<NorthSouth
         pad: 0,
     };
     loader::write_config(&mut tc, config)?;
+    before_attach();
     let mut programs = Vec::new();
     let mut device_status = Vec::new();
     for device in &devices {
@@ -320,7 +322,19 @@ async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let reports = loader::attach_sock_lb(&mut ebpf, &root, &cgroup).context("attaching socket hooks")?;
     let replaced = reports.iter().filter(|r| r.how == loader::Attachment::Replaced).count();
     tracing::info!(cgroup = %cgroup.display(), attached = reports.len() - replaced, replaced, "socket hooks in place");
-    let mut north_south = setup_north_south(&args, &root)?;
+    // Just before the north-south programs are swapped in, the flows the old ones began since the
+    // maps were reshaped follow into the new maps, and the UDP and SCTP flows a build from before
+    // the conntrack split kept with TCP's move to their own table, where the new programs look;
+    // both once more after the swap, for what the old programs added in between.
+    let mut split = 0;
+    let mut north_south = setup_north_south(&args, &root, || {
+        superseded.copy_added(&root);
+        split = sluice_datapath::conntrack::split_non_tcp(&root, false).unwrap_or_default();
+    })?;
+    let split = split + sluice_datapath::conntrack::split_non_tcp(&root, true).context("moving non-TCP conntrack entries to their table")?;
+    if split > 0 {
+        tracing::info!(entries = split, "moved the UDP and SCTP flows of a build without separate conntrack tables to their table");
+    }
     // Every link now runs this build's programs on the pinned maps: what the old ones wrote to
     // maps replaced meanwhile (flows that began during the start) follows.
     let caught_up = superseded.catch_up(&root);
@@ -359,7 +373,7 @@ async fn run(args: AgentArgs) -> anyhow::Result<()> {
     }
 
     let shared = Shared::default();
-    let usage = Arc::new(crate::usage::MapUsage::new(root.clone()));
+    let usage = crate::usage::MapUsage::new(root.clone()).context("starting the map usage counter")?;
     usage.set_planned(sluice_datapath::report::with_pinned_capacities(&root, reconciler.current().map_usage().to_vec()));
     let probes = Arc::new(crate::probes::Probes::default());
     let mut recorder: Option<Arc<kube::runtime::events::Recorder>> = None;
@@ -408,8 +422,15 @@ async fn run(args: AgentArgs) -> anyhow::Result<()> {
             async move { probes.respond(&path) }
         }));
     }
-    let node =
-        NodeContext { node_name: args.node_name.clone(), node_ips: north_south.node_ips.clone(), external_ip_cidrs: None, maglev: false, zone: None, nodeport_bind_protection: true };
+    let node = NodeContext {
+        node_name: args.node_name.clone(),
+        node_ips: north_south.node_ips.clone(),
+        external_ip_cidrs: None,
+        maglev: false,
+        zone: None,
+        nodeport_bind_protection: true,
+        service_slots: loader::capacity(sluice_abi::MAP_SERVICES).unwrap_or(sluice_abi::SERVICES_MAX) as usize,
+    };
     let settings = crate::sync::Settings {
         flag_acceleration: args.nodeport_acceleration.into(),
         devices: north_south.device_status.clone(),
@@ -471,10 +492,8 @@ async fn run(args: AgentArgs) -> anyhow::Result<()> {
                     let mut f = facts.lock().expect("facts");
                     f.block_owners = report.block_owners.clone().unwrap_or_default();
                     f.errors.clear();
-                    f.last_sync = Some(sluice_crds::SyncStatus {
-                        time: k8s_openapi::jiff::Timestamp::now().to_string(),
-                        duration_seconds: report.took.as_secs_f64(),
-                    });
+                    f.last_sync =
+                        Some(sluice_crds::SyncStatus { time: k8s_openapi::jiff::Timestamp::now().to_string(), duration_seconds: report.took.as_secs_f64() });
                 }
                 usage.set_planned(sluice_datapath::report::with_pinned_capacities(&root, syncer.current().map_usage().to_vec()));
                 // The proof's targets: walked only when acceleration is asked for and the plan

@@ -106,6 +106,10 @@ pub fn status(args: &ReadArgs) -> anyhow::Result<()> {
         .into_iter()
         .chain(sluice_datapath::report::lru_usage(&args.bpf_root))
         .collect();
+    // Conntrack tables: what the LRU evicted from each (a SYN flood should only ever show in the
+    // handshake table's).
+    let evicted = sluice_datapath::conntrack::evictions(&args.bpf_root, &map_sizes);
+    let evicted_from = |name: &str| evicted.iter().find(|(t, _)| *t == name).map(|(_, n)| *n);
     let config = sluice_datapath::loader::read_config(&args.bpf_root).ok();
     let agent = sluice_datapath::report::read_status(&args.bpf_root).ok().filter(|a| a.pid != 0);
     let problems = sluice_datapath::report::read_problems(&args.bpf_root).unwrap_or_default();
@@ -144,7 +148,16 @@ pub fn status(args: &ReadArgs) -> anyhow::Result<()> {
             let v = serde_json::json!({
                 "bpf_root": args.bpf_root,
                 "links": links,
-                "maps": map_sizes.iter().map(|(n, c, cap)| serde_json::json!({"name": n, "entries": c, "capacity": cap, "pressure": *c as f64 / f64::from(*cap)})).collect::<Vec<_>>(),
+                "maps": map_sizes
+                    .iter()
+                    .map(|(n, c, cap)| {
+                        let mut m = serde_json::json!({"name": n, "entries": c, "capacity": cap, "pressure": *c as f64 / f64::from(*cap)});
+                        if let Some(e) = evicted_from(n) {
+                            m["evicted"] = e.into();
+                        }
+                        m
+                    })
+                    .collect::<Vec<_>>(),
                 "xdp_acceleration": config.map(|c| c.flags & sluice_abi::CFG_F_XDP_ACCEL != 0),
                 "host_namespace_only": config.map(|c| c.flags & sluice_abi::CFG_F_HOST_NS_ONLY != 0),
                 "devices": devices,
@@ -205,8 +218,9 @@ pub fn status(args: &ReadArgs) -> anyhow::Result<()> {
                 }
             }
             println!("maps (entries / capacity, pressure):");
-            for (n, c, cap) in map_sizes {
-                println!("  {n:<34} {c:>7} / {cap:<8} {:5.1}%", c as f64 * 100.0 / f64::from(cap));
+            for (n, c, cap) in &map_sizes {
+                let evicted = evicted_from(n).map(|e| format!("  {e} evicted")).unwrap_or_default();
+                println!("  {n:<34} {c:>7} / {cap:<8} {:5.1}%{evicted}", *c as f64 * 100.0 / f64::from(*cap));
             }
             println!("counters:");
             for (c, v) in counters {

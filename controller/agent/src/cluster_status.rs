@@ -12,6 +12,7 @@ use futures::StreamExt;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use sluice_crds::{Condition, ConditionStatus, NodeProxyConfigStatus, ProxyConfigStatus, SluiceNode, SluiceNodeStatus, SourceBlocklistStatus};
+use sluice_k8s::watch;
 
 use crate::election::Election;
 use crate::node_status::Facts;
@@ -121,10 +122,11 @@ pub async fn run(client: kube::Client, identity: String, namespace: String, fact
             None => {
                 tracing::info!(identity, "elected to write the shared objects' status");
                 let (store, writer) = reflector::store();
-                let stream = reflector(writer, watcher(Api::<SluiceNode>::all(client.clone()), watcher::Config::default()))
-                    .default_backoff()
-                    .touched_objects()
-                    .for_each(|_| futures::future::ready(()));
+                let api = Api::<SluiceNode>::all(client.clone());
+                // Retried as the agent's own watches are (kube-runtime's default backoff starts
+                // over before every list, so a refused list would be retried every second).
+                let events = watch::guarded("SluiceNode", watch::CatchUpBackoff::default(), move || watcher(api.clone(), watcher::Config::default()).boxed());
+                let stream = reflector(writer, events).touched_objects().for_each(|_| futures::future::ready(()));
                 watch = Some((store.clone(), tokio::spawn(stream)));
                 store
             }

@@ -37,23 +37,14 @@ pub fn run(args: &DumpArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let rows: Vec<Value> = match args.map.as_str() {
-        abi::MAP_CT => hash_entries::<CtKey, CtValue>(args, |k, v| {
-            json!({
-                "dir": if k.dir == abi::CT_REVERSE { "reverse" } else { "forward" },
-                "src": format!("{}:{}", ip(&k.saddr), u16::from_be(k.sport_be)),
-                "dst": format!("{}:{}", ip(&k.daddr), u16::from_be(k.dport_be)),
-                "proto": k.proto,
-                "addr1": format!("{}:{}", ip(&v.addr1), u16::from_be(v.port1_be)),
-                "addr2": format!("{}:{}", ip(&v.addr2), u16::from_be(v.port2_be)),
-                "rev_nat_id": v.rev_nat_id,
-                "snat": v.flags & abi::CT_F_SNAT != 0,
-                "local": v.flags & abi::CT_F_LOCAL != 0,
-                // TCP FIN seen from the client / from the backend (an RST sets both): closed.
-                "fin_client": v.flags & abi::CT_F_FIN_FWD != 0,
-                "fin_backend": v.flags & abi::CT_F_FIN_REV != 0,
-                // UDP: when the flow last carried a packet, in epochs of 2^36 ns (0: not yet stamped).
-                "epoch": v.epoch,
-            })
+        abi::MAP_CT | abi::MAP_CT_OTHER => hash_entries::<CtKey, CtValue>(args, ct_entry)?,
+        abi::MAP_CT_HANDSHAKE => hash_entries::<CtKey, abi::CtHandshake>(args, |k, v| {
+            let mut row = ct_entry(k, v.ct);
+            // On a reverse entry: whether the backend's SYN-ACK was seen, and its sequence number
+            // (the client's ACK must answer it with this + 1 to complete the handshake).
+            row["syn_ack_seen"] = json!(v.answered != 0);
+            row["syn_ack_seq"] = json!(u32::from_be(v.syn_ack_seq_be));
+            row
         })?,
         abi::MAP_AFFINITY => hash_entries::<abi::AffinityKey, abi::AffinityValue>(args, |k, v| {
             let client =
@@ -131,4 +122,24 @@ pub fn run(args: &DumpArgs) -> anyhow::Result<()> {
         println!("{r}");
     }
     Ok(())
+}
+
+/// A conntrack entry as `sluice dump` shows it (every table's entry starts with this).
+fn ct_entry(k: CtKey, v: CtValue) -> Value {
+    json!({
+        "dir": if k.dir == abi::CT_REVERSE { "reverse" } else { "forward" },
+        "src": format!("{}:{}", ip(&k.saddr), u16::from_be(k.sport_be)),
+        "dst": format!("{}:{}", ip(&k.daddr), u16::from_be(k.dport_be)),
+        "proto": k.proto,
+        "addr1": format!("{}:{}", ip(&v.addr1), u16::from_be(v.port1_be)),
+        "addr2": format!("{}:{}", ip(&v.addr2), u16::from_be(v.port2_be)),
+        "rev_nat_id": v.rev_nat_id,
+        "snat": v.flags & abi::CT_F_SNAT != 0,
+        "local": v.flags & abi::CT_F_LOCAL != 0,
+        // TCP FIN seen from the client / from the backend (an RST sets both): closed.
+        "fin_client": v.flags & abi::CT_F_FIN_FWD != 0,
+        "fin_backend": v.flags & abi::CT_F_FIN_REV != 0,
+        // UDP: when the flow last carried a packet, in epochs of 2^36 ns (0: not yet stamped).
+        "epoch": v.epoch,
+    })
 }

@@ -175,7 +175,8 @@ pub fn explain(state: &LbState, target: SocketAddr, proto: Protocol, from: Optio
     e.reason = match from {
         None => format!("connect() is rewritten once to one of {} backends, chosen at random; the socket then talks to it directly", v.backends.len()),
         Some(_) => format!(
-            "a new flow goes to one of {} backends at random and keeps it (conntrack); {} remote ones are reached with SNAT to the node address, local ones with DNAT only",
+            "a new flow{} goes to one of {} backends at random and keeps it (conntrack); {} remote ones are reached with SNAT to the node address, local ones with DNAT only",
+            if v.protocol == "TCP" { " (a SYN: other segments of a connection conntrack does not know are dropped)" } else { "" },
             v.backends.len(),
             remote
         ),
@@ -247,6 +248,7 @@ mod tests {
             maglev: false,
             zone: Some("z1".into()),
             nodeport_bind_protection: true,
+            ..Default::default()
         };
         plan(&o.services, &o.slices, &node, &Ids::default(), Capacity::default()).desired
     }

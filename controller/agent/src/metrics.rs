@@ -23,6 +23,7 @@ pub struct Metrics {
     drops: IntCounterVec,
     map_entries: IntGaugeVec,
     map_capacity: IntGaugeVec,
+    conntrack_evicted: IntCounterVec,
     xdp_acceleration: IntGaugeVec,
     usage: Arc<MapUsage>,
     kube_errors: Arc<ClientErrors>,
@@ -57,6 +58,13 @@ impl Metrics {
             IntCounterVec::new(Opts::new("sluice_datapath_drops_total", "Packets dropped or connections refused by the datapath, by reason."), &["reason"])?;
         let map_entries = IntGaugeVec::new(Opts::new("sluice_map_entries", "Entries in a datapath map."), &["map"])?;
         let map_capacity = IntGaugeVec::new(Opts::new("sluice_map_capacity", "Capacity (max entries) of a datapath map."), &["map"])?;
+        let conntrack_evicted = IntCounterVec::new(
+            Opts::new(
+                "sluice_conntrack_evicted_total",
+                "Conntrack entries the LRU dropped to make room, by table (what the datapath added, less what Sluice removed and what is there).",
+            ),
+            &["map"],
+        )?;
         let xdp_acceleration = IntGaugeVec::new(
             Opts::new(
                 "sluice_xdp_acceleration",
@@ -77,6 +85,7 @@ impl Metrics {
             Box::new(drops.clone()),
             Box::new(map_entries.clone()),
             Box::new(map_capacity.clone()),
+            Box::new(conntrack_evicted.clone()),
             Box::new(xdp_acceleration.clone()),
             Box::new(build_info),
         ] {
@@ -94,6 +103,7 @@ impl Metrics {
             drops,
             map_entries,
             map_capacity,
+            conntrack_evicted,
             xdp_acceleration,
             usage,
             kube_errors,
@@ -129,9 +139,13 @@ impl Metrics {
                 }
             }
         }
-        for (name, entries, capacity) in self.usage.snapshot() {
-            self.map_entries.with_label_values(&[name]).set(entries as i64);
-            self.map_capacity.with_label_values(&[name]).set(i64::from(capacity));
+        let usage = self.usage.snapshot();
+        for (name, entries, capacity) in &usage {
+            self.map_entries.with_label_values(&[name]).set(*entries as i64);
+            self.map_capacity.with_label_values(&[name]).set(i64::from(*capacity));
+        }
+        for (table, evicted) in sluice_datapath::conntrack::evictions(self.usage.root(), &usage) {
+            Self::catch_up(&self.conntrack_evicted.with_label_values(&[table]), evicted);
         }
     }
 

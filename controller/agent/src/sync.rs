@@ -230,8 +230,7 @@ impl Syncer {
     fn record_warnings(&mut self, warnings: &[Warning], report: &mut Report, node_maps: &mut dyn NodeMaps) {
         let texts: BTreeSet<String> = warnings.iter().map(|w| w.to_string()).collect();
         let mut seen = BTreeSet::new();
-        report.new_warnings =
-            warnings.iter().filter(|w| !self.last_warnings.contains(&w.to_string()) && seen.insert(w.to_string())).cloned().collect();
+        report.new_warnings = warnings.iter().filter(|w| !self.last_warnings.contains(&w.to_string()) && seen.insert(w.to_string())).cloned().collect();
         if self.problems_written.as_ref() != Some(&texts) {
             let mut rows: Vec<(String, String)> = warnings.iter().map(|w| (w.subject.to_string(), w.message.clone())).collect();
             rows.sort();
@@ -338,8 +337,9 @@ fn apply_proxy_config(config: Option<&ProxyConfig>, settings: &Settings, node_ma
     let in_effect = map_sizes_in_effect();
     if capacities_of(&spec.map_sizes) != capacities_of(&in_effect) {
         problems.push(format!(
-            "mapSizes (services {}, backends {}, conntrack {}) differ from the sizes in effect (services {}, backends {}, conntrack {}): restart the agent to apply them; its maps keep their entries",
-            spec.map_sizes.services, spec.map_sizes.backends, spec.map_sizes.conntrack, in_effect.services, in_effect.backends, in_effect.conntrack
+            "mapSizes ({}) differ from the sizes in effect ({}): restart the agent to apply them; its maps keep their entries",
+            describe_sizes(&spec.map_sizes),
+            describe_sizes(&in_effect)
         ));
     }
     AppliedConfig {
@@ -434,22 +434,29 @@ pub fn stale_udp_sockets(current: &LbState, desired: &LbState, touched: Option<&
 fn udp_backends_of(state: &LbState, addr: Addr, port_be: u16) -> BTreeSet<(Addr, u16)> {
     let first = SvcKey { addr, port_be, proto: sluice_abi::IPPROTO_UDP, scope: 0, slot: 0, pad: 0 };
     let last = SvcKey { scope: u8::MAX, slot: u16::MAX, pad: u16::MAX, ..first };
-    state
-        .services
-        .range(first..=last)
-        .filter(|(k, _)| k.slot > 0)
-        .filter_map(|(_, v)| state.backends.get(&v.backend_id))
-        .map(|b| (b.addr, b.port()))
-        .collect()
+    state.services.range(first..=last).filter(|(k, _)| k.slot > 0).filter_map(|(_, v)| state.backends.get(&v.backend_id)).map(|b| (b.addr, b.port())).collect()
 }
 
 /// The capacities a ProxyConfig's `mapSizes` ask for, by map (backends no more than backend ids
 /// can number).
 pub fn capacities_of(sizes: &sluice_crds::MapSizes) -> BTreeMap<&'static str, u32> {
     let backends = (sizes.backends.max(0) as u32).min(sluice_core::ids::MAX_BACKEND_ID);
-    [(sluice_abi::MAP_SERVICES, sizes.services.max(0) as u32), (sluice_abi::MAP_BACKENDS, backends), (sluice_abi::MAP_CT, sizes.conntrack.max(0) as u32)]
-        .into_iter()
-        .collect()
+    [
+        (sluice_abi::MAP_SERVICES, sizes.services.max(0) as u32),
+        (sluice_abi::MAP_BACKENDS, backends),
+        (sluice_abi::MAP_CT, sizes.conntrack.max(0) as u32),
+        (sluice_abi::MAP_CT_HANDSHAKE, sizes.conntrack_handshake.max(0) as u32),
+        (sluice_abi::MAP_CT_OTHER, sizes.conntrack_non_tcp.max(0) as u32),
+    ]
+    .into_iter()
+    .collect()
+}
+
+fn describe_sizes(s: &sluice_crds::MapSizes) -> String {
+    format!(
+        "services {}, backends {}, conntrack {}, conntrackHandshake {}, conntrackNonTcp {}",
+        s.services, s.backends, s.conntrack, s.conntrack_handshake, s.conntrack_non_tcp
+    )
 }
 
 /// The sizes this process loaded its maps with.
@@ -459,6 +466,8 @@ fn map_sizes_in_effect() -> sluice_crds::MapSizes {
         services: size(sluice_abi::MAP_SERVICES, sluice_abi::SERVICES_MAX),
         backends: size(sluice_abi::MAP_BACKENDS, sluice_abi::BACKENDS_MAX),
         conntrack: size(sluice_abi::MAP_CT, sluice_abi::CT_MAX),
+        conntrack_handshake: size(sluice_abi::MAP_CT_HANDSHAKE, sluice_abi::CT_HANDSHAKE_MAX),
+        conntrack_non_tcp: size(sluice_abi::MAP_CT_OTHER, sluice_abi::CT_OTHER_MAX),
     }
 }
 

@@ -1,12 +1,13 @@
 //! How full each datapath map is, for metrics and the SluiceNode status, without reading the
 //! maps on every scrape: the planned maps' sizes come from the reconciler's mirror after each
-//! sync, and the LRU maps (which only a key walk can count) are counted at most once a minute.
-//! A periodic full dump of tens of thousands of entries would steal CPU from the very traffic
-//! the node serves.
+//! sync, and the LRU maps (which only a key walk can count) are counted once a minute, by a
+//! thread of their own. A periodic full dump of tens of thousands of entries would steal CPU
+//! from the very traffic the node serves, and the walk of conntrack tables of millions of
+//! entries takes seconds, which no scrape or status write waits for.
 
 use std::path::PathBuf;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// (map name, entries, capacity)
 pub type Usage = (&'static str, usize, u32);
@@ -16,12 +17,24 @@ const LRU_REFRESH: Duration = Duration::from_secs(60);
 pub struct MapUsage {
     root: PathBuf,
     planned: Mutex<Vec<Usage>>,
-    lru: Mutex<Option<(Instant, Vec<Usage>)>>,
+    lru: Mutex<Vec<Usage>>,
 }
 
 impl MapUsage {
-    pub fn new(root: PathBuf) -> MapUsage {
-        MapUsage { root, planned: Mutex::default(), lru: Mutex::default() }
+    /// The usage of the maps under `root`, with the thread that counts the LRU maps (it ends
+    /// when the last handle is dropped).
+    pub fn new(root: PathBuf) -> std::io::Result<Arc<MapUsage>> {
+        let usage = Arc::new(MapUsage { root, planned: Mutex::default(), lru: Mutex::default() });
+        let weak = Arc::downgrade(&usage);
+        std::thread::Builder::new().name("lru-usage".into()).spawn(move || {
+            while let Some(usage) = weak.upgrade() {
+                let counted = sluice_datapath::report::lru_usage(&usage.root);
+                *usage.lru.lock().expect("usage") = counted;
+                drop(usage);
+                std::thread::sleep(LRU_REFRESH);
+            }
+        })?;
+        Ok(usage)
     }
 
     pub fn root(&self) -> &std::path::Path {
@@ -32,13 +45,10 @@ impl MapUsage {
         *self.planned.lock().expect("usage") = usage;
     }
 
+    /// The planned maps as of the last sync, the LRU maps as of their last count.
     pub fn snapshot(&self) -> Vec<Usage> {
         let mut out = self.planned.lock().expect("usage").clone();
-        let mut lru = self.lru.lock().expect("usage");
-        if lru.as_ref().is_none_or(|(at, _)| at.elapsed() >= LRU_REFRESH) {
-            *lru = Some((Instant::now(), sluice_datapath::report::lru_usage(&self.root)));
-        }
-        out.extend(lru.as_ref().map(|(_, v)| v.clone()).unwrap_or_default());
+        out.extend(self.lru.lock().expect("usage").iter().copied());
         out
     }
 }

@@ -160,15 +160,16 @@ impl Planner {
     }
 
     /// Lays out every group anew. Who owns each address is settled over all of them first
-    /// (frontend addresses do not depend on endpoints, so that pass translates without them);
-    /// then each group is translated in full, laid out and let go, one at a time.
+    /// (frontend addresses depend on endpoints only in that too many refuse the Service, so that
+    /// pass counts them and builds no backend lists); then each group is translated in full,
+    /// laid out and let go, one at a time.
     fn plan_all(&mut self, inputs: &impl PlanInputs, node: &NodeContext, capacity: Capacity) {
         let groups = inputs.groups();
         self.parts.clear();
         self.claims.clear();
         for group in &groups {
             if let Some(svc) = inputs.service(group) {
-                let asks: Vec<claims::Ask> = translate::translate(Some(svc), [], node).frontends.iter().map(claims::ask).collect();
+                let asks: Vec<claims::Ask> = translate::frontends_only(Some(svc), inputs.slices(group), node).frontends.iter().map(claims::ask).collect();
                 self.claims.claim(group, &asks);
             }
         }
@@ -328,7 +329,7 @@ mod tests {
     #[test]
     fn incremental_plans_equal_full_plans_through_a_sequence_of_changes() {
         let node =
-            NodeContext { node_name: Some("n1".into()), node_ips: vec!["172.30.0.11".parse().unwrap()], external_ip_cidrs: None, maglev: false, zone: None, nodeport_bind_protection: true };
+            NodeContext { node_name: Some("n1".into()), node_ips: vec!["172.30.0.11".parse().unwrap()], external_ip_cidrs: None, maglev: false, zone: None, nodeport_bind_protection: true, ..NodeContext::default() };
         let mut planner = Planner::new(Ids::default());
         let mut before: Option<LbState> = None;
         let worlds: Vec<_> = (0..12).map(|step| objects(&world(step))).collect();
@@ -374,7 +375,7 @@ mod tests {
         let (services, slices) = objects(&world(1));
         let inputs = Listed::new(&services, &slices);
         let mut planner = Planner::new(Ids::default());
-        let node = NodeContext { node_name: Some("n1".into()), node_ips: vec![], external_ip_cidrs: None, maglev: false, zone: None, nodeport_bind_protection: true };
+        let node = NodeContext { node_name: Some("n1".into()), node_ips: vec![], external_ip_cidrs: None, maglev: false, zone: None, nodeport_bind_protection: true, ..NodeContext::default() };
         planner.plan(Changed::All, &inputs, &node, Capacity::default());
         let before = planner.desired().clone();
         // Nothing marked, but the node lost its name: local flags must go.

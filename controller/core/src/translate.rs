@@ -159,11 +159,23 @@ pub struct NodeContext {
     /// NodePorts are kept from the node's own processes (Cilium's bind protection; kube-proxy
     /// once held them open and no longer does): a host process cannot bind a port a NodePort uses.
     pub nodeport_bind_protection: bool,
+    /// The frontend map's capacity (slots): a Service that alone needs more is refused before
+    /// its backend lists are built, which for thousands of ports, endpoints or externalIPs would
+    /// take the agent's memory on every node.
+    pub service_slots: usize,
 }
 
 impl Default for NodeContext {
     fn default() -> Self {
-        NodeContext { node_name: None, node_ips: Vec::new(), external_ip_cidrs: None, maglev: false, zone: None, nodeport_bind_protection: true }
+        NodeContext {
+            node_name: None,
+            node_ips: Vec::new(),
+            external_ip_cidrs: None,
+            maglev: false,
+            zone: None,
+            nodeport_bind_protection: true,
+            service_slots: abi::SERVICES_MAX as usize,
+        }
     }
 }
 
@@ -219,6 +231,24 @@ struct ServiceEndpoints {
 }
 
 pub fn translate<'a>(services: impl IntoIterator<Item = &'a Service>, slices: impl IntoIterator<Item = &'a Slice>, node: &NodeContext) -> Translation {
+    translate_as(services, slices, node, Backends::Built)
+}
+
+/// The frontends [`translate`] gives, without their backends (every endpoint list empty): what
+/// the Services ask for. The endpoints are still counted, as they decide whether a Service fits
+/// the services map at all ([`NodeContext::service_slots`]): one refused for them asks for nothing.
+pub fn frontends_only<'a>(services: impl IntoIterator<Item = &'a Service>, slices: impl IntoIterator<Item = &'a Slice>, node: &NodeContext) -> Translation {
+    translate_as(services, slices, node, Backends::Counted)
+}
+
+/// Whether a translation builds the backend lists of its frontends or only counts endpoints.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Backends {
+    Built,
+    Counted,
+}
+
+fn translate_as<'a>(services: impl IntoIterator<Item = &'a Service>, slices: impl IntoIterator<Item = &'a Slice>, node: &NodeContext, backends: Backends) -> Translation {
     let mut out = Translation::default();
     let mut wanted: BTreeMap<ObjectKey, &Service> = BTreeMap::new();
     // Slices of Services we skip on purpose are not "unknown"; remember them to stay quiet.
@@ -245,7 +275,7 @@ pub fn translate<'a>(services: impl IntoIterator<Item = &'a Service>, slices: im
 
     for (name, svc) in &wanted {
         let eps = endpoints.remove(name).unwrap_or_default();
-        translate_service(name, svc, &eps, node, &mut out);
+        translate_service(name, svc, &eps, node, backends, &mut out);
     }
     out.warnings.sort();
     out.warnings.dedup();
@@ -355,7 +385,7 @@ fn collect_slice(
     }
 }
 
-fn translate_service(name: &ObjectKey, svc: &Service, eps: &ServiceEndpoints, node: &NodeContext, out: &mut Translation) {
+fn translate_service(name: &ObjectKey, svc: &Service, eps: &ServiceEndpoints, node: &NodeContext, backends: Backends, out: &mut Translation) {
     let subject = Subject::service(name);
     let spec = svc.spec.as_ref().expect("checked by service_is_proxied");
     let mut warn = |message: String| out.warnings.push(Warning::new(subject.clone(), message));
@@ -443,6 +473,32 @@ fn translate_service(name: &ObjectKey, svc: &Service, eps: &ServiceEndpoints, no
         }
     }
     let node_ips: Vec<IpAddr> = node.node_ips.iter().copied().filter(|ip| same_family(ip)).collect();
+
+    // The slots the Service needs at least (a header and a slot per endpoint, per frontend),
+    // counted from the endpoint lists as they are, before anything is built from them.
+    let slots: usize = ips
+        .iter()
+        .map(|family_ip| {
+            let of_family = |ip: &IpAddr| ip.is_ipv6() == family_ip.is_ipv6();
+            let per_port = 1 + externals.iter().filter(|(_, ip)| of_family(ip)).count() + if has_node_ports { node_ips.iter().filter(|ip| of_family(ip)).count() } else { 0 };
+            ports
+                .iter()
+                .map(|sp| {
+                    let endpoints = eps.by_port.get(&(sp.name.clone(), sp.proto)).map_or(0, |v| v.iter().filter(|(_, ep)| of_family(&ep.ip)).count());
+                    per_port.saturating_mul(1 + endpoints)
+                })
+                .fold(0usize, usize::saturating_add)
+        })
+        .fold(0usize, usize::saturating_add);
+    if slots > node.service_slots {
+        out.warnings.push(Warning::map_full(
+            subject,
+            format!("needs at least {slots} frontend slots (ports × addresses × endpoints), more than the services map holds ({}); not programmed", node.service_slots),
+        ));
+        return;
+    }
+    let counted_only = ServiceEndpoints::default();
+    let eps = if backends == Backends::Built { eps } else { &counted_only };
 
     // kube-proxy's count: distinct ready local endpoints of the Service, over all its ports and
     // families.

@@ -48,7 +48,7 @@ spec:
 "#;
 
 fn node() -> NodeContext {
-    NodeContext { node_name: Some("n1".into()), node_ips: vec!["172.30.0.11".parse().unwrap()], external_ip_cidrs: None, maglev: false, zone: None, nodeport_bind_protection: true }
+    NodeContext { node_name: Some("n1".into()), node_ips: vec!["172.30.0.11".parse().unwrap()], external_ip_cidrs: None, maglev: false, zone: None, nodeport_bind_protection: true, ..NodeContext::default() }
 }
 
 fn frontends_of(p: &sluice_core::Plan, ip: &str) -> usize {
@@ -113,4 +113,61 @@ fn kube_system_services_are_kept_first_when_a_map_is_full() {
     assert_eq!(frontends_of(&p, "10.96.0.20") + frontends_of(&p, "10.96.0.30"), 0);
     let refused: Vec<String> = p.warnings.iter().filter(|w| w.reason == WarningReason::MapFull).map(|w| w.subject.to_string()).collect();
     assert_eq!(refused.len(), 2, "{refused:?}");
+}
+
+/// One Service whose ports × addresses × endpoints need more slots than the whole frontend map
+/// holds is refused before its backend lists are built (with thousands of ports, externalIPs or
+/// endpoints, building them took gigabytes, and the agent's memory on every node); the other
+/// Services are programmed. Found by the property test at 10,000 ports and 100,000 endpoints.
+#[test]
+fn a_service_that_alone_overflows_the_frontend_map_is_refused_before_it_is_built() {
+    let ports: Vec<String> = (1..=300).map(|p| format!("{{name: p{p}, port: {p}}}")).collect();
+    let slice_ports: Vec<String> = (1..=100).map(|p| format!("{{name: p{p}, port: {}}}", 8000 + p)).collect();
+    let externals: Vec<String> = (1..=200).map(|i| format!("192.0.2.{i}")).collect();
+    let endpoints: Vec<String> = (1..=1000).map(|i| format!("{{addresses: [10.244.{}.{}]}}", i / 250, i % 250 + 1)).collect();
+    let huge = format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: huge, namespace: demo}}\nspec: {{clusterIP: 10.96.0.20, externalIPs: [{}], ports: [{}]}}\n---\n\
+         apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: huge-1, namespace: demo, labels: {{kubernetes.io/service-name: huge}}}}\naddressType: IPv4\nports: [{}]\nendpoints: [{}]\n---\n",
+        externals.join(", "),
+        ports.join(", "),
+        slice_ports.join(", "),
+        endpoints.join(", ")
+    );
+    let mut o = manifest::Objects::default();
+    let mut w = Vec::new();
+    manifest::parse("t", &(huge + SERVICES), &mut o, &mut w);
+    assert!(w.is_empty(), "{w:?}");
+    let p = plan(&o.services, &o.slices, &node(), &Ids::default(), Capacity::default());
+    let refusal = p.warnings.iter().find(|w| w.subject == Subject::service(&ObjectKey::new("demo", "huge"))).expect("a warning on the huge Service");
+    assert_eq!(refusal.reason, WarningReason::MapFull);
+    assert!(refusal.message.contains("20160300 frontend slots"), "{}", refusal.message);
+    assert_eq!(frontends_of(&p, "10.96.0.20") + frontends_of(&p, "192.0.2.1"), 0);
+    assert!(frontends_of(&p, "10.96.0.12") > 0, "the other Services are programmed");
+}
+
+/// A Service refused for its size claims none of its addresses: another Service asking for the
+/// same externalIP, one the refused Service would win, gets it. (A full plan settles who owns
+/// each address before it lays anything out; it must count the endpoints that refuse a Service
+/// there too.)
+#[test]
+fn a_service_refused_for_its_size_leaves_its_addresses_to_the_next_in_line() {
+    let svc = |name: &str, ip: &str, endpoints: &[&str]| {
+        format!(
+            "---\napiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: demo}}\nspec: {{clusterIP: {ip}, externalIPs: [192.0.2.1], ports: [{{port: 80}}]}}\n\
+             ---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: {name}-1, namespace: demo, labels: {{kubernetes.io/service-name: {name}}}}}\n\
+             addressType: IPv4\nports: [{{port: 80}}]\nendpoints: [{}]\n",
+            endpoints.iter().map(|e| format!("{{addresses: [{e}]}}")).collect::<Vec<_>>().join(", ")
+        )
+    };
+    // demo/a would own 192.0.2.1:80 (it sorts first) but needs 2 frontends × (1 + 3) = 8 slots;
+    // demo/b needs 2 × (1 + 1) = 4.
+    let yaml = svc("a", "10.96.0.40", &["10.244.0.1", "10.244.0.2", "10.244.0.3"]) + &svc("b", "10.96.0.41", &["10.244.0.4"]);
+    let (services, slices, warnings) = manifest::parse_str(&yaml);
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let p = plan(&services, &slices, &NodeContext { service_slots: 6, ..node() }, &Ids::default(), Capacity::default());
+    let refused: Vec<String> = p.warnings.iter().filter(|w| w.reason == WarningReason::MapFull).map(|w| w.subject.to_string()).collect();
+    assert_eq!(refused.len(), 1, "{:?}", p.warnings);
+    assert_eq!(frontends_of(&p, "10.96.0.40"), 0, "demo/a is refused");
+    assert!(frontends_of(&p, "10.96.0.41") > 0);
+    assert!(frontends_of(&p, "192.0.2.1") > 0, "demo/b has the externalIP: {:?}", p.warnings);
 }

@@ -9,12 +9,12 @@ mod arbitrary;
 
 use std::collections::BTreeSet;
 
-use arbitrary::{SMALL, Universe, World, check_planned};
+use arbitrary::{LARGE, SMALL, Universe, World, check_planned};
 use proptest::collection::vec;
 use proptest::prelude::*;
 use sluice_core::blocklist;
 use sluice_core::incremental::Changed;
-use sluice_core::{Capacity, Ids, LbState, Planner, Touched, WarningReason, plan, translate};
+use sluice_core::{Capacity, Ids, LbState, Planner, Touched, WarningReason, model, plan, translate};
 
 fn capacity() -> impl Strategy<Value = Capacity> {
     prop_oneof![1 => Just(Capacity::default()), 2 => arbitrary::small_capacity()]
@@ -112,6 +112,52 @@ proptest! {
                     return Err(TestCaseError::fail(format!("step {step} after {batch:?}: {e}")));
                 }
             }
+        }
+    }
+}
+
+/// A world at `LARGE` scale: a few Services, and slices drawn until about 100,000 endpoints.
+fn large_world() -> impl Strategy<Value = World> {
+    (arbitrary::node(), vec(arbitrary::service(LARGE), 1..=3), vec(arbitrary::slice(LARGE), 200)).prop_map(|(node, services, slices)| {
+        let mut w = World::new(node);
+        let mut ignored = Changed::All;
+        for s in services {
+            w.apply(&arbitrary::Change::Service(model::Service::from_api(&s)), &mut ignored);
+        }
+        for s in slices {
+            w.apply(&arbitrary::Change::Slice(model::Slice::from_api(&s)), &mut ignored);
+        }
+        w
+    })
+}
+
+proptest! {
+    // Each case is large (seconds to plan): a few draws, no long shrinking.
+    #![proptest_config(ProptestConfig { cases: 3, max_shrink_iters: 16, ..ProptestConfig::default() })]
+
+    /// At the scale of thousands of ports and a hundred thousand endpoints, with mixed families,
+    /// duplicates and out-of-range values: planning does not panic, keeps every invariant and
+    /// every capacity (the built-in ones, or small ones that force refusals), and planning the
+    /// world again after one more change equals a full plan.
+    #[test]
+    fn a_hundred_thousand_endpoints_plan_within_every_capacity(w in large_world(), cap in capacity(), more in arbitrary::change(LARGE)) {
+        let endpoints: usize = w.slices.values().map(|s| s.endpoints.len()).sum();
+        prop_assume!(endpoints > 10_000);
+        let mut planner = Planner::new(Ids::default());
+        planner.plan(Changed::All, &w, &w.node, cap);
+        if let Err(e) = check_planned(planner.desired(), &cap) {
+            return Err(TestCaseError::fail(format!("{endpoints} endpoints: {e}")));
+        }
+        let mut w = w;
+        let mut changed = Changed::Groups(BTreeSet::new());
+        w.apply(&more, &mut changed);
+        let ids_before = planner.ids();
+        let report = planner.plan(changed, &w, &w.node, cap);
+        let full = plan(w.services.values(), w.slices.values(), &w.node, &ids_before, cap);
+        prop_assert!(planner.desired() == &full.desired, "incremental and full plans differ after {:?}", more);
+        prop_assert_eq!(&report.warnings, &full.warnings);
+        if let Err(e) = check_planned(planner.desired(), &cap) {
+            return Err(TestCaseError::fail(format!("after one more change: {e}")));
         }
     }
 }

@@ -186,14 +186,22 @@ pub struct MapSizes {
     /// Backends (distinct address:port:protocol across all Services).
     #[schemars(range(min = 1024, max = 16777216))]
     pub backends: i32,
-    /// Connection-tracking entries for NodePort/ExternalIP/LoadBalancer flows (LRU).
+    /// Connection-tracking entries for established NodePort/ExternalIP/LoadBalancer TCP
+    /// connections (LRU; two per connection). Only connections whose handshake completed enter it.
     #[schemars(range(min = 16384, max = 16777216))]
     pub conntrack: i32,
+    /// Connection-tracking entries for TCP handshakes in progress (LRU; two per connection): what
+    /// a SYN flood fills, without touching established connections.
+    #[schemars(range(min = 4096, max = 16777216))]
+    pub conntrack_handshake: i32,
+    /// Connection-tracking entries for UDP and SCTP flows (LRU; two per flow).
+    #[schemars(range(min = 16384, max = 16777216))]
+    pub conntrack_non_tcp: i32,
 }
 
 impl Default for MapSizes {
     fn default() -> Self {
-        MapSizes { services: 65536, backends: 65536, conntrack: 262144 }
+        MapSizes { services: 65536, backends: 65536, conntrack: 262144, conntrack_handshake: 65536, conntrack_non_tcp: 131072 }
     }
 }
 

@@ -38,7 +38,7 @@ fn empty_spec_means_the_defaults() {
     let spec: ProxyConfigSpec = serde_json::from_str("{}").unwrap();
     assert_eq!(spec, ProxyConfigSpec::default());
     let spec: ProxyConfigSpec = serde_json::from_str(r#"{"mapSizes": {"conntrack": 65536}}"#).unwrap();
-    assert_eq!(spec.map_sizes, MapSizes { services: 65536, backends: 65536, conntrack: 65536 });
+    assert_eq!(spec.map_sizes, MapSizes { conntrack: 65536, ..MapSizes::default() });
 }
 
 #[test]

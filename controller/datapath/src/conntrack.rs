@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use aya::maps::{HashMap, MapData};
-use sluice_abi::{self as abi, Addr, AffinityKey, AffinityValue, CtKey, CtValue, SvcKey, SvcValue};
+use sluice_abi::{self as abi, Addr, AffinityKey, AffinityValue, Counter, CtKey, CtValue, SvcKey, SvcValue};
 use sluice_core::LbState;
 
 use crate::maps::{MapError, open_hash};
@@ -17,7 +17,7 @@ pub fn forget_udp_backends(root: &Path, gone: &[(Addr, u16)]) -> Result<usize, M
     if gone.is_empty() {
         return Ok(0);
     }
-    let mut ct: HashMap<MapData, CtKey, CtValue> = open_hash(root, abi::MAP_CT)?;
+    let mut ct: HashMap<MapData, CtKey, CtValue> = open_hash(root, abi::MAP_CT_OTHER)?;
     let matches = |a: &Addr, port_be: u16| gone.iter().any(|(ga, gp)| ga == a && gp.to_be() == port_be);
     let stale: Vec<CtKey> = ct
         .iter()
@@ -25,10 +25,50 @@ pub fn forget_udp_backends(root: &Path, gone: &[(Addr, u16)]) -> Result<usize, M
         .filter(|(k, v)| k.proto == abi::IPPROTO_UDP && if k.dir == abi::CT_FORWARD { matches(&v.addr1, v.port1_be) } else { matches(&k.saddr, k.sport_be) })
         .map(|(k, _)| k)
         .collect();
-    for k in &stale {
-        let _ = ct.remove(k);
+    let removed = stale.iter().filter(|k| ct.remove(k).is_ok()).count();
+    crate::counters::add_agent_owned(root, Counter::CtOtherDeleted, removed as u64)?;
+    Ok(removed)
+}
+
+/// Moves the entries of every protocol but TCP from the established-TCP table, where a build
+/// from before the split into three tables kept every flow, to the other table (those it lacks),
+/// so UDP and SCTP flows keep their backends and SNAT ports across the upgrade. Run before the
+/// new programs are swapped in (they look in the other table), and again after with `remove`,
+/// for what the old ones added meanwhile. Returns how many entries were copied.
+pub fn split_non_tcp(root: &Path, remove: bool) -> Result<usize, MapError> {
+    let mut tcp: HashMap<MapData, CtKey, CtValue> = open_hash(root, abi::MAP_CT)?;
+    let mut other: HashMap<MapData, CtKey, CtValue> = open_hash(root, abi::MAP_CT_OTHER)?;
+    let non_tcp: Vec<(CtKey, CtValue)> = tcp.iter().filter_map(Result::ok).filter(|(k, _)| k.proto != abi::IPPROTO_TCP).collect();
+    let mut copied = 0;
+    for (k, v) in &non_tcp {
+        if other.get(k, 0).is_err() && other.insert(k, v, 0).is_ok() {
+            copied += 1;
+        }
+        if remove {
+            let _ = tcp.remove(k);
+        }
     }
-    Ok(stale.len())
+    Ok(copied)
+}
+
+/// Entries the LRU evicted from each conntrack table, as (table, evicted): what the datapath
+/// added, less what Sluice removed and what is there now (`entries`, from `report::lru_usage`).
+/// The counts are read a moment apart from the walk, so a busy table's figure is off by the
+/// flows of that moment; it is exact at rest.
+pub fn evictions(root: &Path, entries: &[(&'static str, usize, u32)]) -> Vec<(&'static str, u64)> {
+    let Ok(counts) = crate::counters::read(root) else { return Vec::new() };
+    let get = |c: Counter| counts.iter().find(|(k, _)| *k == c).map_or(0, |(_, n)| *n);
+    [
+        (abi::MAP_CT, get(Counter::CtTcpInserted), 0),
+        (abi::MAP_CT_HANDSHAKE, get(Counter::CtHandshakeInserted), get(Counter::CtHandshakeDeleted)),
+        (abi::MAP_CT_OTHER, get(Counter::CtOtherInserted), get(Counter::CtOtherDeleted)),
+    ]
+    .into_iter()
+    .filter_map(|(table, inserted, deleted)| {
+        let live = entries.iter().find(|(name, _, _)| *name == table)?.1 as u64;
+        Some((table, inserted.saturating_sub(deleted).saturating_sub(live)))
+    })
+    .collect()
 }
 
 /// The sessionAffinity groups a sync may have left stale entries in, with their members now:
@@ -92,9 +132,5 @@ pub fn forget_stale_affinity(root: &Path, members: &AffinityMembers) -> Result<u
 
 /// The affinity group a header's scope belongs to, as the datapath reads it (lb.h).
 fn affinity_group(key: &SvcKey, head: &SvcValue) -> (u16, u8) {
-    if head.backend_id == 0 {
-        (head.rev_nat_id, key.scope)
-    } else {
-        (head.backend_id as u16, (head.backend_id >> abi::AFFINITY_SET_SHIFT) as u8)
-    }
+    if head.backend_id == 0 { (head.rev_nat_id, key.scope) } else { (head.backend_id as u16, (head.backend_id >> abi::AFFINITY_SET_SHIFT) as u8) }
 }

@@ -80,8 +80,15 @@ impl Superseded {
     /// Copies the entries the old programs added since `reconcile` (keys the new map lacks), for
     /// maps whose entries were copied at all. Call it once every link is swapped.
     pub fn catch_up(self, root: &Path) -> usize {
+        self.copy_added(root)
+    }
+
+    /// The same copy, leaving the old maps held: done just before the links are swapped as well,
+    /// so the flows that began while the new programs were being verified are in the new maps by
+    /// the time those programs run (a connection whose reply found no entry would be reset).
+    pub fn copy_added(&self, root: &Path) -> usize {
         let mut added = 0;
-        for (name, old, shape) in self.0 {
+        for (name, old, shape) in &self.0 {
             let Ok(new) = MapData::from_pin(root.join(&name)) else { continue };
             let (k, v) = (shape.key_size as usize, shape.value_size as usize);
             for key in crate::sys::map_keys(old.fd().as_fd(), k).unwrap_or_default() {

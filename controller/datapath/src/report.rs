@@ -74,6 +74,12 @@ pub fn lru_usage(root: &Path) -> Vec<(&'static str, usize, u32)> {
     if let Some(n) = count::<abi::CtKey, abi::CtValue>(root, abi::MAP_CT) {
         out.push((abi::MAP_CT, n, abi::CT_MAX));
     }
+    if let Some(n) = count::<abi::CtKey, abi::CtHandshake>(root, abi::MAP_CT_HANDSHAKE) {
+        out.push((abi::MAP_CT_HANDSHAKE, n, abi::CT_HANDSHAKE_MAX));
+    }
+    if let Some(n) = count::<abi::CtKey, abi::CtValue>(root, abi::MAP_CT_OTHER) {
+        out.push((abi::MAP_CT_OTHER, n, abi::CT_OTHER_MAX));
+    }
     if let Some(n) = count::<abi::SockRevNatKey, abi::SockRevNatValue>(root, abi::MAP_SOCK_REVNAT) {
         out.push((abi::MAP_SOCK_REVNAT, n, abi::SOCK_REVNAT_MAX));
     }

@@ -3,7 +3,6 @@
 //! exposes a half list.
 
 use futures::{StreamExt, TryStreamExt};
-use kube::runtime::WatchStreamExt;
 use kube::runtime::utils::Backoff;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client};
@@ -127,8 +126,14 @@ impl Indexed for k8s_openapi::api::core::v1::Node {
 /// Retry delays for a broken watch, as client-go's reflector (kube-proxy's) has them: 800 ms
 /// doubling to 30 s, each stretched by a random factor of 1 to 2 so the watches of a thousand
 /// nodes do not hit a recovering apiserver in step. A shorter ceiling (this was 2 s once) put
-/// every node's re-list on an apiserver already struggling every 2 s; the cost is that a node
-/// may be up to 30 s late after a long outage, as every client-go controller is.
+/// every node's re-list on an apiserver already struggling every 2 s.
+///
+/// That schedule is for errors the apiserver answered (403 while its authorizer warms up, 429,
+/// 5xx): those retries are its load. A request that reached no apiserver (connection refused,
+/// reset, timed out) cost it nothing, so [`Guarded`] retries those on [`Self::unreachable`]'s
+/// schedule, capped at 4 s, without advancing this one: a node is back within seconds of an
+/// apiserver restart instead of up to 30 s (60 s in client-go, whose jitter comes after its cap)
+/// later, and the first refusals of a restarted apiserver are retried from 800 ms again.
 pub struct CatchUpBackoff {
     next: std::time::Duration,
     max: std::time::Duration,
@@ -142,6 +147,23 @@ impl CatchUpBackoff {
     /// for them) is retried once a minute, not hammered.
     pub fn optional() -> Self {
         CatchUpBackoff { next: Self::FIRST, max: std::time::Duration::from_secs(60) }
+    }
+
+    /// For requests that reached no apiserver.
+    fn unreachable() -> Self {
+        CatchUpBackoff { next: Self::FIRST, max: std::time::Duration::from_secs(4) }
+    }
+}
+
+/// Whether the apiserver answered the request that failed (see [`CatchUpBackoff`]): an error
+/// status, or a response it sent that could not be read as one. Transport errors (no connection,
+/// a reset stream, a timeout) are the ones it did not answer.
+fn answered_by_apiserver(error: &watcher::Error) -> bool {
+    match error {
+        watcher::Error::WatchError(_) | watcher::Error::NoResourceVersion => true,
+        watcher::Error::InitialListFailed(e) | watcher::Error::WatchStartFailed(e) | watcher::Error::WatchFailed(e) => {
+            !matches!(e, kube::Error::HyperError(_) | kube::Error::Service(_) | kube::Error::ReadEvents(_))
+        }
     }
 }
 
@@ -199,8 +221,8 @@ where
     K: Indexed + kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
 {
     let WatchSpec { kind, config, optional } = spec;
-    let backoff = move || if optional { CatchUpBackoff::optional() } else { CatchUpBackoff::default() };
-    let mut stream = Guarded::new(kind, move || watcher::watcher(api.clone(), config.clone()).backoff(backoff()).boxed());
+    let backoff = if optional { CatchUpBackoff::optional() } else { CatchUpBackoff::default() };
+    let mut stream = Guarded::new(kind, backoff, move || watcher::watcher(api.clone(), config.clone()).boxed());
     let mut buffer: Vec<K::Kept> = Vec::new();
     let mut warned = false;
     loop {
@@ -239,44 +261,93 @@ where
 /// How long a watch may stay silent after an error before it is replaced by a fresh list.
 const SILENT_AFTER_ERROR: std::time::Duration = std::time::Duration::from_secs(10);
 
-type EventStream<K> = futures::stream::BoxStream<'static, Result<Event<K>, watcher::Error>>;
+/// A watcher's events.
+pub type EventStream<K> = futures::stream::BoxStream<'static, Result<Event<K>, watcher::Error>>;
 
-/// A watcher that must answer soon after an error. After an error the watcher retries the
-/// watch it had; right after an apiserver restart such a retry (after a 403 while the restarted
-/// apiserver's authorizer warmed up) has never answered, and kube-runtime only gives up on a
-/// silent watch after its 290 s timeout. So a watch that yields nothing within
-/// `SILENT_AFTER_ERROR` of an error is dropped and started again, with a fresh list.
+/// A watcher's events with [`Guarded`]'s retries (spaced out as client-go's reflector spaces
+/// them; a watch silent after an error listed again), for a reflector. `start` makes a watcher
+/// without a backoff of its own.
+pub fn guarded<K: Send + 'static>(kind: &'static str, backoff: CatchUpBackoff, start: impl Fn() -> EventStream<K> + Send + 'static) -> EventStream<K> {
+    futures::stream::unfold(Guarded::new(kind, backoff, start), |mut guarded| async move {
+        match guarded.next().await {
+            Ok(None) => None,
+            Ok(Some(event)) => Some((Ok(event), guarded)),
+            Err(e) => Some((Err(e), guarded)),
+        }
+    })
+    .boxed()
+}
+
+/// A kube-runtime watcher with its retries spaced out, that must answer soon after an error.
+///
+/// Retries: after each error the next request waits for `backoff` (0.8 s doubling to 30 s, as
+/// client-go's reflector), and only an answer from the apiserver (an object, the end of a list, a
+/// watch event) starts the backoff over. kube-runtime's own stream backoff cannot be used: it
+/// starts over on any `Ok`, and the watcher yields `Event::Init` before each list, before asking
+/// anything; so a list refused again and again (403 while a restarted apiserver's authorizer
+/// warms up, or for as long as the RBAC is missing) was retried every 0.8–1.6 s forever.
+///
+/// Silence: after an error the watcher retries the watch it had; right after an apiserver
+/// restart such a retry (after a 403 while the restarted apiserver's authorizer warmed up) has
+/// never answered, and kube-runtime only gives up on a silent watch after its 290 s timeout. So a
+/// watch that yields nothing within `SILENT_AFTER_ERROR` of its retry is dropped and started
+/// again, with a fresh list (the backoff goes on where it was).
 struct Guarded<K> {
     kind: &'static str,
     start: Box<dyn Fn() -> EventStream<K> + Send>,
     stream: EventStream<K>,
+    backoff: CatchUpBackoff,
+    unreachable: CatchUpBackoff,
+    /// When the retry after the last error may be made.
+    retry_at: Option<tokio::time::Instant>,
     deadline: Option<tokio::time::Instant>,
 }
 
 impl<K: 'static> Guarded<K> {
-    fn new(kind: &'static str, start: impl Fn() -> EventStream<K> + Send + 'static) -> Self {
+    /// `start` makes a watcher without a backoff of its own.
+    fn new(kind: &'static str, backoff: CatchUpBackoff, start: impl Fn() -> EventStream<K> + Send + 'static) -> Self {
         let stream = start();
-        Guarded { kind, start: Box::new(start), stream, deadline: None }
+        Guarded { kind, start: Box::new(start), stream, backoff, unreachable: CatchUpBackoff::unreachable(), retry_at: None, deadline: None }
     }
 
     async fn next(&mut self) -> Result<Option<Event<K>>, watcher::Error> {
+        if let Some(at) = self.retry_at.take() {
+            tokio::time::sleep_until(at).await;
+        }
         loop {
             let next = tokio::select! {
                 next = self.stream.try_next() => next,
                 _ = sleep_until_some(self.deadline) => {
                     self.deadline = None;
-                    tracing::warn!(kind = self.kind, "the watch gave nothing within {SILENT_AFTER_ERROR:?} of an error: listing again");
+                    tracing::warn!(kind = self.kind, "the watch gave nothing within {SILENT_AFTER_ERROR:?} of its retry after an error: listing again");
                     self.stream = (self.start)();
                     continue;
                 }
             };
-            if next.is_ok() {
-                self.deadline = None;
-            } else if self.deadline.is_none() {
-                self.deadline = Some(tokio::time::Instant::now() + SILENT_AFTER_ERROR);
+            match &next {
+                // A (re)list begins: nothing has been asked of the apiserver yet.
+                Ok(Some(Event::Init)) => {}
+                Ok(_) => {
+                    self.backoff.reset();
+                    self.unreachable.reset();
+                    self.deadline = None;
+                }
+                Err(e) => {
+                    let delay = self.delay_after(e);
+                    let now = tokio::time::Instant::now();
+                    self.retry_at = Some(now + delay);
+                    self.deadline = Some(now + delay + SILENT_AFTER_ERROR);
+                }
             }
             return next;
         }
+    }
+}
+
+impl<K> Guarded<K> {
+    fn delay_after(&mut self, error: &watcher::Error) -> std::time::Duration {
+        let schedule = if answered_by_apiserver(error) { &mut self.backoff } else { &mut self.unreachable };
+        schedule.next().unwrap_or(CatchUpBackoff::MAX)
     }
 }
 
@@ -295,7 +366,7 @@ pub async fn run_owner_daemonset(client: Client, namespace: String, name: String
     use std::sync::atomic::Ordering;
     let api: Api<k8s_openapi::api::apps::v1::DaemonSet> = Api::namespaced(client, &namespace);
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
-    let mut stream = Guarded::new("DaemonSet", move || watcher::watcher(api.clone(), config.clone()).backoff(CatchUpBackoff::default()).boxed());
+    let mut stream = Guarded::new("DaemonSet", CatchUpBackoff::default(), move || watcher::watcher(api.clone(), config.clone()).boxed());
     let (mut seen, mut seen_in_list) = (false, false);
     loop {
         match stream.next().await {
@@ -367,5 +438,24 @@ mod tests {
         assert_eq!(delays[9], std::time::Duration::from_secs(30), "{delays:?}");
         b.reset();
         assert!(b.next().unwrap() < std::time::Duration::from_millis(1600));
+    }
+
+    /// The catch-up after an apiserver restart: a minute of refused connections, then refusals
+    /// the restarted apiserver answers.
+    #[tokio::test]
+    async fn an_unreachable_apiserver_is_retried_within_seconds_and_its_first_answers_from_the_start() {
+        let mut guarded: Guarded<()> = Guarded::new("test", CatchUpBackoff::default(), || futures::stream::empty().boxed());
+        let refused = || {
+            let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused");
+            watcher::Error::InitialListFailed(kube::Error::Service(Box::new(io)))
+        };
+        let forbidden = || watcher::Error::InitialListFailed(kube::Error::Api(kube::core::Status::failure("forbidden", "Forbidden").with_code(403).boxed()));
+        let unreachable: Vec<_> = (0..20).map(|_| guarded.delay_after(&refused())).collect();
+        assert!(unreachable.iter().all(|d| *d <= std::time::Duration::from_secs(4)), "{unreachable:?}");
+        let answered: Vec<_> = (0..10).map(|_| guarded.delay_after(&forbidden())).collect();
+        assert!(answered[0] < std::time::Duration::from_millis(1600), "{answered:?}");
+        assert_eq!(answered[9], std::time::Duration::from_secs(30), "{answered:?}");
+        // A request that reaches no apiserver does not wait for the answered schedule.
+        assert!(guarded.delay_after(&refused()) <= std::time::Duration::from_secs(4));
     }
 }

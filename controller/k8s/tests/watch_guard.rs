@@ -91,3 +91,47 @@ async fn a_watch_silent_after_an_error_is_replaced_by_a_fresh_list() {
     drop(index);
     watches.abort();
 }
+
+/// An apiserver that refuses every request (403), as a restarted one does for a moment while its
+/// authorizer warms up, and for as long as the agents' RBAC is missing. kube-runtime's watcher
+/// yields `Event::Init` before each list, and its stream backoff resets on any `Ok`: a refused
+/// list was retried every 0.8–1.6 s forever (about 50 lists a minute per watch, 250 per agent,
+/// measured by e2e/bench/soak). client-go's reflector backs off from 0.8 s to 30 s.
+#[tokio::test(start_paused = true)]
+async fn a_refused_list_is_retried_with_a_backoff_growing_to_thirty_seconds() {
+    let (mock, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = kube::Client::new(mock, "default");
+    let shared = Shared::default();
+    let errors = Arc::new(watch::ClientErrors::default());
+    let watches = tokio::spawn(watch::run(client, None, shared.clone(), errors.clone()));
+
+    let started = tokio::time::Instant::now();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::<(Duration, String)>::new()));
+    let apiserver = {
+        let seen = seen.clone();
+        tokio::spawn(async move {
+            let mut handle = pin!(handle);
+            while let Some((request, reply)) = handle.next_request().await {
+                seen.lock().unwrap().push((started.elapsed(), request.uri().to_string()));
+                reply.send_response(status(StatusCode::FORBIDDEN, "Forbidden"));
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(300)).await;
+    let seen = seen.lock().unwrap().clone();
+    let at = |prefix: &str| -> Vec<f64> { seen.iter().filter(|(_, u)| u.starts_with(prefix)).map(|(t, _)| t.as_secs_f64()).collect() };
+    let services = at("/api/v1/services");
+    // 0, then 0.8–1.6, 1.6–3.2, 3.2–6.4, 6.4–12.8, 12.8–25.6 s later, then every 30 s: 14 to 15
+    // requests in five minutes, as a reflector makes them.
+    assert!((10..=16).contains(&services.len()), "{} Service lists in 5 minutes, at {services:?}", services.len());
+    let gaps: Vec<f64> = services.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(gaps.iter().rev().take(4).all(|g| *g >= 29.0 && *g <= 31.0), "the retries end 30 s apart: {gaps:?}");
+    let slices = at("/apis/discovery.k8s.io/v1/endpointslices");
+    assert!((10..=16).contains(&slices.len()), "{} EndpointSlice lists in 5 minutes", slices.len());
+    // The optional sluice.dev kinds back off further, to a minute.
+    let blocklists = at("/apis/sluice.dev/v1alpha1/sourceblocklists");
+    assert!((5..=12).contains(&blocklists.len()), "{} SourceBlocklist lists in 5 minutes, at {blocklists:?}", blocklists.len());
+    assert!(!shared.index.lock().unwrap().complete(), "nothing was listed");
+    watches.abort();
+    apiserver.abort();
+}

@@ -37,12 +37,27 @@ pub struct Universe {
     /// Port numbers in range are drawn from 1..=ports (Service ports, target ports, nodePorts).
     pub ports: i32,
     pub max_ports: usize,
+    /// Ports per EndpointSlice (the API allows 100).
+    pub max_slice_ports: usize,
     pub max_slices: usize,
     pub max_endpoints: usize,
 }
 
 /// Everything collides often.
-pub const SMALL: Universe = Universe { names: 4, cluster_ips: 4, endpoint_ips: 6, ports: 3, max_ports: 3, max_slices: 6, max_endpoints: 5 };
+pub const SMALL: Universe = Universe { names: 4, cluster_ips: 4, endpoint_ips: 6, ports: 3, max_ports: 3, max_slice_ports: 3, max_slices: 6, max_endpoints: 5 };
+
+/// The scale issue #12 names: Services of up to 10,000 ports, about 100,000 endpoints in all
+/// (up to 100 slices of up to 2,000), from pools large enough that most addresses differ.
+pub const LARGE: Universe = Universe {
+    names: 3,
+    cluster_ips: 3,
+    endpoint_ips: 100_000,
+    ports: 10_000,
+    max_ports: 10_000,
+    max_slice_ports: 100,
+    max_slices: 1_000,
+    max_endpoints: 1_000,
+};
 
 pub const NAMESPACES: [&str; 2] = ["a", "b"];
 pub const NODE: &str = "n1";
@@ -210,7 +225,7 @@ pub fn slice(u: Universe) -> impl Strategy<Value = EndpointSlice> {
         labels(owner).prop_map(move |labels| ObjectMeta { namespace: namespace.clone(), name: Some(format!("e{i}")), labels, ..Default::default() })
     });
     let family = prop_oneof![6 => Just("IPv4"), 6 => Just("IPv6"), 1 => Just("FQDN"), 1 => Just("IPX")];
-    (meta, family, vec(endpoint(u), 0..=u.max_endpoints), option::of(vec(endpoint_port(u), 0..=u.max_ports))).prop_map(|(metadata, family, endpoints, ports)| {
+    (meta, family, vec(endpoint(u), 0..=u.max_endpoints), option::of(vec(endpoint_port(u), 0..=u.max_slice_ports))).prop_map(|(metadata, family, endpoints, ports)| {
         EndpointSlice { metadata, address_type: family.into(), endpoints, ports }
     })
 }
@@ -219,14 +234,18 @@ pub fn slice(u: Universe) -> impl Strategy<Value = EndpointSlice> {
 /// the algorithm, bind protection, and the Node's name and zone.
 pub fn node() -> impl Strategy<Value = NodeContext> {
     let cidrs = option::of(vec(select(vec!["192.0.2.0/24", "10.96.0.0/16", "2001:db8::/32", "0.0.0.0/0"]).prop_map(|c| Cidr::parse(c).unwrap()), 0..=2));
-    (option::of(select(vec![NODE, "n2"])), proptest::sample::subsequence(NODE_IPS.to_vec(), 0..=3), cidrs, any::<bool>(), option::of(select(vec![ZONE, "z2"])), any::<bool>())
-        .prop_map(|(name, ips, external_ip_cidrs, maglev, zone, bind)| NodeContext {
+    // The frontend map's capacity: the built-in one mostly, sometimes so small a Service alone
+    // overflows it.
+    let slots = prop_oneof![3 => Just(sluice_abi::SERVICES_MAX as usize), 1 => 1..40usize];
+    (option::of(select(vec![NODE, "n2"])), proptest::sample::subsequence(NODE_IPS.to_vec(), 0..=3), cidrs, any::<bool>(), option::of(select(vec![ZONE, "z2"])), any::<bool>(), slots)
+        .prop_map(|(name, ips, external_ip_cidrs, maglev, zone, bind, service_slots)| NodeContext {
             node_name: name.map(String::from),
             node_ips: ips.iter().map(|ip| ip.parse().unwrap()).collect(),
             external_ip_cidrs,
             maglev,
             zone: zone.map(String::from),
             nodeport_bind_protection: bind,
+            service_slots,
         })
 }
 

@@ -30,9 +30,9 @@ fn a_flow_reclaims_its_reverse_entry_from_a_later_flow_on_the_same_client_port()
     // same tuple, so the reverse entry can hold only one of them at a time.
     let a = tcp(CLIENT, 45555).to(NODE4, 30081);
     let b = tcp(CLIENT, 45555).to(Ipv4Addr::new(10, 96, 0, 81), 80);
-    let to_backend = fx.ingress(&a.data(b"a")).seen().flow;
+    let to_backend = fx.establish(a);
     assert_eq!(to_backend, tcp(CLIENT, 45555).to(LOCAL_BE, 8080));
-    fx.ingress(&b.data(b"b"));
+    fx.establish(b);
     // Flow a sends again (its earlier connection ended; the client reused the port for it).
     fx.ingress(&a.data(b"a again"));
     assert_eq!(fx.egress(&to_backend.reply().data(b"reply")).seen().flow, a.reply(), "the reply must come from the frontend flow a used");
@@ -42,7 +42,7 @@ fn a_flow_reclaims_its_reverse_entry_from_a_later_flow_on_the_same_client_port()
 fn a_closed_flows_snat_port_goes_to_a_new_flow_only_when_no_port_is_free() {
     let Some(fx) = node("snatreuse").start() else { return };
     let a = tcp(CLIENT, 40001).to(NODE4, 30082);
-    assert_eq!(fx.ingress(&a.syn()).seen().flow, tcp(NODE4, 40001).to(REMOTE_BE, 8080));
+    assert_eq!(fx.establish(a), tcp(NODE4, 40001).to(REMOTE_BE, 8080));
     // Every other port to that backend is held by a flow still open (long-lived connections
     // through another frontend), so flow a's port is the only candidate left.
     hold_every_snat_port(&fx, tcp(REMOTE_BE, 8080), 0);
@@ -139,4 +139,130 @@ fn conntrack_keeps_a_flow_on_its_backend_among_several() {
     assert!(seen.len() >= 3, "40 flows reached only {seen:?}");
     assert!(seen.iter().all(|b| backends.contains(b)));
     assert_eq!(fx.counter(Counter::NpNewFlow), 41);
+}
+
+// ------------------------------------------------------------------ the three tables
+
+#[test]
+fn a_tcp_packet_other_than_a_syn_starts_no_flow() {
+    let Some(fx) = node("notsyn").accelerated().routed().start() else { return };
+    // An ACK, a data segment, a FIN to a frontend, of no flow conntrack knows: dropped, and
+    // nothing recorded, so a flood of them cannot evict anything.
+    for (i, flags) in [ACK, PSH | ACK, FIN | ACK].into_iter().enumerate() {
+        let pkt = tcp(CLIENT_IN_RANGE, 40100 + i as u16).to(LB_REMOTE, 80).segment(flags);
+        assert_eq!(fx.ingress(&pkt).verdict, TC_ACT_SHOT, "flags {flags:#x}");
+    }
+    assert_eq!(fx.counter(Counter::NpDropNotSyn), 3);
+    // XDP drops them first (a FIN goes on to tc, which records closes).
+    let ack = tcp(CLIENT_IN_RANGE, 40110).to(LB_REMOTE, 80).segment(ACK);
+    assert_eq!(fx.xdp(&ack).verdict, XDP_DROP);
+    assert_eq!(fx.counter(Counter::XdpDropNotSyn), 1);
+    assert!(fx.ct().is_empty(), "{:?}", fx.ct());
+    // To an address that is no frontend: not ours, on the node's address or, between pods of
+    // different nodes, on a pod's.
+    let other = tcp(CLIENT, 40120).to(NODE4, 22).segment(ACK);
+    assert_eq!(fx.ingress(&other), (TC_ACT_UNSPEC, other.clone()));
+    assert_eq!(fx.xdp(&other), (XDP_PASS, other.clone()));
+    let pod_to_pod = tcp(REMOTE_BE, 8080).to(LOCAL_BE, 40130).data(b"east-west");
+    assert_eq!(fx.ingress(&pod_to_pod), (TC_ACT_UNSPEC, pod_to_pod.clone()));
+    assert_eq!(fx.egress(&pod_to_pod), (TC_ACT_UNSPEC, pod_to_pod.clone()));
+    // To a frontend without endpoints: refused as any packet to it, as kube-proxy's REJECT.
+    assert_eq!(fx.ingress(&tcp(CLIENT, 40130).to(NODE4, 30095).segment(ACK)).verdict, TC_ACT_REDIRECT);
+    assert_eq!(fx.counter(Counter::NpRejectNoBackend), 1);
+    assert_eq!(fx.counter(Counter::NpDropNotSyn), 3);
+}
+
+#[test]
+fn a_flow_is_established_only_by_the_ack_that_answers_its_syn_ack() {
+    let Some(fx) = node("handshake").start() else { return };
+    let c2f = tcp(CLIENT, 40200).to(NODE4, 30082);
+    let to_backend = fx.ingress(&c2f.syn()).seen().flow;
+    let (fk, b2n) = (c2f.ct_key(abi::CT_FORWARD), to_backend.reply());
+    // The SYN: both entries in the handshake table, none in the established one.
+    assert_eq!(fx.handshakes().len(), 2);
+    assert!(fx.ct_table(abi::MAP_CT).is_empty());
+    // A segment before the SYN-ACK is translated, and proves nothing.
+    assert_eq!(fx.ingress(&c2f.data(b"early")).seen().flow, to_backend);
+    assert!(fx.ct_table(abi::MAP_CT).is_empty());
+    // The SYN-ACK: recorded on the reverse entry, and reversed to the client.
+    assert_eq!(fx.ingress(&b2n.segment(SYN | ACK)).seen().flow, c2f.reply());
+    let rev = fx.handshakes().into_iter().find(|(k, _)| *k == b2n.ct_key(abi::CT_REVERSE)).unwrap().1;
+    assert_eq!((rev.answered, u32::from_be(rev.syn_ack_seq_be)), (1, TCP_SEQ));
+    // An ACK that does not answer it (a blind spoofer's guess) is translated, but counted and
+    // left in the handshake table.
+    assert_eq!(fx.ingress(&c2f.packet().flags(ACK).ack(TCP_SEQ + 2).build()).seen().flow, to_backend);
+    assert_eq!(fx.counter(Counter::NpAckUnproven), 1);
+    assert!(fx.ct_table(abi::MAP_CT).is_empty());
+    // The client's real ACK: both entries move to the established table.
+    assert_eq!(fx.ingress(&c2f.handshake_ack()).seen().flow, to_backend);
+    assert_eq!(fx.counter(Counter::NpEstablished), 1);
+    assert!(fx.handshakes().is_empty());
+    let established: Vec<_> = fx.ct_table(abi::MAP_CT).into_iter().map(|(k, _)| k).collect();
+    assert_eq!(established.len(), 2);
+    assert!(established.contains(&fk) && established.contains(&b2n.ct_key(abi::CT_REVERSE)));
+    assert_eq!((fx.counter(Counter::CtHandshakeInserted), fx.counter(Counter::CtHandshakeDeleted), fx.counter(Counter::CtTcpInserted)), (2, 2, 2));
+    // The flow goes on in both directions from there.
+    assert_eq!(fx.ingress(&c2f.data(b"more")).seen().flow, to_backend);
+    assert_eq!(fx.ingress(&b2n.data(b"reply")).seen().flow, c2f.reply());
+    assert_eq!(fx.counter(Counter::NpNewFlow), 1);
+}
+
+#[test]
+fn udp_flows_have_a_table_of_their_own() {
+    let Some(fx) = node("ctother").start() else { return };
+    let c2f = udp(CLIENT, 5500).to(NODE4, 30053);
+    fx.ingress(&c2f.data(b"q"));
+    assert_eq!(fx.ct_table(abi::MAP_CT_OTHER).len(), 2);
+    assert!(fx.ct_table(abi::MAP_CT).is_empty() && fx.handshakes().is_empty());
+    // What the agent removes it counts, so what the LRU evicted can be told apart.
+    sluice_datapath::conntrack::forget_udp_backends(fx.pins(), &[(Addr::from(REMOTE_BE), 5353)]).unwrap();
+    assert_eq!((fx.counter(Counter::CtOtherInserted), fx.counter(Counter::CtOtherDeleted)), (2, 2));
+}
+
+/// An upgrade from a build that kept every flow in `sluice_ct_v1`: the agent moves the UDP
+/// entries to their table (before its programs are swapped in, and again after), and the flow
+/// carries on with its backend and SNAT port instead of being balanced again.
+#[test]
+fn a_previous_builds_udp_flows_move_to_their_table_and_carry_on() {
+    let Some(fx) = node("ctsplit").start() else { return };
+    let c2f = udp(CLIENT, 5600).to(NODE4, 30053);
+    let snated = fx.ingress(&c2f.data(b"q")).seen().flow;
+    let entries = fx.ct_table(abi::MAP_CT_OTHER);
+    assert_eq!(entries.len(), 2);
+    fx.ct_table_set(abi::MAP_CT_OTHER, &[]);
+    fx.ct_table_set(abi::MAP_CT, &entries);
+    assert_eq!(sluice_datapath::conntrack::split_non_tcp(fx.pins(), false).unwrap(), 2);
+    assert_eq!(sluice_datapath::conntrack::split_non_tcp(fx.pins(), true).unwrap(), 0, "already there");
+    assert!(fx.ct_table(abi::MAP_CT).is_empty());
+    assert_eq!(fx.ingress(&c2f.data(b"q2")).seen().flow, snated);
+    assert_eq!(fx.counter(Counter::NpNewFlow), 1, "the flow went on, not balanced again");
+}
+
+/// Floods of spoofed SYNs, ACKs and UDP datagrams through tc, far beyond what the handshake and
+/// other tables hold, do not evict a connection established before them: the failure of one
+/// LRU for every flow, where such a flood took the entries (and the SNAT port) of live flows.
+#[test]
+fn floods_of_syns_acks_and_udp_do_not_evict_an_established_flow() {
+    let Some(fx) = node("flood").start() else { return };
+    let kept = tcp(CLIENT, 40300).to(NODE4, 30082);
+    let to_backend = fx.establish(kept);
+    let n = abi::CT_HANDSHAKE_MAX as usize / 2 + 8192;
+    let source = |i: usize| Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 0, 0)) + i as u32);
+    for i in 0..n {
+        fx.ingress(&tcp(source(i), 1024 + (i % 60000) as u16).to(NODE4, 30081).syn());
+        fx.ingress(&tcp(source(i), 1).to(NODE4, 30082).segment(ACK));
+    }
+    for i in 0..abi::CT_OTHER_MAX as usize / 2 + 8192 {
+        fx.ingress(&udp(source(i), 5000).to(NODE4, 30055).data(b"x"));
+    }
+    assert_eq!(fx.counter(Counter::NpDropNotSyn), n as u64);
+    // The established flow is where it was, and goes on.
+    assert_eq!(fx.ct_table(abi::MAP_CT).len(), 2, "only the established flow is in the established table");
+    assert_eq!(fx.ingress(&kept.data(b"after")).seen().flow, to_backend);
+    assert_eq!(fx.ingress(&to_backend.reply().data(b"reply")).seen().flow, kept.reply());
+    // The agent's account: the floods evicted from their own tables only.
+    let usage = sluice_datapath::report::lru_usage(fx.pins());
+    let evicted: std::collections::BTreeMap<_, _> = sluice_datapath::conntrack::evictions(fx.pins(), &usage).into_iter().collect();
+    assert_eq!(evicted[abi::MAP_CT], 0);
+    assert!(evicted[abi::MAP_CT_HANDSHAKE] > 0 && evicted[abi::MAP_CT_OTHER] > 0, "{evicted:?}");
 }

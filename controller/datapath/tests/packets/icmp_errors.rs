@@ -8,6 +8,7 @@ fn icmp_fragmentation_needed_from_a_remote_backend_is_translated() {
     let Some(fx) = node("icmp").start() else { return };
     // Through the LoadBalancer address, so the frontend differs from the SNAT address.
     let c2f = tcp(CLIENT_IN_RANGE, 43000).to(LB_REMOTE, 80);
+    fx.ingress(&c2f.syn());
     let sent = fx.ingress(&c2f.data(&[0x55; 64]));
     assert_eq!(sent.seen().flow, tcp(NODE4, 43000).to(REMOTE_BE, 8080));
 
@@ -44,6 +45,7 @@ fn icmp_fragmentation_needed_from_a_remote_backend_is_translated() {
 fn icmpv6_packet_too_big_from_a_remote_backend_is_translated() {
     let Some(fx) = node("icmp6").start() else { return };
     let c2f = tcp(CLIENT6, 43100).to(NODE6, 30084);
+    fx.ingress(&c2f.syn());
     let sent = fx.ingress(&c2f.data(&[0x66; 32]));
     assert_eq!(sent.seen().flow, tcp(NODE6, 43100).to(REMOTE_BE6, 8080));
 
@@ -64,6 +66,7 @@ fn icmpv6_packet_too_big_from_a_remote_backend_is_translated() {
 fn icmp_unreachable_from_a_local_backend_is_translated_on_egress() {
     let Some(fx) = node("icmp-local").start() else { return };
     let c2f = tcp(CLIENT, 44000).to(NODE4, 30081);
+    fx.ingress(&c2f.syn());
     let sent = fx.ingress(&c2f.data(b"ping"));
     assert_eq!(sent.seen().flow, tcp(CLIENT, 44000).to(LOCAL_BE, 8080));
     // "Communication administratively prohibited" from the local backend, quoting what it got.

@@ -7,6 +7,7 @@ fn ipv6_tcp_nodeport_to_a_remote_backend_and_back() {
     let Some(fx) = node("v6").start() else { return };
     let c2f = tcp(CLIENT6, 42000).to(NODE6, 30084);
 
+    fx.establish(c2f);
     let seen = fx.ingress(&c2f.data(b"GET /")).expect(TC_ACT_OK);
     assert_eq!(seen.flow, tcp(NODE6, 42000).to(REMOTE_BE6, 8080));
     assert_eq!(seen.payload, b"GET /");
@@ -18,7 +19,10 @@ fn ipv6_tcp_nodeport_to_a_remote_backend_and_back() {
     // A v6 packet to the v4 NodePort's port on the v6 address is no frontend: untouched.
     let stray = tcp(CLIENT6, 42001).to(NODE6, 30082).syn();
     assert_eq!(fx.ingress(&stray), (TC_ACT_UNSPEC, stray.clone()));
-    assert_eq!(fx.counters(), vec![(Counter::NpNewFlow, 1), (Counter::NpReverse, 1), (Counter::NpFibFail, 2)]);
+    assert_eq!(
+        fx.counters(),
+        vec![(Counter::NpNewFlow, 1), (Counter::NpForward, 2), (Counter::NpReverse, 2), (Counter::NpFibFail, 5), (Counter::NpEstablished, 1)]
+    );
 }
 
 #[test]

@@ -16,18 +16,22 @@ fn xdp_acceleration_translates_remote_flows_and_passes_local_ones() {
     // translated packet handed to the stack would carry the node's own address as source and be
     // dropped as martian. So XDP records the flow and leaves the packet untouched ...
     let c2f = tcp(CLIENT_IN_RANGE, 48000).to(LB_REMOTE, 80);
-    let first = c2f.data(b"first");
+    let first = c2f.syn();
     assert_eq!(fx.xdp(&first), (XDP_PASS, first.clone()));
     assert_eq!(fx.counter(Counter::XdpForward), 0, "counted only when XDP sends it itself");
     assert_eq!(fx.counter(Counter::NpFibFail), 1);
     // ... and tc translates it from that entry (resolving the neighbour on its way out).
     let seen = fx.ingress(&first).seen();
     assert_eq!(seen.flow, tcp(NODE4, 48000).to(REMOTE_BE, 8080));
-    assert_eq!(seen.payload, b"first");
-    // The reply has no route to the client either: untouched by XDP, reversed by tc.
-    let reply = seen.flow.reply().data(b"reply");
+    // The SYN-ACK: XDP leaves handshakes to tc, which reverses it and, with the client's ACK,
+    // completes the handshake.
+    let reply = seen.flow.reply().segment(SYN | ACK);
     assert_eq!(fx.xdp(&reply), (XDP_PASS, reply.clone()));
     assert_eq!(fx.ingress(&reply).seen().flow, c2f.reply());
+    let ack = c2f.handshake_ack();
+    assert_eq!(fx.xdp(&ack), (XDP_PASS, ack.clone()));
+    fx.ingress(&ack);
+    assert_eq!(fx.counter(Counter::NpEstablished), 1);
 
     // With routes, the same flow's next packet and its reply are translated in XDP itself.
     fx.routes_to_backends();
@@ -51,13 +55,16 @@ fn xdp_acceleration_translates_remote_flows_and_passes_local_ones() {
 
     // IPv6 in XDP.
     let c6 = tcp(CLIENT6, 48001).to(NODE6, 30084);
-    let seen = fx.xdp(&c6.data(b"v6")).seen();
+    let seen = fx.xdp(&c6.syn()).seen();
     assert_eq!(seen.flow, tcp(NODE6, 48001).to(REMOTE_BE6, 8080));
+    fx.ingress(&seen.flow.reply().segment(SYN | ACK));
+    fx.ingress(&c6.handshake_ack());
+    assert_eq!(fx.xdp(&c6.data(b"v6")).seen().flow, seen.flow);
     assert_eq!(fx.xdp(&seen.flow.reply().data(b"v6 reply")).seen().flow, c6.reply());
 
     // A local backend is tc's: XDP passes the packet untouched, having recorded its choice.
     let local_flow = tcp(CLIENT_IN_RANGE, 48002).to(LB_LOCAL, 80);
-    let local = local_flow.data(b"local");
+    let local = local_flow.syn();
     assert_eq!(fx.xdp(&local), (XDP_PASS, local.clone()));
     assert_eq!(fx.counter(Counter::XdpPassLocal), 1);
     let fwd = fx.ct_get(&local_flow.ct_key(abi::CT_FORWARD)).expect("XDP records the local backend it picked");
@@ -66,8 +73,13 @@ fn xdp_acceleration_translates_remote_flows_and_passes_local_ones() {
     let out = fx.ingress(&local);
     assert_eq!(out.verdict, TC_ACT_OK);
     assert_eq!(out.seen().flow, tcp(CLIENT_IN_RANGE, 48002).to(LOCAL_BE, 8080));
-    // Once tc owns the flow, XDP keeps passing it.
+    // Once tc owns the flow, XDP keeps passing it: its SYN sent again, and once established,
+    // its data.
     assert_eq!(fx.xdp(&local), (XDP_PASS, local.clone()));
+    assert_eq!(fx.egress(&tcp(LOCAL_BE, 8080).to(CLIENT_IN_RANGE, 48002).segment(SYN | ACK)).seen().flow, local_flow.reply());
+    fx.ingress(&local_flow.handshake_ack());
+    let data = local_flow.data(b"local");
+    assert_eq!(fx.xdp(&data), (XDP_PASS, data.clone()));
     assert_eq!(fx.counter(Counter::XdpPassLocal), 1);
 }
 
@@ -119,10 +131,11 @@ fn a_syn_sent_again_on_a_flow_xdp_created_and_nobody_answered_is_counted() {
     // The client sends its SYN again: nothing came back.
     assert_eq!(fx.xdp(&syn).verdict, XDP_REDIRECT);
     assert_eq!(fx.counter(Counter::XdpSynUnanswered), 1);
-    // The SYN-ACK: the flow is answered, once.
-    assert_eq!(fx.xdp(&b2n.segment(SYN | ACK)).verdict, XDP_REDIRECT);
+    // The SYN-ACK (XDP leaves handshakes to tc): the flow is answered, once.
+    assert_eq!(fx.xdp(&b2n.segment(SYN | ACK)).verdict, XDP_PASS);
+    assert_eq!(fx.ingress(&b2n.segment(SYN | ACK)).verdict, TC_ACT_REDIRECT);
     assert_eq!(flags(), abi::CT_F_SNAT);
-    assert_eq!(fx.xdp(&b2n.segment(SYN | ACK)).verdict, XDP_REDIRECT);
+    assert_eq!(fx.ingress(&b2n.segment(SYN | ACK)).verdict, TC_ACT_REDIRECT);
     assert_eq!(fx.counter(Counter::XdpFlowAnswered), 1);
     // A SYN sent again now (its SYN-ACK was lost on the way back) is not counted, nor is a flow
     // tc created.
@@ -159,7 +172,12 @@ fn xdp_acceleration_takes_a_reply_to_a_snat_port_that_is_also_a_node_port_as_a_r
     let c2f = tcp(CLIENT, 30082).to(NODE4, 30082);
     let snated = fx.xdp(&c2f.syn()).expect(XDP_REDIRECT).flow;
     assert_eq!(snated, tcp(NODE4, 30082).to(REMOTE_BE, 8080));
-    // The reply is addressed to NODE4:30082, which is also a frontend.
+    // The reply is addressed to NODE4:30082, which is also a frontend: a SYN-ACK XDP leaves to
+    // tc, as every handshake's, and once the flow is established, the replies XDP sends itself.
+    let syn_ack = snated.reply().segment(SYN | ACK);
+    assert_eq!(fx.xdp(&syn_ack), (XDP_PASS, syn_ack.clone()), "the SYN-ACK was taken for a new flow");
+    assert_eq!(fx.ingress(&syn_ack).seen().flow, c2f.reply());
+    fx.ingress(&c2f.handshake_ack());
     let reply = snated.reply().data(b"reply");
     assert_eq!(fx.xdp(&reply).expect(XDP_REDIRECT).flow, c2f.reply(), "the reply was taken for a new flow");
     // tc (replies first) agrees.

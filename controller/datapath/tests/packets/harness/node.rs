@@ -18,6 +18,7 @@ use sluice_datapath::sys::{self, RunMode, TestContext};
 use sluice_datapath::{BpfMaps, Reconciler, counters, loader, xdp_proof};
 
 use super::net::*;
+use super::packet::Flow;
 use super::parse::{SeenError, parse, parse_icmp4_error, parse_icmp6_error};
 use super::{Seen, can_run, have_ip, routes};
 
@@ -132,7 +133,15 @@ impl Fixture {
         let mut warnings = Vec::new();
         manifest::parse("cluster", CLUSTER, &mut objects, &mut warnings);
         assert!(warnings.is_empty(), "{warnings:?}");
-        let node = NodeContext { node_name: Some("node-a".into()), node_ips: vec![NODE4.into(), NODE6.into()], external_ip_cidrs: None, maglev, zone: None, nodeport_bind_protection: true };
+        let node = NodeContext {
+            node_name: Some("node-a".into()),
+            node_ips: vec![NODE4.into(), NODE6.into()],
+            external_ip_cidrs: None,
+            maglev,
+            zone: None,
+            nodeport_bind_protection: true,
+            ..Default::default()
+        };
         let p = plan(&objects.services, &objects.slices, &node, &Ids::default(), Capacity::default());
         // The SCTP Services' one warning (no socket hook for SCTP) is expected.
         assert!(p.warnings.iter().all(|w| w.message.contains("no socket hook for SCTP")), "{:?}", p.warnings);
@@ -224,15 +233,31 @@ impl Fixture {
         Outcome { verdict: verdict as i32, frame, fx: self }
     }
 
+    /// Opens TCP flow `c2f` through tc as a client and its backend would: the SYN, the
+    /// backend's SYN-ACK (on ingress from a remote backend, SNATed; on egress from a local one),
+    /// the client's ACK. Returns the flow as the backend sees it; it is then established.
+    pub fn establish(&self, c2f: Flow) -> Flow {
+        let to_backend = self.ingress(&c2f.syn()).seen().flow;
+        let syn_ack = to_backend.reply().segment(SYN | ACK);
+        let answered = if to_backend.src == c2f.src { self.egress(&syn_ack) } else { self.ingress(&syn_ack) };
+        assert_eq!(answered.seen().flow, c2f.reply(), "the SYN-ACK comes from the frontend");
+        self.ingress(&c2f.handshake_ack());
+        assert!(self.ct_table(abi::MAP_CT).iter().any(|(k, _)| *k == c2f.ct_key(abi::CT_FORWARD)), "{c2f:?} is not established: {:?}", self.counters());
+        to_backend
+    }
+
     // -------------------------------------------------------------- state
 
     pub fn counter(&self, c: Counter) -> u64 {
         counters::read(&self.pins.0).unwrap().into_iter().find(|(k, _)| *k == c).unwrap().1
     }
 
-    /// Every counter that is not zero, for failure messages and exact comparisons.
+    /// Every counter of packets and connections that is not zero, for failure messages and exact
+    /// comparisons; the conntrack tables' entry counts are left out (`counter` reads them).
     pub fn counters(&self) -> Vec<(Counter, u64)> {
-        counters::read(&self.pins.0).unwrap().into_iter().filter(|(_, v)| *v != 0).collect()
+        const BOOKKEEPING: [Counter; 5] =
+            [Counter::CtTcpInserted, Counter::CtHandshakeInserted, Counter::CtHandshakeDeleted, Counter::CtOtherInserted, Counter::CtOtherDeleted];
+        counters::read(&self.pins.0).unwrap().into_iter().filter(|(c, v)| *v != 0 && !BOOKKEEPING.contains(c)).collect()
     }
 
     fn hash_map<K: aya::Pod, V: aya::Pod>(&self, name: &str) -> HashMap<MapData, K, V> {
@@ -240,18 +265,47 @@ impl Fixture {
         HashMap::try_from(aya::maps::Map::from_map_data(data).unwrap()).unwrap()
     }
 
+    /// Every conntrack entry, of the three tables.
     pub fn ct(&self) -> Vec<(CtKey, CtValue)> {
-        self.hash_map(abi::MAP_CT).iter().map(|r| r.unwrap()).collect()
+        let mut all: Vec<(CtKey, CtValue)> = self.ct_table(abi::MAP_CT);
+        all.extend(self.handshakes().into_iter().map(|(k, v)| (k, v.ct)));
+        all.extend(self.ct_table(abi::MAP_CT_OTHER));
+        all
     }
 
+    /// The entries of one conntrack table (`abi::MAP_CT`, the established TCP flows, or
+    /// `abi::MAP_CT_OTHER`).
+    pub fn ct_table(&self, name: &str) -> Vec<(CtKey, CtValue)> {
+        self.hash_map(name).iter().map(|r| r.unwrap()).collect()
+    }
+
+    /// Replaces every entry of one conntrack table (`abi::MAP_CT` or `abi::MAP_CT_OTHER`).
+    pub fn ct_table_set(&self, name: &str, entries: &[(CtKey, CtValue)]) {
+        let mut map: HashMap<MapData, CtKey, CtValue> = self.hash_map(name);
+        let keys: Vec<CtKey> = map.keys().map(|k| k.unwrap()).collect();
+        for k in keys {
+            map.remove(&k).unwrap();
+        }
+        for (k, v) in entries {
+            map.insert(k, v, 0).unwrap();
+        }
+    }
+
+    pub fn handshakes(&self) -> Vec<(CtKey, abi::CtHandshake)> {
+        self.hash_map(abi::MAP_CT_HANDSHAKE).iter().map(|r| r.unwrap()).collect()
+    }
+
+    /// The flow's entry under `key`, in whichever table holds it (established first).
     pub fn ct_get(&self, key: &CtKey) -> Option<CtValue> {
         self.ct().into_iter().find(|(k, _)| k == key).map(|(_, v)| v)
     }
 
+    /// Writes entries to the table of their protocol, as established flows.
     pub fn ct_put(&self, entries: impl IntoIterator<Item = (CtKey, CtValue)>) {
-        let mut map = self.hash_map(abi::MAP_CT);
+        let mut tcp = self.hash_map(abi::MAP_CT);
+        let mut other = self.hash_map(abi::MAP_CT_OTHER);
         for (k, v) in entries {
-            map.insert(k, v, 0).unwrap();
+            if k.proto == abi::IPPROTO_TCP { tcp.insert(k, v, 0).unwrap() } else { other.insert(k, v, 0).unwrap() }
         }
     }
 

@@ -73,7 +73,7 @@ impl Flow {
     }
 
     pub fn packet(self) -> Packet {
-        Packet { flow: self, payload: Vec::new(), tcp_flags: None, udp_checksum: true, chunk: None }
+        Packet { flow: self, payload: Vec::new(), tcp_flags: None, ack: None, udp_checksum: true, chunk: None }
     }
 
     pub fn syn(self) -> Vec<u8> {
@@ -90,6 +90,11 @@ impl Flow {
         self.packet().flags(flags).build()
     }
 
+    /// The client's ACK that completes a handshake: it answers a SYN-ACK built here.
+    pub fn handshake_ack(self) -> Vec<u8> {
+        self.packet().flags(ACK).ack(TCP_SEQ.wrapping_add(1)).build()
+    }
+
     /// A datagram, a TCP segment (PSH|ACK; SYN if `payload` is empty) or an SCTP DATA chunk,
     /// carrying `payload`.
     pub fn data(self, payload: &[u8]) -> Vec<u8> {
@@ -101,6 +106,8 @@ pub struct Packet {
     flow: Flow,
     payload: Vec<u8>,
     tcp_flags: Option<u8>,
+    /// TCP's acknowledgment number (else 0, or a fixed one with a payload).
+    ack: Option<u32>,
     udp_checksum: bool,
     /// SCTP: the one chunk's type and value, instead of a DATA chunk carrying the payload.
     chunk: Option<(u8, Vec<u8>)>,
@@ -114,6 +121,11 @@ impl Packet {
 
     pub fn flags(mut self, flags: u8) -> Packet {
         self.tcp_flags = Some(flags);
+        self
+    }
+
+    pub fn ack(mut self, ack: u32) -> Packet {
+        self.ack = Some(ack);
         self
     }
 
@@ -136,7 +148,7 @@ impl Packet {
         let l4 = if f.proto == SCTP {
             sctp_packet(&f, self.chunk.unwrap_or_else(|| (SCTP_DATA, data_chunk_value(&self.payload))), self.udp_checksum)
         } else {
-            segment(&f, &self.payload, self.udp_checksum, flags)
+            segment(&f, &self.payload, self.udp_checksum, flags, self.ack)
         };
         frame(MAC_NODE, MAC_CLIENT, f.src, f.dst, f.proto, &l4)
     }
@@ -147,7 +159,7 @@ impl Packet {
     pub fn fragments(self, id: u32, cuts: &[usize]) -> Vec<Vec<u8>> {
         let f = self.flow;
         let flags = self.tcp_flags.unwrap_or(if self.payload.is_empty() { SYN } else { PSH | ACK });
-        let l4 = segment(&f, &self.payload, self.udp_checksum, flags);
+        let l4 = segment(&f, &self.payload, self.udp_checksum, flags, self.ack);
         let mut bounds = vec![0];
         bounds.extend(cuts);
         bounds.push(l4.len());
@@ -263,15 +275,18 @@ pub(super) fn pseudo_header(src: IpAddr, dst: IpAddr, proto: u8, len: usize) -> 
     p
 }
 
+/// The sequence number of every TCP segment built here (a backend's SYN-ACK included).
+pub const TCP_SEQ: u32 = 0x1000_0000;
+
 /// A TCP or UDP segment of `f` with a correct checksum (or none, for UDP without one).
-fn segment(f: &Flow, payload: &[u8], udp_checksum: bool, tcp_flags: u8) -> Vec<u8> {
+fn segment(f: &Flow, payload: &[u8], udp_checksum: bool, tcp_flags: u8, ack: Option<u32>) -> Vec<u8> {
     let mut s = Vec::new();
     s.extend(f.sport.to_be_bytes());
     s.extend(f.dport.to_be_bytes());
     let csum_at = match f.proto {
         TCP => {
-            s.extend(0x1000_0000u32.to_be_bytes()); // seq
-            s.extend(if payload.is_empty() { 0u32 } else { 0x2000_0000 }.to_be_bytes());
+            s.extend(TCP_SEQ.to_be_bytes());
+            s.extend(ack.unwrap_or(if payload.is_empty() { 0u32 } else { 0x2000_0000 }).to_be_bytes());
             s.push(5 << 4);
             s.push(tcp_flags);
             s.extend(64240u16.to_be_bytes());
