@@ -257,14 +257,30 @@ struct sluice_ct_value {
 	__u8 epoch;
 };
 
-/* A TCP flow in the handshake table: its entry, and on the reverse entry the backend's SYN-ACK
- * (its sequence number; `answered` once one was seen). */
+/* A TCP flow in the handshake table: its entry, and a sequence number: on the forward entry the
+ * client's SYN's, on the reverse entry the backend's SYN-ACK's (`answered` once one was seen).
+ * `syn_at`: when the client's SYN was last sent, new or sent again with its own sequence number,
+ * in ticks of 2^SLUICE_CT_HS_TICK_SHIFT ns of CLOCK_MONOTONIC_COARSE (wrapping), on both entries. */
 struct sluice_ct_handshake {
 	struct sluice_ct_value ct;
-	__be32 syn_ack_seq;
+	__be32 seq;
 	__u8 answered;
-	__u8 pad[3];
+	__u8 pad;
+	__u16 syn_at;
 };
+
+/* A handshake tick is about 67 ms. */
+#define SLUICE_CT_HS_TICK_SHIFT 26
+/* A client's SYN is taken as sent again (its retransmission) only this many ticks (about 0.5 s)
+ * after the last, with the same sequence number: TCP waits at least 1 s. A SYN repeating a tuple
+ * sooner, or with another sequence number, is a flood's random tuples meeting, not a client
+ * waiting for an answer. */
+#define SLUICE_CT_HS_RESENT_TICKS 8
+/* A handshake whose client sent no SYN for this many ticks (about 10 s) is given up: its SNAT
+ * port may go to a new flow when no free one is found (a spoofed SYN flood's dead handshakes
+ * would otherwise hold the ports towards its backends until the LRU evicts them). A client
+ * still trying sends its SYN again at 1, 3, 7 s and keeps its port. */
+#define SLUICE_CT_HS_STALE_TICKS 150
 
 /* Conntrack's clock for UDP: an epoch is 2^SHIFT ns of CLOCK_MONOTONIC_COARSE (about 69 s), so
  * one byte holds a flow's last use and an entry is written at most once an epoch. */

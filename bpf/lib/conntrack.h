@@ -292,7 +292,7 @@ static __always_inline struct sluice_ct_value *ct_establish(ctx_t *ctx, const st
 	if (!hs_rev || !hs_rev->answered || !ct_reverse_is_flow(&hs_rev->ct, p))
 		return hs_fwd;
 	if (ctx_load_bytes(ctx, p->l4_off + offsetof(struct tcphdr, ack_seq), &ack, sizeof(ack)) ||
-	    ack != bpf_htonl(bpf_ntohl(hs_rev->syn_ack_seq) + 1)) {
+	    ack != bpf_htonl(bpf_ntohl(hs_rev->seq) + 1)) {
 		sluice_count(SLUICE_CNT_NP_ACK_UNPROVEN);
 		return hs_fwd;
 	}
@@ -306,6 +306,49 @@ static __always_inline struct sluice_ct_value *ct_establish(ctx_t *ctx, const st
 	return ct_lookup(CT_TCP, fk);
 }
 
+/* Now, in handshake ticks (see sluice_ct_handshake.syn_at). */
+static __always_inline __u16 ct_handshake_tick(void)
+{
+	return bpf_ktime_get_coarse_ns() >> SLUICE_CT_HS_TICK_SHIFT;
+}
+
+/* The client's SYN of a flow: its sequence number, and now; for both of the flow's entries in the
+ * handshake table, written before them. */
+static __always_inline void ct_handshake_start(ctx_t *ctx, const struct pkt *p, struct sluice_ct_handshake *hs)
+{
+	if (ctx_load_bytes(ctx, p->l4_off + offsetof(struct tcphdr, seq), &hs->seq, sizeof(hs->seq)))
+		hs->seq = 0;
+	hs->syn_at = ct_handshake_tick();
+}
+
+/*
+ * A SYN on a flow in the handshake table (its entries `hs_fwd` and `hs_rev`): whether it is the
+ * client's own SYN sent again, which says that nothing came back in time. If so, both entries
+ * learn when, so a client still trying keeps its handshake (and its SNAT port) alive. Spoofed
+ * SYNs that happen to repeat a tuple carry another sequence number, or come sooner than TCP
+ * sends again.
+ */
+static __always_inline int ct_handshake_syn_again(ctx_t *ctx, const struct pkt *p, struct sluice_ct_value *hs_fwd,
+						  struct sluice_ct_value *hs_rev)
+{
+	struct sluice_ct_handshake *fwd = (struct sluice_ct_handshake *)hs_fwd;
+	__u16 tick = ct_handshake_tick();
+	__be32 seq;
+
+	if (ctx_load_bytes(ctx, p->l4_off + offsetof(struct tcphdr, seq), &seq, sizeof(seq)) || seq != fwd->seq ||
+	    (__u16)(tick - fwd->syn_at) < SLUICE_CT_HS_RESENT_TICKS)
+		return 0;
+	fwd->syn_at = tick;
+	((struct sluice_ct_handshake *)hs_rev)->syn_at = tick;
+	return 1;
+}
+
+/* Whether the handshake of reverse entry `hs_rev` is given up (SLUICE_CT_HS_STALE_TICKS). */
+static __always_inline int ct_handshake_stale(const struct sluice_ct_value *hs_rev, __u16 tick)
+{
+	return (__u16)(tick - ((const struct sluice_ct_handshake *)hs_rev)->syn_at) >= SLUICE_CT_HS_STALE_TICKS;
+}
+
 /* The backend's SYN-ACK of a flow in the handshake table (`hs_rev`, its reverse entry): what the
  * client's ACK must answer to complete it. */
 static __always_inline void ct_handshake_answered(ctx_t *ctx, const struct pkt *p, struct sluice_ct_value *hs_rev)
@@ -317,7 +360,7 @@ static __always_inline void ct_handshake_answered(ctx_t *ctx, const struct pkt *
 		return;
 	if (ctx_load_bytes(ctx, p->l4_off + offsetof(struct tcphdr, seq), &seq, sizeof(seq)))
 		return;
-	hs->syn_ack_seq = seq;
+	hs->seq = seq;
 	hs->answered = 1;
 }
 

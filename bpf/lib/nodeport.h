@@ -47,8 +47,8 @@ static __always_inline __u32 flow_hash(const struct pkt *p)
  * A packet of a known flow (its forward entry `found`, in `table`): records a close, keeps both
  * entries fresh, and copies the entry to `fwd` for the rewrite. NS_TRANSLATE, or the verdict.
  */
-static __always_inline enum ns_action ns_follow(const struct pkt *p, struct sluice_ct_value *found, enum ct_table table,
-						__u8 now, struct sluice_ct_value *fwd)
+static __always_inline enum ns_action ns_follow(ctx_t *ctx, const struct pkt *p, struct sluice_ct_value *found,
+						enum ct_table table, __u8 now, struct sluice_ct_value *fwd)
 {
 	struct sluice_ct_key rk;
 	struct sluice_ct_value *rev;
@@ -69,8 +69,8 @@ static __always_inline enum ns_action ns_follow(const struct pkt *p, struct slui
 	ct_reverse_key(&rk, p, fwd);
 	rev = ct_lookup(table, &rk);
 	if (rev && ct_reverse_is_flow(rev, p)) {
-		if (CTX_XDP && (rev->flags & SLUICE_CT_F_XDP_UNANSWERED) &&
-		    (p->tcp_flags & (SLUICE_TCP_SYN | SLUICE_TCP_ACK)) == SLUICE_TCP_SYN)
+		if (table == CT_HANDSHAKE && tcp_pure_syn(p) && ct_handshake_syn_again(ctx, p, found, rev) && CTX_XDP &&
+		    (rev->flags & SLUICE_CT_F_XDP_UNANSWERED))
 			sluice_count(SLUICE_CNT_XDP_SYN_UNANSWERED);
 		if (close_bits)
 			rev->flags |= close_bits;
@@ -163,9 +163,15 @@ static __always_inline enum ns_action ns_plan(ctx_t *ctx, const struct pkt *p, c
 	ct_reverse_key(&rk, p, fwd);
 	/* TCP starts in the handshake table (only a SYN gets here, see ns_forward). */
 	if (p->proto == IPPROTO_TCP) {
+		__be32 syn_seq;
+
+		ct_handshake_start(ctx, p, &rev);
+		syn_seq = rev.seq;
+		rev.seq = 0; /* on the reverse entry: the SYN-ACK's, once answered */
 		if (ct_handshake_insert(&rk, &rev))
 			return ns_failed();
 		rev.ct = *fwd;
+		rev.seq = syn_seq;
 		if (ct_handshake_insert(fk, &rev))
 			return ns_failed();
 	} else if (ct_insert(CT_OTHER, &rk, &rev.ct) || ct_insert(CT_OTHER, fk, fwd)) {
@@ -248,7 +254,7 @@ static __always_inline enum ns_action ns_forward(ctx_t *ctx, struct pkt *p, stru
 			return ns_failed();
 	}
 	if (found)
-		act = ns_follow(p, found, table, now, &fwd);
+		act = ns_follow(ctx, p, found, table, now, &fwd);
 	else if (p->proto == IPPROTO_TCP && !tcp_pure_syn(p) && (act = ns_untracked(p, frontend)) != NS_TRANSLATE)
 		return act;
 	else if ((act = ns_select(p, &be, &rev_nat_id)) == NS_TRANSLATE)

@@ -71,8 +71,8 @@ static __always_inline int snat_addr_unset(const struct sluice_addr *snat, int v
  * Finds a source port on the node address that no other flow to this backend uses: the
  * client's own first, then random ones of the SNAT range. Entries live until the LRU evicts
  * them, so after enough flows to one backend most ports are held by flows long over: when no
- * free port turns up, one whose TCP flow has closed, or whose UDP flow has been idle too long,
- * is taken over (tc only: XDP cannot tell the flow that held it).
+ * free port turns up, one whose TCP flow has closed, whose handshake was given up, or whose UDP
+ * flow has been idle too long, is taken over (tc only: XDP cannot tell the flow that held it).
  */
 static __always_inline int snat_port(ctx_t *ctx, const struct pkt *p, const struct sluice_backend *be,
 				     const struct sluice_addr *snat, __be16 *port)
@@ -92,7 +92,9 @@ static __always_inline int snat_port(ctx_t *ctx, const struct pkt *p, const stru
 		/* Free, or already this very flow's (its forward entry was evicted). */
 		int ours = !taken || ct_reverse_is_flow(taken, p);
 
-		if ((ours || (!CTX_XDP && !finished && (ct_closed(taken->flags) || ct_idle(taken, now)))) &&
+		if ((ours || (!CTX_XDP && !finished &&
+			      (ct_closed(taken->flags) || ct_idle(taken, now) ||
+			       (table == CT_HANDSHAKE && ct_handshake_stale(taken, ct_handshake_tick()))))) &&
 		    !node_owns(ctx, p->proto, &be->addr, be->port, snat, rk.dport, p->v6, 1)) {
 			if (ours) {
 				*port = rk.dport;

@@ -46,6 +46,12 @@ pub const CT_REVERSE: u8 = 1;
 pub const CT_EPOCH_SHIFT: u32 = 36;
 /// A UDP flow idle for this many epochs is over.
 pub const CT_UDP_TIMEOUT_EPOCHS: u8 = 2;
+/// A handshake tick (`CtHandshake::syn_at`) is `1 << CT_HS_TICK_SHIFT` ns of CLOCK_MONOTONIC_COARSE.
+pub const CT_HS_TICK_SHIFT: u32 = 26;
+/// A SYN with the same sequence number this many ticks after the last is the client's SYN sent again.
+pub const CT_HS_RESENT_TICKS: u16 = 8;
+/// A handshake whose client sent no SYN for this many ticks may lose its SNAT port to a new flow.
+pub const CT_HS_STALE_TICKS: u16 = 150;
 /// The source ports SNAT chooses from, both included.
 pub const SNAT_PORT_MIN: u16 = 32768;
 pub const SNAT_PORT_MAX: u16 = 60999;
@@ -585,15 +591,17 @@ pub struct CtValue {
     pub epoch: u8,
 }
 
-/// `struct sluice_ct_handshake`: a TCP flow's entry in the handshake table, with the backend's
-/// SYN-ACK on its reverse entry.
+/// `struct sluice_ct_handshake`: a TCP flow's entry in the handshake table: the client's SYN's
+/// sequence number on its forward entry, the backend's SYN-ACK's on its reverse entry, and when
+/// the client last sent its SYN (in ticks of `1 << CT_HS_TICK_SHIFT` ns) on both.
 #[repr(C)]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
 pub struct CtHandshake {
     pub ct: CtValue,
-    pub syn_ack_seq_be: u32,
+    pub seq_be: u32,
     pub answered: u8,
-    pub pad: [u8; 3],
+    pub pad: u8,
+    pub syn_at: u16,
 }
 
 /// `struct sluice_frag_key`: a datagram whose fragments are being translated, by what each of
@@ -905,6 +913,9 @@ pub fn c_constants() -> Vec<(&'static str, u64)> {
         ("SLUICE_CT_F_XDP_UNANSWERED", CT_F_XDP_UNANSWERED.into()),
         ("SLUICE_CT_EPOCH_SHIFT", CT_EPOCH_SHIFT.into()),
         ("SLUICE_CT_UDP_TIMEOUT_EPOCHS", CT_UDP_TIMEOUT_EPOCHS.into()),
+        ("SLUICE_CT_HS_TICK_SHIFT", CT_HS_TICK_SHIFT.into()),
+        ("SLUICE_CT_HS_RESENT_TICKS", CT_HS_RESENT_TICKS.into()),
+        ("SLUICE_CT_HS_STALE_TICKS", CT_HS_STALE_TICKS.into()),
         ("SLUICE_SNAT_PORT_MIN", SNAT_PORT_MIN.into()),
         ("SLUICE_SNAT_PORT_MAX", SNAT_PORT_MAX.into()),
         ("SLUICE_BLOCK_PORTS", BLOCK_PORTS as u64),
@@ -1088,9 +1099,10 @@ pub fn layouts() -> Vec<(&'static str, usize, Vec<(&'static str, usize)>)> {
             size_of::<CtHandshake>(),
             vec![
                 ("ct", offset_of!(CtHandshake, ct)),
-                ("syn_ack_seq", offset_of!(CtHandshake, syn_ack_seq_be)),
+                ("seq", offset_of!(CtHandshake, seq_be)),
                 ("answered", offset_of!(CtHandshake, answered)),
                 ("pad", offset_of!(CtHandshake, pad)),
+                ("syn_at", offset_of!(CtHandshake, syn_at)),
             ],
         ),
         ("sluice_block_key", size_of::<BlockKey>(), vec![("prefixlen", offset_of!(BlockKey, prefixlen)), ("addr", offset_of!(BlockKey, addr))]),

@@ -40,10 +40,18 @@ pub fn run(args: &DumpArgs) -> anyhow::Result<()> {
         abi::MAP_CT | abi::MAP_CT_OTHER => hash_entries::<CtKey, CtValue>(args, ct_entry)?,
         abi::MAP_CT_HANDSHAKE => hash_entries::<CtKey, abi::CtHandshake>(args, |k, v| {
             let mut row = ct_entry(k, v.ct);
-            // On a reverse entry: whether the backend's SYN-ACK was seen, and its sequence number
-            // (the client's ACK must answer it with this + 1 to complete the handshake).
-            row["syn_ack_seen"] = json!(v.answered != 0);
-            row["syn_ack_seq"] = json!(u32::from_be(v.syn_ack_seq_be));
+            if k.dir == abi::CT_REVERSE {
+                // Whether the backend's SYN-ACK was seen, and its sequence number (the client's
+                // ACK must answer it with this + 1 to complete the handshake).
+                row["syn_ack_seen"] = json!(v.answered != 0);
+                row["syn_ack_seq"] = json!(u32::from_be(v.seq_be));
+            } else {
+                row["syn_seq"] = json!(u32::from_be(v.seq_be));
+            }
+            // How long ago the client last sent its SYN (a handshake silent for
+            // CT_HS_STALE_TICKS may lose its SNAT port).
+            let ticks = sluice_datapath::conntrack::handshake_tick().wrapping_sub(v.syn_at);
+            row["syn_sent_ms_ago"] = json!((u64::from(ticks) << abi::CT_HS_TICK_SHIFT) / 1_000_000);
             row
         })?,
         abi::MAP_AFFINITY => hash_entries::<abi::AffinityKey, abi::AffinityValue>(args, |k, v| {
@@ -143,3 +151,4 @@ fn ct_entry(k: CtKey, v: CtValue) -> Value {
         "epoch": v.epoch,
     })
 }
+

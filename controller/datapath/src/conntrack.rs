@@ -9,6 +9,19 @@ use sluice_core::LbState;
 
 use crate::maps::{MapError, open_hash};
 
+/// The datapath's clock: bpf_ktime_get_coarse_ns reads CLOCK_MONOTONIC_COARSE.
+pub fn coarse_now_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes the timespec it is given.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    (ts.tv_sec as u64).wrapping_mul(1_000_000_000).wrapping_add(ts.tv_nsec as u64)
+}
+
+/// Now in handshake ticks (`CtHandshake::syn_at`).
+pub fn handshake_tick() -> u16 {
+    (coarse_now_ns() >> abi::CT_HS_TICK_SHIFT) as u16
+}
+
 /// Forgets the UDP flows of backends that are gone, as kube-proxy clears their conntrack
 /// entries: a UDP client keeps its source port for long, and without this its datagrams would
 /// follow the old entry to a backend that no longer exists. TCP flows are left to end by

@@ -8,8 +8,12 @@ use sluice_abi::CtValue;
 /// Fills every SNAT port towards `backend` with a flow still open from another client (through
 /// another frontend), so a new flow to it finds no free port.
 fn hold_every_snat_port(fx: &Fixture, backend: Source, epoch: u8) {
+    hold_snat_ports(fx, backend, epoch, abi::SNAT_PORT_MIN..=abi::SNAT_PORT_MAX);
+}
+
+fn hold_snat_ports(fx: &Fixture, backend: Source, epoch: u8, ports: impl Iterator<Item = u16>) {
     let other = Ipv4Addr::new(198, 51, 100, 99);
-    fx.ct_put((abi::SNAT_PORT_MIN..=abi::SNAT_PORT_MAX).map(|port| {
+    fx.ct_put(ports.map(|port| {
         let held = CtValue {
             addr1: Addr::from(NODE4),
             addr2: Addr::from(other),
@@ -65,6 +69,36 @@ fn a_closed_flows_snat_port_goes_to_a_new_flow_only_when_no_port_is_free() {
     let late = b2n.packet().flags(ACK).payload(b"x").build();
     assert_eq!(fx.ingress(&late).seen().flow, b.reply(), "a closed flow reclaimed its SNAT port");
     assert_eq!(fx.counter(Counter::NpDropSnatPort), 1);
+}
+
+#[test]
+fn a_handshake_whose_client_went_silent_gives_up_its_snat_port_when_no_port_is_free() {
+    let Some(fx) = node("hsstale").start() else { return };
+    // A spoofed SYN's handshake: the backend will answer, the client never will.
+    let a = tcp(CLIENT, 40002).to(NODE4, 30082);
+    assert_eq!(fx.ingress(&a.syn()).seen().flow, tcp(NODE4, 40002).to(REMOTE_BE, 8080));
+    let b2n = tcp(REMOTE_BE, 8080).to(NODE4, 40002);
+    assert_eq!(fx.ingress(&b2n.segment(SYN | ACK)).seen().flow, a.reply());
+    let a_keys = [a.ct_key(abi::CT_FORWARD), b2n.ct_key(abi::CT_REVERSE)];
+    // Every other port to the backend is held by an established flow.
+    hold_snat_ports(&fx, tcp(REMOTE_BE, 8080), 0, (abi::SNAT_PORT_MIN..=abi::SNAT_PORT_MAX).filter(|p| *p != 40002));
+    let b = tcp(Ipv4Addr::new(198, 51, 100, 22), 40002).to(NODE4, 30082);
+    assert_eq!(fx.ingress(&b.syn()).verdict, TC_ACT_SHOT, "a handshake a moment old keeps its port");
+    // Silent just short of the limit, then its client sends the SYN again: still kept.
+    fx.handshakes_silent_for(&a_keys, abi::CT_HS_STALE_TICKS - 1);
+    assert_eq!(fx.ingress(&b.syn()).verdict, TC_ACT_SHOT, "a handshake silent for less than the limit keeps its port");
+    fx.handshakes_silent_for(&a_keys, abi::CT_HS_STALE_TICKS);
+    assert_eq!(fx.ingress(&a.syn()).seen().flow, tcp(NODE4, 40002).to(REMOTE_BE, 8080));
+    assert_eq!(fx.ingress(&b.syn()).verdict, TC_ACT_SHOT, "a client sending its SYN again keeps its port");
+    assert_eq!(fx.counter(Counter::NpDropSnatPort), 3);
+    // A SYN on the same tuple with another sequence number (a flood repeating it) is not the
+    // client's: it does not keep the handshake alive.
+    fx.handshakes_silent_for(&a_keys, abi::CT_HS_STALE_TICKS);
+    assert_eq!(fx.ingress(&a.packet().flags(SYN).seq(TCP_SEQ ^ 0x5555).build()).seen().flow, tcp(NODE4, 40002).to(REMOTE_BE, 8080));
+    // Given up: the new flow takes the port, and the backend's replies go to it.
+    assert_eq!(fx.ingress(&b.syn()).seen().flow, tcp(NODE4, 40002).to(REMOTE_BE, 8080));
+    assert_eq!(fx.ingress(&b2n.segment(SYN | ACK)).seen().flow, b.reply());
+    assert_eq!(fx.counter(Counter::NpDropSnatPort), 3);
 }
 
 #[test]
@@ -187,7 +221,7 @@ fn a_flow_is_established_only_by_the_ack_that_answers_its_syn_ack() {
     // The SYN-ACK: recorded on the reverse entry, and reversed to the client.
     assert_eq!(fx.ingress(&b2n.segment(SYN | ACK)).seen().flow, c2f.reply());
     let rev = fx.handshakes().into_iter().find(|(k, _)| *k == b2n.ct_key(abi::CT_REVERSE)).unwrap().1;
-    assert_eq!((rev.answered, u32::from_be(rev.syn_ack_seq_be)), (1, TCP_SEQ));
+    assert_eq!((rev.answered, u32::from_be(rev.seq_be)), (1, TCP_SEQ));
     // An ACK that does not answer it (a blind spoofer's guess) is translated, but counted and
     // left in the handshake table.
     assert_eq!(fx.ingress(&c2f.packet().flags(ACK).ack(TCP_SEQ + 2).build()).seen().flow, to_backend);

@@ -128,7 +128,15 @@ fn a_syn_sent_again_on_a_flow_xdp_created_and_nobody_answered_is_counted() {
     let b2n = fx.xdp(&syn).expect(XDP_REDIRECT).flow.reply();
     let flags = || fx.ct_get(&b2n.ct_key(abi::CT_REVERSE)).unwrap().flags;
     assert_eq!(flags(), abi::CT_F_SNAT | abi::CT_F_XDP_UNANSWERED);
-    // The client sends its SYN again: nothing came back.
+    // SYNs repeating the tuple with another sequence number, or sooner than TCP sends again (a
+    // spoofed flood's random tuples meeting): not the client waiting for an answer.
+    let (c2f, resent_after) = (tcp(CLIENT_IN_RANGE, 48200).to(LB_REMOTE, 80), handshake_ticks(abi::CT_HS_RESENT_TICKS + 1));
+    assert_eq!(fx.xdp(&c2f.packet().flags(SYN).seq(TCP_SEQ ^ 0x5555).build()).verdict, XDP_REDIRECT);
+    assert_eq!(fx.xdp(&syn).verdict, XDP_REDIRECT);
+    std::thread::sleep(resent_after);
+    assert_eq!(fx.xdp(&c2f.packet().flags(SYN).seq(TCP_SEQ ^ 0x5555).build()).verdict, XDP_REDIRECT);
+    assert_eq!(fx.counter(Counter::XdpSynUnanswered), 0);
+    // The client sends its SYN again after TCP's timeout: nothing came back.
     assert_eq!(fx.xdp(&syn).verdict, XDP_REDIRECT);
     assert_eq!(fx.counter(Counter::XdpSynUnanswered), 1);
     // The SYN-ACK (XDP leaves handshakes to tc): the flow is answered, once.
@@ -139,9 +147,10 @@ fn a_syn_sent_again_on_a_flow_xdp_created_and_nobody_answered_is_counted() {
     assert_eq!(fx.counter(Counter::XdpFlowAnswered), 1);
     // A SYN sent again now (its SYN-ACK was lost on the way back) is not counted, nor is a flow
     // tc created.
-    assert_eq!(fx.xdp(&syn).verdict, XDP_REDIRECT);
     let by_tc = tcp(CLIENT_IN_RANGE, 48201).to(LB_REMOTE, 80);
     fx.ingress(&by_tc.syn());
+    std::thread::sleep(resent_after);
+    assert_eq!(fx.xdp(&syn).verdict, XDP_REDIRECT);
     assert_eq!(fx.xdp(&by_tc.syn()).verdict, XDP_REDIRECT);
     assert_eq!(fx.counter(Counter::XdpSynUnanswered), 1);
 }

@@ -68,13 +68,16 @@ pub fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+/// How long `ticks` of the datapath's handshake clock last, at least (plus a jiffy or two of the
+/// coarse clock).
+pub fn handshake_ticks(ticks: u16) -> std::time::Duration {
+    std::time::Duration::from_nanos((u64::from(ticks) << sluice_abi::CT_HS_TICK_SHIFT) + 10_000_000)
+}
+
 /// Waits while the datapath's conntrack epoch (2^CT_EPOCH_SHIFT ns of CLOCK_MONOTONIC_COARSE, about 69 s)
 /// is less than 2 s from its end, so a test that expects one epoch throughout gets it.
 pub fn away_from_an_epoch_edge() {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: clock_gettime writes the timespec it is given.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
-    let ns = ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64;
+    let ns = sluice_datapath::conntrack::coarse_now_ns();
     let epoch = 1u64 << sluice_abi::CT_EPOCH_SHIFT;
     let left = epoch - (ns % epoch);
     if left < 2_000_000_000 {

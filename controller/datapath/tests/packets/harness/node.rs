@@ -295,6 +295,16 @@ impl Fixture {
         self.hash_map(abi::MAP_CT_HANDSHAKE).iter().map(|r| r.unwrap()).collect()
     }
 
+    /// Makes the client of these handshakes silent for `ticks` since its last SYN.
+    pub fn handshakes_silent_for(&self, keys: &[CtKey], ticks: u16) {
+        let mut map: HashMap<MapData, CtKey, abi::CtHandshake> = self.hash_map(abi::MAP_CT_HANDSHAKE);
+        let at = sluice_datapath::conntrack::handshake_tick().wrapping_sub(ticks);
+        for k in keys {
+            let v = map.get(k, 0).expect("a handshake to age");
+            map.insert(k, abi::CtHandshake { syn_at: at, ..v }, 0).unwrap();
+        }
+    }
+
     /// The flow's entry under `key`, in whichever table holds it (established first).
     pub fn ct_get(&self, key: &CtKey) -> Option<CtValue> {
         self.ct().into_iter().find(|(k, _)| k == key).map(|(_, v)| v)

@@ -73,7 +73,7 @@ impl Flow {
     }
 
     pub fn packet(self) -> Packet {
-        Packet { flow: self, payload: Vec::new(), tcp_flags: None, ack: None, udp_checksum: true, chunk: None }
+        Packet { flow: self, payload: Vec::new(), tcp_flags: None, seq: TCP_SEQ, ack: None, udp_checksum: true, chunk: None }
     }
 
     pub fn syn(self) -> Vec<u8> {
@@ -106,6 +106,8 @@ pub struct Packet {
     flow: Flow,
     payload: Vec<u8>,
     tcp_flags: Option<u8>,
+    /// TCP's sequence number.
+    seq: u32,
     /// TCP's acknowledgment number (else 0, or a fixed one with a payload).
     ack: Option<u32>,
     udp_checksum: bool,
@@ -121,6 +123,11 @@ impl Packet {
 
     pub fn flags(mut self, flags: u8) -> Packet {
         self.tcp_flags = Some(flags);
+        self
+    }
+
+    pub fn seq(mut self, seq: u32) -> Packet {
+        self.seq = seq;
         self
     }
 
@@ -148,7 +155,7 @@ impl Packet {
         let l4 = if f.proto == SCTP {
             sctp_packet(&f, self.chunk.unwrap_or_else(|| (SCTP_DATA, data_chunk_value(&self.payload))), self.udp_checksum)
         } else {
-            segment(&f, &self.payload, self.udp_checksum, flags, self.ack)
+            segment(&f, &self.payload, self.udp_checksum, flags, self.seq, self.ack)
         };
         frame(MAC_NODE, MAC_CLIENT, f.src, f.dst, f.proto, &l4)
     }
@@ -159,7 +166,7 @@ impl Packet {
     pub fn fragments(self, id: u32, cuts: &[usize]) -> Vec<Vec<u8>> {
         let f = self.flow;
         let flags = self.tcp_flags.unwrap_or(if self.payload.is_empty() { SYN } else { PSH | ACK });
-        let l4 = segment(&f, &self.payload, self.udp_checksum, flags, self.ack);
+        let l4 = segment(&f, &self.payload, self.udp_checksum, flags, self.seq, self.ack);
         let mut bounds = vec![0];
         bounds.extend(cuts);
         bounds.push(l4.len());
@@ -275,17 +282,18 @@ pub(super) fn pseudo_header(src: IpAddr, dst: IpAddr, proto: u8, len: usize) -> 
     p
 }
 
-/// The sequence number of every TCP segment built here (a backend's SYN-ACK included).
+/// The sequence number of every TCP segment built here (a backend's SYN-ACK included) unless
+/// [`Packet::seq`] says otherwise.
 pub const TCP_SEQ: u32 = 0x1000_0000;
 
 /// A TCP or UDP segment of `f` with a correct checksum (or none, for UDP without one).
-fn segment(f: &Flow, payload: &[u8], udp_checksum: bool, tcp_flags: u8, ack: Option<u32>) -> Vec<u8> {
+fn segment(f: &Flow, payload: &[u8], udp_checksum: bool, tcp_flags: u8, seq: u32, ack: Option<u32>) -> Vec<u8> {
     let mut s = Vec::new();
     s.extend(f.sport.to_be_bytes());
     s.extend(f.dport.to_be_bytes());
     let csum_at = match f.proto {
         TCP => {
-            s.extend(TCP_SEQ.to_be_bytes());
+            s.extend(seq.to_be_bytes());
             s.extend(ack.unwrap_or(if payload.is_empty() { 0u32 } else { 0x2000_0000 }).to_be_bytes());
             s.push(5 << 4);
             s.push(tcp_flags);
