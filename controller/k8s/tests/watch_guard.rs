@@ -27,13 +27,19 @@ fn status(code: StatusCode, reason: &str) -> Response<Body> {
     json(code, serde_json::json!({"apiVersion": "v1", "kind": "Status", "status": "Failure", "reason": reason, "message": reason, "code": code.as_u16()}))
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_watch_silent_after_an_error_is_replaced_by_a_fresh_list() {
+/// The agent's watches against a mock apiserver: the handle answers their requests.
+fn watching_a_mock_apiserver() -> (tower_test::mock::Handle<Request<Body>, Response<Body>>, Shared, Arc<watch::ClientErrors>, tokio::task::JoinHandle<()>) {
     let (mock, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = kube::Client::new(mock, "default");
     let shared = Shared::default();
     let errors = Arc::new(watch::ClientErrors::default());
     let watches = tokio::spawn(watch::run(client, None, shared.clone(), errors.clone()));
+    (handle, shared, errors, watches)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_watch_silent_after_an_error_is_replaced_by_a_fresh_list() {
+    let (handle, shared, errors, watches) = watching_a_mock_apiserver();
 
     let started = tokio::time::Instant::now();
     let apiserver = tokio::spawn(async move {
@@ -97,11 +103,7 @@ async fn a_watch_silent_after_an_error_is_replaced_by_a_fresh_list() {
 /// Until it gives an event, a watch after an error is checked by another list, 10 s on.
 #[tokio::test(start_paused = true)]
 async fn after_an_error_a_watch_without_events_is_checked_by_another_list() {
-    let (mock, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let client = kube::Client::new(mock, "default");
-    let shared = Shared::default();
-    let errors = Arc::new(watch::ClientErrors::default());
-    let watches = tokio::spawn(watch::run(client, None, shared.clone(), errors.clone()));
+    let (handle, shared, _errors, watches) = watching_a_mock_apiserver();
 
     let started = tokio::time::Instant::now();
     let apiserver = tokio::spawn(async move {
@@ -160,11 +162,7 @@ async fn after_an_error_a_watch_without_events_is_checked_by_another_list() {
 /// measured by e2e/bench/soak). client-go's reflector backs off from 0.8 s to 30 s.
 #[tokio::test(start_paused = true)]
 async fn a_refused_list_is_retried_with_a_backoff_growing_to_thirty_seconds() {
-    let (mock, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let client = kube::Client::new(mock, "default");
-    let shared = Shared::default();
-    let errors = Arc::new(watch::ClientErrors::default());
-    let watches = tokio::spawn(watch::run(client, None, shared.clone(), errors.clone()));
+    let (handle, shared, _errors, watches) = watching_a_mock_apiserver();
 
     let started = tokio::time::Instant::now();
     let seen = Arc::new(std::sync::Mutex::new(Vec::<(Duration, String)>::new()));
