@@ -260,11 +260,6 @@ where
 
 /// How long a watch may stay silent after an error before it is replaced by a fresh list.
 const SILENT_AFTER_ERROR: std::time::Duration = std::time::Duration::from_secs(10);
-/// After an error, how long the watch that follows a completed list may go without an event
-/// before it is checked by another list; doubled at each check that finds nothing, until
-/// `PROBATION_LAST`, after which a quiet watch is trusted.
-const PROBATION_FIRST: std::time::Duration = std::time::Duration::from_secs(10);
-const PROBATION_LAST: std::time::Duration = std::time::Duration::from_secs(160);
 
 /// A watcher's events.
 pub type EventStream<K> = futures::stream::BoxStream<'static, Result<Event<K>, watcher::Error>>;
@@ -297,13 +292,6 @@ pub fn guarded<K: Send + 'static>(kind: &'static str, backoff: CatchUpBackoff, s
 /// never answered, and kube-runtime only gives up on a silent watch after its 290 s timeout. So a
 /// watch that yields nothing within `SILENT_AFTER_ERROR` of its retry is dropped and started
 /// again, with a fresh list (the backoff goes on where it was).
-///
-/// Probation: in CI, after a restarted apiserver answered again, an agent's list completed and
-/// the watch that followed gave nothing for 48 s, although a Service had been created (its peer
-/// on the other node saw it at once). A list only proves the list. So after an error, until the
-/// watch yields an event of its own, it is on probation: a watch that gives none within 10 s of
-/// its list is replaced by a fresh list, then within 20, 40, 80 and 160 s of the next. A quiet
-/// cluster pays five lists per watch after an outage; a hung watch costs 10 s, not minutes.
 struct Guarded<K> {
     kind: &'static str,
     start: Box<dyn Fn() -> EventStream<K> + Send>,
@@ -313,28 +301,13 @@ struct Guarded<K> {
     /// When the retry after the last error may be made.
     retry_at: Option<tokio::time::Instant>,
     deadline: Option<tokio::time::Instant>,
-    /// On probation (since an error, until a watch event): how long the watch after the next
-    /// list may stay quiet.
-    probation: Option<std::time::Duration>,
-    /// When the watch on probation is checked by another list, unless it gave an event.
-    quiet_until: Option<tokio::time::Instant>,
 }
 
 impl<K: 'static> Guarded<K> {
     /// `start` makes a watcher without a backoff of its own.
     fn new(kind: &'static str, backoff: CatchUpBackoff, start: impl Fn() -> EventStream<K> + Send + 'static) -> Self {
         let stream = start();
-        Guarded {
-            kind,
-            start: Box::new(start),
-            stream,
-            backoff,
-            unreachable: CatchUpBackoff::unreachable(),
-            retry_at: None,
-            deadline: None,
-            probation: None,
-            quiet_until: None,
-        }
+        Guarded { kind, start: Box::new(start), stream, backoff, unreachable: CatchUpBackoff::unreachable(), retry_at: None, deadline: None }
     }
 
     async fn next(&mut self) -> Result<Option<Event<K>>, watcher::Error> {
@@ -350,35 +323,20 @@ impl<K: 'static> Guarded<K> {
                     self.stream = (self.start)();
                     continue;
                 }
-                _ = sleep_until_some(self.quiet_until) => {
-                    self.quiet_until = None;
-                    let quiet = self.probation.unwrap_or(PROBATION_FIRST);
-                    self.probation = Some(quiet * 2).filter(|next| *next <= PROBATION_LAST);
-                    tracing::info!(kind = self.kind, "no watch event within {quiet:?} of the list after an error: listing again to be sure the watch is alive");
-                    self.stream = (self.start)();
-                    continue;
-                }
             };
             match &next {
                 // A (re)list begins: nothing has been asked of the apiserver yet.
                 Ok(Some(Event::Init)) => {}
-                Ok(Some(Event::InitDone)) => {
-                    self.answered();
-                    self.quiet_until = self.probation.map(|quiet| tokio::time::Instant::now() + quiet);
+                Ok(_) => {
+                    self.backoff.reset();
+                    self.unreachable.reset();
+                    self.deadline = None;
                 }
-                Ok(Some(Event::Apply(_) | Event::Delete(_))) => {
-                    self.answered();
-                    self.probation = None;
-                    self.quiet_until = None;
-                }
-                Ok(_) => self.answered(),
                 Err(e) => {
                     let delay = self.delay_after(e);
                     let now = tokio::time::Instant::now();
                     self.retry_at = Some(now + delay);
                     self.deadline = Some(now + delay + SILENT_AFTER_ERROR);
-                    self.probation.get_or_insert(PROBATION_FIRST);
-                    self.quiet_until = None;
                 }
             }
             return next;
@@ -387,12 +345,6 @@ impl<K: 'static> Guarded<K> {
 }
 
 impl<K> Guarded<K> {
-    fn answered(&mut self) {
-        self.backoff.reset();
-        self.unreachable.reset();
-        self.deadline = None;
-    }
-
     fn delay_after(&mut self, error: &watcher::Error) -> std::time::Duration {
         let schedule = if answered_by_apiserver(error) { &mut self.backoff } else { &mut self.unreachable };
         schedule.next().unwrap_or(CatchUpBackoff::MAX)
