@@ -64,6 +64,11 @@ impl Claims {
         self.by_address.get(address).and_then(|claims| claims.first())
     }
 
+    /// Everyone asking for `address`, the winner first.
+    pub fn claimants(&self, address: &Address) -> impl Iterator<Item = &Precedence> {
+        self.by_address.get(address).into_iter().flatten()
+    }
+
     /// Whether `fe` of `group` is the one programmed at its address.
     pub fn wins(&self, group: &GroupKey, fe: &Frontend) -> bool {
         self.winner(&address(fe)) == Some(&precedence(fe.kind, group))

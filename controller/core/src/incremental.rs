@@ -199,8 +199,9 @@ impl Planner {
         if layout.refused() || !layout.surely_fits(fresh.values().flatten().flat_map(|t| t.frontends.iter()), capacity) {
             return None;
         }
-        // Who owned each address these groups asked for or ask for now, before and after: a
-        // Service whose address changes hands is laid out again too, winner and loser.
+        // Who owned each address these groups asked for or ask for now, before and after: when
+        // an address changes hands, every Service asking for it is laid out again, the old and
+        // the new owner and every loser (whose warning names the owner).
         let old = groups.iter().filter_map(|g| self.parts.get(g)).flat_map(|p| p.asks.iter().map(|(a, _)| *a));
         let new = fresh.values().flatten().flat_map(|t| t.frontends.iter()).map(claims::address);
         let contested: BTreeSet<claims::Address> = old.chain(new).collect();
@@ -218,7 +219,8 @@ impl Planner {
         for (address, before) in contested.iter().zip(before) {
             let after = self.claims.winner(address).cloned();
             if after != before {
-                groups.extend(before.into_iter().chain(after).map(|(_, group)| group));
+                let claimants: Vec<GroupKey> = self.claims.claimants(address).map(|(_, group)| group.clone()).collect();
+                groups.extend(before.into_iter().map(|(_, group)| group).chain(claimants));
             }
         }
         // The groups laid out again only for an address that changed hands: their objects did

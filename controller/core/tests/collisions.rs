@@ -130,3 +130,27 @@ fn an_address_whose_owner_leaves_goes_to_the_next_service_asking_for_it() {
     let full = sluice_core::plan(&services, &slices, &node(), &Ids::default(), Capacity::default());
     assert_eq!(got, owners(&full.desired));
 }
+
+/// Found by `planning_one_change_at_a_time_equals_a_full_plan`: three Services with one
+/// ClusterIP (as a hand-written manifest can have them); the one that arrives last comes first
+/// in precedence and takes the address. Every loser's warning must name the new owner, not
+/// only the old owner's.
+#[test]
+fn when_an_address_changes_hands_every_loser_is_told_the_new_owner() {
+    let svc = |ns: &str, name: &str| {
+        format!("apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: {ns}}}\nspec: {{clusterIP: 10.96.0.50, ports: [{{port: 80}}]}}\n")
+    };
+    let (a, b, c) = (svc("default", "s0"), svc("default", "s1"), svc("a", "s0"));
+    let mut planner = Planner::new(Ids::default());
+    let (services, slices) = objects(&[&a, &b]);
+    planner.plan(Changed::All, &Listed::new(&services, &slices), &node(), Capacity::default());
+    let (services, slices) = objects(&[&a, &b, &c]);
+    let report = planner.plan(Changed::Groups([ObjectKey::new("a", "s0")].into()), &Listed::new(&services, &slices), &node(), Capacity::default());
+    let mut got: Vec<String> = report.warnings.iter().map(|w| w.to_string()).collect();
+    got.sort();
+    let full = sluice_core::plan(&services, &slices, &node(), &Ids::default(), Capacity::default());
+    let mut want: Vec<String> = full.warnings.iter().map(|w| w.to_string()).collect();
+    want.sort();
+    assert_eq!(got, want);
+    assert!(got.iter().all(|w| !w.contains("default/s0 has this address")), "{got:#?}");
+}
