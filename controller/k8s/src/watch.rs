@@ -262,6 +262,9 @@ where
 
 /// How long a watch may stay silent after an error before it is replaced by a fresh list.
 const SILENT_AFTER_ERROR: std::time::Duration = std::time::Duration::from_secs(10);
+/// After an error, the lists that check the first list that succeeds: this long after it, then
+/// this long after the one before.
+const CHECK_LISTS: [std::time::Duration; 2] = [std::time::Duration::from_secs(60), std::time::Duration::from_secs(120)];
 
 /// A watcher's events.
 pub type EventStream<K> = futures::stream::BoxStream<'static, Result<Event<K>, watcher::Error>>;
@@ -294,6 +297,15 @@ pub fn guarded<K: Send + 'static>(kind: &'static str, backoff: CatchUpBackoff, s
 /// never answered, and kube-runtime only gives up on a silent watch after its 290 s timeout. So a
 /// watch that yields nothing within `SILENT_AFTER_ERROR` of its retry is dropped and started
 /// again, with a fresh list (the backoff goes on where it was).
+///
+/// Checks: in CI, right after an apiserver restart, agents' lists lacked a Service and an
+/// EndpointSlice created a second earlier, and their watches never brought them (one watch
+/// delivered a later change at +50 s, not those): for 90 s, while the apiserver's own list had
+/// them by then, and kube-controller-manager was ~50 s late too (a restarted apiserver's watch
+/// cache catching up; kubernetes/kubernetes#97294, #49992 describe such gaps). An event lost
+/// that way stays lost until the next list, which a client-go informer makes only after an
+/// error. So after an error, the list that succeeds is checked by two more, 60 s and 180 s
+/// after it, whatever the watch brings: two lists per watch per outage.
 struct Guarded<K> {
     kind: &'static str,
     start: Box<dyn Fn() -> EventStream<K> + Send>,
@@ -303,13 +315,26 @@ struct Guarded<K> {
     /// When the retry after the last error may be made.
     retry_at: Option<tokio::time::Instant>,
     deadline: Option<tokio::time::Instant>,
+    /// The check lists still to make after the last error, and when the next one is due.
+    checks: &'static [std::time::Duration],
+    check_at: Option<tokio::time::Instant>,
 }
 
 impl<K: 'static> Guarded<K> {
     /// `start` makes a watcher without a backoff of its own.
     fn new(kind: &'static str, backoff: CatchUpBackoff, start: impl Fn() -> EventStream<K> + Send + 'static) -> Self {
         let stream = start();
-        Guarded { kind, start: Box::new(start), stream, backoff, unreachable: CatchUpBackoff::unreachable(), retry_at: None, deadline: None }
+        Guarded {
+            kind,
+            start: Box::new(start),
+            stream,
+            backoff,
+            unreachable: CatchUpBackoff::unreachable(),
+            retry_at: None,
+            deadline: None,
+            checks: &[],
+            check_at: None,
+        }
     }
 
     async fn next(&mut self) -> Result<Option<Event<K>>, watcher::Error> {
@@ -319,6 +344,12 @@ impl<K: 'static> Guarded<K> {
         loop {
             let next = tokio::select! {
                 next = self.stream.try_next() => next,
+                _ = sleep_until_some(self.check_at) => {
+                    self.check_at = None;
+                    tracing::info!(kind = self.kind, "listing again to check the list made after the last error (a restarted apiserver has lost events)");
+                    self.stream = (self.start)();
+                    continue;
+                }
                 _ = sleep_until_some(self.deadline) => {
                     self.deadline = None;
                     tracing::warn!(kind = self.kind, "the watch gave nothing within {SILENT_AFTER_ERROR:?} of its retry after an error: listing again");
@@ -329,6 +360,15 @@ impl<K: 'static> Guarded<K> {
             match &next {
                 // A (re)list begins: nothing has been asked of the apiserver yet.
                 Ok(Some(Event::Init)) => {}
+                Ok(Some(Event::InitDone)) => {
+                    self.backoff.reset();
+                    self.unreachable.reset();
+                    self.deadline = None;
+                    if let Some((next, rest)) = self.checks.split_first() {
+                        self.check_at = Some(tokio::time::Instant::now() + *next);
+                        self.checks = rest;
+                    }
+                }
                 Ok(_) => {
                     self.backoff.reset();
                     self.unreachable.reset();
@@ -339,6 +379,8 @@ impl<K: 'static> Guarded<K> {
                     let now = tokio::time::Instant::now();
                     self.retry_at = Some(now + delay);
                     self.deadline = Some(now + delay + SILENT_AFTER_ERROR);
+                    self.checks = &CHECK_LISTS;
+                    self.check_at = None;
                 }
             }
             return next;

@@ -27,13 +27,19 @@ fn status(code: StatusCode, reason: &str) -> Response<Body> {
     json(code, serde_json::json!({"apiVersion": "v1", "kind": "Status", "status": "Failure", "reason": reason, "message": reason, "code": code.as_u16()}))
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_watch_silent_after_an_error_is_replaced_by_a_fresh_list() {
+/// The agent's watches against a mock apiserver: the handle answers their requests.
+fn watching_a_mock_apiserver() -> (tower_test::mock::Handle<Request<Body>, Response<Body>>, Shared, Arc<watch::ClientErrors>, tokio::task::JoinHandle<()>) {
     let (mock, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = kube::Client::new(mock, "default");
     let shared = Shared::default();
     let errors = Arc::new(watch::ClientErrors::default());
     let watches = tokio::spawn(watch::run(client, None, shared.clone(), errors.clone()));
+    (handle, shared, errors, watches)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_watch_silent_after_an_error_is_replaced_by_a_fresh_list() {
+    let (handle, shared, errors, watches) = watching_a_mock_apiserver();
 
     let started = tokio::time::Instant::now();
     let apiserver = tokio::spawn(async move {
@@ -92,6 +98,63 @@ async fn a_watch_silent_after_an_error_is_replaced_by_a_fresh_list() {
     watches.abort();
 }
 
+/// Right after an apiserver restart, a list can lack an object created a moment before and the
+/// watch after it never bring it (seen in CI for 90 s). After an error, the list that succeeds
+/// is checked by another 60 s later, whatever the watch brings.
+#[tokio::test(start_paused = true)]
+async fn after_an_error_the_list_is_checked_by_another_a_minute_later() {
+    let (handle, shared, _errors, watches) = watching_a_mock_apiserver();
+
+    let started = tokio::time::Instant::now();
+    let apiserver = tokio::spawn(async move {
+        let mut handle = pin!(handle);
+        let mut held = Vec::new();
+        let (mut service_lists, mut service_watches, mut slice_lists) = (Vec::new(), 0, 0);
+        while let Some((request, reply)) = handle.next_request().await {
+            let uri = request.uri().to_string();
+            let watching = uri.contains("watch=true");
+            if uri.starts_with("/api/v1/services") {
+                if watching {
+                    service_watches += 1;
+                    // The first watch fails (the apiserver restarts); the next ones say nothing.
+                    if service_watches == 1 { reply.send_response(status(StatusCode::GONE, "Expired")) } else { held.push(reply) }
+                } else {
+                    service_lists.push(started.elapsed());
+                    let items = if service_lists.len() < 3 { vec![service("a")] } else { vec![service("a"), service("b")] };
+                    reply.send_response(list("ServiceList", &format!("{}", 10 * service_lists.len()), items));
+                }
+            } else if uri.starts_with("/apis/discovery.k8s.io/v1/endpointslices") {
+                // A watch that never failed is not checked.
+                if watching {
+                    held.push(reply)
+                } else {
+                    slice_lists += 1;
+                    reply.send_response(list("EndpointSliceList", "10", vec![]))
+                }
+            } else {
+                reply.send_response(status(StatusCode::NOT_FOUND, "NotFound"));
+            }
+            if service_lists.len() == 3 {
+                return (service_lists, slice_lists);
+            }
+        }
+        panic!("the client went away");
+    });
+
+    let (lists, slice_lists) = tokio::time::timeout(Duration::from_secs(600), apiserver).await.expect("no check list within 10 minutes").unwrap();
+    let checked_after = lists[2] - lists[1];
+    assert!(checked_after >= Duration::from_secs(60) && checked_after < Duration::from_secs(65), "the list after the error was checked a minute later: {lists:?}");
+    assert_eq!(slice_lists, 1, "a watch that never failed is not checked");
+    for _ in 0..100 {
+        if shared.index.lock().unwrap().services.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(shared.index.lock().unwrap().services.len(), 2, "the Service the first lists and the watch lacked came with the check");
+    watches.abort();
+}
+
 /// An apiserver that refuses every request (403), as a restarted one does for a moment while its
 /// authorizer warms up, and for as long as the agents' RBAC is missing. kube-runtime's watcher
 /// yields `Event::Init` before each list, and its stream backoff resets on any `Ok`: a refused
@@ -99,11 +162,7 @@ async fn a_watch_silent_after_an_error_is_replaced_by_a_fresh_list() {
 /// measured by e2e/bench/soak). client-go's reflector backs off from 0.8 s to 30 s.
 #[tokio::test(start_paused = true)]
 async fn a_refused_list_is_retried_with_a_backoff_growing_to_thirty_seconds() {
-    let (mock, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let client = kube::Client::new(mock, "default");
-    let shared = Shared::default();
-    let errors = Arc::new(watch::ClientErrors::default());
-    let watches = tokio::spawn(watch::run(client, None, shared.clone(), errors.clone()));
+    let (handle, shared, _errors, watches) = watching_a_mock_apiserver();
 
     let started = tokio::time::Instant::now();
     let seen = Arc::new(std::sync::Mutex::new(Vec::<(Duration, String)>::new()));
