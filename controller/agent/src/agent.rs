@@ -124,7 +124,7 @@ struct NorthSouth {
 }
 
 /// `before_attach` runs once the programs are loaded (verified), just before they are swapped in.
-fn setup_north_south(args: &AgentArgs, root: &Path, before_attach: impl FnOnce()) -> anyhow::Result<NorthSouth> {
+fn setup_north_south(args: &AgentArgs, root: &Path, before_attach: impl FnOnce(), after_attach: impl FnOnce()) -> anyhow::Result<NorthSouth> {
     let devices: Vec<String> = match args.devices.as_slice() {
         [] => crate::netinfo::default_route_device().into_iter().collect(),
         [none] if none == "none" => Vec::new(),
@@ -177,6 +177,9 @@ fn setup_north_south(args: &AgentArgs, root: &Path, before_attach: impl FnOnce()
             tracing::warn!(device, "no native XDP on this device: acceleration runs in generic mode");
         }
     }
+    // At once, before the programs below are loaded (their verification has taken long enough
+    // under load for a connection established by the old programs meanwhile to time out).
+    after_attach();
     tracing::info!(node_ips = ?node_ips, "NodePorts served on these addresses");
     // Counting what the kernel loses after XDP sent it needs the kernel's BTF; without it the
     // datapath works the same, the xdp_lost_* counters just stay at zero.
@@ -325,19 +328,40 @@ async fn run(args: AgentArgs) -> anyhow::Result<()> {
     // Just before the north-south programs are swapped in, the flows the old ones began since the
     // maps were reshaped follow into the new maps, and the UDP and SCTP flows a build from before
     // the conntrack split kept with TCP's move to their own table, where the new programs look;
-    // both once more after the swap, for what the old programs added in between.
-    let mut split = 0;
-    let mut north_south = setup_north_south(&args, &root, || {
-        superseded.copy_added(&root);
-        split = sluice_datapath::conntrack::split_non_tcp(&root, false).unwrap_or_default();
-    })?;
-    let split = split + sluice_datapath::conntrack::split_non_tcp(&root, true).context("moving non-TCP conntrack entries to their table")?;
+    // both once more right after the last swap, for what the old programs added in between,
+    // before anything else is loaded (a flow whose next packet finds no entry is dropped as
+    // untracked, and verifying the programs loaded after the swap has taken long enough under
+    // load for a connection's retransmissions to time out).
+    let (split, caught_up) = (std::cell::Cell::new(0), std::cell::Cell::new(0));
+    let split_error = std::cell::RefCell::new(None);
+    let catch_up = || {
+        caught_up.set(superseded.copy_added(&root));
+        match sluice_datapath::conntrack::split_non_tcp(&root, true) {
+            Ok(n) => split.set(split.get() + n),
+            Err(e) => *split_error.borrow_mut() = Some(e),
+        }
+    };
+    let mut north_south = setup_north_south(
+        &args,
+        &root,
+        || {
+            superseded.copy_added(&root);
+            split.set(sluice_datapath::conntrack::split_non_tcp(&root, false).unwrap_or_default());
+        },
+        catch_up,
+    )?;
+    // Without devices nothing was swapped, and neither closure ran.
+    if north_south.devices.is_empty() {
+        catch_up();
+    }
+    if let Some(e) = split_error.take() {
+        return Err(anyhow::Error::new(e).context("moving non-TCP conntrack entries to their table"));
+    }
+    let (split, caught_up) = (split.get(), caught_up.get());
+    drop(superseded);
     if split > 0 {
         tracing::info!(entries = split, "moved the UDP and SCTP flows of a build without separate conntrack tables to their table");
     }
-    // Every link now runs this build's programs on the pinned maps: what the old ones wrote to
-    // maps replaced meanwhile (flows that began during the start) follows.
-    let caught_up = superseded.catch_up(&root);
     if !pins.reshaped.is_empty() {
         tracing::info!(reshaped = ?pins.reshaped, caught_up, "maps resized, their entries kept");
     }
