@@ -298,14 +298,13 @@ pub fn guarded<K: Send + 'static>(kind: &'static str, backoff: CatchUpBackoff, s
 /// watch that yields nothing within `SILENT_AFTER_ERROR` of its retry is dropped and started
 /// again, with a fresh list (the backoff goes on where it was).
 ///
-/// Checks: in CI, right after an apiserver restart, agents' lists lacked a Service and an
-/// EndpointSlice created a second earlier, and their watches never brought them (one watch
-/// delivered a later change at +50 s, not those): for 90 s, while the apiserver's own list had
-/// them by then, and kube-controller-manager was ~50 s late too (a restarted apiserver's watch
-/// cache catching up; kubernetes/kubernetes#97294, #49992 describe such gaps). An event lost
-/// that way stays lost until the next list, which a client-go informer makes only after an
-/// error. So after an error, the list that succeeds is checked by two more, 60 s and 180 s
-/// after it, whatever the watch brings: two lists per watch per outage.
+/// Checks: in CI, an agent's list made 2 s after a Service was created, right after an apiserver
+/// restart, came back without it (two nodes, two such runs; the restarted apiserver's watch
+/// cache catching up, as kubernetes/kubernetes#97294 describes). Whether the watch that followed
+/// would have brought it was not seen (the suite's wait was broken then). An event the cache
+/// skips stays lost until the next list, which a client-go informer makes only after an error.
+/// So after an error, the list that succeeds is checked by two more, 60 s and 180 s after it,
+/// whatever the watch brings: two lists per watch per outage bound such a gap to about a minute.
 struct Guarded<K> {
     kind: &'static str,
     start: Box<dyn Fn() -> EventStream<K> + Send>,
