@@ -81,17 +81,31 @@ impl std::str::FromStr for OwnerDaemonSet {
 
 /// Whether to remove the datapath as the agent stops: the watch on the agent's DaemonSet saw it
 /// go. Pods are deleted after their DaemonSet, so the event has normally arrived before SIGTERM;
-/// a second's grace covers a slow watch (and is all a rolling upgrade waits per node). Without
-/// the answer the datapath stays.
-async fn owner_removed(removed: &std::sync::atomic::AtomicBool) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(1);
-    while !removed.load(std::sync::atomic::Ordering::SeqCst) {
-        if Instant::now() >= deadline {
-            return false;
+/// a second's grace covers a slow watch (and is all a rolling upgrade waits per node). In that
+/// second the DaemonSet is also asked for once, for a watch that was between two requests when
+/// it went. Without an answer the datapath stays.
+async fn owner_removed(removed: &std::sync::atomic::AtomicBool, ask: impl std::future::Future<Output = Option<bool>>) -> bool {
+    let watched = async {
+        while !removed.load(std::sync::atomic::Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    true
+        tracing::info!("the DaemonSet watch saw the agent's DaemonSet go");
+    };
+    let asked = async {
+        match ask.await {
+            Some(true) => tracing::info!("asked at stop: the agent's DaemonSet is gone or being deleted"),
+            // Wait for the watch: a `false` may be older than the event it is about to deliver.
+            _ => std::future::pending::<()>().await,
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(1), async {
+        tokio::select! {
+            () = watched => {},
+            () = asked => {},
+        }
+    })
+    .await
+    .is_ok()
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -564,7 +578,12 @@ async fn run(args: AgentArgs) -> anyhow::Result<()> {
     }
     source.abort();
     let errors = client_errors.0.load(std::sync::atomic::Ordering::Relaxed);
-    let uninstalling = args.owner_daemonset.is_some() && args.manifests.is_none() && owner_removed(&owner_removed_flag).await;
+    let uninstalling = match (&args.owner_daemonset, &client, &args.manifests) {
+        (Some(owner), Some(client), None) => {
+            owner_removed(&owner_removed_flag, watch::owner_daemonset_gone(client.clone(), &owner.namespace, &owner.name)).await
+        }
+        _ => false,
+    };
     if !uninstalling {
         tracing::info!(kube_client_errors = errors, "stopping; programs and maps stay pinned and keep serving");
         drop(ebpf);
@@ -575,4 +594,46 @@ async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let removed = loader::remove_pins(&root).context("removing the datapath")?;
     tracing::info!(pins = removed.len(), bpf_root = %root.display(), "datapath removed: programs detached, maps and links unpinned");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::owner_removed;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+
+    async fn answer(after: Duration, gone: Option<bool>) -> Option<bool> {
+        tokio::time::sleep(after).await;
+        gone
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_watch_saying_the_daemonset_went_is_enough() {
+        assert!(owner_removed(&AtomicBool::new(true), answer(Duration::ZERO, None)).await);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_watch_that_missed_the_delete_is_made_up_for_by_asking() {
+        assert!(owner_removed(&AtomicBool::new(false), answer(Duration::from_millis(200), Some(true))).await);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_daemonset_that_stays_or_no_answer_keeps_the_datapath() {
+        assert!(!owner_removed(&AtomicBool::new(false), answer(Duration::from_millis(50), Some(false))).await);
+        assert!(!owner_removed(&AtomicBool::new(false), answer(Duration::from_millis(50), None)).await);
+        // An answer later than the second's grace is not waited for.
+        assert!(!owner_removed(&AtomicBool::new(false), answer(Duration::from_secs(5), Some(true))).await);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_answer_that_it_stays_does_not_cut_short_a_watch_event_on_its_way() {
+        let flag = Arc::new(AtomicBool::new(false));
+        let later = flag.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            later.store(true, Ordering::SeqCst);
+        });
+        assert!(owner_removed(&flag, answer(Duration::from_millis(10), Some(false))).await);
+    }
 }

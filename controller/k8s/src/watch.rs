@@ -428,11 +428,29 @@ pub async fn run_owner_daemonset(client: Client, namespace: String, name: String
             }
             Ok(Some(Event::Delete(_))) => removed.store(true, Ordering::SeqCst),
             Ok(None) => return,
-            Err(e) => tracing::debug!(daemonset = %name, "watching the agent's DaemonSet (retrying): {e}"),
+            // Not debug: while this watch is down, an uninstall would leave the datapath behind,
+            // and this line is what tells that apart from a late event.
+            Err(e) => tracing::warn!(daemonset = %name, "watching the agent's DaemonSet (retrying): {e}"),
         }
         if removed.load(Ordering::SeqCst) {
             tracing::info!(daemonset = %format!("{namespace}/{name}"), "the agent's DaemonSet is being removed: the datapath goes when the agent stops");
             return;
+        }
+    }
+}
+
+/// Asked once as the agent stops, when the watch above has not seen the agent's DaemonSet go
+/// (it may have been between two requests, or started after the delete): `Some(true)` when the
+/// DaemonSet is gone or being deleted, `Some(false)` when it stays, `None` when the apiserver
+/// did not say (helm may already have deleted the Role that lets the agent ask: a 403).
+pub async fn owner_daemonset_gone(client: Client, namespace: &str, name: &str) -> Option<bool> {
+    let api: Api<k8s_openapi::api::apps::v1::DaemonSet> = Api::namespaced(client, namespace);
+    match api.get_opt(name).await {
+        Ok(None) => Some(true),
+        Ok(Some(ds)) => Some(ds.metadata.deletion_timestamp.is_some()),
+        Err(e) => {
+            tracing::warn!(daemonset = %format!("{namespace}/{name}"), "asking whether the agent's DaemonSet is being removed: {e}");
+            None
         }
     }
 }
