@@ -6,12 +6,17 @@
 #include "lib/icmp.h"
 #include "lib/reject.h"
 
-/* Headers we read must be in the linear part of the skb. */
+/* Headers we read must be in the linear part of the skb. Pulled only when they are not: a pull
+ * also makes the head private, a copy of it for a cloned skb (every TCP segment on egress: the
+ * original waits for its ACK), which would cost every packet, ours or not. */
 static __always_inline void pull_headers(struct __sk_buff *skb)
 {
 	__u32 want = L4_OFF_V6 + 48;
 
-	bpf_skb_pull_data(skb, skb->len < want ? skb->len : want);
+	if (skb->len < want)
+		want = skb->len;
+	if (ctx_data(skb) + want > ctx_data_end(skb))
+		bpf_skb_pull_data(skb, want);
 }
 
 static __always_inline int tc_verdict(struct __sk_buff *skb, enum ns_action act, const struct pkt *p)

@@ -14,6 +14,8 @@
 #define AF_INET 2
 #define AF_INET6 10
 
+#if CTX_XDP
+
 static __always_inline int set_macs(void *data, void *data_end, const struct bpf_fib_lookup *fib)
 {
 	struct ethhdr *eth = data;
@@ -24,8 +26,6 @@ static __always_inline int set_macs(void *data, void *data_end, const struct bpf
 	__builtin_memcpy(eth->h_source, fib->smac, ETH_ALEN);
 	return 0;
 }
-
-#if CTX_XDP
 
 static __always_inline long fib_route(ctx_t *ctx, const struct pkt *p, const struct sluice_addr *src,
 				      const struct sluice_addr *dst, struct bpf_fib_lookup *fib)
@@ -117,7 +117,11 @@ static __always_inline int tc_forward(ctx_t *skb, int v6)
 	fib.ifindex = skb->ingress_ifindex ? skb->ingress_ifindex : skb->ifindex;
 	rc = bpf_fib_lookup(skb, &fib, sizeof(fib), 0);
 	if (rc == BPF_FIB_LKUP_RET_SUCCESS) {
-		if (set_macs(ctx_data(skb), ctx_data_end(skb), &fib))
+		/* Through the helper, never a direct write: one direct write anywhere in a tc program
+		 * makes the kernel unclone every packet the program sees (a copy of its head, for
+		 * each TCP segment on egress, the original waiting for its ACK), ours or not. */
+		if (bpf_skb_store_bytes(skb, 0, fib.dmac, ETH_ALEN, 0) ||
+		    bpf_skb_store_bytes(skb, ETH_ALEN, fib.smac, ETH_ALEN, 0))
 			return ns_failed(), TC_ACT_SHOT;
 		return bpf_redirect(fib.ifindex, 0);
 	}

@@ -176,7 +176,7 @@ static __always_inline __u64 sctp_word_diff(__u32 old, __u32 new)
 static __always_inline int sctp_set_ports(ctx_t *ctx, const struct pkt *p, __be16 sport, __be16 dport)
 {
 	void *data = ctx_data(ctx), *data_end = ctx_data_end(ctx);
-	__u32 *hdr, old_ports, new_ports, crc, len;
+	__u32 *hdr, old_ports, new_ports, crc, new_crc, len;
 
 	if (p->l4_off > L4_OFF_V6)
 		return -1;
@@ -191,21 +191,29 @@ static __always_inline int sctp_set_ports(ctx_t *ctx, const struct pkt *p, __be1
 	((__be16 *)&new_ports)[1] = dport;
 	if (old_ports == new_ports)
 		return 0;
-	crc = hdr[SCTP_CSUM_OFF / 4];
-	hdr[0] = new_ports;
+	crc = new_crc = hdr[SCTP_CSUM_OFF / 4];
 	if (crc) {
 		__u32 d = sctp_le32(old_ports ^ new_ports);
 
 		d = crc32c_mul(crc32c_mul(d, sctp_crc_shift_lo[len & 0xff]), sctp_crc_shift_hi[len >> 8]);
-		hdr[SCTP_CSUM_OFF / 4] = crc ^ sctp_le32(d);
+		new_crc = crc ^ sctp_le32(d);
 	}
-	/* tc: the bytes changed under a CHECKSUM_COMPLETE sum (XDP has none). */
-	if (!CTX_XDP) {
-		__u64 diff = sctp_word_diff(old_ports, new_ports) + sctp_word_diff(crc, hdr[SCTP_CSUM_OFF / 4]);
+#if CTX_XDP
+	hdr[0] = new_ports;
+	hdr[SCTP_CSUM_OFF / 4] = new_crc;
+#else
+	/* Through the helper, never a direct write (see tc_forward in fib.h); then the bytes
+	 * changed under a CHECKSUM_COMPLETE sum. */
+	if (bpf_skb_store_bytes(ctx, p->l4_off, &new_ports, 4, 0) ||
+	    bpf_skb_store_bytes(ctx, p->l4_off + SCTP_CSUM_OFF, &new_crc, 4, 0))
+		return -1;
+	{
+		__u64 diff = sctp_word_diff(old_ports, new_ports) + sctp_word_diff(crc, new_crc);
 
 		diff = (diff & 0xffffffff) + (diff >> 32);
 		bpf_csum_update((void *)ctx, (__u32)((diff & 0xffffffff) + (diff >> 32)));
 	}
+#endif
 	return 0;
 }
 

@@ -11,6 +11,7 @@ use std::path::Path;
 const BPF_OBJ_GET: libc::c_long = 7;
 const BPF_LINK_UPDATE: libc::c_long = 29;
 const BPF_PROG_TEST_RUN: libc::c_long = 10;
+const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
 /// The XDP actions a run reports, and the flag that makes XDP_TX and redirects real.
 pub const XDP_DROP: u32 = 1;
 pub const XDP_PASS: u32 = 2;
@@ -108,6 +109,44 @@ pub fn prog_test_run(prog: BorrowedFd<'_>, frame: &[u8], ctx: TestContext<'_>, m
     bpf(BPF_PROG_TEST_RUN, &mut attr)?;
     out.truncate(attr.data_size_out as usize);
     Ok((attr.retval, out))
+}
+
+/// The head of struct bpf_prog_info, up to the translated instructions.
+#[repr(C)]
+#[derive(Default)]
+struct ProgInfo {
+    prog_type: u32,
+    id: u32,
+    tag: [u8; 8],
+    jited_prog_len: u32,
+    xlated_prog_len: u32,
+    jited_prog_insns: u64,
+    xlated_prog_insns: u64,
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct InfoAttr {
+    bpf_fd: u32,
+    info_len: u32,
+    info: u64,
+}
+
+/// A loaded program's instructions as the kernel runs them (after the verifier's rewrites and
+/// the prologue it may add), 8 bytes each.
+pub fn prog_xlated(prog: BorrowedFd<'_>) -> io::Result<Vec<[u8; 8]>> {
+    let info_of = |info: &mut ProgInfo| {
+        let mut attr = InfoAttr { bpf_fd: prog.as_raw_fd() as u32, info_len: size_of::<ProgInfo>() as u32, info: info as *mut ProgInfo as u64 };
+        bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr)
+    };
+    let mut info = ProgInfo::default();
+    info_of(&mut info)?;
+    let mut insns = vec![[0u8; 8]; info.xlated_prog_len as usize / 8];
+    let len = info.xlated_prog_len;
+    info = ProgInfo { xlated_prog_len: len, xlated_prog_insns: insns.as_mut_ptr() as u64, ..Default::default() };
+    info_of(&mut info)?;
+    insns.truncate(info.xlated_prog_len.min(len) as usize / 8);
+    Ok(insns)
 }
 
 /// What a test run's frame arrives with.

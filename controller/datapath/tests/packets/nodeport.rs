@@ -136,3 +136,19 @@ fn udp_snat_avoids_the_nodes_own_ports_and_leaves_their_replies_to_them() {
     own.connect((REMOTE_BE, 5353)).unwrap();
     assert_eq!(fx.ingress(&reply), (TC_ACT_UNSPEC, reply.clone()), "the node's connected socket owns the tuple");
 }
+
+/// One direct packet write anywhere in a tc program makes the verifier prepend an "unclone"
+/// prologue (skb->cloned tested, then bpf_skb_pull_data(skb, 0)) that copies the head of every
+/// cloned packet the program sees, ours or not: every TCP segment on egress is a clone, its
+/// original waiting for its ACK. So tc writes packets through helpers only.
+#[test]
+fn tc_programs_do_not_copy_the_packets_they_see() {
+    let Some(fx) = node("tc_no_unclone").start() else { return };
+    for name in [sluice_datapath::loader::TC_INGRESS, sluice_datapath::loader::TC_EGRESS] {
+        let insns = fx.tc_xlated(name);
+        // BPF_LDX | BPF_MEM | BPF_B (0x71) into r6 from r1 (the skb): the prologue's first step.
+        let first = insns.first().copied().unwrap_or_default();
+        let reads_skb_byte_into_r6 = first[0] == 0x71 && first[1] == 0x16;
+        assert!(!reads_skb_byte_into_r6, "{name} starts with the kernel's unclone prologue: some code writes the packet directly");
+    }
+}

@@ -223,6 +223,12 @@ impl Fixture {
         prog.fd().unwrap().as_fd()
     }
 
+    /// A tc program as the kernel runs it (see `sys::prog_xlated`).
+    pub fn tc_xlated(&self, name: &str) -> Vec<[u8; 8]> {
+        let prog: &SchedClassifier = self.nodeport.program(name).unwrap().try_into().unwrap();
+        sys::prog_xlated(prog.fd().unwrap().as_fd()).unwrap_or_else(|e| panic!("BPF_OBJ_GET_INFO_BY_FD: {e}"))
+    }
+
     fn tc(&self, name: &str, pkt: &[u8]) -> Outcome<'_> {
         let prog: &SchedClassifier = self.nodeport.program(name).unwrap().try_into().unwrap();
         self.run(prog.fd().unwrap().as_fd(), pkt, TestContext::None)
