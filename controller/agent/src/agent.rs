@@ -321,6 +321,26 @@ async fn run(args: AgentArgs) -> anyhow::Result<()> {
         loader::set_capacities(capacities);
     }
 
+    // The objects are read while the programs load (verifying them takes longer than listing
+    // 10,000 Services, and neither needs the other); nothing is planned before both are done.
+    let shared = Shared::default();
+    let client_errors = Arc::new(watch::ClientErrors::default());
+    let owner_removed_flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let source = match (&args.manifests, &client) {
+        (Some(dir), _) => {
+            tracing::info!(dir = %dir.display(), "standalone mode: reading manifests");
+            tokio::spawn(manifests::run(dir.clone(), shared.clone()))
+        }
+        (None, client) => {
+            let client = client.clone().expect("a client in cluster mode");
+            tracing::info!("cluster mode: watching Services, EndpointSlices and SourceBlocklists");
+            if let Some(owner) = &args.owner_daemonset {
+                tokio::spawn(watch::run_owner_daemonset(client.clone(), owner.namespace.clone(), owner.name.clone(), owner_removed_flag.clone()));
+            }
+            tokio::spawn(watch::run(client, args.node_name.clone(), shared.clone(), client_errors.clone()))
+        }
+    };
+
     // Before anything is loaded: the programs must find every pinned map in their own shape.
     let (pins, superseded) = sluice_datapath::pins::reconcile(&root).map_err(|e| anyhow::anyhow!("checking the pinned maps: {e}"))?;
     if !pins.removed.is_empty() {
@@ -410,35 +430,20 @@ async fn run(args: AgentArgs) -> anyhow::Result<()> {
         tracing::info!(links = %old.display(), "detached programs from a hook this agent no longer serves");
     }
 
-    let shared = Shared::default();
     let usage = crate::usage::MapUsage::new(root.clone()).context("starting the map usage counter")?;
     usage.set_planned(sluice_datapath::report::with_pinned_capacities(&root, reconciler.current().map_usage().to_vec()));
     let probes = Arc::new(crate::probes::Probes::default());
     let mut recorder: Option<Arc<kube::runtime::events::Recorder>> = None;
-    let client_errors = Arc::new(watch::ClientErrors::default());
-    let owner_removed_flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let source = match &args.manifests {
-        Some(dir) => {
-            tracing::info!(dir = %dir.display(), "standalone mode: reading manifests");
-            tokio::spawn(manifests::run(dir.clone(), shared.clone()))
+    if let Some(client) = &client {
+        if let Some(node) = &args.node_name {
+            tokio::spawn(crate::node_status::run(client.clone(), node.clone(), root.clone(), facts.clone(), usage.clone()));
+            tokio::spawn(crate::cluster_status::run(client.clone(), node.clone(), args.lease_namespace.clone(), facts.clone()));
         }
-        None => {
-            let client = client.clone().expect("a client in cluster mode");
-            tracing::info!("cluster mode: watching Services, EndpointSlices and SourceBlocklists");
-            if let Some(node) = &args.node_name {
-                tokio::spawn(crate::node_status::run(client.clone(), node.clone(), root.clone(), facts.clone(), usage.clone()));
-                tokio::spawn(crate::cluster_status::run(client.clone(), node.clone(), args.lease_namespace.clone(), facts.clone()));
-            }
-            recorder = Some(Arc::new(kube::runtime::events::Recorder::new(
-                client.clone(),
-                kube::runtime::events::Reporter { controller: "sluice".into(), instance: args.node_name.clone() },
-            )));
-            if let Some(owner) = &args.owner_daemonset {
-                tokio::spawn(watch::run_owner_daemonset(client.clone(), owner.namespace.clone(), owner.name.clone(), owner_removed_flag.clone()));
-            }
-            tokio::spawn(watch::run(client, args.node_name.clone(), shared.clone(), client_errors.clone()))
-        }
-    };
+        recorder = Some(Arc::new(kube::runtime::events::Recorder::new(
+            client.clone(),
+            kube::runtime::events::Reporter { controller: "sluice".into(), instance: args.node_name.clone() },
+        )));
+    }
 
     let metrics = Arc::new(crate::metrics::Metrics::new(usage.clone(), client_errors.clone())?);
     {
