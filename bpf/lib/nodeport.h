@@ -257,6 +257,8 @@ static __always_inline enum ns_action ns_forward(ctx_t *ctx, struct pkt *p, stru
 		act = ns_follow(ctx, p, found, table, now, &fwd);
 	else if (p->proto == IPPROTO_TCP && !tcp_pure_syn(p) && (act = ns_untracked(p, frontend)) != NS_TRANSLATE)
 		return act;
+	else if (!frontend)
+		return NS_PASS; /* looked up above: no frontend (a SYN between pods, say) */
 	else if ((act = ns_select(p, &be, &rev_nat_id)) == NS_TRANSLATE)
 		act = ns_plan(ctx, p, &fk, &be, rev_nat_id, now, &fwd);
 	if (act != NS_TRANSLATE)
