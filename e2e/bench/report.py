@@ -39,6 +39,9 @@ METRICS = [
     ("iperf_gbps", "east-west iperf3 through ClusterIP (Gbit/s)", "higher"),
     ("ns_rps", "north-south NodePort wrk, 16 keep-alive conns (req/s)", "higher"),
     ("ns_p99_us", "north-south NodePort wrk p99 (µs)", "lower"),
+    ("ns_tc_ns_per_req", "north-south keep-alive: tc programs' run time per request (every node), kernel BPF stats (ns)", "lower"),
+    ("ns_tc_runs_per_req", "north-south keep-alive: tc program runs per request", "lower"),
+    ("ns_xdp_ns_per_req", "north-south keep-alive: XDP program's run time per request, kernel BPF stats (ns)", "lower"),
     ("ns_conn_p50_us", "north-south new connection+request p50 (µs)", "lower"),
     ("ns_conn_p99_us", "north-south new connection+request p99 (µs)", "lower"),
     ("drop_kpps", "blocked source: UDP flood absorbed by n1 (kpps)", "higher"),
@@ -50,7 +53,7 @@ METRICS = [
     ("cpu_s", "proxy CPU time on n1 over its whole run (s)", "lower"),
     ("rss_mb", "proxy peak RSS on n1, VmHWM (MiB)", "lower"),
 ]
-PROXY_ONLY = {"ew_paired_np_p50_us", "connect4_ns", "ew_tc_ns_per_conn", "ew_tc_runs_per_conn", "ew_xdp_ns_per_conn", "cold_ms", "change_p50_ms", "change_p99_ms", "agent_change_p50_ms", "agent_change_p99_ms", "cpu_s", "rss_mb"}
+PROXY_ONLY = {"ew_paired_np_p50_us", "connect4_ns", "ew_tc_ns_per_conn", "ew_tc_runs_per_conn", "ew_xdp_ns_per_conn", "ns_tc_ns_per_req", "ns_tc_runs_per_req", "ns_xdp_ns_per_req", "cold_ms", "change_p50_ms", "change_p99_ms", "agent_change_p50_ms", "agent_change_p99_ms", "cpu_s", "rss_mb"}
 
 
 def fmt(v):
