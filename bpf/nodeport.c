@@ -43,6 +43,12 @@ static __always_inline int tc_nodeport(struct __sk_buff *skb, int egress)
 	struct pkt p = {};
 	enum ns_action act;
 
+	/* Egress translates the replies of local backends, which reach this device from a pod's
+	 * veth or the node itself, never from the device they leave by: a packet that came in here
+	 * is one ingress just sent back out (a remote backend's request or its reply, already
+	 * translated), and is left alone without a lookup. */
+	if (egress && skb->ingress_ifindex == skb->ifindex)
+		return TC_ACT_UNSPEC;
 	pull_headers(skb);
 	switch (parse_frag(ctx_data(skb), ctx_data_end(skb), &p)) {
 	case PARSE_OK:

@@ -137,6 +137,23 @@ fn udp_snat_avoids_the_nodes_own_ports_and_leaves_their_replies_to_them() {
     assert_eq!(fx.ingress(&reply), (TC_ACT_UNSPEC, reply.clone()), "the node's connected socket owns the tuple");
 }
 
+/// What tc ingress redirects out of the device it came in on (a remote backend's request, or
+/// its reply back to the client) passes egress on that device without a lookup: only a local
+/// backend's reply is egress's, and that never comes in by the device it leaves by.
+#[test]
+fn egress_leaves_alone_what_came_in_by_the_same_device() {
+    let Some(fx) = node("egress_same_dev").start() else { return };
+    let c2f = tcp(CLIENT, 40001).to(NODE4, 30081);
+    fx.ingress(&c2f.syn()).expect(TC_ACT_OK);
+    let reply = tcp(LOCAL_BE, 8080).to(CLIENT, 40001).data(b"hi");
+    // From a pod's veth (another device), the local backend's reply is translated...
+    let seen = fx.egress_via(&reply, 7, 1).expect(TC_ACT_OK);
+    assert_eq!(seen.flow, tcp(NODE4, 30081).to(CLIENT, 40001));
+    // ...but the very same bytes coming in by the device they leave by are not egress's.
+    assert_eq!(fx.egress_via(&reply, 1, 1), (TC_ACT_UNSPEC, reply.clone()));
+    assert_eq!(fx.counter(Counter::NpReverse), 1);
+}
+
 /// One direct packet write anywhere in a tc program makes the verifier prepend an "unclone"
 /// prologue (skb->cloned tested, then bpf_skb_pull_data(skb, 0)) that copies the head of every
 /// cloned packet the program sees, ours or not: every TCP segment on egress is a clone, its
