@@ -71,6 +71,24 @@ struct XdpMd {
     egress_ifindex: u32,
 }
 
+/// struct __sk_buff up to `ifindex`: of these, a test run accepts only mark, priority and the
+/// two devices set.
+#[repr(C)]
+#[derive(Default)]
+struct SkBuffHead {
+    len: u32,
+    pkt_type: u32,
+    mark: u32,
+    queue_mapping: u32,
+    protocol: u32,
+    vlan_present: u32,
+    vlan_tci: u32,
+    vlan_proto: u32,
+    priority: u32,
+    ingress_ifindex: u32,
+    ifindex: u32,
+}
+
 /// How a test run treats what the program does with the frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RunMode {
@@ -84,7 +102,7 @@ pub enum RunMode {
 /// `ctx` for other program types). Returns the verdict and, in a dry run, the frame after.
 pub fn prog_test_run(prog: BorrowedFd<'_>, frame: &[u8], ctx: TestContext<'_>, mode: RunMode) -> io::Result<(u32, Vec<u8>)> {
     let mut out = vec![0u8; if mode == RunMode::Dry { 4096 } else { 0 }];
-    let xdp_md;
+    let (xdp_md, skb);
     let ctx_bytes: Option<&[u8]> = match ctx {
         TestContext::None => None,
         TestContext::Raw(bytes) => Some(bytes),
@@ -92,6 +110,11 @@ pub fn prog_test_run(prog: BorrowedFd<'_>, frame: &[u8], ctx: TestContext<'_>, m
             xdp_md = XdpMd { data_end: frame.len() as u32, ingress_ifindex: ifindex, ..Default::default() };
             // SAFETY: XdpMd is repr(C) plain integers; the slice lives as long as xdp_md.
             Some(unsafe { std::slice::from_raw_parts(&xdp_md as *const XdpMd as *const u8, size_of::<XdpMd>()) })
+        }
+        TestContext::Skb { ingress_ifindex, ifindex } => {
+            skb = SkBuffHead { ingress_ifindex, ifindex, ..Default::default() };
+            // SAFETY: SkBuffHead is repr(C) plain integers; the slice lives as long as skb.
+            Some(unsafe { std::slice::from_raw_parts(&skb as *const SkBuffHead as *const u8, size_of::<SkBuffHead>()) })
         }
     };
     let mut attr =
@@ -157,6 +180,10 @@ pub enum TestContext<'a> {
     Raw(&'a [u8]),
     /// XDP: arrived on this device of the caller's network namespace.
     XdpIngress(u32),
+    /// tc: an skb that came in by device `ingress_ifindex` (0: made on this host) and is on
+    /// device `ifindex` (0 or 1: the namespace's lo, the only one a run may name without it
+    /// being up).
+    Skb { ingress_ifindex: u32, ifindex: u32 },
 }
 
 fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<libc::c_long> {

@@ -226,12 +226,8 @@ impl Fixture {
     /// Egress of a packet that arrived on device `ingress_ifindex` and leaves by `ifindex`
     /// (1 is the test namespace's lo, the one device a test run may name).
     pub fn egress_via(&self, pkt: &[u8], ingress_ifindex: u32, ifindex: u32) -> Outcome<'_> {
-        // struct __sk_buff up to `ifindex`; a test run accepts only these fields set.
-        let mut ctx = [0u8; 44];
-        ctx[36..40].copy_from_slice(&ingress_ifindex.to_ne_bytes());
-        ctx[40..44].copy_from_slice(&ifindex.to_ne_bytes());
         let prog: &SchedClassifier = self.nodeport.program(loader::TC_EGRESS).unwrap().try_into().unwrap();
-        self.run(prog.fd().unwrap().as_fd(), pkt, TestContext::Raw(&ctx))
+        self.run(prog.fd().unwrap().as_fd(), pkt, TestContext::Skb { ingress_ifindex, ifindex })
     }
 
     /// A tc program as the kernel runs it (see `sys::prog_xlated`).
