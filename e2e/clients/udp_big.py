@@ -13,7 +13,10 @@ import sys
 host, port, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 tries = int(sys.argv[4]) if len(sys.argv) > 4 else 3
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.setsockopt(socket.IPPROTO_IP, socket.IP_MTU_DISCOVER, socket.IP_PMTUDISC_DONT)
+# Python before 3.12 does not name these; the numbers are Linux's (<linux/in.h>).
+IP_MTU_DISCOVER = getattr(socket, "IP_MTU_DISCOVER", 10)
+IP_PMTUDISC_DONT = getattr(socket, "IP_PMTUDISC_DONT", 0)
+s.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DONT)
 s.settimeout(2)
 payload = bytes(i % 251 for i in range(size))
 echoed, n = 0, 0
