@@ -221,6 +221,18 @@ struct sluice_nodeport_key {
 #define SLUICE_CT_FORWARD 0
 #define SLUICE_CT_REVERSE 1
 
+/*
+ * Resizing a conntrack table (ProxyConfig mapSizes) replaces it. Until the new programs are
+ * swapped in, the old ones go on adding flows to the old table; after the swap the agent copies
+ * what the new table lacks, but a packet in between would find nothing (a reply passed to the
+ * stack is answered with an RST). So, from before the swap until that copy is done, the agent
+ * puts the old tables in these slots, and a lookup that misses looks there and takes the entry
+ * over. Empty otherwise. SLUICE_MAP_CT_HANDSHAKE_PREVIOUS has one slot, the handshake table's.
+ */
+#define SLUICE_CT_PREVIOUS_TCP   0 /* in SLUICE_MAP_CT_PREVIOUS: the old SLUICE_MAP_CT */
+#define SLUICE_CT_PREVIOUS_OTHER 1 /* the old SLUICE_MAP_CT_OTHER */
+#define SLUICE_CT_PREVIOUS_SLOTS 2
+
 #define SLUICE_CT_F_SNAT  (1 << 0)
 #define SLUICE_CT_F_LOCAL (1 << 1) /* backend is on this node */
 /* TCP close seen: FIN from the client side, FIN from the backend side (an RST sets both). A
@@ -425,6 +437,7 @@ enum sluice_counter {
 	SLUICE_CNT_CT_HANDSHAKE_DELETED,
 	SLUICE_CNT_CT_OTHER_INSERTED,
 	SLUICE_CNT_CT_OTHER_DELETED,
+	SLUICE_CNT_CT_TAKEN_OVER,     /* an entry found in a replaced table (SLUICE_CT_PREVIOUS_*) and copied */
 	SLUICE_CNT_MAX,
 };
 
@@ -496,6 +509,10 @@ struct sluice_problem {
 #define SLUICE_MAP_CT           sluice_ct_v1 /* established TCP (before the split: every flow) */
 #define SLUICE_MAP_CT_HANDSHAKE sluice_ct_handshake_v1
 #define SLUICE_MAP_CT_OTHER     sluice_ct_other_v1
+/* The conntrack tables an agent replaced (other mapSizes), while its programs take over: see
+ * SLUICE_CT_PREVIOUS_*. */
+#define SLUICE_MAP_CT_PREVIOUS  sluice_ct_previous_v1
+#define SLUICE_MAP_CT_HANDSHAKE_PREVIOUS sluice_ct_handshake_previous_v1
 #define SLUICE_MAP_CONFIG       sluice_config_v1
 #define SLUICE_MAP_BLOCKLIST    sluice_blocklist_v1
 #define SLUICE_MAP_BLOCK_HITS   sluice_block_hits_v1

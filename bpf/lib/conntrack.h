@@ -24,18 +24,55 @@ static __always_inline enum ct_table ct_table_of(__u8 proto)
 	return proto == IPPROTO_TCP ? CT_TCP : CT_OTHER;
 }
 
+/* A flow a replaced table has (SLUICE_CT_PREVIOUS_*, while an agent resizes the tables): copied
+ * into the table `t` looks in, and returned from there. Costs a miss one inlined array read. */
+static __always_inline void *ct_take_over(enum ct_table t, const struct sluice_ct_key *k)
+{
+	__u32 slot = t == CT_OTHER ? SLUICE_CT_PREVIOUS_OTHER : SLUICE_CT_PREVIOUS_TCP;
+	void *previous, *v;
+
+	if (t == CT_HANDSHAKE) {
+		__u32 only = 0;
+
+		previous = bpf_map_lookup_elem(&SLUICE_MAP_CT_HANDSHAKE_PREVIOUS, &only);
+		if (!previous || !(v = bpf_map_lookup_elem(previous, k)) ||
+		    bpf_map_update_elem(&SLUICE_MAP_CT_HANDSHAKE, k, v, BPF_NOEXIST))
+			return 0;
+		sluice_count(SLUICE_CNT_CT_TAKEN_OVER);
+		return bpf_map_lookup_elem(&SLUICE_MAP_CT_HANDSHAKE, k);
+	}
+	previous = bpf_map_lookup_elem(&SLUICE_MAP_CT_PREVIOUS, &slot);
+	if (!previous || !(v = bpf_map_lookup_elem(previous, k)))
+		return 0;
+	if (t == CT_TCP) {
+		if (bpf_map_update_elem(&SLUICE_MAP_CT, k, v, BPF_NOEXIST))
+			return 0;
+		sluice_count(SLUICE_CNT_CT_TAKEN_OVER);
+		return bpf_map_lookup_elem(&SLUICE_MAP_CT, k);
+	}
+	if (bpf_map_update_elem(&SLUICE_MAP_CT_OTHER, k, v, BPF_NOEXIST))
+		return 0;
+	sluice_count(SLUICE_CNT_CT_TAKEN_OVER);
+	return bpf_map_lookup_elem(&SLUICE_MAP_CT_OTHER, k);
+}
+
 /* Each branch names its map, so every lookup site keeps one map (which the verifier inlines). A
  * handshake table entry starts with its struct sluice_ct_value. */
 static __always_inline struct sluice_ct_value *ct_lookup(enum ct_table t, const struct sluice_ct_key *k)
 {
+	struct sluice_ct_value *found;
+
 	switch (t) {
 	case CT_TCP:
-		return bpf_map_lookup_elem(&SLUICE_MAP_CT, k);
+		found = bpf_map_lookup_elem(&SLUICE_MAP_CT, k);
+		break;
 	case CT_HANDSHAKE:
-		return bpf_map_lookup_elem(&SLUICE_MAP_CT_HANDSHAKE, k);
+		found = bpf_map_lookup_elem(&SLUICE_MAP_CT_HANDSHAKE, k);
+		break;
 	default:
-		return bpf_map_lookup_elem(&SLUICE_MAP_CT_OTHER, k);
+		found = bpf_map_lookup_elem(&SLUICE_MAP_CT_OTHER, k);
 	}
+	return found ? found : ct_take_over(t, k);
 }
 
 /* Writes an entry of the established TCP or the other table, counting it when its key is new
@@ -288,7 +325,7 @@ static __always_inline struct sluice_ct_value *ct_establish(ctx_t *ctx, const st
 	if ((p->tcp_flags & (SLUICE_TCP_SYN | SLUICE_TCP_RST | SLUICE_TCP_ACK)) != SLUICE_TCP_ACK)
 		return hs_fwd;
 	ct_reverse_key(&rk, p, hs_fwd);
-	hs_rev = bpf_map_lookup_elem(&SLUICE_MAP_CT_HANDSHAKE, &rk);
+	hs_rev = (struct sluice_ct_handshake *)ct_lookup(CT_HANDSHAKE, &rk);
 	if (!hs_rev || !hs_rev->answered || !ct_reverse_is_flow(&hs_rev->ct, p))
 		return hs_fwd;
 	if (ctx_load_bytes(ctx, p->l4_off + offsetof(struct tcphdr, ack_seq), &ack, sizeof(ack)) ||

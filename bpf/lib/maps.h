@@ -92,6 +92,31 @@ struct {
 	__uint(max_entries, SLUICE_CT_OTHER_MAX);
 } SLUICE_MAP_CT_OTHER SEC(".maps");
 
+/* The inner maps' shape; their size may be any (the kernel compares the rest). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__type(key, __u32);
+	__uint(max_entries, SLUICE_CT_PREVIOUS_SLOTS);
+	__array(values, struct {
+		__uint(type, BPF_MAP_TYPE_LRU_HASH);
+		__type(key, struct sluice_ct_key);
+		__type(value, struct sluice_ct_value);
+		__uint(max_entries, 1);
+	});
+} SLUICE_MAP_CT_PREVIOUS SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__type(key, __u32);
+	__uint(max_entries, 1);
+	__array(values, struct {
+		__uint(type, BPF_MAP_TYPE_LRU_HASH);
+		__type(key, struct sluice_ct_key);
+		__type(value, struct sluice_ct_handshake);
+		__uint(max_entries, 1);
+	});
+} SLUICE_MAP_CT_HANDSHAKE_PREVIOUS SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__type(key, __u32);

@@ -7,7 +7,8 @@
 #                                      harness: CNI plugins (ptp, host-local), socat, jq, curl,
 #                                      openssl, iproute2, util-linux, ethtool (the north-south
 #                                      fabric turns checksum offload off with it, as a wire has
-#                                      none), bpftool, promtool
+#                                      none), bpftool, promtool, tcpdump (e2e/bench/restarts keeps a
+#                                      capture of a round that broke a connection)
 #   e2e/tools/install-deps.sh --nodes  also what kubelet nodes (e2e/nodes) need: the host binaries
 #                                      e2e/nodes/images copies into the test images (busybox-static,
 #                                      wget, netcat-openbsd, bind9-dnsutils, iperf, nginx's binary,
@@ -25,7 +26,7 @@ case ${1:-} in
 *) echo "usage: $0 [--nodes|--all]" >&2; exit 2 ;;
 esac
 packages=(clang-19 llvm-19 libbpf-dev bpftool gcc libc6-dev python3 python3-yaml
-	containernetworking-plugins socat jq curl openssl iproute2 util-linux ethtool)
+	containernetworking-plugins socat jq curl openssl iproute2 util-linux ethtool tcpdump)
 # The images need these very packages (a static busybox, the OpenBSD netcat); the -dev ones
 # have no command: so packages are checked, not commands.
 [[ -n $nodes ]] && packages+=(busybox-static wget netcat-openbsd bind9-dnsutils iperf bash dash

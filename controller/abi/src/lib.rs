@@ -82,6 +82,12 @@ pub const MAP_NODEPORTS: &str = "sluice_nodeports_v1";
 pub const MAP_CT: &str = "sluice_ct_v1";
 pub const MAP_CT_HANDSHAKE: &str = "sluice_ct_handshake_v1";
 pub const MAP_CT_OTHER: &str = "sluice_ct_other_v1";
+/// The conntrack tables an agent replaced (resized), in slots while its programs take over.
+pub const MAP_CT_PREVIOUS: &str = "sluice_ct_previous_v1";
+pub const MAP_CT_HANDSHAKE_PREVIOUS: &str = "sluice_ct_handshake_previous_v1";
+pub const CT_PREVIOUS_TCP: u32 = 0;
+pub const CT_PREVIOUS_OTHER: u32 = 1;
+pub const CT_PREVIOUS_SLOTS: u32 = 2;
 pub const MAP_CONFIG: &str = "sluice_config_v1";
 pub const MAP_BLOCKLIST: &str = "sluice_blocklist_v1";
 pub const MAP_BLOCK_HITS: &str = "sluice_block_hits_v1";
@@ -96,7 +102,7 @@ pub const MAP_XDP_DEVICES: &str = "sluice_xdp_devices_v1";
 pub const MAP_FRAG: &str = "sluice_frag_v2";
 pub const MAP_NETNS_ADDRS: &str = "sluice_netns_addrs_v1";
 /// Every map the agent pins; the CLI opens them by these names.
-pub const ALL_MAPS: [&str; 25] = [
+pub const ALL_MAPS: [&str; 27] = [
     MAP_SERVICES,
     MAP_BACKENDS,
     MAP_REVNAT,
@@ -109,6 +115,8 @@ pub const ALL_MAPS: [&str; 25] = [
     MAP_CT,
     MAP_CT_HANDSHAKE,
     MAP_CT_OTHER,
+    MAP_CT_PREVIOUS,
+    MAP_CT_HANDSHAKE_PREVIOUS,
     MAP_CONFIG,
     MAP_BLOCKLIST,
     MAP_BLOCK_HITS,
@@ -189,10 +197,11 @@ pub enum Counter {
     CtHandshakeDeleted,
     CtOtherInserted,
     CtOtherDeleted,
+    CtTakenOver,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 39] = [
+    pub const ALL: [Counter; 40] = [
         Counter::SockXlate,
         Counter::SockNoBackend,
         Counter::SockMissingSlot,
@@ -232,6 +241,7 @@ impl Counter {
         Counter::CtHandshakeDeleted,
         Counter::CtOtherInserted,
         Counter::CtOtherDeleted,
+        Counter::CtTakenOver,
     ];
 
     pub fn name(self) -> &'static str {
@@ -275,6 +285,7 @@ impl Counter {
             Counter::CtHandshakeDeleted => "conntrack_handshake_deleted",
             Counter::CtOtherInserted => "conntrack_other_inserted",
             Counter::CtOtherDeleted => "conntrack_other_deleted",
+            Counter::CtTakenOver => "conntrack_taken_over",
         }
     }
 
@@ -320,6 +331,7 @@ impl Counter {
             Counter::CtHandshakeDeleted => "SLUICE_CNT_CT_HANDSHAKE_DELETED",
             Counter::CtOtherInserted => "SLUICE_CNT_CT_OTHER_INSERTED",
             Counter::CtOtherDeleted => "SLUICE_CNT_CT_OTHER_DELETED",
+            Counter::CtTakenOver => "SLUICE_CNT_CT_TAKEN_OVER",
         }
     }
 
@@ -905,6 +917,9 @@ pub fn c_constants() -> Vec<(&'static str, u64)> {
         ("SLUICE_MAGLEV_M", MAGLEV_M as u64),
         ("SLUICE_CT_FORWARD", CT_FORWARD.into()),
         ("SLUICE_CT_REVERSE", CT_REVERSE.into()),
+        ("SLUICE_CT_PREVIOUS_TCP", CT_PREVIOUS_TCP.into()),
+        ("SLUICE_CT_PREVIOUS_OTHER", CT_PREVIOUS_OTHER.into()),
+        ("SLUICE_CT_PREVIOUS_SLOTS", CT_PREVIOUS_SLOTS.into()),
         ("SLUICE_CT_F_SNAT", CT_F_SNAT.into()),
         ("SLUICE_CT_F_LOCAL", CT_F_LOCAL.into()),
         ("SLUICE_CT_F_FIN_FWD", CT_F_FIN_FWD.into()),
@@ -968,6 +983,8 @@ pub fn c_map_names() -> Vec<(&'static str, &'static str)> {
         ("SLUICE_MAP_CT", MAP_CT),
         ("SLUICE_MAP_CT_HANDSHAKE", MAP_CT_HANDSHAKE),
         ("SLUICE_MAP_CT_OTHER", MAP_CT_OTHER),
+        ("SLUICE_MAP_CT_PREVIOUS", MAP_CT_PREVIOUS),
+        ("SLUICE_MAP_CT_HANDSHAKE_PREVIOUS", MAP_CT_HANDSHAKE_PREVIOUS),
         ("SLUICE_MAP_CONFIG", MAP_CONFIG),
         ("SLUICE_MAP_BLOCKLIST", MAP_BLOCKLIST),
         ("SLUICE_MAP_BLOCK_HITS", MAP_BLOCK_HITS),

@@ -341,6 +341,14 @@ async fn run(args: AgentArgs) -> anyhow::Result<()> {
         }
     };
 
+    // An agent that died while its programs took over resized conntrack tables left the old ones
+    // offered to them: what those hold is copied, and they are let go (lookups that miss would
+    // go on finding flows long over in them).
+    match sluice_datapath::pins::release_previous_conntrack(&root, true) {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(entries = n, "finished a take-over of resized conntrack tables a previous agent left unfinished"),
+        Err(e) => bail!("emptying the slots of replaced conntrack tables: {e}"),
+    }
     // Before anything is loaded: the programs must find every pinned map in their own shape.
     let (pins, superseded) = sluice_datapath::pins::reconcile(&root).map_err(|e| anyhow::anyhow!("checking the pinned maps: {e}"))?;
     if !pins.removed.is_empty() {
@@ -359,27 +367,34 @@ async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let reports = loader::attach_sock_lb(&mut ebpf, &root, &cgroup).context("attaching socket hooks")?;
     let replaced = reports.iter().filter(|r| r.how == loader::Attachment::Replaced).count();
     tracing::info!(cgroup = %cgroup.display(), attached = reports.len() - replaced, replaced, "socket hooks in place");
-    // Just before the north-south programs are swapped in, the flows the old ones began since the
-    // maps were reshaped follow into the new maps, and the UDP and SCTP flows a build from before
-    // the conntrack split kept with TCP's move to their own table, where the new programs look;
-    // both once more right after the last swap, for what the old programs added in between,
-    // before anything else is loaded (a flow whose next packet finds no entry is dropped as
-    // untracked, and verifying the programs loaded after the swap has taken long enough under
-    // load for a connection's retransmissions to time out).
+    // Resized conntrack tables: the old programs go on adding flows to the old tables until the
+    // north-south links are swapped. So the new programs are given the old tables to look in
+    // when a lookup misses (sluice_abi.h, SLUICE_CT_PREVIOUS_*), from before the swap until,
+    // right after the last swap (before anything else is loaded), what the old tables have that
+    // the new ones lack is copied and the slots are emptied. The UDP and SCTP flows a build from
+    // before the conntrack split kept with TCP's move to their own table meanwhile.
     let (split, caught_up) = (std::cell::Cell::new(0), std::cell::Cell::new(0));
-    let split_error = std::cell::RefCell::new(None);
+    let migration_error = std::cell::RefCell::new(None);
+    let fail = |e: anyhow::Error| {
+        migration_error.borrow_mut().get_or_insert(e);
+    };
     let catch_up = || {
         caught_up.set(superseded.copy_added(&root));
+        if let Err(e) = sluice_datapath::pins::release_previous_conntrack(&root, false) {
+            fail(anyhow::anyhow!(e).context("emptying the slots of the replaced conntrack tables"));
+        }
         match sluice_datapath::conntrack::split_non_tcp(&root, true) {
             Ok(n) => split.set(split.get() + n),
-            Err(e) => *split_error.borrow_mut() = Some(e),
+            Err(e) => fail(anyhow::Error::new(e).context("moving non-TCP conntrack entries to their table")),
         }
     };
     let mut north_south = setup_north_south(
         &args,
         &root,
         || {
-            superseded.copy_added(&root);
+            if let Err(e) = superseded.offer_conntrack(&root) {
+                fail(anyhow::anyhow!(e).context("offering the replaced conntrack tables to the new programs"));
+            }
             split.set(sluice_datapath::conntrack::split_non_tcp(&root, false).unwrap_or_default());
         },
         catch_up,
@@ -388,8 +403,8 @@ async fn run(args: AgentArgs) -> anyhow::Result<()> {
     if north_south.devices.is_empty() {
         catch_up();
     }
-    if let Some(e) = split_error.take() {
-        return Err(anyhow::Error::new(e).context("moving non-TCP conntrack entries to their table"));
+    if let Some(e) = migration_error.take() {
+        return Err(e);
     }
     let (split, caught_up) = (split.get(), caught_up.get());
     drop(superseded);

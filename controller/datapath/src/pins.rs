@@ -14,7 +14,7 @@
 //! The shapes come from the embedded objects themselves, the one source of truth.
 
 use std::collections::BTreeMap;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::path::Path;
 
 use aya::maps::{MapData, MapInfo};
@@ -72,9 +72,23 @@ pub fn pinned_shape(path: &Path) -> Result<Shape, aya::maps::MapError> {
 
 /// Maps replaced by `reconcile`, still held: the programs attached before the swap go on writing
 /// them (new conntrack entries, say) until their links are swapped, so what they wrote meanwhile
-/// is copied over once more afterwards (`catch_up`).
+/// is copied over once more afterwards (`catch_up`). The conntrack tables among them are offered
+/// to the new programs meanwhile (`offer_conntrack`), so that no packet between the swap and that
+/// copy misses its flow.
 #[derive(Default)]
 pub struct Superseded(Vec<(String, MapData, Shape)>);
+
+/// Where a replaced conntrack table is offered: (outer map, its slot, the table).
+const PREVIOUS_SLOTS: [(&str, u32, &str); 3] = [
+    (sluice_abi::MAP_CT_PREVIOUS, sluice_abi::CT_PREVIOUS_TCP, sluice_abi::MAP_CT),
+    (sluice_abi::MAP_CT_PREVIOUS, sluice_abi::CT_PREVIOUS_OTHER, sluice_abi::MAP_CT_OTHER),
+    (sluice_abi::MAP_CT_HANDSHAKE_PREVIOUS, 0, sluice_abi::MAP_CT_HANDSHAKE),
+];
+
+/// Where the replaced conntrack table `table` is offered: (outer map, slot).
+pub fn previous_slot(table: &str) -> Option<(&'static str, u32)> {
+    PREVIOUS_SLOTS.iter().find(|(_, _, t)| *t == table).map(|(outer, slot, _)| (*outer, *slot))
+}
 
 impl Superseded {
     /// Copies the entries the old programs added since `reconcile` (keys the new map lacks), for
@@ -83,25 +97,76 @@ impl Superseded {
         self.copy_added(root)
     }
 
-    /// The same copy, leaving the old maps held: done just before the links are swapped as well,
-    /// so the flows that began while the new programs were being verified are in the new maps by
-    /// the time those programs run (a connection whose reply found no entry would be reset).
+    /// The same copy, leaving the old maps held.
     pub fn copy_added(&self, root: &Path) -> usize {
         let mut added = 0;
         for (name, old, shape) in &self.0 {
-            let Ok(new) = MapData::from_pin(root.join(&name)) else { continue };
-            let (k, v) = (shape.key_size as usize, shape.value_size as usize);
-            for key in crate::sys::map_keys(old.fd().as_fd(), k).unwrap_or_default() {
-                if matches!(crate::sys::map_lookup(new.fd().as_fd(), &key, v), Ok(None))
-                    && let Ok(Some(value)) = crate::sys::map_lookup(old.fd().as_fd(), &key, v)
-                    && crate::sys::map_update(new.fd().as_fd(), &key, &value).is_ok()
-                {
-                    added += 1;
-                }
-            }
+            let Ok(new) = MapData::from_pin(root.join(name)) else { continue };
+            added += copy_missing(old.fd().as_fd(), new.fd().as_fd(), *shape);
         }
         added
     }
+
+    /// Puts the replaced conntrack tables where the new programs look when a lookup misses (see
+    /// SLUICE_CT_PREVIOUS_* in sluice_abi.h): call it after the new objects are loaded (they
+    /// create the outer maps) and before their links are swapped; `release_previous_conntrack`
+    /// empties the slots once `copy_added` has run after the swap. Returns the tables offered.
+    pub fn offer_conntrack(&self, root: &Path) -> Result<usize, String> {
+        let mut offered = 0;
+        for (name, old, _) in &self.0 {
+            let Some((outer, slot)) = previous_slot(name) else { continue };
+            let path = root.join(outer);
+            let outer = MapData::from_pin(&path).map_err(|e| format!("opening {}: {e}", path.display()))?;
+            let fd = old.fd().as_fd().as_raw_fd() as u32;
+            crate::sys::map_update(outer.fd().as_fd(), &slot.to_ne_bytes(), &fd.to_ne_bytes())
+                .map_err(|e| format!("offering the replaced {name} to the new programs: {e}"))?;
+            offered += 1;
+        }
+        Ok(offered)
+    }
+}
+
+/// Copies the keys of `from` that `to` lacks (both of `shape`'s key and value sizes). A key that
+/// vanishes meanwhile, or does not fit, is skipped.
+fn copy_missing(from: BorrowedFd<'_>, to: BorrowedFd<'_>, shape: Shape) -> usize {
+    let (k, v) = (shape.key_size as usize, shape.value_size as usize);
+    let mut added = 0;
+    for key in crate::sys::map_keys(from, k).unwrap_or_default() {
+        if matches!(crate::sys::map_lookup(to, &key, v), Ok(None))
+            && let Ok(Some(value)) = crate::sys::map_lookup(from, &key, v)
+            && crate::sys::map_update(to, &key, &value).is_ok()
+        {
+            added += 1;
+        }
+    }
+    added
+}
+
+/// Empties the slots where new programs found the conntrack tables they replaced: once nothing
+/// writes those tables any more and what they hold is in the new ones. With `copy_first`, copies
+/// that first (for slots an agent filled and died before emptying: its programs may have been
+/// swapped in or not). Returns the entries copied; without outer maps (no north-south programs
+/// were ever loaded here) there is nothing to do.
+pub fn release_previous_conntrack(root: &Path, copy_first: bool) -> Result<usize, String> {
+    let mut copied = 0;
+    for (outer, slot, table) in PREVIOUS_SLOTS {
+        let path = root.join(outer);
+        let Ok(outer) = MapData::from_pin(&path) else { continue };
+        let id = match crate::sys::map_lookup(outer.fd().as_fd(), &slot.to_ne_bytes(), 4) {
+            Ok(Some(id)) => u32::from_ne_bytes(id.try_into().expect("4 bytes")),
+            Ok(None) => continue,
+            Err(e) => return Err(format!("reading {}: {e}", path.display())),
+        };
+        if copy_first
+            && let Ok(previous) = crate::sys::map_fd_by_id(id)
+            && let Ok(current) = MapData::from_pin(root.join(table))
+            && let Ok(shape) = pinned_shape(&root.join(table))
+        {
+            copied += copy_missing(previous.as_fd(), current.fd().as_fd(), shape);
+        }
+        crate::sys::map_delete(outer.fd().as_fd(), &slot.to_ne_bytes()).map_err(|e| format!("emptying slot {slot} of {}: {e}", path.display()))?;
+    }
+    Ok(copied)
 }
 
 /// Brings the pins under `root` to this build's shapes, as the module says. Call it before the

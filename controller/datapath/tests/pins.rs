@@ -23,15 +23,28 @@ fn can_run() -> bool {
 
 struct Root(PathBuf);
 
+impl Root {
+    /// A bpffs directory of this test's own, or None when the test cannot run (see can_run).
+    fn new(test: &str) -> Option<Root> {
+        if !can_run() {
+            return None;
+        }
+        let root = Root(PathBuf::from(format!("/sys/fs/bpf/sluice-{test}-{}", std::process::id())));
+        std::fs::create_dir_all(&root.0).unwrap();
+        Some(root)
+    }
+}
+
 impl Drop for Root {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
-/// This build's definition of `name`, as the sock_lb object has it.
+/// This build's definition of `name`, as the sock_lb object (or else the tc object) has it.
 fn definition(name: &str) -> aya_obj::Map {
-    aya_obj::Object::parse(sluice_datapath::SOCK_LB_OBJECT).unwrap().maps.remove(name).unwrap()
+    let of = |object| aya_obj::Object::parse(object).unwrap().maps.remove(name);
+    of(sluice_datapath::SOCK_LB_OBJECT).or_else(|| of(sluice_datapath::NODEPORT_OBJECT)).unwrap()
 }
 
 /// Pins a map like `name` with `tweak` applied to its definition, as another build would have.
@@ -45,11 +58,7 @@ fn pin_other_build(root: &Path, name: &str, tweak: impl FnOnce(&mut aya_obj::Map
 
 #[test]
 fn another_build_s_pins_are_brought_to_this_build_s_shapes_before_loading() {
-    if !can_run() {
-        return;
-    }
-    let root = Root(PathBuf::from(format!("/sys/fs/bpf/sluice-pins-test-{}", std::process::id())));
-    std::fs::create_dir_all(&root.0).unwrap();
+    let Some(root) = Root::new("pins-test") else { return };
 
     // An older build's affinity map held 1,000 entries; three clients are remembered in it.
     let old = pin_other_build(&root.0, abi::MAP_AFFINITY, |d| d.set_max_entries(1000));
@@ -89,4 +98,27 @@ fn another_build_s_pins_are_brought_to_this_build_s_shapes_before_loading() {
     // Nothing left to do the second time, and the objects load on these pins.
     assert_eq!(pins::reconcile(&root.0).unwrap().0, pins::PinReport::default());
     sluice_datapath::loader::load_sock_lb(&root.0).expect("the socket-LB object loads on the reconciled pins");
+}
+
+/// A conntrack table of another size: the replaced one is offered to the programs loaded after
+/// it (they create the slots), and releasing the slots copies first what the old programs added
+/// meanwhile, then empties them.
+#[test]
+fn a_replaced_conntrack_table_is_offered_to_the_new_programs_and_released() {
+    let Some(root) = Root::new("pins-ct-test") else { return };
+    let old = pin_other_build(&root.0, abi::MAP_CT, |d| d.set_max_entries(4096));
+    let mut old: HashMap<MapData, abi::CtKey, abi::CtValue> = HashMap::try_from(Map::LruHashMap(old)).unwrap();
+    let key = |port: u16| abi::CtKey { sport_be: port.to_be(), proto: abi::IPPROTO_TCP, ..Default::default() };
+    old.insert(key(1), abi::CtValue::default(), 0).unwrap();
+    let (report, superseded) = pins::reconcile(&root.0).unwrap();
+    assert_eq!(report.reshaped, vec![(abi::MAP_CT.to_string(), 1, 0)]);
+    let _programs = sluice_datapath::loader::load_object(&root.0, sluice_datapath::NODEPORT_OBJECT).expect("the tc object loads");
+    assert_eq!(superseded.offer_conntrack(&root.0).unwrap(), 1);
+    // What the old programs add after the copy, before their links are swapped.
+    old.insert(key(2), abi::CtValue::default(), 0).unwrap();
+    assert_eq!(pins::release_previous_conntrack(&root.0, true).unwrap(), 1);
+    let new: HashMap<MapData, abi::CtKey, abi::CtValue> =
+        HashMap::try_from(Map::LruHashMap(MapData::from_pin(root.0.join(abi::MAP_CT)).unwrap())).unwrap();
+    assert!(new.get(&key(2), 0).is_ok());
+    assert_eq!(pins::release_previous_conntrack(&root.0, true).unwrap(), 0, "the slots are empty");
 }

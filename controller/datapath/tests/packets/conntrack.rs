@@ -300,3 +300,45 @@ fn floods_of_syns_acks_and_udp_do_not_evict_an_established_flow() {
     assert_eq!(evicted[abi::MAP_CT], 0);
     assert!(evicted[abi::MAP_CT_HANDSHAKE] > 0 && evicted[abi::MAP_CT_OTHER] > 0, "{evicted:?}");
 }
+
+/// An agent starting with other mapSizes swaps its programs in while the old ones may just have
+/// added a flow to the old tables. Until it has copied what the new tables lack and emptied the
+/// slots, a lookup that misses finds the flow in the table offered in its slot and takes it over:
+/// the flow's next packets are translated, in both directions, instead of dropped as untracked or
+/// passed to the stack (which answers a backend's reply with an RST).
+#[test]
+fn a_flow_only_a_replaced_table_holds_is_taken_over() {
+    let Some(fx) = node("takeover").start() else { return };
+    // An established TCP flow to a remote backend, and one in its handshake.
+    let c2f = tcp(CLIENT, 40300).to(NODE4, 30082);
+    let to_backend = fx.establish(c2f);
+    let young = tcp(CLIENT, 40301).to(NODE4, 30082);
+    let young_to_backend = fx.ingress(&young.syn()).seen().flow;
+    let (established, handshakes) = (fx.ct_table(abi::MAP_CT), fx.handshakes());
+    assert_eq!((established.len(), handshakes.len()), (2, 2));
+    // A UDP flow too.
+    let u2f = udp(CLIENT, 5700).to(NODE4, 30053);
+    let u_to_backend = fx.ingress(&u2f.data(b"q")).seen().flow;
+    let other = fx.ct_table(abi::MAP_CT_OTHER);
+    fx.offer_replaced_table(abi::MAP_CT, &established);
+    fx.offer_replaced_table(abi::MAP_CT_OTHER, &other);
+    fx.offer_replaced_table(abi::MAP_CT_HANDSHAKE, &handshakes);
+    fx.ct_table_set(abi::MAP_CT, &[]);
+    fx.ct_table_set(abi::MAP_CT_OTHER, &[]);
+    fx.handshakes_set(&[]);
+
+    assert_eq!(fx.ingress(&to_backend.reply().data(b"reply")).seen().flow, c2f.reply(), "the backend's reply");
+    assert_eq!(fx.ingress(&c2f.data(b"more")).seen().flow, to_backend, "the client's next segment");
+    assert_eq!(fx.ingress(&young_to_backend.reply().segment(SYN | ACK)).seen().flow, young.reply(), "a SYN-ACK");
+    assert_eq!(fx.ingress(&u_to_backend.reply().data(b"a")).seen().flow, u2f.reply(), "a UDP reply");
+    assert_eq!(fx.counter(Counter::CtTakenOver), 4, "{:?}", fx.counters());
+    assert_eq!((fx.ct_table(abi::MAP_CT).len(), fx.handshakes().len(), fx.ct_table(abi::MAP_CT_OTHER).len()), (2, 1, 1));
+
+    // Emptied slots: the agent copied first what the new tables lacked (the young flow's forward
+    // entry, the UDP flow's), and a table missing a flow is then just that.
+    assert_eq!(sluice_datapath::pins::release_previous_conntrack(fx.pins(), true).unwrap(), 2);
+    assert_eq!(sluice_datapath::pins::release_previous_conntrack(fx.pins(), true).unwrap(), 0, "nothing offered any more");
+    fx.ct_table_set(abi::MAP_CT, &[]);
+    assert_eq!(fx.ingress(&c2f.data(b"later")).verdict, TC_ACT_SHOT, "untracked, not taken over: {:?}", fx.counters());
+    assert_eq!(fx.counter(Counter::CtTakenOver), 4);
+}

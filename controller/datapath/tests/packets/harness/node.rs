@@ -294,7 +294,11 @@ impl Fixture {
 
     /// Replaces every entry of one conntrack table (`abi::MAP_CT` or `abi::MAP_CT_OTHER`).
     pub fn ct_table_set(&self, name: &str, entries: &[(CtKey, CtValue)]) {
-        let mut map: HashMap<MapData, CtKey, CtValue> = self.hash_map(name);
+        self.table_set(name, entries);
+    }
+
+    fn table_set<V: aya::Pod>(&self, name: &str, entries: &[(CtKey, V)]) {
+        let mut map: HashMap<MapData, CtKey, V> = self.hash_map(name);
         let keys: Vec<CtKey> = map.keys().map(|k| k.unwrap()).collect();
         for k in keys {
             map.remove(&k).unwrap();
@@ -306,6 +310,11 @@ impl Fixture {
 
     pub fn handshakes(&self) -> Vec<(CtKey, abi::CtHandshake)> {
         self.hash_map(abi::MAP_CT_HANDSHAKE).iter().map(|r| r.unwrap()).collect()
+    }
+
+    /// Replaces every entry of the handshake table.
+    pub fn handshakes_set(&self, entries: &[(CtKey, abi::CtHandshake)]) {
+        self.table_set(abi::MAP_CT_HANDSHAKE, entries);
     }
 
     /// Makes the client of these handshakes silent for `ticks` since its last SYN.
@@ -329,6 +338,23 @@ impl Fixture {
         let mut other = self.hash_map(abi::MAP_CT_OTHER);
         for (k, v) in entries {
             if k.proto == abi::IPPROTO_TCP { tcp.insert(k, v, 0).unwrap() } else { other.insert(k, v, 0).unwrap() }
+        }
+    }
+
+    /// Offers a table of `table`'s shape but another size, holding `entries`, where the programs
+    /// look when a lookup in `table` misses, as an agent resizing the tables does while its
+    /// programs take over (the slot holds the table).
+    pub fn offer_replaced_table<V: aya::Pod>(&self, table: &str, entries: &[(CtKey, V)]) {
+        let mut def = aya_obj::Object::parse(sluice_datapath::NODEPORT_OBJECT).unwrap().maps.remove(table).unwrap();
+        def.set_max_entries(1024);
+        let replaced = sluice_datapath::pins::create_map(&def, table).unwrap();
+        let (outer, slot) = sluice_datapath::pins::previous_slot(table).expect("a conntrack table");
+        let outer = MapData::from_pin(self.pins.0.join(outer)).unwrap();
+        let mut slots: aya::maps::ArrayOfMaps<MapData, MapData> = aya::maps::ArrayOfMaps::try_from(aya::maps::Map::from_map_data(outer).unwrap()).unwrap();
+        slots.set(slot, &replaced, 0).unwrap();
+        let mut replaced: HashMap<MapData, CtKey, V> = HashMap::try_from(aya::maps::Map::from_map_data(replaced).unwrap()).unwrap();
+        for (k, v) in entries {
+            replaced.insert(k, v, 0).unwrap();
         }
     }
 
