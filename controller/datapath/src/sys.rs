@@ -19,6 +19,9 @@ pub const XDP_TX: u32 = 3;
 pub const XDP_REDIRECT: u32 = 4;
 const BPF_F_TEST_XDP_LIVE_FRAMES: u32 = 1 << 1;
 
+/// The kernel rejects (EINVAL) an attribute with a non-zero byte past the fields it knows, and
+/// Rust leaves padding bytes as the stack had them: so the trailing four bytes are a field, zeroed.
+/// Without it, opening a pinned link failed or not by what the stack held before the call.
 #[repr(C)]
 #[derive(Default)]
 struct ObjGetAttr {
@@ -26,7 +29,16 @@ struct ObjGetAttr {
     bpf_fd: u32,
     file_flags: u32,
     path_fd: i32,
+    pad: u32,
 }
+
+// Every attribute passed to bpf(2) here is all fields, no padding (see ObjGetAttr).
+const _: () = assert!(std::mem::size_of::<ObjGetAttr>() == 8 + 4 * 4);
+const _: () = assert!(std::mem::size_of::<LinkUpdateAttr>() == 4 * 4);
+const _: () = assert!(std::mem::size_of::<TestRunAttr>() == 8 * 4 + 4 * 12);
+const _: () = assert!(std::mem::size_of::<MapElemAttr>() == 4 * 2 + 8 * 3);
+const _: () = assert!(std::mem::size_of::<GetFdByIdAttr>() == 4 * 3);
+const _: () = assert!(std::mem::size_of::<InfoAttr>() == 4 * 2 + 8);
 
 #[repr(C)]
 #[derive(Default)]
