@@ -302,6 +302,11 @@ async fn kube_client(kubeconfig: Option<&Path>) -> anyhow::Result<kube::Client> 
 
 async fn run(args: AgentArgs) -> anyhow::Result<()> {
     crate::crash::abort_on_panic();
+    // Caught from the first moment: a SIGTERM while the programs load (a pod deleted as it
+    // starts, by an uninstall right after an upgrade, say) would otherwise kill the process
+    // outright, and an uninstall would leave the datapath behind. Taken once setup is done.
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
     raise_memlock();
     let cgroup = match &args.cgroup_root {
         Some(p) => p.clone(),
@@ -498,8 +503,6 @@ async fn run(args: AgentArgs) -> anyhow::Result<()> {
     keep_source_addresses(&root, &cgroup, north_south.node_ips.clone())?;
     let mut node_maps = sluice_datapath::PinnedNodeMaps::new(root.clone(), cgroup.clone()).context("starting the housekeeping thread")?;
     let mut health = crate::health::HealthServers::new(probes.clone());
-    let mut sigterm = signal(SignalKind::terminate())?;
-    let mut sigint = signal(SignalKind::interrupt())?;
     let mut retry: Option<Instant> = None;
     let mut first_sync_done = false;
     loop {

@@ -934,6 +934,18 @@ fn scenario(family: &'static str, report: &mut Report) -> Result<(), String> {
         &format!("{family}: service list works with no agent running"),
         ensure(env.tcp_backend_count() == Some(3), || format!("{}", env.service_list())),
     );
+    // A SIGTERM while the agent starts (loading its programs takes a second or more) is a stop
+    // like any other once the setup is done, not the end of the process: an uninstall that
+    // deletes a pod as it starts would otherwise leave the datapath behind.
+    // Signalled as soon as it says it started reading the manifests: the programs load after.
+    let starts = std::fs::read_to_string(&env.agent_log).unwrap_or_default().matches(READING_MANIFESTS).count();
+    env.start_agent();
+    wait_log(&env.agent_log, READING_MANIFESTS, starts + 1, Duration::from_secs(10))?;
+    let status = env.kill_agent(libc::SIGTERM);
+    report.check(
+        &format!("{family}: SIGTERM while the agent starts: a clean stop once its setup is done"),
+        ensure(status.is_some_and(|s| s.success()), || format!("{status:?} (a signal: it had no handler yet)")),
+    );
 
     // `sluice cleanup` (kube-proxy's --cleanup): every program detached, every pin gone, and the
     // ClusterIP is just an address again.
@@ -962,6 +974,9 @@ fn scenario(family: &'static str, report: &mut Report) -> Result<(), String> {
     env.keep_log = report.checks.iter().any(|(_, r)| r.is_err());
     Ok(())
 }
+
+/// What the agent logs as it starts in standalone mode, before it loads its programs.
+const READING_MANIFESTS: &str = "standalone mode: reading manifests";
 
 fn wait_log(path: &Path, needle: &str, occurrences: usize, limit: Duration) -> Result<(), String> {
     let t = Instant::now();
