@@ -154,11 +154,11 @@ int sluice_xdp(ctx_t *ctx)
 		struct sluice_src_range_key rk = {};
 
 		rk.prefixlen = 32 + 128;
-		rk.rev_nat_id = svc->rev_nat_id;
+		rk.rev_nat_id = svc_rev_nat_id(svc);
 		rk.addr = p.saddr;
 		if (!bpf_map_lookup_elem(&SLUICE_MAP_SRC_RANGES, &rk)) {
 			sluice_count(SLUICE_CNT_XDP_DROP_SOURCE_RANGE);
-			pkt_event(SLUICE_CNT_XDP_DROP_SOURCE_RANGE, &p, svc->rev_nat_id, 0, 0);
+			pkt_event(SLUICE_CNT_XDP_DROP_SOURCE_RANGE, &p, svc_rev_nat_id(svc), 0, 0);
 			return XDP_DROP;
 		}
 	}

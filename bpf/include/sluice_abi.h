@@ -75,11 +75,23 @@ struct sluice_svc_value {
 	__u32 backend_id;       /* slots 1..n; slot 0: the affinity group (sluice_affinity_key) */
 	__u32 affinity_timeout; /* slot 0: seconds, when SVC_F_AFFINITY */
 	__u16 count;            /* slot 0: number of backend slots */
-	__u16 rev_nat_id;       /* slot 0 and slots: the frontend this entry belongs to */
+	__u16 rev_nat_id;       /* slot 0 and slots: the frontend this entry belongs to (low 16 bits) */
 	__u16 flags;            /* slot 0: SLUICE_SVC_F_* */
 	__u8 lb_alg;            /* slot 0: SLUICE_LB_ALG_* */
-	__u8 pad;
+	__u8 rev_nat_id_hi;     /* bits 16..23 of rev_nat_id: in what was padding, so headers an
+				 * older build wrote (and older programs reading this build's)
+				 * keep their meaning for every id below 65,536 */
 };
+
+/*
+ * Frontend (rev-NAT) ids are 24 bits (SLUICE_REV_NAT_ID_MAX). Connection state keeps them in 16:
+ * conntrack entries, Maglev tables and sessionAffinity groups, whose layouts cannot change under
+ * live flows. So the agent gives ids up to SLUICE_REV_NAT_ID_NARROW_MAX to every frontend that
+ * reaches them (north-south frontends; the ClusterIPs of Services with sessionAffinity), and
+ * ids above it only to ClusterIPs socket-LB alone serves, once the narrow ones run short.
+ */
+#define SLUICE_REV_NAT_ID_MAX        16777215
+#define SLUICE_REV_NAT_ID_NARROW_MAX 65535
 
 #define SLUICE_BACKEND_F_TERMINATING (1 << 0)
 #define SLUICE_BACKEND_F_LOCAL       (1 << 1)
@@ -107,7 +119,7 @@ struct sluice_revnat_value {
  * sessionAffinity: ClientIP. The backend a client last got from an affinity group, and when.
  * As kube-proxy keeps one affinity list per Service port and endpoint set, a group is every
  * frontend (ClusterIP, NodePort, externalIP, LoadBalancer IP) of one Service port and family
- * that offers the same set: `group` is the rev-NAT id of that port's ClusterIP, `set` says which
+ * that offers the same set: `group` is the rev-NAT id of that port's ClusterIP (a narrow one), `set` says which
  * set (SLUICE_AFFINITY_LOCAL) and protocol (SLUICE_AFFINITY_UDP, _SCTP). A frontend's slot 0 carries
  * its group in backend_id, as group | set << SLUICE_AFFINITY_SET_SHIFT (0 in a header written
  * before groups: the frontend's own rev-NAT id and scope then stand for them). Packet paths
@@ -143,7 +155,7 @@ struct sluice_affinity_value {
 #define SLUICE_MAGLEV_M 1021
 
 struct sluice_maglev_key {
-	__u16 rev_nat_id;
+	__u16 rev_nat_id; /* north-south frontends only: always narrow */
 	__u8 scope;
 	__u8 proto;
 };
@@ -170,6 +182,8 @@ struct sluice_sock_revnat_key {
 struct sluice_sock_revnat_value {
 	struct sluice_addr addr; /* frontend address */
 	__be16 port;
+	/* The frontend's id when narrow, else 0: builds before 24-bit ids check the frontend by it;
+	 * this one checks it by address and port. */
 	__u16 rev_nat_id;
 };
 
@@ -262,7 +276,7 @@ struct sluice_ct_value {
 	struct sluice_addr addr2;
 	__be16 port1;
 	__be16 port2;
-	__u16 rev_nat_id;
+	__u16 rev_nat_id; /* the frontend's id when narrow, else 0; read only to show the flow */
 	__u8 flags;
 	/* When a UDP flow last carried a packet, in conntrack epochs, never 0; 0 is an entry
 	 * written before epochs existed, taken as fresh. */
@@ -463,11 +477,10 @@ struct sluice_event {
 	__u32 pid;        /* socket hooks: the process (tgid); packet hooks: 0 */
 	__u8 hook;        /* SLUICE_HOOK_* */
 	__u8 proto;
-	__u16 rev_nat_id; /* the frontend, when one matched */
 	__be16 sport;
 	__be16 dport;
 	__be16 to_port;   /* translated destination port, when translated */
-	__u16 pad;
+	__u32 rev_nat_id; /* the frontend, when one matched */
 	struct sluice_addr saddr;   /* packet hooks: the source; socket hooks: zero */
 	struct sluice_addr daddr;   /* the destination as sent */
 	struct sluice_addr to_addr; /* translated destination (the backend), when translated */
@@ -518,7 +531,7 @@ struct sluice_problem {
 #define SLUICE_MAP_BLOCK_HITS   sluice_block_hits_v1
 /* The node's own network namespace cookie (u64, key 0): bind protection applies there only. */
 #define SLUICE_MAP_HOST_NETNS   sluice_host_netns_v1
-#define SLUICE_MAP_EVENTS       sluice_events_v1
+#define SLUICE_MAP_EVENTS       sluice_events_v2 /* v2: 24-bit rev_nat_id */
 #define SLUICE_MAP_MONITOR      sluice_monitor_v1
 #define SLUICE_MAP_AFFINITY     sluice_affinity_v1
 #define SLUICE_MAP_MAGLEV       sluice_maglev_v1

@@ -19,7 +19,7 @@ enum ns_action {
 };
 
 /* Tells a listening `sluice monitor` what became of a packet (to: where it was sent, if anywhere). */
-static __always_inline void pkt_event(__u32 reason, const struct pkt *p, __u16 rev_nat_id,
+static __always_inline void pkt_event(__u32 reason, const struct pkt *p, __u32 rev_nat_id,
 				      const struct sluice_addr *to, __be16 to_port)
 {
 	struct sluice_event *ev;
@@ -40,7 +40,7 @@ static __always_inline void pkt_event(__u32 reason, const struct pkt *p, __u16 r
 }
 
 /* A deliberate refusal (drop or reject), counted under `reason` and told to the monitor. */
-static __always_inline enum ns_action ns_refuse(enum ns_action act, __u32 reason, const struct pkt *p, __u16 rev_nat_id)
+static __always_inline enum ns_action ns_refuse(enum ns_action act, __u32 reason, const struct pkt *p, __u32 rev_nat_id)
 {
 	sluice_count(reason);
 	pkt_event(reason, p, rev_nat_id, 0, 0);

@@ -34,6 +34,18 @@ static __always_inline int addr_eq(const struct sluice_addr *a, const struct slu
 	       a->words[2] == b->words[2] && a->words[3] == b->words[3];
 }
 
+/* The frontend's id, from both of its fields (see SLUICE_REV_NAT_ID_MAX). */
+static __always_inline __u32 svc_rev_nat_id(const struct sluice_svc_value *svc)
+{
+	return svc->rev_nat_id | (__u32)svc->rev_nat_id_hi << 16;
+}
+
+/* An id as connection state keeps it: itself when narrow, else 0 (see SLUICE_REV_NAT_ID_NARROW_MAX). */
+static __always_inline __u16 narrow_rev_nat_id(__u32 id)
+{
+	return id <= SLUICE_REV_NAT_ID_NARROW_MAX ? (__u16)id : 0;
+}
+
 /* The service header for key (addr, port, proto set), in the scope this traffic uses:
  * internal traffic (sockets in the cluster) takes scope INT when the service has two. */
 static __always_inline struct sluice_svc_value *lb_header(struct sluice_svc_key *key, int internal)
@@ -108,7 +120,7 @@ static __always_inline enum lb_result lb_pick(struct sluice_svc_key *key, const 
 			aff->key.group = (__u16)svc->backend_id;
 			aff->key.set = (__u8)(svc->backend_id >> SLUICE_AFFINITY_SET_SHIFT);
 		} else {
-			aff->key.group = svc->rev_nat_id;
+			aff->key.group = narrow_rev_nat_id(svc_rev_nat_id(svc));
 			aff->key.set = key->scope;
 		}
 		aff->key.by_cookie = by_cookie;
@@ -133,7 +145,7 @@ static __always_inline enum lb_result lb_pick(struct sluice_svc_key *key, const 
 		 * otherwise drop the check below as always true. */
 		asm volatile("" : "+r"(idx));
 
-		sc->maglev.rev_nat_id = svc->rev_nat_id;
+		sc->maglev.rev_nat_id = narrow_rev_nat_id(svc_rev_nat_id(svc));
 		sc->maglev.scope = key->scope;
 		sc->maglev.proto = key->proto;
 		table = bpf_map_lookup_elem(&SLUICE_MAP_MAGLEV, &sc->maglev);

@@ -90,7 +90,7 @@ static __always_inline enum ns_action ns_follow(ctx_t *ctx, const struct pkt *p,
 
 /* Select: the frontend `p` is for, and a backend of it. NS_TRANSLATE with `be` and
  * `rev_nat_id` set, or the verdict (NS_PASS: not a frontend). */
-static __always_inline enum ns_action ns_select(const struct pkt *p, struct sluice_backend *be, __u16 *rev_nat_id)
+static __always_inline enum ns_action ns_select(const struct pkt *p, struct sluice_backend *be, __u32 *rev_nat_id)
 {
 	struct sluice_svc_key key = {};
 	struct sluice_svc_value *svc;
@@ -101,7 +101,7 @@ static __always_inline enum ns_action ns_select(const struct pkt *p, struct slui
 	if (!svc)
 		return NS_PASS;
 	flags = svc->flags;
-	*rev_nat_id = svc->rev_nat_id;
+	*rev_nat_id = svc_rev_nat_id(svc);
 	switch (lb_pick(&key, svc, be, &p->saddr, 0, svc->lb_alg == SLUICE_LB_ALG_MAGLEV ? flow_hash(p) : 0, 0)) {
 	case LB_PICKED:
 		break;
@@ -129,7 +129,7 @@ static __always_inline enum ns_action ns_select(const struct pkt *p, struct slui
  * it is known. NS_TRANSLATE, or the verdict.
  */
 static __always_inline enum ns_action ns_plan(ctx_t *ctx, const struct pkt *p, const struct sluice_ct_key *fk,
-					      const struct sluice_backend *be, __u16 rev_nat_id, __u8 now,
+					      const struct sluice_backend *be, __u32 rev_nat_id, __u8 now,
 					      struct sluice_ct_value *fwd)
 {
 	struct sluice_ct_key rk;
@@ -137,7 +137,7 @@ static __always_inline enum ns_action ns_plan(ctx_t *ctx, const struct pkt *p, c
 
 	fwd->addr1 = be->addr;
 	fwd->port1 = be->port;
-	fwd->rev_nat_id = rev_nat_id;
+	fwd->rev_nat_id = narrow_rev_nat_id(rev_nat_id);
 	fwd->epoch = now;
 	if (be->flags & SLUICE_BACKEND_F_LOCAL) {
 		fwd->flags = SLUICE_CT_F_LOCAL;
@@ -158,7 +158,7 @@ static __always_inline enum ns_action ns_plan(ctx_t *ctx, const struct pkt *p, c
 		fwd->addr2 = snat;
 		fwd->flags = SLUICE_CT_F_SNAT;
 	}
-	ct_reverse_value(&rev.ct, p, rev_nat_id,
+	ct_reverse_value(&rev.ct, p, narrow_rev_nat_id(rev_nat_id),
 			 fwd->flags | (CTX_XDP && (fwd->flags & SLUICE_CT_F_SNAT) ? SLUICE_CT_F_XDP_UNANSWERED : 0), now);
 	ct_reverse_key(&rk, p, fwd);
 	/* TCP starts in the handshake table (only a SYN gets here, see ns_forward). */
@@ -227,7 +227,7 @@ static __always_inline enum ns_action ns_untracked(const struct pkt *p, int fron
 		return NS_PASS;
 	if (!svc->count)
 		return NS_TRANSLATE;
-	return ns_refuse(NS_DROP, CTX_XDP ? SLUICE_CNT_XDP_DROP_NOT_SYN : SLUICE_CNT_NP_DROP_NOT_SYN, p, svc->rev_nat_id);
+	return ns_refuse(NS_DROP, CTX_XDP ? SLUICE_CNT_XDP_DROP_NOT_SYN : SLUICE_CNT_NP_DROP_NOT_SYN, p, svc_rev_nat_id(svc));
 }
 
 /* A packet from a client to a frontend: lookup of its flow, or select and NAT plan for a new
@@ -238,7 +238,7 @@ static __always_inline enum ns_action ns_forward(ctx_t *ctx, struct pkt *p, stru
 	struct sluice_ct_value *found, fwd = {};
 	struct sluice_backend be;
 	__u8 now = ct_epoch(p->proto);
-	__u16 rev_nat_id = 0;
+	__u32 rev_nat_id = 0;
 	enum ct_table table;
 	enum ns_action act;
 	int frontend;

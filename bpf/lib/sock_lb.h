@@ -29,7 +29,7 @@ enum sock_xlate_result {
  * to an address is judged by that. An unknown source is outside every range.
  */
 static __always_inline int sock_source_allowed(struct bpf_sock_addr *ctx, const int v6, const struct sluice_svc_key *key,
-					       __u16 rev_nat_id)
+					       __u32 rev_nat_id)
 {
 	struct sluice_src_range_key rk = {};
 	struct bpf_sock *sk = ctx->sk;
@@ -60,7 +60,7 @@ static __always_inline int sock_source_allowed(struct bpf_sock_addr *ctx, const 
  * On reject, *reason says why (a counter index). */
 static __always_inline enum sock_xlate_result
 sock_select_backend(struct bpf_sock_addr *ctx, const int v6, struct sluice_svc_key *key, struct sluice_backend *backend,
-		    __u16 *rev_nat_id, __u32 *reason)
+		    __u32 *rev_nat_id, __u32 *reason)
 {
 	struct sluice_svc_value *svc = lb_header(key, 1);
 	struct sluice_addr client = {};
@@ -74,8 +74,8 @@ sock_select_backend(struct bpf_sock_addr *ctx, const int v6, struct sluice_svc_k
 		}
 		return SOCK_XLATE_PASS;
 	}
-	*rev_nat_id = svc->rev_nat_id;
-	if ((svc->flags & SLUICE_SVC_F_SOURCE_RANGES) && !sock_source_allowed(ctx, v6, key, svc->rev_nat_id)) {
+	*rev_nat_id = svc_rev_nat_id(svc);
+	if ((svc->flags & SLUICE_SVC_F_SOURCE_RANGES) && !sock_source_allowed(ctx, v6, key, *rev_nat_id)) {
 		*reason = SLUICE_CNT_SOCK_SOURCE_RANGE;
 		sluice_count(*reason);
 		return SOCK_XLATE_REJECT;
@@ -103,7 +103,7 @@ sock_select_backend(struct bpf_sock_addr *ctx, const int v6, struct sluice_svc_k
 }
 
 static __always_inline void sock_remember(struct bpf_sock_addr *ctx, const struct sluice_backend *be,
-					  const struct sluice_svc_key *frontend, __u16 rev_nat_id)
+					  const struct sluice_svc_key *frontend, __u32 rev_nat_id)
 {
 	struct sluice_sock_revnat_key rkey = {};
 	struct sluice_sock_revnat_value rval = {};
@@ -113,7 +113,7 @@ static __always_inline void sock_remember(struct bpf_sock_addr *ctx, const struc
 	rkey.port = be->port;
 	rval.addr = frontend->addr;
 	rval.port = frontend->port;
-	rval.rev_nat_id = rev_nat_id;
+	rval.rev_nat_id = narrow_rev_nat_id(rev_nat_id);
 	bpf_map_update_elem(&SLUICE_MAP_SOCK_REVNAT, &rkey, &rval, BPF_ANY);
 }
 
@@ -122,8 +122,7 @@ static __always_inline int sock_reverse(struct bpf_sock_addr *ctx, struct sluice
 {
 	struct sluice_sock_revnat_key rkey = {};
 	struct sluice_sock_revnat_value *rval;
-	struct sluice_revnat_key fkey = {};
-	struct sluice_revnat_value *frontend;
+	struct sluice_svc_key frontend = {};
 
 	rkey.cookie = bpf_get_socket_cookie(ctx);
 	rkey.addr = *addr;
@@ -131,10 +130,11 @@ static __always_inline int sock_reverse(struct bpf_sock_addr *ctx, struct sluice
 	rval = bpf_map_lookup_elem(&SLUICE_MAP_SOCK_REVNAT, &rkey);
 	if (!rval)
 		return 0;
-	/* The service may have gone (or its id been reused) since the socket connected. */
-	fkey.id = rval->rev_nat_id;
-	frontend = bpf_map_lookup_elem(&SLUICE_MAP_REVNAT, &fkey);
-	if (!frontend || !addr_eq(&frontend->addr, &rval->addr) || frontend->port != rval->port) {
+	/* The frontend may have gone since the socket connected: its address is then shown no more. */
+	frontend.addr = rval->addr;
+	frontend.port = rval->port;
+	frontend.proto = (__u8)ctx->protocol;
+	if (!lb_header(&frontend, 0)) {
 		sluice_count(SLUICE_CNT_SOCK_REVNAT_STALE);
 		bpf_map_delete_elem(&SLUICE_MAP_SOCK_REVNAT, &rkey);
 		return 0;
@@ -160,7 +160,7 @@ static __always_inline int sock_skipped(struct bpf_sock_addr *ctx)
 
 /* Tells a listening `sluice monitor` what a connect or sendmsg was turned into. */
 static __always_inline void sock_event(__u32 reason, __u8 hook, const struct sluice_svc_key *frontend,
-				       __u16 rev_nat_id, const struct sluice_backend *be)
+				       __u32 rev_nat_id, const struct sluice_backend *be)
 {
 	struct sluice_event *ev;
 
@@ -187,7 +187,7 @@ static __always_inline int sock_forward(struct bpf_sock_addr *ctx, const int v6,
 {
 	struct sluice_svc_key key = {};
 	struct sluice_backend be;
-	__u16 rev_nat_id = 0;
+	__u32 rev_nat_id = 0;
 	__u32 reason = 0;
 
 	if (sock_skipped(ctx))

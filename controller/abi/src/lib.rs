@@ -92,7 +92,7 @@ pub const MAP_CONFIG: &str = "sluice_config_v1";
 pub const MAP_BLOCKLIST: &str = "sluice_blocklist_v1";
 pub const MAP_BLOCK_HITS: &str = "sluice_block_hits_v1";
 pub const MAP_HOST_NETNS: &str = "sluice_host_netns_v1";
-pub const MAP_EVENTS: &str = "sluice_events_v1";
+pub const MAP_EVENTS: &str = "sluice_events_v2";
 pub const MAP_MONITOR: &str = "sluice_monitor_v1";
 pub const MAP_AFFINITY: &str = "sluice_affinity_v1";
 pub const MAP_MAGLEV: &str = "sluice_maglev_v1";
@@ -151,6 +151,10 @@ pub const FRAG_MAX: u32 = 8192;
 pub const NETNS_ADDRS_MAX: u32 = 65536;
 /// Entries of one Maglev table (a prime).
 pub const MAGLEV_M: usize = 1021;
+/// Frontend (rev-NAT) ids are 24 bits; connection state (conntrack, Maglev tables, affinity
+/// groups) keeps them in 16, so the frontends it records take ids up to the narrow maximum.
+pub const REV_NAT_ID_MAX: u32 = 0xff_ffff;
+pub const REV_NAT_ID_NARROW_MAX: u32 = 0xffff;
 /// Destination ports one blocklist entry can be limited to.
 pub const BLOCK_PORTS: usize = 8;
 
@@ -424,10 +428,29 @@ pub struct SvcValue {
     pub backend_id: u32,
     pub affinity_timeout: u32,
     pub count: u16,
-    pub rev_nat_id: u16,
+    /// Bits 0..15 of the frontend's id; `rev_nat_id()` has all of it.
+    pub rev_nat_id_lo: u16,
     pub flags: u16,
     pub lb_alg: u8,
-    pub pad: u8,
+    pub rev_nat_id_hi: u8,
+}
+
+impl SvcValue {
+    /// The frontend's id (24 bits, over two fields: see `sluice_svc_value`).
+    pub fn rev_nat_id(&self) -> u32 {
+        u32::from(self.rev_nat_id_lo) | u32::from(self.rev_nat_id_hi) << 16
+    }
+
+    /// The id as connection state keeps it, as `narrow_rev_nat_id` in lb.h: itself when
+    /// narrow, else 0.
+    pub fn narrow_rev_nat_id(&self) -> u16 {
+        u16::try_from(self.rev_nat_id()).unwrap_or(0)
+    }
+
+    pub fn with_rev_nat_id(self, id: u32) -> Self {
+        debug_assert!(id <= REV_NAT_ID_MAX, "rev-NAT id {id} over 24 bits");
+        SvcValue { rev_nat_id_lo: id as u16, rev_nat_id_hi: (id >> 16) as u8, ..self }
+    }
 }
 
 /// `struct sluice_backend`.
@@ -705,11 +728,10 @@ pub struct Event {
     pub pid: u32,
     pub hook: u8,
     pub proto: u8,
-    pub rev_nat_id: u16,
     pub sport_be: u16,
     pub dport_be: u16,
     pub to_port_be: u16,
-    pub pad: u16,
+    pub rev_nat_id: u32,
     pub saddr: Addr,
     pub daddr: Addr,
     pub to_addr: Addr,
@@ -915,6 +937,8 @@ pub fn c_constants() -> Vec<(&'static str, u64)> {
         ("SLUICE_BACKEND_F_TERMINATING", BACKEND_F_TERMINATING.into()),
         ("SLUICE_BACKEND_F_LOCAL", BACKEND_F_LOCAL.into()),
         ("SLUICE_MAGLEV_M", MAGLEV_M as u64),
+        ("SLUICE_REV_NAT_ID_MAX", REV_NAT_ID_MAX.into()),
+        ("SLUICE_REV_NAT_ID_NARROW_MAX", REV_NAT_ID_NARROW_MAX.into()),
         ("SLUICE_CT_FORWARD", CT_FORWARD.into()),
         ("SLUICE_CT_REVERSE", CT_REVERSE.into()),
         ("SLUICE_CT_PREVIOUS_TCP", CT_PREVIOUS_TCP.into()),
@@ -1025,10 +1049,10 @@ pub fn layouts() -> Vec<(&'static str, usize, Vec<(&'static str, usize)>)> {
                 ("backend_id", offset_of!(SvcValue, backend_id)),
                 ("affinity_timeout", offset_of!(SvcValue, affinity_timeout)),
                 ("count", offset_of!(SvcValue, count)),
-                ("rev_nat_id", offset_of!(SvcValue, rev_nat_id)),
+                ("rev_nat_id", offset_of!(SvcValue, rev_nat_id_lo)),
                 ("flags", offset_of!(SvcValue, flags)),
                 ("lb_alg", offset_of!(SvcValue, lb_alg)),
-                ("pad", offset_of!(SvcValue, pad)),
+                ("rev_nat_id_hi", offset_of!(SvcValue, rev_nat_id_hi)),
             ],
         ),
         (
@@ -1142,11 +1166,10 @@ pub fn layouts() -> Vec<(&'static str, usize, Vec<(&'static str, usize)>)> {
                 ("pid", offset_of!(Event, pid)),
                 ("hook", offset_of!(Event, hook)),
                 ("proto", offset_of!(Event, proto)),
-                ("rev_nat_id", offset_of!(Event, rev_nat_id)),
                 ("sport", offset_of!(Event, sport_be)),
                 ("dport", offset_of!(Event, dport_be)),
                 ("to_port", offset_of!(Event, to_port_be)),
-                ("pad", offset_of!(Event, pad)),
+                ("rev_nat_id", offset_of!(Event, rev_nat_id)),
                 ("saddr", offset_of!(Event, saddr)),
                 ("daddr", offset_of!(Event, daddr)),
                 ("to_addr", offset_of!(Event, to_addr)),

@@ -107,7 +107,7 @@ pub fn run(args: &DumpArgs) -> anyhow::Result<()> {
             match name {
                 abi::MAP_SERVICES => s.services.iter().map(|(k, v)| json!({
                     "frontend": format!("{}:{}", ip(&k.addr), k.port()), "proto": k.proto, "scope": k.scope, "slot": k.slot,
-                    "backend_id": v.backend_id, "count": v.count, "rev_nat_id": v.rev_nat_id, "flags": v.flags,
+                    "backend_id": v.backend_id, "count": v.count, "rev_nat_id": v.rev_nat_id(), "flags": v.flags,
                     "affinity_timeout": v.affinity_timeout, "lb_alg": v.lb_alg,
                 })).collect(),
                 abi::MAP_BACKENDS => s.backends.iter().map(|(id, b)| json!({

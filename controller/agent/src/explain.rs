@@ -57,11 +57,11 @@ pub fn parse_target(text: &str) -> anyhow::Result<(SocketAddr, Protocol)> {
     Ok((addr, proto))
 }
 
-fn in_range(state: &LbState, rev_nat_id: u16, client: IpAddr) -> bool {
+fn in_range(state: &LbState, rev_nat_id: u32, client: IpAddr) -> bool {
     state
         .src_ranges
         .keys()
-        .filter(|r| r.rev_nat_id == u32::from(rev_nat_id))
+        .filter(|r| r.rev_nat_id == rev_nat_id)
         .any(|r| Cidr { addr: r.addr.ip(), bits: r.prefix_bits() as u8 }.contains(client))
 }
 
@@ -120,7 +120,7 @@ pub fn explain(state: &LbState, target: SocketAddr, proto: Protocol, from: Optio
     e.scope = (head.flags & abi::SVC_F_TWO_SCOPES != 0).then_some(scope);
     if let Some(client) = from
         && head.flags & abi::SVC_F_SOURCE_RANGES != 0
-        && !in_range(state, head.rev_nat_id, client)
+        && !in_range(state, head.rev_nat_id(), client)
     {
         e.verdict = "drop";
         e.reason = format!("{client} is outside the Service's loadBalancerSourceRanges ({}): XDP drops it (xdp_drop_source_range)", v.source_ranges.join(", "));

@@ -70,11 +70,11 @@ impl Lease {
 /// Frontend names by rev-NAT id, re-read when an event names an id not seen yet.
 struct Names {
     root: std::path::PathBuf,
-    known: HashMap<u16, String>,
+    known: HashMap<u32, String>,
 }
 
 impl Names {
-    fn get(&mut self, id: u16) -> Option<String> {
+    fn get(&mut self, id: u32) -> Option<String> {
         if id == 0 {
             return None;
         }
@@ -92,7 +92,7 @@ impl Names {
         };
         for (k, v) in map.iter().flatten() {
             let end = v.name.iter().position(|&b| b == 0).unwrap_or(v.name.len());
-            self.known.insert(k.id as u16, String::from_utf8_lossy(&v.name[..end]).into_owned());
+            self.known.insert(k.id, String::from_utf8_lossy(&v.name[..end]).into_owned());
         }
     }
 }

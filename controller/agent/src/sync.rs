@@ -441,8 +441,12 @@ fn udp_backends_of(state: &LbState, addr: Addr, port_be: u16) -> BTreeSet<(Addr,
 /// can number).
 pub fn capacities_of(sizes: &sluice_crds::MapSizes) -> BTreeMap<&'static str, u32> {
     let backends = (sizes.backends.max(0) as u32).min(sluice_core::ids::MAX_BACKEND_ID);
+    // Every frontend id has a header in the services map, so no more ids than its slots.
+    let frontends = (sizes.services.max(0) as u32).min(sluice_abi::REV_NAT_ID_MAX);
     [
         (sluice_abi::MAP_SERVICES, sizes.services.max(0) as u32),
+        (sluice_abi::MAP_REVNAT, frontends),
+        (sluice_abi::MAP_NAMES, frontends),
         (sluice_abi::MAP_BACKENDS, backends),
         (sluice_abi::MAP_CT, sizes.conntrack.max(0) as u32),
         (sluice_abi::MAP_CT_HANDSHAKE, sizes.conntrack_handshake.max(0) as u32),
@@ -474,5 +478,6 @@ fn map_sizes_in_effect() -> sluice_crds::MapSizes {
 /// What planning may fill: the maps as loaded.
 fn planning_capacity() -> Capacity {
     let sizes = map_sizes_in_effect();
-    Capacity { services: sizes.services as usize, backends: sizes.backends as usize, ..Capacity::default() }
+    let revnat = loader::capacity(sluice_abi::MAP_REVNAT).unwrap_or(sluice_abi::REVNAT_MAX) as usize;
+    Capacity { services: sizes.services as usize, backends: sizes.backends as usize, revnat, ..Capacity::default() }
 }

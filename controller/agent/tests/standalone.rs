@@ -30,6 +30,7 @@ fn client_main(mode: &str) {
         "refused" => refused(target, args.get(1).map(|a| a.parse().expect("bind address"))),
         "hold" => return hold(target),
         "udp-hold" => return udp_hold(target),
+        "peer-hold" => return peer_hold(target),
         "loop" => churn(target, Path::new(&args[1])),
         other => panic!("unknown client mode {other}"),
     };
@@ -226,6 +227,15 @@ fn hold(target: SocketAddr) {
     }
 }
 
+/// Holds one TCP connection and prints its getpeername: once connected, then once per stdin line.
+fn peer_hold(target: SocketAddr) {
+    let s = TcpStream::connect_timeout(&target, Duration::from_secs(2)).unwrap();
+    println!("{}", s.peer_addr().unwrap());
+    for _ in std::io::stdin().lock().lines() {
+        println!("{}", s.peer_addr().map_or_else(|e| e.to_string(), |a| a.to_string()));
+    }
+}
+
 /// Connects in a loop until `stop` exists (bounded to 60 s and 20,000 connects).
 fn churn(target: SocketAddr, stop: &Path) -> String {
     let t = Instant::now();
@@ -351,11 +361,14 @@ impl Env {
         let late = if self.late.get() {
             format!(
                 "---\napiVersion: v1\nkind: Service\nmetadata: {{name: late, namespace: e2e}}\n\
-                 spec: {{clusterIP: \"{}\", ports: [{{port: 53, targetPort: 5353, protocol: UDP}}]}}\n\
+                 spec: {{clusterIP: \"{}\", ports: [{{name: dns, port: 53, targetPort: 5353, protocol: UDP}}, {{name: http, port: 80, targetPort: 8080}}]}}\n\
                  ---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: late-1, namespace: e2e, labels: {{kubernetes.io/service-name: late}}}}\n\
-                 addressType: {at}\nports: [{{port: 5353, protocol: UDP}}]\nendpoints:\n- addresses: [\"{}\"]\n",
+                 addressType: {at}\nports: [{{name: dns, port: 5353, protocol: UDP}}]\nendpoints:\n- addresses: [\"{}\"]\n\
+                 ---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: late-2, namespace: e2e, labels: {{kubernetes.io/service-name: late}}}}\n\
+                 addressType: {at}\nports: [{{name: http, port: 8080, protocol: TCP}}]\nendpoints:\n- addresses: [\"{}\"]\n",
                 self.vip(13),
-                self.backend(4)
+                self.backend(4),
+                self.backend(1)
             )
         } else {
             String::new()
@@ -442,6 +455,29 @@ impl Env {
             });
             rx.recv().unwrap();
         }
+    }
+
+    /// Before the first agent starts: a rev-NAT map pinned where it will find it, naming web's
+    /// ClusterIP:80 with WIDE_ID, as an agent that had run out of narrow ids would have left it.
+    /// The agent restores ids from there and web keeps it: every check of web runs socket-LB on
+    /// an id above 65,535.
+    fn pin_wide_rev_nat_id(&self) -> Result<(), String> {
+        std::fs::create_dir_all(&self.bpf_root).map_err(|e| e.to_string())?;
+        let path = self.bpf_root.join(sluice_abi::MAP_REVNAT);
+        let path = path.to_str().ok_or("bpf root path")?;
+        let (key, value) = (std::mem::size_of::<u32>(), std::mem::size_of::<sluice_abi::RevNatValue>());
+        let (key, value, entries) = (key.to_string(), value.to_string(), sluice_abi::REVNAT_MAX.to_string());
+        sh(
+            "bpftool",
+            &["map", "create", path, "type", "hash", "key", &key, "value", &value, "entries", &entries, "name", sluice_abi::MAP_REVNAT, "flags", "1"],
+        )?;
+        let mut bytes: Vec<String> = WIDE_ID.to_ne_bytes().iter().map(u8::to_string).collect();
+        bytes.push("value".into());
+        bytes.extend(sluice_abi::Addr::from(self.vip(10)).0.iter().map(u8::to_string));
+        bytes.extend(80u16.to_be_bytes().iter().chain(&[0, 0]).map(u8::to_string));
+        let mut args = vec!["map", "update", "pinned", path, "key"];
+        args.extend(bytes.iter().map(String::as_str));
+        sh("bpftool", &args).map(|_| ())
     }
 
     fn start_agent(&mut self) {
@@ -648,7 +684,18 @@ fn udp_sockets_follow_their_service(env: &mut Env, family: &str, report: &mut Re
         &format!("{family}: a connected UDP socket whose backend left is closed, and a new one reaches the new backend"),
         ensure(first["reply"] == "udp-backend:hold" && closed(&moved) && again["reply"] == "udp-backend-3:hold", || format!("before {first}, after {moved}, reconnected {again}")),
     );
+    // getpeername shows the frontend a socket connected to for as long as that frontend exists
+    // (checked by address and port, not by id), and the backend once it is gone.
+    let mut peer = env.client("peer-hold", &[env.target(13, 80)]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().map_err(|e| e.to_string())?;
+    let (mut peer_in, mut peer_out) = (peer.stdin.take().unwrap(), BufReader::new(peer.stdout.take().unwrap()));
+    let mut peer_line = || {
+        let mut line = String::new();
+        let _ = peer_out.read_line(&mut line);
+        line.trim().to_string()
+    };
+    let shown_first = peer_line();
     let woken = say(&mut to_late, "until-error");
+
     let late_again = say(&mut to_late, "reconnect");
     report.check(
         &format!("{family}: a UDP socket connected to an address before it was a Service's is closed when the Service gets endpoints"),
@@ -663,6 +710,22 @@ fn udp_sockets_follow_their_service(env: &mut Env, family: &str, report: &mut Re
     env.udp_backend.set(4);
     env.late.set(false);
     env.write_manifests(&[1, 2, 3]);
+    let t = Instant::now();
+    while env.backends_of(13, 80).is_some() && t.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let stale_before = counter(env, sluice_abi::Counter::SockRevnatStale.name());
+    let _ = writeln!(peer_in, "again");
+    let shown_after = peer_line();
+    drop(peer_in);
+    let _ = peer.wait();
+    let backend = SocketAddr::new(env.backend(1), 8080).to_string();
+    report.check(
+        &format!("{family}: getpeername shows the ClusterIP while its Service exists, the backend once it is gone"),
+        ensure(shown_first == env.target(13, 80) && shown_after == backend && counter(env, sluice_abi::Counter::SockRevnatStale.name()) > stale_before, || {
+            format!("first {shown_first}, after the Service left {shown_after} (backend {backend})")
+        }),
+    );
     Ok(())
 }
 
@@ -691,6 +754,9 @@ fn source_ranges_bind_this_node(env: &Env, family: &str, report: &mut Report) ->
     Ok(())
 }
 
+/// A rev-NAT id above the 16 bits connection state keeps (see `pin_wide_rev_nat_id`).
+const WIDE_ID: u32 = 70_000;
+
 fn counter(env: &Env, name: &str) -> u64 {
     let out = Command::new(SLUICE).args(["status", "-o", "json", "--bpf-root"]).arg(&env.bpf_root).output().map(|o| o.stdout).unwrap_or_default();
     serde_json::from_slice::<serde_json::Value>(&out).unwrap_or_default()["counters"][name].as_u64().unwrap_or(0)
@@ -701,9 +767,21 @@ fn scenario(family: &'static str, report: &mut Report) -> Result<(), String> {
     let mut env = Env::new(family)?;
     env.start_servers();
     env.write_manifests(&[1, 2, 3]);
+    env.pin_wide_rev_nat_id()?;
     env.start_agent();
     let t = env.wait_for_backends(3, Duration::from_secs(20))?;
     report.figures.push(format!("{family}: agent start to first sync {t:?}"));
+    let web_id = env
+        .service_list()
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|v| v["address"] == env.vip(10).to_string().as_str() && v["port"] == 80)
+        .map(|v| v["rev_nat_id"].clone());
+    report.check(
+        &format!("{family}: web's ClusterIP keeps the wide rev-NAT id {WIDE_ID} an earlier agent left in the maps"),
+        ensure(web_id.as_ref().and_then(|v| v.as_u64()) == Some(u64::from(WIDE_ID)), || format!("{web_id:?}")),
+    );
     let web = env.target(10, 80);
     let all = ["backend-1", "backend-2", "backend-3"];
 

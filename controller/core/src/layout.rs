@@ -13,7 +13,7 @@ use sluice_abi::{
 };
 
 use crate::claims::Claims;
-use crate::ids::{BackendIdent, FrontendIdent, IdTable, Ids};
+use crate::ids::{BackendIdent, FrontendIdent, IdTable, Ids, Tier};
 use crate::incremental::GroupKey;
 use crate::state::{LbState, PRESENT, Touched};
 use crate::translate::{Frontend, FrontendKind, NodeContext, Subject, Target, Warning, WarningReason};
@@ -27,6 +27,8 @@ pub struct Capacity {
     pub lb_addrs: usize,
     pub nodeports: usize,
     pub maglev: usize,
+    /// Frontend ids in use (the rev-NAT and names maps, one entry per id).
+    pub revnat: usize,
 }
 
 impl Default for Capacity {
@@ -38,6 +40,7 @@ impl Default for Capacity {
             lb_addrs: abi::LB_ADDRS_MAX as usize,
             nodeports: abi::NODEPORTS_MAX as usize,
             maglev: abi::MAGLEV_MAX as usize,
+            revnat: abi::REVNAT_MAX as usize,
         }
     }
 }
@@ -183,7 +186,7 @@ impl Layout {
     /// Whether `frontends` fit beside everything laid out now in any order, counting every entry
     /// they could add as new (so no frontend of theirs can be refused for room).
     pub(crate) fn surely_fits<'a>(&self, frontends: impl IntoIterator<Item = &'a Frontend>, cap: Capacity) -> bool {
-        let mut need = Capacity { services: 0, backends: 0, src_ranges: 0, lb_addrs: 0, nodeports: 0, maglev: 0 };
+        let mut need = Capacity { services: 0, backends: 0, src_ranges: 0, lb_addrs: 0, nodeports: 0, maglev: 0, revnat: 0 };
         let mut count = 0;
         for fe in frontends {
             let targets = fe.external.len() + fe.internal.as_ref().map_or(0, Vec::len);
@@ -202,6 +205,7 @@ impl Layout {
             && s.lb_addrs.len() + need.lb_addrs <= cap.lb_addrs
             && s.nodeports.len() + need.nodeports <= cap.nodeports
             && s.maglev.len() + need.maglev <= cap.maglev
+            && s.revnat.len() + count <= cap.revnat
             && self.frontend_ids.space.held.len() + count <= self.frontend_ids.space.max as usize
             && self.backend_ids.space.held.len() + need.backends <= self.backend_ids.space.max as usize
     }
@@ -309,7 +313,7 @@ impl Layout {
         // This Service's ClusterIP frontends laid out so far: their ids name the affinity groups
         // of the Service ports. Only its own: another Service's ClusterIP (a duplicate) would
         // share its affinity entries, and an id held over from the last plan may be freed.
-        let mut cluster_ips: BTreeMap<(std::net::IpAddr, u16, sluice_crds::Protocol), u16> = BTreeMap::new();
+        let mut cluster_ips: BTreeMap<(std::net::IpAddr, u16, sluice_crds::Protocol), u32> = BTreeMap::new();
         for fe in frontends {
             let subject = Subject::service(&fe.service);
             if !claims.wins(group, fe) {
@@ -338,6 +342,14 @@ impl Layout {
             let nodeport = NodePortKey { port: fe.port, proto: fe.proto.number(), pad: 0 };
             let needs = [
                 (abi::MAP_SERVICES, self.state.services.len(), slots_needed, cap.services),
+                (
+                    abi::MAP_REVNAT,
+                    self.state.revnat.len(),
+                    usize::from(
+                        !self.frontend_ids.space.get(&FrontendIdent { ip: fe.ip, port: fe.port }).is_some_and(|id| self.state.revnat.contains_key(&id)),
+                    ),
+                    cap.revnat,
+                ),
                 (abi::MAP_BACKENDS, self.state.backends.len(), new_backends, cap.backends),
                 // A new frontend id makes every one of its ranges a new key.
                 (abi::MAP_SRC_RANGES, self.state.src_ranges.len(), fe.source_ranges.len(), cap.src_ranges),
@@ -363,11 +375,16 @@ impl Layout {
                 continue;
             }
             let ident = FrontendIdent { ip: fe.ip, port: fe.port };
-            let Some(rev_nat_id) = self.frontend_ids.acquire(ident) else {
-                c.warnings.push(Warning::map_full(subject, "no free frontend id; not programmed"));
+            // Conntrack, Maglev tables and affinity groups keep ids in 16 bits (sluice_abi.h).
+            let tier = if fe.kind != FrontendKind::ClusterIp || fe.flags & abi::SVC_F_AFFINITY != 0 { Tier::Narrow } else { Tier::Any };
+            let Some(rev_nat_id) = self.frontend_ids.acquire_in(ident, tier) else {
+                let why = match tier {
+                    Tier::Narrow => "no free frontend id up to 65,535 (north-south and sessionAffinity frontends take those)",
+                    Tier::Any => "no free frontend id",
+                };
+                c.warnings.push(Warning::map_full(subject, format!("{why}; not programmed")));
                 continue;
             };
-            let rev_nat_id = rev_nat_id as u16;
             if fe.kind == FrontendKind::ClusterIp {
                 cluster_ips.insert((fe.ip, fe.port, fe.proto), rev_nat_id);
             }
@@ -379,6 +396,8 @@ impl Layout {
                 }
                 let (ip, port) = fe.affinity_group;
                 let group = cluster_ips.get(&(ip, port, fe.proto)).copied().unwrap_or(rev_nat_id);
+                // Every frontend with affinity took a narrow id above.
+                let Ok(group) = u16::try_from(group) else { return 0 };
                 let mut set = match fe.proto {
                     sluice_crds::Protocol::TCP => 0,
                     sluice_crds::Protocol::UDP => abi::AFFINITY_UDP,
@@ -390,7 +409,7 @@ impl Layout {
                 abi::affinity_group(group, set)
             };
             let affinity_words = [affinity(abi::SCOPE_EXT), affinity(abi::SCOPE_INT)];
-            let id32 = u32::from(rev_nat_id);
+            let id32 = rev_nat_id;
             self.state.revnat.insert(id32, RevNatValue::new(fe.ip, fe.port));
             self.name_users.entry(id32).or_default().add_ref(group);
             self.refresh_name(id32);
@@ -445,7 +464,7 @@ impl Layout {
                     self.touch(|t| t.backends.insert(id));
                     count += 1;
                     let k = SvcKey::new(fe.ip, fe.port, fe.proto.number(), scope, count);
-                    self.state.services.insert(k, SvcValue { backend_id: id, rev_nat_id, ..SvcValue::default() });
+                    self.state.services.insert(k, SvcValue { backend_id: id, ..SvcValue::default() }.with_rev_nat_id(rev_nat_id));
                     self.touch(|t| t.services.insert(k));
                 }
                 let lb_alg = if maglev && !picked.is_empty() {
@@ -454,7 +473,8 @@ impl Layout {
                     for (entry, i) in table.backend_ids.iter_mut().zip(crate::maglev::table(&names)) {
                         *entry = picked[i as usize].1;
                     }
-                    let k = MaglevKey { rev_nat_id, scope, proto: fe.proto.number() };
+                    let k =
+                        MaglevKey { rev_nat_id: u16::try_from(rev_nat_id).expect("north-south frontends have narrow ids"), scope, proto: fe.proto.number() };
                     self.state.maglev.insert(k, table);
                     self.touch(|t| t.maglev.insert(k));
                     extra.maglev.push(k);
@@ -464,7 +484,10 @@ impl Layout {
                 };
                 let k = SvcKey::new(fe.ip, fe.port, fe.proto.number(), scope, 0);
                 let backend_id = affinity_words[usize::from(scope == abi::SCOPE_INT)];
-                self.state.services.insert(k, SvcValue { backend_id, affinity_timeout: fe.affinity_timeout, count, rev_nat_id, flags, lb_alg, pad: 0 });
+                self.state.services.insert(
+                    k,
+                    SvcValue { backend_id, affinity_timeout: fe.affinity_timeout, count, flags, lb_alg, ..SvcValue::default() }.with_rev_nat_id(rev_nat_id),
+                );
                 self.touch(|t| t.services.insert(k));
                 counts.push(count);
             }

@@ -26,7 +26,7 @@ pub struct FrontendView {
     pub port: u16,
     pub protocol: String,
     pub scope: &'static str,
-    pub rev_nat_id: u16,
+    pub rev_nat_id: u32,
     pub flags: Vec<&'static str>,
     pub affinity_timeout_seconds: Option<u32>,
     /// The session-affinity group this scope shares with its Service port's other frontends:
@@ -76,14 +76,14 @@ pub fn frontends(state: &LbState) -> Vec<FrontendView> {
                 None => backends.push(BackendView { id: entry.backend_id, address: "?".into(), port: 0, flags: vec!["missing-backend"], present: false }),
             }
         }
-        let service = state.names.get(&u32::from(head.rev_nat_id)).map(|n| n.as_str().to_string()).unwrap_or_else(|| "?".into());
+        let service = state.names.get(&head.rev_nat_id()).map(|n| n.as_str().to_string()).unwrap_or_else(|| "?".into());
         out.push(FrontendView {
             service,
             address: key.addr.ip().to_string(),
             port: key.port(),
             protocol: Protocol::from_number(key.proto).map_or_else(|| key.proto.to_string(), |p| p.to_string()),
             scope: if key.scope == abi::SCOPE_INT { "internal" } else { "external" },
-            rev_nat_id: head.rev_nat_id,
+            rev_nat_id: head.rev_nat_id(),
             flags: SVC_FLAG_NAMES
                 .iter()
                 .filter(|(bit, _)| head.flags & bit != 0)
@@ -105,7 +105,7 @@ pub fn frontends(state: &LbState) -> Vec<FrontendView> {
             source_ranges: state
                 .src_ranges
                 .keys()
-                .filter(|r| r.rev_nat_id == u32::from(head.rev_nat_id))
+                .filter(|r| r.rev_nat_id == head.rev_nat_id())
                 .map(|r| format!("{}/{}", r.addr.ip(), r.prefix_bits()))
                 .collect(),
             backends,

@@ -188,7 +188,7 @@ spec: {type: NodePort, clusterIP: 10.96.0.1, sessionAffinity: ClientIP, ports: [
         *p.desired.services.iter().find(|(k, _)| k.slot == 0 && k.addr.ip() == ip && k.port() == port).expect("programmed").1
     };
     let (cluster_ip, node_port) = (head("10.96.0.1", 80), head("172.30.0.11", 30080));
-    assert_ne!(node_port.backend_id & 0xffff, u32::from(cluster_ip.rev_nat_id), "the second Service's NodePort has an affinity group of its own");
+    assert_ne!(node_port.backend_id & 0xffff, cluster_ip.rev_nat_id(), "the second Service's NodePort has an affinity group of its own");
     check_planned(&p.desired, &Capacity::default()).unwrap();
 }
 
@@ -211,7 +211,9 @@ fn arriving(first: &str, second: &str, cap: Capacity) -> (LbState, LbState) {
 /// first by name.
 #[test]
 fn a_full_map_goes_to_the_same_service_whatever_order_they_arrived_in() {
-    let svc = |ns: &str, ip: &str| format!("apiVersion: v1\nkind: Service\nmetadata: {{name: s0, namespace: {ns}}}\nspec: {{clusterIP: {ip}, ports: [{{port: 80}}]}}\n");
+    let svc = |ns: &str, ip: &str| {
+        format!("apiVersion: v1\nkind: Service\nmetadata: {{name: s0, namespace: {ns}}}\nspec: {{clusterIP: {ip}, ports: [{{port: 80}}]}}\n")
+    };
     let (incremental, full) = arriving(&svc("b", "10.96.0.2"), &svc("a", "10.96.0.1"), Capacity { services: 1, ..Capacity::default() });
     assert_eq!(incremental, full);
     assert_eq!(arbitrary::frontends(&full), vec![("10.96.0.1".parse().unwrap(), 80, 6, 0)], "a/s0 comes first");
@@ -223,7 +225,9 @@ fn a_full_map_goes_to_the_same_service_whatever_order_they_arrived_in() {
 #[test]
 fn a_shared_rev_nat_id_is_named_the_same_whatever_order_its_services_arrived_in() {
     let svc = |name: &str, ip: &str, proto: &str| {
-        format!("apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: a}}\nspec: {{type: LoadBalancer, clusterIP: {ip}, ports: [{{port: 53, protocol: {proto}, nodePort: 30053}}]}}\nstatus: {{loadBalancer: {{ingress: [{{ip: 192.0.2.10}}]}}}}\n")
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: a}}\nspec: {{type: LoadBalancer, clusterIP: {ip}, ports: [{{port: 53, protocol: {proto}, nodePort: 30053}}]}}\nstatus: {{loadBalancer: {{ingress: [{{ip: 192.0.2.10}}]}}}}\n"
+        )
     };
     let (incremental, full) = arriving(&svc("dns-udp", "10.96.0.2", "UDP"), &svc("dns-tcp", "10.96.0.1", "TCP"), Capacity::default());
     assert_eq!(incremental, full);
@@ -233,7 +237,9 @@ fn a_shared_rev_nat_id_is_named_the_same_whatever_order_its_services_arrived_in(
 /// the maps but were two addresses to the claims, so the Service that arrived first kept it.
 #[test]
 fn an_ipv4_mapped_address_is_claimed_as_its_ipv4_address() {
-    let svc = |ns: &str, ip: &str| format!("apiVersion: v1\nkind: Service\nmetadata: {{name: s0, namespace: {ns}}}\nspec: {{clusterIP: '{ip}', ports: [{{port: 80}}]}}\n");
+    let svc = |ns: &str, ip: &str| {
+        format!("apiVersion: v1\nkind: Service\nmetadata: {{name: s0, namespace: {ns}}}\nspec: {{clusterIP: '{ip}', ports: [{{port: 80}}]}}\n")
+    };
     let (incremental, full) = arriving(&svc("b", "::ffff:10.96.0.1"), &svc("a", "10.96.0.1"), Capacity::default());
     assert_eq!(incremental, full);
 }

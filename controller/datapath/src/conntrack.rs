@@ -102,7 +102,7 @@ pub fn affinity_members(desired: &LbState, frontends: Option<&BTreeSet<u32>>) ->
             .flat_map(|(id, fe)| {
                 let lo = SvcKey { addr: fe.addr, port_be: fe.port_be, proto: 0, scope: 0, slot: 0, pad: 0 };
                 let hi = SvcKey { addr: fe.addr, port_be: fe.port_be, proto: u8::MAX, scope: u8::MAX, slot: 0, pad: u16::MAX };
-                desired.services.range(lo..=hi).filter(move |(k, v)| k.slot == 0 && u32::from(v.rev_nat_id) == id)
+                desired.services.range(lo..=hi).filter(move |(k, v)| k.slot == 0 && v.rev_nat_id() == id)
             })
             .filter(|(_, v)| v.flags & abi::SVC_F_AFFINITY != 0)
             .collect(),
@@ -145,5 +145,5 @@ pub fn forget_stale_affinity(root: &Path, members: &AffinityMembers) -> Result<u
 
 /// The affinity group a header's scope belongs to, as the datapath reads it (lb.h).
 fn affinity_group(key: &SvcKey, head: &SvcValue) -> (u16, u8) {
-    if head.backend_id == 0 { (head.rev_nat_id, key.scope) } else { (head.backend_id as u16, (head.backend_id >> abi::AFFINITY_SET_SHIFT) as u8) }
+    if head.backend_id == 0 { (head.narrow_rev_nat_id(), key.scope) } else { (head.backend_id as u16, (head.backend_id >> abi::AFFINITY_SET_SHIFT) as u8) }
 }

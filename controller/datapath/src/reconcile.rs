@@ -48,15 +48,17 @@ fn room_first(desired: &LbState, current: &LbState) -> Vec<Op> {
     let (mut backends, mut frontends) = (BTreeSet::new(), BTreeSet::new());
     let mut maglev_users = BTreeSet::new();
     for (k, v) in kept {
-        frontends.insert(u32::from(v.rev_nat_id));
+        frontends.insert(v.rev_nat_id());
         if k.slot != 0 {
             backends.insert(v.backend_id);
         } else if v.lb_alg == sluice_abi::LB_ALG_MAGLEV {
-            maglev_users.insert(v.rev_nat_id);
+            maglev_users.insert(v.rev_nat_id());
         }
     }
     let unused_frontend = |id: u32| !desired.revnat.contains_key(&id) && !frontends.contains(&id);
-    ops.extend(current.maglev.keys().filter(|k| !desired.maglev.contains_key(k) && !maglev_users.contains(&k.rev_nat_id)).map(|k| del(MapKey::Maglev(*k))));
+    ops.extend(
+        current.maglev.keys().filter(|k| !desired.maglev.contains_key(k) && !maglev_users.contains(&u32::from(k.rev_nat_id))).map(|k| del(MapKey::Maglev(*k))),
+    );
     ops.extend(current.src_ranges.keys().filter(|k| !desired.src_ranges.contains_key(k) && unused_frontend(k.rev_nat_id)).map(|k| del(MapKey::SrcRanges(*k))));
     ops.extend(current.nodeports.keys().filter(|k| !desired.nodeports.contains_key(k)).map(|k| del(MapKey::NodePorts(*k))));
     ops.extend(current.blocklist.keys().filter(|k| !desired.blocklist.contains_key(k)).map(|k| del(MapKey::Blocklist(*k))));
@@ -218,15 +220,15 @@ pub fn check_consistent(state: &LbState) -> Result<(), String> {
                 return Err(format!("{k:?} slot {slot} names missing backend {}", entry.backend_id));
             }
         }
-        if !state.revnat.contains_key(&u32::from(head.rev_nat_id)) {
-            return Err(format!("{k:?} names missing rev-NAT {}", head.rev_nat_id));
+        if !state.revnat.contains_key(&head.rev_nat_id()) {
+            return Err(format!("{k:?} names missing rev-NAT {}", head.rev_nat_id()));
         }
-        if head.flags & sluice_abi::SVC_F_SOURCE_RANGES != 0 && !state.src_ranges.keys().any(|r| r.rev_nat_id == u32::from(head.rev_nat_id)) {
+        if head.flags & sluice_abi::SVC_F_SOURCE_RANGES != 0 && !state.src_ranges.keys().any(|r| r.rev_nat_id == head.rev_nat_id()) {
             return Err(format!("{k:?} enforces source ranges but has none"));
         }
     }
     for (k, head) in state.services.iter().filter(|(k, v)| k.slot == 0 && v.lb_alg == sluice_abi::LB_ALG_MAGLEV) {
-        let table = sluice_abi::MaglevKey { rev_nat_id: head.rev_nat_id, scope: k.scope, proto: k.proto };
+        let table = sluice_abi::MaglevKey { rev_nat_id: head.narrow_rev_nat_id(), scope: k.scope, proto: k.proto };
         if !state.maglev.contains_key(&table) {
             return Err(format!("{k:?} uses Maglev but has no table"));
         }

@@ -364,14 +364,17 @@ impl PlanInputs for World {
 
 /// Capacities small enough for the generated worlds to reach them.
 pub fn small_capacity() -> impl Strategy<Value = Capacity> {
-    (1..40usize, 1..12usize, 0..4usize, 0..3usize, 0..3usize, 0..4usize).prop_map(|(services, backends, src_ranges, lb_addrs, nodeports, maglev)| Capacity {
-        services,
-        backends,
-        src_ranges,
-        lb_addrs,
-        nodeports,
-        maglev,
-    })
+    (1..40usize, 1..12usize, 0..4usize, 0..3usize, 0..3usize, 0..4usize, 1..20usize).prop_map(
+        |(services, backends, src_ranges, lb_addrs, nodeports, maglev, revnat)| Capacity {
+            services,
+            backends,
+            src_ranges,
+            lb_addrs,
+            nodeports,
+            maglev,
+            revnat,
+        },
+    )
 }
 
 /// The invariants of a planned state (what the planner hands the reconciler), beyond what a
@@ -404,10 +407,10 @@ pub fn check_planned(s: &LbState, cap: &Capacity) -> Result<(), String> {
         if k.slot > head.count {
             return Err(format!("slot {k:?} beyond its header's count {}", head.count));
         }
-        if v.rev_nat_id != head.rev_nat_id {
-            return Err(format!("slot {k:?} has rev-NAT {} but its header {}", v.rev_nat_id, head.rev_nat_id));
+        if v.rev_nat_id() != head.rev_nat_id() {
+            return Err(format!("slot {k:?} has rev-NAT {} but its header {}", v.rev_nat_id(), head.rev_nat_id()));
         }
-        let id = u32::from(v.rev_nat_id);
+        let id = v.rev_nat_id();
         let revnat = s.revnat.get(&id).ok_or_else(|| format!("{k:?} names missing rev-NAT {id}"))?;
         if revnat.addr != k.addr || revnat.port() != k.port() {
             return Err(format!("{k:?} has rev-NAT {id} for {:?}:{}", revnat.addr.ip(), revnat.port()));
@@ -446,7 +449,12 @@ pub fn check_planned(s: &LbState, cap: &Capacity) -> Result<(), String> {
         if two != s.services.contains_key(&int) {
             return Err(format!("{k:?}: two-scopes flag {two} but scope INT present {}", s.services.contains_key(&int)));
         }
-        let table = abi::MaglevKey { rev_nat_id: v.rev_nat_id, scope: k.scope, proto: k.proto };
+        // Connection state keeps ids in 16 bits: every frontend it records must have a narrow one.
+        let narrow = v.flags & (abi::SVC_F_NODE_PORT | abi::SVC_F_EXTERNAL_IP | abi::SVC_F_LOAD_BALANCER | abi::SVC_F_AFFINITY) != 0;
+        if narrow && v.rev_nat_id() > abi::REV_NAT_ID_NARROW_MAX {
+            return Err(format!("{k:?} (flags {:#x}) has the wide rev-NAT id {}", v.flags, v.rev_nat_id()));
+        }
+        let table = abi::MaglevKey { rev_nat_id: v.narrow_rev_nat_id(), scope: k.scope, proto: k.proto };
         if (v.lb_alg == abi::LB_ALG_MAGLEV) != s.maglev.contains_key(&table) {
             return Err(format!("{k:?}: algorithm {} but Maglev table present {}", v.lb_alg, s.maglev.contains_key(&table)));
         }
@@ -456,7 +464,7 @@ pub fn check_planned(s: &LbState, cap: &Capacity) -> Result<(), String> {
                 return Err(format!("{k:?}: Maglev table names backend {id}, not one of its slots {slots:?}"));
             }
         }
-        let ranges = s.src_ranges.keys().any(|r| r.rev_nat_id == u32::from(v.rev_nat_id));
+        let ranges = s.src_ranges.keys().any(|r| r.rev_nat_id == v.rev_nat_id());
         if v.flags & abi::SVC_F_SOURCE_RANGES != 0 && !ranges {
             return Err(format!("{k:?} enforces source ranges but has none"));
         }
@@ -464,9 +472,9 @@ pub fn check_planned(s: &LbState, cap: &Capacity) -> Result<(), String> {
             // Its own id, or that of its Service port's ClusterIP header (which is its own group).
             let group = v.backend_id & 0xffff;
             let cluster_ip = |(h, c): &(&abi::SvcKey, &abi::SvcValue)| {
-                u32::from(c.rev_nat_id) == group && h.slot == 0 && h.proto == k.proto && c.flags & abi::SVC_F_CLUSTER_IP != 0 && c.backend_id & 0xffff == group
+                c.rev_nat_id() == group && h.slot == 0 && h.proto == k.proto && c.flags & abi::SVC_F_CLUSTER_IP != 0 && c.backend_id & 0xffff == group
             };
-            if group != u32::from(v.rev_nat_id) && !s.services.iter().any(|e| cluster_ip(&e)) {
+            if group != v.rev_nat_id() && !s.services.iter().any(|e| cluster_ip(&e)) {
                 return Err(format!("{k:?}: affinity group {group} is neither its own rev-NAT id nor a ClusterIP's"));
             }
         } else if v.backend_id != 0 {
@@ -475,12 +483,12 @@ pub fn check_planned(s: &LbState, cap: &Capacity) -> Result<(), String> {
     }
     let heads: Vec<(&abi::SvcKey, &abi::SvcValue)> = s.services.iter().filter(|(k, _)| k.slot == 0).collect();
     for k in s.maglev.keys() {
-        if !heads.iter().any(|(h, v)| v.rev_nat_id == k.rev_nat_id && h.scope == k.scope && h.proto == k.proto && v.lb_alg == abi::LB_ALG_MAGLEV) {
+        if !heads.iter().any(|(h, v)| v.narrow_rev_nat_id() == k.rev_nat_id && h.scope == k.scope && h.proto == k.proto && v.lb_alg == abi::LB_ALG_MAGLEV) {
             return Err(format!("Maglev table {k:?} has no header using it"));
         }
     }
     for r in s.src_ranges.keys() {
-        if !heads.iter().any(|(_, v)| u32::from(v.rev_nat_id) == r.rev_nat_id && v.flags & abi::SVC_F_SOURCE_RANGES != 0) {
+        if !heads.iter().any(|(_, v)| v.rev_nat_id() == r.rev_nat_id && v.flags & abi::SVC_F_SOURCE_RANGES != 0) {
             return Err(format!("source range {r:?} belongs to no header enforcing ranges"));
         }
     }
@@ -494,8 +502,8 @@ pub fn check_planned(s: &LbState, cap: &Capacity) -> Result<(), String> {
             return Err(format!("bind-protected NodePort {}/{} has no NodePort frontend", np.port, np.proto));
         }
     }
-    if let Some(id) = s.revnat.keys().find(|id| !(1..=u32::from(u16::MAX)).contains(*id)) {
-        return Err(format!("rev-NAT id {id} does not fit 16 bits"));
+    if let Some(id) = s.revnat.keys().find(|id| !(1..=abi::REV_NAT_ID_MAX).contains(*id)) {
+        return Err(format!("rev-NAT id {id} does not fit 24 bits"));
     }
     if let Some(id) = s.backends.keys().find(|id| !(1..=sluice_core::ids::MAX_BACKEND_ID).contains(*id)) {
         return Err(format!("backend id {id} outside the id space"));
@@ -507,7 +515,7 @@ pub fn check_planned(s: &LbState, cap: &Capacity) -> Result<(), String> {
         (abi::MAP_LB_ADDRS, s.lb_addrs.len(), cap.lb_addrs),
         (abi::MAP_NODEPORTS, s.nodeports.len(), cap.nodeports),
         (abi::MAP_MAGLEV, s.maglev.len(), cap.maglev),
-        (abi::MAP_REVNAT, s.revnat.len(), abi::REVNAT_MAX as usize),
+        (abi::MAP_REVNAT, s.revnat.len(), cap.revnat),
         (abi::MAP_BLOCKLIST, s.blocklist.len(), abi::BLOCKLIST_MAX as usize),
     ];
     if let Some((map, have, max)) = within.iter().find(|(_, have, max)| have > max) {

@@ -68,7 +68,7 @@ fn the_agent_forgets_affinity_to_a_backend_that_left_the_frontend() {
     // A backend that exists, but belongs to another Service ("many").
     let stranger = state.backends.iter().find(|(_, b)| b.addr == Addr::from(Ipv4Addr::new(10, 244, 2, 10))).map(|(id, _)| *id).unwrap();
     let key =
-        |last: u8| abi::AffinityKey { client: Addr::from(Ipv4Addr::new(198, 51, 100, last)), group: head.rev_nat_id, set: 0, by_cookie: 0 };
+        |last: u8| abi::AffinityKey { client: Addr::from(Ipv4Addr::new(198, 51, 100, last)), group: head.narrow_rev_nat_id(), set: 0, by_cookie: 0 };
     let value = |backend_id| abi::AffinityValue { last_used_ns: monotonic_ns(), backend_id, pad: 0 };
     fx.set_affinity(key(1), value(member));
     fx.set_affinity(key(2), value(stranger));
@@ -77,6 +77,6 @@ fn the_agent_forgets_affinity_to_a_backend_that_left_the_frontend() {
     assert_eq!(fx.affinity().into_iter().map(|(k, _)| k).collect::<Vec<_>>(), vec![key(1)]);
     // Limited to frontends a plan touched: another frontend's id leaves the entry alone.
     fx.set_affinity(key(2), value(stranger));
-    let other = std::collections::BTreeSet::from([u32::from(head.rev_nat_id) + 1000]);
+    let other = std::collections::BTreeSet::from([head.rev_nat_id() + 1000]);
     assert_eq!(conntrack::forget_stale_affinity(fx.pins(), &conntrack::affinity_members(&state, Some(&other))).unwrap(), 0);
 }
