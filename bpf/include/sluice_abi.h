@@ -236,12 +236,15 @@ struct sluice_nodeport_key {
 #define SLUICE_CT_REVERSE 1
 
 /*
- * Resizing a conntrack table (ProxyConfig mapSizes) replaces it. Until the new programs are
- * swapped in, the old ones go on adding flows to the old table; after the swap the agent copies
- * what the new table lacks, but a packet in between would find nothing (a reply passed to the
- * stack is answered with an RST). So, from before the swap until that copy is done, the agent
- * puts the old tables in these slots, and a lookup that misses looks there and takes the entry
- * over. Empty otherwise. SLUICE_MAP_CT_HANDSHAKE_PREVIOUS has one slot, the handshake table's.
+ * Resizing a conntrack table (ProxyConfig mapSizes) replaces it: the agent copies the entries
+ * as it starts, and the old programs go on adding and changing flows in the old table until the
+ * new programs are swapped in, seconds later. After the swap the agent brings over what is newer
+ * in the old table, but a packet in between would find nothing (a reply passed to the stack is
+ * answered with an RST) or a stale copy (a flow since closed, its client port reused by a new
+ * one). So, from before the swap until that catch-up is done, the agent puts the old tables in
+ * these slots, and every lookup first moves the entry the old table has, if any, into the new
+ * one (ct_take_over). Empty otherwise. SLUICE_MAP_CT_HANDSHAKE_PREVIOUS has one slot, the
+ * handshake table's.
  */
 #define SLUICE_CT_PREVIOUS_TCP   0 /* in SLUICE_MAP_CT_PREVIOUS: the old SLUICE_MAP_CT */
 #define SLUICE_CT_PREVIOUS_OTHER 1 /* the old SLUICE_MAP_CT_OTHER */

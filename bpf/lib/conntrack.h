@@ -24,55 +24,62 @@ static __always_inline enum ct_table ct_table_of(__u8 proto)
 	return proto == IPPROTO_TCP ? CT_TCP : CT_OTHER;
 }
 
-/* A flow a replaced table has (SLUICE_CT_PREVIOUS_*, while an agent resizes the tables): copied
- * into the table `t` looks in, and returned from there. Costs a miss one inlined array read. */
-static __always_inline void *ct_take_over(enum ct_table t, const struct sluice_ct_key *k)
+/*
+ * A flow a replaced table has (SLUICE_CT_PREVIOUS_*, while an agent resizes the tables) is moved
+ * into the table `t` looks in before the lookup: the replaced table's entry is the newer one
+ * wherever it has one. The agent copied the entries when it started, seconds before the swap,
+ * and the old programs went on changing them meanwhile (a flow closed, a client port reused for
+ * a new flow): the copy of such an entry is stale. Once moved, an entry is the new table's, and
+ * changes made to it from then on stay. Costs every lookup one inlined array read while no table
+ * is offered.
+ */
+static __always_inline void ct_take_over(enum ct_table t, const struct sluice_ct_key *k)
 {
-	__u32 slot = t == CT_OTHER ? SLUICE_CT_PREVIOUS_OTHER : SLUICE_CT_PREVIOUS_TCP;
+	__u32 slot = t == CT_OTHER ? SLUICE_CT_PREVIOUS_OTHER : SLUICE_CT_PREVIOUS_TCP, only = 0;
 	void *previous, *v;
+	long err;
 
-	if (t == CT_HANDSHAKE) {
-		__u32 only = 0;
-
+	if (t == CT_HANDSHAKE)
 		previous = bpf_map_lookup_elem(&SLUICE_MAP_CT_HANDSHAKE_PREVIOUS, &only);
-		if (!previous || !(v = bpf_map_lookup_elem(previous, k)) ||
-		    bpf_map_update_elem(&SLUICE_MAP_CT_HANDSHAKE, k, v, BPF_NOEXIST))
-			return 0;
-		sluice_count(SLUICE_CNT_CT_TAKEN_OVER);
-		return bpf_map_lookup_elem(&SLUICE_MAP_CT_HANDSHAKE, k);
+	else
+		previous = bpf_map_lookup_elem(&SLUICE_MAP_CT_PREVIOUS, &slot);
+	if (!previous)
+		return;
+	/* Programs of the generation being replaced also read the slot, which holds their own
+	 * table until their links are swapped: moving an entry onto itself would delete it. */
+	if (previous == (t == CT_TCP ? (void *)&SLUICE_MAP_CT : t == CT_HANDSHAKE ? (void *)&SLUICE_MAP_CT_HANDSHAKE : (void *)&SLUICE_MAP_CT_OTHER))
+		return;
+	if (!(v = bpf_map_lookup_elem(previous, k)))
+		return;
+	switch (t) {
+	case CT_TCP:
+		err = bpf_map_update_elem(&SLUICE_MAP_CT, k, v, BPF_ANY);
+		break;
+	case CT_HANDSHAKE:
+		err = bpf_map_update_elem(&SLUICE_MAP_CT_HANDSHAKE, k, v, BPF_ANY);
+		break;
+	default:
+		err = bpf_map_update_elem(&SLUICE_MAP_CT_OTHER, k, v, BPF_ANY);
 	}
-	previous = bpf_map_lookup_elem(&SLUICE_MAP_CT_PREVIOUS, &slot);
-	if (!previous || !(v = bpf_map_lookup_elem(previous, k)))
-		return 0;
-	if (t == CT_TCP) {
-		if (bpf_map_update_elem(&SLUICE_MAP_CT, k, v, BPF_NOEXIST))
-			return 0;
-		sluice_count(SLUICE_CNT_CT_TAKEN_OVER);
-		return bpf_map_lookup_elem(&SLUICE_MAP_CT, k);
-	}
-	if (bpf_map_update_elem(&SLUICE_MAP_CT_OTHER, k, v, BPF_NOEXIST))
-		return 0;
+	if (err)
+		return;
+	bpf_map_delete_elem(previous, k);
 	sluice_count(SLUICE_CNT_CT_TAKEN_OVER);
-	return bpf_map_lookup_elem(&SLUICE_MAP_CT_OTHER, k);
 }
 
 /* Each branch names its map, so every lookup site keeps one map (which the verifier inlines). A
  * handshake table entry starts with its struct sluice_ct_value. */
 static __always_inline struct sluice_ct_value *ct_lookup(enum ct_table t, const struct sluice_ct_key *k)
 {
-	struct sluice_ct_value *found;
-
+	ct_take_over(t, k);
 	switch (t) {
 	case CT_TCP:
-		found = bpf_map_lookup_elem(&SLUICE_MAP_CT, k);
-		break;
+		return bpf_map_lookup_elem(&SLUICE_MAP_CT, k);
 	case CT_HANDSHAKE:
-		found = bpf_map_lookup_elem(&SLUICE_MAP_CT_HANDSHAKE, k);
-		break;
+		return bpf_map_lookup_elem(&SLUICE_MAP_CT_HANDSHAKE, k);
 	default:
-		found = bpf_map_lookup_elem(&SLUICE_MAP_CT_OTHER, k);
+		return bpf_map_lookup_elem(&SLUICE_MAP_CT_OTHER, k);
 	}
-	return found ? found : ct_take_over(t, k);
 }
 
 /* Writes an entry of the established TCP or the other table, counting it when its key is new

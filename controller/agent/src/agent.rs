@@ -372,11 +372,12 @@ async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let reports = loader::attach_sock_lb(&mut ebpf, &root, &cgroup).context("attaching socket hooks")?;
     let replaced = reports.iter().filter(|r| r.how == loader::Attachment::Replaced).count();
     tracing::info!(cgroup = %cgroup.display(), attached = reports.len() - replaced, replaced, "socket hooks in place");
-    // Resized conntrack tables: the old programs go on adding flows to the old tables until the
-    // north-south links are swapped. So the new programs are given the old tables to look in
-    // when a lookup misses (sluice_abi.h, SLUICE_CT_PREVIOUS_*), from before the swap until,
-    // right after the last swap (before anything else is loaded), what the old tables have that
-    // the new ones lack is copied and the slots are emptied. The UDP and SCTP flows a build from
+    // Resized conntrack tables: the old programs go on adding and changing flows in the old
+    // tables until the north-south links are swapped. So the new programs are given the old
+    // tables, whose entries are newer than the copies made at reconcile, to take entries from
+    // (sluice_abi.h, SLUICE_CT_PREVIOUS_*), from before the swap until, right after the last swap
+    // (before anything else is loaded), what the old tables still hold is moved over and the
+    // slots are emptied. The UDP and SCTP flows a build from
     // before the conntrack split kept with TCP's move to their own table meanwhile.
     let (split, caught_up) = (std::cell::Cell::new(0), std::cell::Cell::new(0));
     let migration_error = std::cell::RefCell::new(None);
@@ -384,7 +385,7 @@ async fn run(args: AgentArgs) -> anyhow::Result<()> {
         migration_error.borrow_mut().get_or_insert(e);
     };
     let catch_up = || {
-        caught_up.set(superseded.copy_added(&root));
+        caught_up.set(superseded.catch_up(&root));
         if let Err(e) = sluice_datapath::pins::release_previous_conntrack(&root, false) {
             fail(anyhow::anyhow!(e).context("emptying the slots of the replaced conntrack tables"));
         }

@@ -71,8 +71,8 @@ pub fn pinned_shape(path: &Path) -> Result<Shape, aya::maps::MapError> {
 }
 
 /// Maps replaced by `reconcile`, still held: the programs attached before the swap go on writing
-/// them (new conntrack entries, say) until their links are swapped, so what they wrote meanwhile
-/// is copied over once more afterwards (`catch_up`). The conntrack tables among them are offered
+/// them (new and changed conntrack entries) until their links are swapped, so what they wrote
+/// meanwhile is brought over afterwards (`catch_up`). The conntrack tables among them are offered
 /// to the new programs meanwhile (`offer_conntrack`), so that no packet between the swap and that
 /// copy misses its flow.
 #[derive(Default)]
@@ -91,26 +91,30 @@ pub fn previous_slot(table: &str) -> Option<(&'static str, u32)> {
 }
 
 impl Superseded {
-    /// Copies the entries the old programs added since `reconcile` (keys the new map lacks), for
-    /// maps whose entries were copied at all. Call it once every link is swapped.
-    pub fn catch_up(self, root: &Path) -> usize {
-        self.copy_added(root)
-    }
-
-    /// The same copy, leaving the old maps held.
-    pub fn copy_added(&self, root: &Path) -> usize {
-        let mut added = 0;
+    /// Brings over what the old programs wrote since `reconcile`; call it once every link is
+    /// swapped (nothing writes the old maps any more). A replaced conntrack table's entries that
+    /// the new table lacks or holds otherwise are moved: the old programs kept changing entries
+    /// after the copy (a flow closed, a client port reused for a new flow), so the old table's
+    /// entry is the newer one, as `ct_take_over` in bpf/lib/conntrack.h has it. Other maps get
+    /// the keys they lack (their entries are the agent's, unchanged since the copy). Returns the
+    /// entries brought over.
+    pub fn catch_up(&self, root: &Path) -> usize {
+        let mut brought = 0;
         for (name, old, shape) in &self.0 {
             let Ok(new) = MapData::from_pin(root.join(name)) else { continue };
-            added += copy_missing(old.fd().as_fd(), new.fd().as_fd(), *shape);
+            brought += if previous_slot(name).is_some() {
+                bring_over(old.fd().as_fd(), new.fd().as_fd(), *shape, Bring::Move)
+            } else {
+                copy_missing(old.fd().as_fd(), new.fd().as_fd(), *shape)
+            };
         }
-        added
+        brought
     }
 
     /// Puts the replaced conntrack tables where the new programs look when a lookup misses (see
     /// SLUICE_CT_PREVIOUS_* in sluice_abi.h): call it after the new objects are loaded (they
     /// create the outer maps) and before their links are swapped; `release_previous_conntrack`
-    /// empties the slots once `copy_added` has run after the swap. Returns the tables offered.
+    /// empties the slots once `catch_up` has run after the swap. Returns the tables offered.
     pub fn offer_conntrack(&self, root: &Path) -> Result<usize, String> {
         let mut offered = 0;
         for (name, old, _) in &self.0 {
@@ -142,11 +146,42 @@ fn copy_missing(from: BorrowedFd<'_>, to: BorrowedFd<'_>, shape: Shape) -> usize
     added
 }
 
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Bring {
+    /// Taken out of the old table first: a packet that moves the entry meanwhile (the programs
+    /// do, on a lookup) keeps what it wrote after, instead of having it overwritten with the
+    /// value read before.
+    Move,
+    /// The old table left as it is, for programs that may still use it.
+    Copy,
+}
+
+/// Brings the entries of a replaced conntrack table `from` that `to` lacks or holds otherwise
+/// into `to`. Returns how many.
+fn bring_over(from: BorrowedFd<'_>, to: BorrowedFd<'_>, shape: Shape, how: Bring) -> usize {
+    let (k, v) = (shape.key_size as usize, shape.value_size as usize);
+    let mut brought = 0;
+    for key in crate::sys::map_keys(from, k).unwrap_or_default() {
+        let Ok(Some(value)) = crate::sys::map_lookup(from, &key, v) else { continue };
+        if matches!(crate::sys::map_lookup(to, &key, v), Ok(Some(ref current)) if *current == value) {
+            continue;
+        }
+        if how == Bring::Move && !matches!(crate::sys::map_remove(from, &key), Ok(true)) {
+            continue; // a packet moved it meanwhile
+        }
+        if crate::sys::map_update(to, &key, &value).is_ok() {
+            brought += 1;
+        }
+    }
+    brought
+}
+
 /// Empties the slots where new programs found the conntrack tables they replaced: once nothing
-/// writes those tables any more and what they hold is in the new ones. With `copy_first`, copies
-/// that first (for slots an agent filled and died before emptying: its programs may have been
-/// swapped in or not). Returns the entries copied; without outer maps (no north-south programs
-/// were ever loaded here) there is nothing to do.
+/// writes those tables any more and what they hold is in the new ones. With `copy_first`, brings
+/// over first what the new tables lack or hold otherwise (for slots an agent filled and died
+/// before emptying: its programs may have been swapped in or not, so the old tables are copied,
+/// not emptied, for old programs still using them). Returns the entries brought over; without
+/// outer maps (no north-south programs were ever loaded here) there is nothing to do.
 pub fn release_previous_conntrack(root: &Path, copy_first: bool) -> Result<usize, String> {
     let mut copied = 0;
     for (outer, slot, table) in PREVIOUS_SLOTS {
@@ -162,7 +197,7 @@ pub fn release_previous_conntrack(root: &Path, copy_first: bool) -> Result<usize
             && let Ok(current) = MapData::from_pin(root.join(table))
             && let Ok(shape) = pinned_shape(&root.join(table))
         {
-            copied += copy_missing(previous.as_fd(), current.fd().as_fd(), shape);
+            copied += bring_over(previous.as_fd(), current.fd().as_fd(), shape, Bring::Copy);
         }
         crate::sys::map_delete(outer.fd().as_fd(), &slot.to_ne_bytes()).map_err(|e| format!("emptying slot {slot} of {}: {e}", path.display()))?;
     }

@@ -266,10 +266,16 @@ pub(crate) fn map_lookup(map: BorrowedFd<'_>, key: &[u8], value_size: usize) -> 
 
 /// Removes one element; a key not there is not an error.
 pub(crate) fn map_delete(map: BorrowedFd<'_>, key: &[u8]) -> io::Result<()> {
+    map_remove(map, key).map(|_| ())
+}
+
+/// Removes one element; whether it was there (and so removed by this call).
+pub(crate) fn map_remove(map: BorrowedFd<'_>, key: &[u8]) -> io::Result<bool> {
     let mut attr = MapElemAttr { map_fd: map.as_raw_fd() as u32, key: key.as_ptr() as u64, ..Default::default() };
     match bpf(BPF_MAP_DELETE_ELEM, &mut attr) {
-        Err(e) if e.raw_os_error() != Some(libc::ENOENT) => Err(e),
-        _ => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
+        Err(e) => Err(e),
+        Ok(_) => Ok(true),
     }
 }
 

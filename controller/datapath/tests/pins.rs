@@ -101,8 +101,8 @@ fn another_build_s_pins_are_brought_to_this_build_s_shapes_before_loading() {
 }
 
 /// A conntrack table of another size: the replaced one is offered to the programs loaded after
-/// it (they create the slots), and releasing the slots copies first what the old programs added
-/// meanwhile, then empties them.
+/// it (they create the slots); the catch-up after the swap moves what the old programs added or
+/// changed meanwhile, and releasing the slots empties them.
 #[test]
 fn a_replaced_conntrack_table_is_offered_to_the_new_programs_and_released() {
     let Some(root) = Root::new("pins-ct-test") else { return };
@@ -114,11 +114,23 @@ fn a_replaced_conntrack_table_is_offered_to_the_new_programs_and_released() {
     assert_eq!(report.reshaped, vec![(abi::MAP_CT.to_string(), 1, 0)]);
     let _programs = sluice_datapath::loader::load_object(&root.0, sluice_datapath::NODEPORT_OBJECT).expect("the tc object loads");
     assert_eq!(superseded.offer_conntrack(&root.0).unwrap(), 1);
-    // What the old programs add after the copy, before their links are swapped.
+    // What the old programs add and change after the copy, before their links are swapped: the
+    // old table's entry is the newer one, and is moved (a packet moving it meanwhile keeps it).
     old.insert(key(2), abi::CtValue::default(), 0).unwrap();
-    assert_eq!(pins::release_previous_conntrack(&root.0, true).unwrap(), 1);
+    let closed = abi::CtValue { flags: abi::CT_F_CLOSED, ..Default::default() };
+    old.insert(key(1), closed, 0).unwrap();
+    assert_eq!(superseded.catch_up(&root.0), 2);
     let new: HashMap<MapData, abi::CtKey, abi::CtValue> =
         HashMap::try_from(Map::LruHashMap(MapData::from_pin(root.0.join(abi::MAP_CT)).unwrap())).unwrap();
+    assert_eq!(new.get(&key(1), 0).unwrap(), closed, "the copy made at reconcile is replaced");
     assert!(new.get(&key(2), 0).is_ok());
+    assert!(old.get(&key(1), 0).is_err() && old.get(&key(2), 0).is_err(), "moved, not copied");
+    assert_eq!(superseded.catch_up(&root.0), 0, "nothing left");
+    // An agent that died before emptying the slots: the next one brings over what is newer
+    // (copied: old programs may still use that table) and empties them.
+    old.insert(key(3), closed, 0).unwrap();
+    assert_eq!(pins::release_previous_conntrack(&root.0, true).unwrap(), 1);
+    assert_eq!(new.get(&key(3), 0).unwrap(), closed);
+    assert!(old.get(&key(3), 0).is_ok(), "copied, not moved");
     assert_eq!(pins::release_previous_conntrack(&root.0, true).unwrap(), 0, "the slots are empty");
 }

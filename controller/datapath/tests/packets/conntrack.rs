@@ -342,3 +342,77 @@ fn a_flow_only_a_replaced_table_holds_is_taken_over() {
     assert_eq!(fx.ingress(&c2f.data(b"later")).verdict, TC_ACT_SHOT, "untracked, not taken over: {:?}", fx.counters());
     assert_eq!(fx.counter(Counter::CtTakenOver), 4);
 }
+
+/// The agent copies a resized table's entries into the new one when it starts, seconds before
+/// its programs are swapped in; the old programs go on changing entries meanwhile. A client
+/// that reuses a port (thousands of connects through one NodePort wrap the port range) closes
+/// its flow and opens a new one on the same tuple in those seconds: the copy still says the old
+/// flow is open. The client's ACK that completes the new handshake, the first packet the new
+/// programs see, must follow the replaced table (the old flow closed, the new one in its
+/// handshake) and not the copy, which would send it to the old flow's backend: the connection
+/// hung until the client gave up (the lost connect of the northsouth resize check).
+#[test]
+fn an_entry_the_replaced_table_changed_after_the_copy_follows_the_replaced_table() {
+    let Some(fx) = node("takeover-newer").start() else { return };
+    let c2f = tcp(CLIENT, 40400).to(NODE4, 30082);
+    fx.establish(c2f);
+    let copied_at_start = fx.ct_table(abi::MAP_CT);
+    // The old programs, meanwhile: the client resets the flow and opens another from its port.
+    fx.ingress(&c2f.segment(RST | ACK));
+    let second = fx.ingress(&c2f.syn()).seen().flow;
+    let syn_ack = second.reply().segment(SYN | ACK);
+    let answered = if second.src == c2f.src { fx.egress(&syn_ack) } else { fx.ingress(&syn_ack) };
+    assert_eq!(answered.seen().flow, c2f.reply());
+    let replaced = fx.ct_table(abi::MAP_CT);
+    assert_ne!(replaced, copied_at_start, "the reset is recorded");
+    fx.offer_replaced_table(abi::MAP_CT, &replaced);
+    fx.ct_table_set(abi::MAP_CT, &copied_at_start);
+
+    let established = fx.counter(Counter::NpEstablished);
+    assert_eq!(fx.ingress(&c2f.handshake_ack()).seen().flow, second, "the ACK goes to the new flow's backend");
+    assert_eq!(fx.counter(Counter::NpEstablished), established + 1, "the new flow is established: {:?}", fx.counters());
+    assert!(fx.handshakes().is_empty(), "its handshake entry is promoted");
+    // What the packet took over left the replaced table: the agent's catch-up finds nothing of it.
+    assert_eq!(sluice_datapath::pins::release_previous_conntrack(fx.pins(), true).unwrap(), 0);
+}
+
+/// The programs an agent replaces read the slots too, until their links are swapped, and find
+/// their own tables there: moving an entry onto itself would delete it, and every flow they
+/// touched in those moments would be lost.
+#[test]
+fn programs_finding_their_own_table_offered_leave_it_alone() {
+    let Some(fx) = node("takeover-self").start() else { return };
+    let c2f = tcp(CLIENT, 40500).to(NODE4, 30082);
+    let to_backend = fx.establish(c2f);
+    let u2f = udp(CLIENT, 5701).to(NODE4, 30053);
+    let u_to_backend = fx.ingress(&u2f.data(b"q")).seen().flow;
+    let young = tcp(CLIENT, 40501).to(NODE4, 30082);
+    let young_to_backend = fx.ingress(&young.syn()).seen().flow;
+    for table in [abi::MAP_CT, abi::MAP_CT_OTHER, abi::MAP_CT_HANDSHAKE] {
+        fx.offer_own_table(table);
+    }
+    assert_eq!(fx.ingress(&c2f.data(b"more")).seen().flow, to_backend);
+    assert_eq!(fx.ingress(&to_backend.reply().data(b"r")).seen().flow, c2f.reply());
+    assert_eq!(fx.ingress(&u_to_backend.reply().data(b"a")).seen().flow, u2f.reply());
+    assert_eq!(fx.ingress(&young_to_backend.reply().segment(SYN | ACK)).seen().flow, young.reply());
+    assert_eq!((fx.ct_table(abi::MAP_CT).len(), fx.handshakes().len(), fx.ct_table(abi::MAP_CT_OTHER).len()), (2, 2, 2));
+    assert_eq!(fx.counter(Counter::CtTakenOver), 0);
+}
+
+/// A client port reused across two frontends of one local backend, each flow closed before the
+/// next: the new handshake's entries, not the closed flows', carry the replies (the backend sees
+/// one tuple for all three flows).
+#[test]
+fn a_new_flow_on_a_port_two_closed_flows_used_gets_replies_from_its_own_frontend() {
+    let Some(fx) = node("reuse3").start() else { return };
+    let a = tcp(CLIENT, 45556).to(NODE4, 30081);
+    let b = tcp(CLIENT, 45556).to(Ipv4Addr::new(10, 96, 0, 81), 80);
+    let to_backend = fx.establish(a);
+    fx.ingress(&a.segment(RST | ACK));
+    fx.establish(b);
+    fx.ingress(&b.segment(RST | ACK));
+    assert_eq!(fx.ingress(&a.syn()).seen().flow, to_backend);
+    assert_eq!(fx.egress(&to_backend.reply().segment(SYN | ACK)).seen().flow, a.reply());
+    fx.ingress(&a.handshake_ack());
+    assert_eq!(fx.egress(&to_backend.reply().data(b"greeting")).seen().flow, a.reply(), "{:?}", fx.ct());
+}

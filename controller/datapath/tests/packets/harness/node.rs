@@ -358,6 +358,16 @@ impl Fixture {
         }
     }
 
+    /// Puts the programs' own `table` in its slot, as they find it from the moment an agent
+    /// offers the table it replaces until their links are swapped.
+    pub fn offer_own_table(&self, table: &str) {
+        let own = MapData::from_pin(self.pins.0.join(table)).unwrap();
+        let (outer, slot) = sluice_datapath::pins::previous_slot(table).expect("a conntrack table");
+        let outer = MapData::from_pin(self.pins.0.join(outer)).unwrap();
+        let mut slots: aya::maps::ArrayOfMaps<MapData, MapData> = aya::maps::ArrayOfMaps::try_from(aya::maps::Map::from_map_data(outer).unwrap()).unwrap();
+        slots.set(slot, &own, 0).unwrap();
+    }
+
     /// Moves these entries to another conntrack epoch, as if their flows had been quiet since.
     pub fn set_epoch(&self, keys: &[CtKey], epoch: u8) {
         let entries: Vec<_> = keys.iter().map(|k| (*k, CtValue { epoch, ..self.ct_get(k).expect("a conntrack entry to age") })).collect();
