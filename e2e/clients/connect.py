@@ -5,11 +5,16 @@ and whether getpeername showed the address connected to. The first failures are 
 when they began (seconds since the loop started), the step that failed and the client's port,
 to find their packets in a capture and their moment in an agent's log.
 
-    connect.py HOST PORT COUNT [--interval SECONDS] [--timeout SECONDS]
+    connect.py HOST PORT COUNT [--interval SECONDS] [--timeout SECONDS] [--ports N]
+
+With --ports N the client binds its source port itself, cycling over N ports (from a random
+base below the kernel's ephemeral range): each tuple is reused every N connects, as a busy
+client's are once the ephemeral range wraps.
 """
 import argparse
 import json
 import socket
+import random
 import struct
 import time
 
@@ -21,7 +26,11 @@ def main():
     ap.add_argument("count", type=int)
     ap.add_argument("--interval", type=float, default=0.0)
     ap.add_argument("--timeout", type=float, default=2.0)
+    ap.add_argument("--ports", type=int, default=0)
     a = ap.parse_args()
+    if not 0 <= a.ports <= 1000:
+        ap.error("--ports 0..1000")
+    base = random.randrange(20000, 31000)
     count = min(a.count, 20000)  # every loop is bounded
     family = socket.AF_INET6 if ":" in a.host else socket.AF_INET
     seen, refused, errors, wrong_peer, failures = {}, 0, [], 0, []
@@ -33,6 +42,9 @@ def main():
         # RST on close: thousands of connects must not pile up in TIME_WAIT.
         s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         try:
+            if a.ports:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                s.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", base + i % a.ports))
             s.connect((a.host, a.port))
             if s.getpeername()[0] != a.host:
                 wrong_peer += 1

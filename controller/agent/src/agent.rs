@@ -165,6 +165,9 @@ fn setup_north_south(args: &AgentArgs, root: &Path, before_attach: impl FnOnce()
         pad: 0,
     };
     loader::write_config(&mut tc, config)?;
+    let verifying = Instant::now();
+    loader::load_north_south(&mut tc, &mut xdp).context("verifying the north-south programs")?;
+    tracing::info!(ms = verifying.elapsed().as_millis() as u64, "north-south programs verified; swapping them in");
     before_attach();
     let mut programs = Vec::new();
     let mut device_status = Vec::new();

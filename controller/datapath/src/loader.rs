@@ -241,6 +241,22 @@ pub fn attach_tc(ebpf: &mut Ebpf, root: &Path, device: &str) -> Result<Vec<Attac
     Ok(reports)
 }
 
+/// Verifies the north-south programs (tc ingress and egress, XDP) without attaching them, so
+/// the swaps that follow happen back to back. Verifying one takes up to a second or two, and
+/// loaded one by one between the swaps, the old and new programs ran side by side that long, the
+/// new tc programs on the new conntrack tables while the old XDP program still used the old ones.
+pub fn load_north_south(tc: &mut Ebpf, xdp: &mut Ebpf) -> Result<(), LoadError> {
+    for name in [TC_INGRESS, TC_EGRESS] {
+        let err = |source| LoadError::Program { name, source };
+        let prog: &mut SchedClassifier = tc.program_mut(name).ok_or(err(ProgramError::NotLoaded))?.try_into().map_err(err)?;
+        load_once(name, || prog.load())?;
+    }
+    let name = XDP_PROGRAM;
+    let err = |source| LoadError::Program { name, source };
+    let prog: &mut Xdp = xdp.program_mut(name).ok_or(err(ProgramError::NotLoaded))?.try_into().map_err(err)?;
+    load_once(name, || prog.load())
+}
+
 /// `--nodeport-acceleration`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Acceleration {
