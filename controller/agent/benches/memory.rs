@@ -6,12 +6,16 @@
 //!
 //!     cargo bench -p sluice --bench memory [-- 10000 100000] [--endpoints 10] [--pool 150000]
 
+#[path = "support/scale_args.rs"]
+mod scale_args;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use sluice_core::model::{ServiceObject, SliceObject};
-use sluice_core::{Capacity, Ids, LbState, NodeContext, Op, Planner};
-use sluice_datapath::{LbMaps, MapError, Reconciler};
+use sluice_core::{Capacity, Ids, NodeContext, Planner};
+use sluice_datapath::Reconciler;
+use scale_args::NullMaps;
 use sluice_k8s::index::Index;
 
 struct Counting;
@@ -56,16 +60,6 @@ fn peak() -> usize {
 }
 
 /// Maps that keep nothing: the kernel's memory is not the agent's.
-struct NullMaps;
-
-impl LbMaps for NullMaps {
-    fn apply(&mut self, _: &Op) -> Result<(), MapError> {
-        Ok(())
-    }
-    fn dump(&self) -> Result<LbState, MapError> {
-        Ok(LbState::default())
-    }
-}
 
 const TIME: &str = "2026-12-01T12:00:00Z";
 
@@ -124,26 +118,7 @@ fn mib(bytes: usize) -> f64 {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let opt = |name: &str, default: usize| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default);
-    let (endpoints, pool) = (opt("--endpoints", 10), opt("--pool", 150_000));
-    let mut scales: Vec<usize> = Vec::new();
-    let mut skip = false;
-    for a in &args {
-        if std::mem::take(&mut skip) {
-            continue;
-        }
-        if a.starts_with("--") {
-            skip = a != "--bench";
-            continue;
-        }
-        if let Ok(n) = a.replace(['_', ','], "").parse() {
-            scales.push(n);
-        }
-    }
-    if scales.is_empty() {
-        scales = vec![10_000, 100_000];
-    }
+    let scale_args::ScaleArgs { scales, endpoints, pool } = scale_args::parse();
     let node =
         NodeContext { node_name: Some("n1".into()), node_ips: vec![], external_ip_cidrs: None, maglev: false, zone: None, nodeport_bind_protection: true, ..NodeContext::default() };
     let capacity = Capacity { services: 4 << 20, backends: 1 << 20, revnat: 1 << 20, ..Capacity::default() };
