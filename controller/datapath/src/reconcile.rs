@@ -39,8 +39,13 @@ fn room_first(desired: &LbState, current: &LbState) -> Vec<Op> {
     let mut ops: Vec<Op> = Vec::new();
     let del = Op::Del;
     // An address that drops unknown ports goes before its last frontend does (phase 4 before
-    // phase 3), or XDP would drop the frontend's traffic in between.
-    ops.extend(current.lb_addrs.keys().filter(|k| !desired.lb_addrs.contains_key(k)).map(|k| del(MapKey::LbAddrs(*k))));
+    // phase 3), or XDP would drop the frontend's traffic in between. That includes an address
+    // that stays but whose every frontend leaves here (one port's protocol changed, say): it
+    // comes back once its new frontends are in.
+    let addrs_kept: BTreeSet<_> = current.services.keys().filter(|k| k.slot == 0 && staying(k)).map(|k| k.addr).collect();
+    ops.extend(
+        current.lb_addrs.keys().filter(|a| !desired.lb_addrs.contains_key(a) || !addrs_kept.contains(a)).map(|a| del(MapKey::LbAddrs(*a))),
+    );
     ops.extend(current.services.keys().filter(|k| k.slot == 0 && !staying(k)).map(|k| del(MapKey::Services(*k))));
     ops.extend(current.services.keys().filter(|k| k.slot != 0 && !staying(k)).map(|k| del(MapKey::Services(*k))));
     // What the entries that stay still name until the puts replace them.
@@ -427,6 +432,23 @@ mod tests {
             ops.iter().for_each(|o| o.apply_to(&mut end));
             assert_eq!(&end, to);
         }
+    }
+
+    /// An ExternalIP's only port changes protocol: its address stays, its one frontend is
+    /// replaced. The address (XDP drops its unknown ports) must not outlive the old frontend
+    /// while the new one is not in yet (found by the reconcile property test).
+    #[test]
+    fn an_address_whose_every_frontend_is_replaced_never_drops_traffic_without_a_frontend() {
+        let tcp = "apiVersion: v1\nkind: Service\nmetadata: {name: a, namespace: d}\nspec: {clusterIP: 10.96.0.1, externalIPs: [192.0.2.10], ports: [{port: 1}]}\n";
+        let p1 = plan_of(tcp, &Ids::default());
+        assert_eq!(p1.desired.lb_addrs.len(), 1);
+        let p2 = plan_of(&tcp.replace("{port: 1}", "{port: 1, protocol: UDP}"), &p1.ids);
+        assert_eq!(p2.desired.lb_addrs, p1.desired.lb_addrs);
+        let ops = diff(&p2.desired, &p1.desired);
+        assert_every_step_consistent(&p1.desired, &ops);
+        let mut end = p1.desired.clone();
+        ops.iter().for_each(|o| o.apply_to(&mut end));
+        assert_eq!(end, p2.desired);
     }
 
     #[test]
