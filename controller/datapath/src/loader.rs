@@ -243,8 +243,9 @@ pub fn attach_tc(ebpf: &mut Ebpf, root: &Path, device: &str) -> Result<Vec<Attac
 
 /// Verifies the north-south programs (tc ingress and egress, XDP) without attaching them, so
 /// the swaps that follow happen back to back. Verifying one takes up to a second or two, and
-/// loaded one by one between the swaps, the old and new programs ran side by side that long, the
-/// new tc programs on the new conntrack tables while the old XDP program still used the old ones.
+/// loaded one by one between the swaps, the old and new programs ran side by side that long: the
+/// new tc ingress program on resized conntrack tables while the old egress and XDP programs still
+/// used the old ones.
 pub fn load_north_south(tc: &mut Ebpf, xdp: &mut Ebpf) -> Result<(), LoadError> {
     for name in [TC_INGRESS, TC_EGRESS] {
         let err = |source| LoadError::Program { name, source };
