@@ -64,9 +64,16 @@ static __always_inline int tc_nodeport(struct __sk_buff *skb, int egress)
 		return tc_verdict(skb, tc_icmp_error(skb, &p, egress), &p);
 	if (!has_ports(p.proto))
 		return TC_ACT_UNSPEC;
+	/* On ingress the replies of SNATed flows, addressed to the node, are judged before the
+	 * filter: their port is a SNAT port, not a frontend's. */
+	if (egress && !ns_port_possible(&p, 1))
+		return TC_ACT_UNSPEC;
 	act = ns_reverse(skb, &p, egress, 0);
-	if (act == NS_PASS && !egress)
+	if (act == NS_PASS && !egress) {
+		if (!ns_port_possible(&p, 0))
+			return TC_ACT_UNSPEC;
 		act = ns_forward(skb, &p, 0);
+	}
 	if (act == NS_TO_STACK || act == NS_REDIRECT)
 		frag_translated(&p);
 	return tc_verdict(skb, act, &p);

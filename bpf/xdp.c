@@ -141,7 +141,7 @@ int sluice_xdp(ctx_t *ctx)
 		}
 	}
 	frontend_key(&key, &p);
-	svc = lb_header(&key, 0);
+	svc = ns_port_possible(&p, 0) ? lb_header(&key, 0) : 0;
 	if (!svc) {
 		if (bpf_map_lookup_elem(&SLUICE_MAP_LB_ADDRS, &p.daddr)) {
 			sluice_count(SLUICE_CNT_XDP_DROP_UNKNOWN_PORT);

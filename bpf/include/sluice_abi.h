@@ -214,6 +214,30 @@ struct sluice_netns_addrs {
 	struct sluice_addr v6;
 };
 
+/*
+ * The ports north-south flows can use on this node, so that the tc and XDP programs let every
+ * other packet (traffic between pods of different nodes above all) go after reading one bit:
+ * bit p of `frontend` is set once any frontend has had port p (a packet to another port on
+ * ingress is no frontend's, and no flow's: a flow's forward entry is keyed by its frontend's
+ * port), bit p of `local_backend` once a backend on this node has listened on port p (a packet
+ * leaving from another port is no local backend's reply). Ports in host byte order, protocols
+ * together. Bits are never cleared, so the flows of a frontend that is gone go on being
+ * translated for as long as conntrack keeps them, as before the filter.
+ *
+ * The programs filter only once SLUICE_PORT_FILTER_F_COMPLETE is set: the agent sets it after
+ * adding the ports of every entry and flow the maps held when it started (a new map, after an
+ * upgrade, starts empty), and adds a port before writing the entry that makes it reachable.
+ */
+#define SLUICE_PORT_FILTER_WORDS 1024 /* 65,536 ports, 64 to a word */
+#define SLUICE_PORT_FILTER_F_COMPLETE (1 << 0)
+
+struct sluice_port_filter {
+	__u64 frontend[SLUICE_PORT_FILTER_WORDS];
+	__u64 local_backend[SLUICE_PORT_FILTER_WORDS];
+	__u32 flags; /* SLUICE_PORT_FILTER_F_* */
+	__u32 pad;
+};
+
 /* NodePorts, for bind protection: a host process may not bind a port a NodePort owns. */
 struct sluice_nodeport_key {
 	__u16 port; /* host byte order */
@@ -543,6 +567,7 @@ struct sluice_problem {
 #define SLUICE_MAP_XDP_DEVICES  sluice_xdp_devices_v1
 #define SLUICE_MAP_FRAG         sluice_frag_v2
 #define SLUICE_MAP_NETNS_ADDRS  sluice_netns_addrs_v1
+#define SLUICE_MAP_PORT_FILTER  sluice_port_filter_v1
 
 #define SLUICE_SERVICES_MAX    65536
 #define SLUICE_BACKENDS_MAX    65536
@@ -576,6 +601,7 @@ _Static_assert(sizeof(struct sluice_src_range_key) == 24, "sluice_src_range_key"
 _Static_assert(sizeof(struct sluice_frontend_addr_value) == 4, "sluice_frontend_addr_value");
 _Static_assert(sizeof(struct sluice_nodeport_key) == 4, "sluice_nodeport_key");
 _Static_assert(sizeof(struct sluice_netns_addrs) == 32, "sluice_netns_addrs");
+_Static_assert(sizeof(struct sluice_port_filter) == 16392, "sluice_port_filter");
 _Static_assert(sizeof(struct sluice_ct_key) == 40, "sluice_ct_key");
 _Static_assert(sizeof(struct sluice_ct_value) == 40, "sluice_ct_value");
 _Static_assert(sizeof(struct sluice_ct_handshake) == 48, "sluice_ct_handshake");

@@ -72,6 +72,13 @@ struct {
 } SLUICE_MAP_NODEPORTS SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct sluice_port_filter);
+	__uint(max_entries, 1);
+} SLUICE_MAP_PORT_FILTER SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__type(key, struct sluice_ct_key);
 	__type(value, struct sluice_ct_value);

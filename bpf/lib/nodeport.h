@@ -43,6 +43,28 @@ static __always_inline __u32 flow_hash(const struct pkt *p)
 	return h ? h : 1;
 }
 
+static __always_inline int port_in(const __u64 *bits, __be16 port)
+{
+	__u16 p = bpf_ntohs(port);
+
+	return (bits[(p >> 6) & (SLUICE_PORT_FILTER_WORDS - 1)] >> (p & 63)) & 1;
+}
+
+/*
+ * Whether `p` may be a packet of a north-south flow, from its port alone (see struct
+ * sluice_port_filter): on ingress, to a frontend's port; on egress, from a local backend's.
+ * Before the agent has filled the filter, every packet may be.
+ */
+static __always_inline int ns_port_possible(const struct pkt *p, int egress)
+{
+	__u32 zero = 0;
+	const struct sluice_port_filter *f = bpf_map_lookup_elem(&SLUICE_MAP_PORT_FILTER, &zero);
+
+	if (!f || !(f->flags & SLUICE_PORT_FILTER_F_COMPLETE))
+		return 1;
+	return egress ? port_in(f->local_backend, p->sport) : port_in(f->frontend, p->dport);
+}
+
 /*
  * A packet of a known flow (its forward entry `found`, in `table`): records a close, keeps both
  * entries fresh, and copies the entry to `fwd` for the rewrite. NS_TRANSLATE, or the verdict.

@@ -101,8 +101,9 @@ pub const MAP_PROBLEMS: &str = "sluice_problems_v1";
 pub const MAP_XDP_DEVICES: &str = "sluice_xdp_devices_v1";
 pub const MAP_FRAG: &str = "sluice_frag_v2";
 pub const MAP_NETNS_ADDRS: &str = "sluice_netns_addrs_v1";
+pub const MAP_PORT_FILTER: &str = "sluice_port_filter_v1";
 /// Every map the agent pins; the CLI opens them by these names.
-pub const ALL_MAPS: [&str; 27] = [
+pub const ALL_MAPS: [&str; 28] = [
     MAP_SERVICES,
     MAP_BACKENDS,
     MAP_REVNAT,
@@ -130,6 +131,7 @@ pub const ALL_MAPS: [&str; 27] = [
     MAP_XDP_DEVICES,
     MAP_FRAG,
     MAP_NETNS_ADDRS,
+    MAP_PORT_FILTER,
 ];
 
 pub const SERVICES_MAX: u32 = 65536;
@@ -547,6 +549,59 @@ pub struct NetnsAddrs {
     pub v6: Addr,
 }
 
+pub const PORT_FILTER_WORDS: usize = 1024;
+/// `SLUICE_PORT_FILTER_F_COMPLETE`: the programs may filter by the ports below.
+pub const PORT_FILTER_F_COMPLETE: u32 = 1 << 0;
+
+/// A set of ports, one bit each (host byte order), as `struct sluice_port_filter` keeps them.
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct PortBits(pub [u64; PORT_FILTER_WORDS]);
+
+impl Default for PortBits {
+    fn default() -> Self {
+        PortBits([0; PORT_FILTER_WORDS])
+    }
+}
+
+impl PortBits {
+    /// Adds `port`; whether it was new.
+    pub fn insert(&mut self, port: u16) -> bool {
+        let (word, bit) = (usize::from(port >> 6), 1u64 << (port & 63));
+        let new = self.0[word] & bit == 0;
+        self.0[word] |= bit;
+        new
+    }
+    pub fn contains(&self, port: u16) -> bool {
+        self.0[usize::from(port >> 6)] & (1u64 << (port & 63)) != 0
+    }
+    pub fn iter(&self) -> impl Iterator<Item = u16> + '_ {
+        (0..=u16::MAX).filter(|p| self.contains(*p))
+    }
+    pub fn len(&self) -> usize {
+        self.0.iter().map(|w| w.count_ones() as usize).sum()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.iter().all(|w| *w == 0)
+    }
+}
+
+impl std::fmt::Debug for PortBits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.iter()).finish()
+    }
+}
+
+/// `struct sluice_port_filter`: the ports north-south flows can use on this node.
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub struct PortFilter {
+    pub frontend: PortBits,
+    pub local_backend: PortBits,
+    pub flags: u32,
+    pub pad: u32,
+}
+
 /// `struct sluice_src_range_key` (LPM trie key).
 #[repr(C)]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Default)]
@@ -936,6 +991,8 @@ pub fn c_constants() -> Vec<(&'static str, u64)> {
         ("SLUICE_LB_ALG_MAGLEV", LB_ALG_MAGLEV.into()),
         ("SLUICE_BACKEND_F_TERMINATING", BACKEND_F_TERMINATING.into()),
         ("SLUICE_BACKEND_F_LOCAL", BACKEND_F_LOCAL.into()),
+        ("SLUICE_PORT_FILTER_WORDS", PORT_FILTER_WORDS as u64),
+        ("SLUICE_PORT_FILTER_F_COMPLETE", PORT_FILTER_F_COMPLETE.into()),
         ("SLUICE_MAGLEV_M", MAGLEV_M as u64),
         ("SLUICE_REV_NAT_ID_MAX", REV_NAT_ID_MAX.into()),
         ("SLUICE_REV_NAT_ID_NARROW_MAX", REV_NAT_ID_NARROW_MAX.into()),
@@ -1022,6 +1079,7 @@ pub fn c_map_names() -> Vec<(&'static str, &'static str)> {
         ("SLUICE_MAP_PROBLEMS", MAP_PROBLEMS),
         ("SLUICE_MAP_XDP_DEVICES", MAP_XDP_DEVICES),
         ("SLUICE_MAP_FRAG", MAP_FRAG),
+        ("SLUICE_MAP_PORT_FILTER", MAP_PORT_FILTER),
     ]
 }
 
@@ -1094,6 +1152,16 @@ pub fn layouts() -> Vec<(&'static str, usize, Vec<(&'static str, usize)>)> {
             ],
         ),
         ("sluice_netns_addrs", size_of::<NetnsAddrs>(), vec![("v4", offset_of!(NetnsAddrs, v4)), ("v6", offset_of!(NetnsAddrs, v6))]),
+        (
+            "sluice_port_filter",
+            size_of::<PortFilter>(),
+            vec![
+                ("frontend", offset_of!(PortFilter, frontend)),
+                ("local_backend", offset_of!(PortFilter, local_backend)),
+                ("flags", offset_of!(PortFilter, flags)),
+                ("pad", offset_of!(PortFilter, pad)),
+            ],
+        ),
         (
             "sluice_src_range_key",
             size_of::<SrcRangeKey>(),
@@ -1263,6 +1331,7 @@ mod pod {
     unsafe impl aya::Pod for super::FragKey {}
     unsafe impl aya::Pod for super::FragPorts {}
     unsafe impl aya::Pod for super::NetnsAddrs {}
+    unsafe impl aya::Pod for super::PortFilter {}
     unsafe impl aya::Pod for super::SvcKey {}
     unsafe impl aya::Pod for super::SvcValue {}
     unsafe impl aya::Pod for super::Backend {}
@@ -1318,6 +1387,19 @@ mod tests {
     }
 
     #[test]
+    fn port_bits_hold_each_port_in_its_own_bit() {
+        let mut bits = PortBits::default();
+        assert!(bits.is_empty());
+        for port in [0, 63, 64, 8080, 30081, u16::MAX] {
+            assert!(bits.insert(port), "{port} is new");
+            assert!(!bits.insert(port), "{port} again");
+        }
+        assert_eq!(bits.iter().collect::<Vec<_>>(), vec![0, 63, 64, 8080, 30081, u16::MAX]);
+        assert_eq!(bits.len(), 6);
+        assert!(!bits.contains(65) && !bits.contains(8081));
+    }
+
+    #[test]
     fn sizes_match_the_c_static_asserts() {
         let sizes: Vec<(&str, usize)> = layouts().iter().map(|(n, s, _)| (*n, *s)).collect();
         assert_eq!(
@@ -1333,6 +1415,7 @@ mod tests {
                 ("sluice_sock_revnat_key", 32),
                 ("sluice_sock_revnat_value", 20),
                 ("sluice_netns_addrs", 32),
+                ("sluice_port_filter", 16392),
                 ("sluice_src_range_key", 24),
                 ("sluice_frontend_addr_value", 4),
                 ("sluice_nodeport_key", 4),

@@ -371,6 +371,14 @@ async fn run(args: AgentArgs) -> anyhow::Result<()> {
         backends = reconciler.current().backends.len(),
         "maps ready (entries found in pinned maps are kept until the first full plan)"
     );
+    if maps.complete_port_filter(reconciler.current(), &root).context("filling the port filter")? {
+        let filter = maps.port_filter().expect("completed above");
+        tracing::info!(
+            frontend_ports = filter.frontend.len(),
+            local_backend_ports = filter.local_backend.len(),
+            "port filter filled from the maps and conntrack: tc and XDP pass packets of no north-south port after one lookup"
+        );
+    }
     loader::write_host_netns(&root).context("recording the node's network namespace")?;
     let reports = loader::attach_sock_lb(&mut ebpf, &root, &cgroup).context("attaching socket hooks")?;
     let replaced = reports.iter().filter(|r| r.how == loader::Attachment::Replaced).count();

@@ -101,6 +101,18 @@ pub fn run(args: &DumpArgs) -> anyhow::Result<()> {
                 })
             })
             .collect(),
+        abi::MAP_PORT_FILTER => {
+            let Some(filter) = sluice_datapath::port_filter::PortFilterMap::open(&args.bpf_root)? else {
+                anyhow::bail!("{} is not pinned under {}", args.map, args.bpf_root.display());
+            };
+            let f = filter.value();
+            vec![json!({
+                // Before it is complete the programs look every packet up.
+                "complete": f.flags & abi::PORT_FILTER_F_COMPLETE != 0,
+                "frontend_ports": port_ranges(&f.frontend),
+                "local_backend_ports": port_ranges(&f.local_backend),
+            })]
+        }
         abi::MAP_BLOCK_HITS => anyhow::bail!("{} is indexed by blocklist entry id: see sluice_blocklist_v1 and `kubectl get sourceblocklists`", args.map),
         name => {
             let s = BpfMaps::open(&args.bpf_root)?.dump()?;
@@ -132,6 +144,18 @@ pub fn run(args: &DumpArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// "80,443,30000-30002": the ports of a set, runs joined.
+fn port_ranges(bits: &abi::PortBits) -> String {
+    let mut runs: Vec<(u16, u16)> = Vec::new();
+    for port in bits.iter() {
+        match runs.last_mut() {
+            Some((_, last)) if u32::from(*last) + 1 == u32::from(port) => *last = port,
+            _ => runs.push((port, port)),
+        }
+    }
+    runs.iter().map(|(a, b)| if a == b { a.to_string() } else { format!("{a}-{b}") }).collect::<Vec<_>>().join(",")
+}
+
 /// A conntrack entry as `sluice dump` shows it (every table's entry starts with this).
 fn ct_entry(k: CtKey, v: CtValue) -> Value {
     json!({
@@ -152,3 +176,16 @@ fn ct_entry(k: CtKey, v: CtValue) -> Value {
     })
 }
 
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn port_ranges_join_runs_of_ports() {
+        let mut bits = sluice_abi::PortBits::default();
+        for p in [80, 443, 30000, 30001, 30002, 65535] {
+            bits.insert(p);
+        }
+        assert_eq!(super::port_ranges(&bits), "80,443,30000-30002,65535");
+        assert_eq!(super::port_ranges(&sluice_abi::PortBits::default()), "");
+    }
+}

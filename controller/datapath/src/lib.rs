@@ -9,6 +9,7 @@ pub mod maps;
 pub mod netns;
 pub mod node_maps;
 pub mod pins;
+pub mod port_filter;
 pub mod reconcile;
 pub mod report;
 pub mod sockets;

@@ -10,6 +10,8 @@ use aya::maps::{HashMap, Map, MapData};
 use sluice_abi::{Addr, BlockKey, SrcRangeData, SrcRangeKey};
 use sluice_core::{LbState, MapEntry, MapKey, Op};
 
+use crate::port_filter::PortFilterMap;
+
 #[derive(Debug, thiserror::Error)]
 pub enum MapError {
     #[error("map {map}: {op} failed: {source}")]
@@ -25,6 +27,8 @@ pub enum MapError {
         #[source]
         source: aya::maps::MapError,
     },
+    #[error("{0} is not pinned (the loader pins every map the programs use: were they loaded from this build?)")]
+    NotPinned(PathBuf),
     #[error("injected failure at op {0}")]
     Injected(usize),
 }
@@ -145,17 +149,21 @@ macro_rules! define_bpf_maps {
         /// The pinned kernel maps, one per entry of `sluice_core::for_each_lb_map!`.
         pub struct BpfMaps {
             $($field: kernel_map_type!($kind, $key, $value),)*
+            ports: Option<PortFilterMap>,
         }
 
         impl BpfMaps {
             /// Opens the maps pinned under `root` (by the agent's loader).
             pub fn open(root: &Path) -> Result<Self, MapError> {
-                Ok(BpfMaps { $($field: open_kernel_map!($kind, root, $name),)* })
+                Ok(BpfMaps { $($field: open_kernel_map!($kind, root, $name),)* ports: PortFilterMap::open(root)? })
             }
         }
 
         impl LbMaps for BpfMaps {
             fn apply(&mut self, op: &Op) -> Result<(), MapError> {
+                if let Some(ports) = &mut self.ports {
+                    ports.learn(op)?;
+                }
                 match op {
                     $(Op::Put(MapEntry::$variant(k, v)) => self.$field.put(k, v).map_err(kernel($name, op)),)*
                     $(Op::Del(MapKey::$variant(k)) => ignore_missing(self.$field.del(k)).map_err(kernel($name, op)),)*
@@ -172,6 +180,21 @@ macro_rules! define_bpf_maps {
 }
 
 sluice_core::for_each_lb_map!(define_bpf_maps);
+
+impl BpfMaps {
+    /// The port filter, once: see [`PortFilterMap::complete`]. Whether it had to be completed;
+    /// an error where the pins have no filter.
+    pub fn complete_port_filter(&mut self, current: &LbState, root: &Path) -> Result<bool, MapError> {
+        match &mut self.ports {
+            Some(ports) => ports.complete(current, root),
+            None => Err(MapError::NotPinned(root.join(sluice_abi::MAP_PORT_FILTER))),
+        }
+    }
+
+    pub fn port_filter(&self) -> Option<&sluice_abi::PortFilter> {
+        self.ports.as_ref().map(PortFilterMap::value)
+    }
+}
 
 /// Deleting what is already gone is success: the goal state is reached.
 fn ignore_missing(r: Result<(), aya::maps::MapError>) -> Result<(), aya::maps::MapError> {

@@ -1,5 +1,5 @@
 //! The bpf(2) commands aya 0.14 does not expose: pinned links, and running a program on a
-//! frame of our own (packet tests, and the proof that XDP's frames arrive).
+//! frame of our own (packet tests, the proof that XDP's frames arrive, the programs' benchmark).
 
 use std::ffi::CString;
 use std::io;
@@ -113,6 +113,17 @@ pub enum RunMode {
 /// Runs `prog` once on `frame`, optionally as if it arrived on `ingress_ifindex` (XDP, or
 /// `ctx` for other program types). Returns the verdict and, in a dry run, the frame after.
 pub fn prog_test_run(prog: BorrowedFd<'_>, frame: &[u8], ctx: TestContext<'_>, mode: RunMode) -> io::Result<(u32, Vec<u8>)> {
+    test_run(prog, frame, ctx, mode, 1).map(|(verdict, out, _)| (verdict, out))
+}
+
+/// Runs `prog` `repeat` times on `frame` (dry): its verdict and the kernel's mean time of one
+/// run in ns, what a benchmark of a program's own cost reads. Each run gets the frame as the
+/// previous one left it.
+pub fn prog_test_run_timed(prog: BorrowedFd<'_>, frame: &[u8], ctx: TestContext<'_>, repeat: u32) -> io::Result<(u32, u32)> {
+    test_run(prog, frame, ctx, RunMode::Dry, repeat).map(|(verdict, _, ns)| (verdict, ns))
+}
+
+fn test_run(prog: BorrowedFd<'_>, frame: &[u8], ctx: TestContext<'_>, mode: RunMode, repeat: u32) -> io::Result<(u32, Vec<u8>, u32)> {
     let mut out = vec![0u8; if mode == RunMode::Dry { 4096 } else { 0 }];
     let (xdp_md, skb);
     let ctx_bytes: Option<&[u8]> = match ctx {
@@ -130,7 +141,7 @@ pub fn prog_test_run(prog: BorrowedFd<'_>, frame: &[u8], ctx: TestContext<'_>, m
         }
     };
     let mut attr =
-        TestRunAttr { prog_fd: prog.as_raw_fd() as u32, data_size_in: frame.len() as u32, data_in: frame.as_ptr() as u64, repeat: 1, ..Default::default() };
+        TestRunAttr { prog_fd: prog.as_raw_fd() as u32, data_size_in: frame.len() as u32, data_in: frame.as_ptr() as u64, repeat, ..Default::default() };
     if mode == RunMode::Dry {
         attr.data_size_out = out.len() as u32;
         attr.data_out = out.as_mut_ptr() as u64;
@@ -143,7 +154,45 @@ pub fn prog_test_run(prog: BorrowedFd<'_>, frame: &[u8], ctx: TestContext<'_>, m
     }
     bpf(BPF_PROG_TEST_RUN, &mut attr)?;
     out.truncate(attr.data_size_out as usize);
-    Ok((attr.retval, out))
+    Ok((attr.retval, out, attr.duration))
+}
+
+const BPF_PROG_LOAD: libc::c_long = 5;
+pub const BPF_PROG_TYPE_SCHED_CLS: u32 = 3;
+pub const BPF_PROG_TYPE_XDP: u32 = 6;
+
+/// The head of the BPF_PROG_LOAD attribute, up to expected_attach_type.
+#[repr(C)]
+#[derive(Default)]
+struct ProgLoadAttr {
+    prog_type: u32,
+    insn_cnt: u32,
+    insns: u64,
+    license: u64,
+    log_level: u32,
+    log_size: u32,
+    log_buf: u64,
+    kern_version: u32,
+    prog_flags: u32,
+    prog_name: [u8; 16],
+    prog_ifindex: u32,
+    expected_attach_type: u32,
+}
+
+const _: () = assert!(std::mem::size_of::<ProgLoadAttr>() == 4 * 8 + 16 + 8 * 3);
+
+/// A program of `prog_type` that returns `verdict` and does nothing else: the floor a
+/// benchmark measures a real program's run time against (the cost of running any program).
+pub fn load_verdict_only(prog_type: u32, verdict: i32) -> io::Result<OwnedFd> {
+    // r0 = verdict; exit
+    let mov_r0 = 0xb7u64 | (u64::from(verdict as u32) << 32);
+    let insns: [u64; 2] = [mov_r0, 0x95];
+    let license = c"GPL";
+    let mut attr = ProgLoadAttr { prog_type, insn_cnt: 2, insns: insns.as_ptr() as u64, license: license.as_ptr() as u64, ..Default::default() };
+    attr.prog_name[..12].copy_from_slice(b"sluice_floor");
+    let fd = bpf(BPF_PROG_LOAD, &mut attr)?;
+    // SAFETY: BPF_PROG_LOAD returned a fresh fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
 /// The head of struct bpf_prog_info, up to the translated instructions.

@@ -41,6 +41,7 @@ mod lb_filters;
 mod maglev;
 mod monitor;
 mod nodeport;
+mod port_filter;
 mod reject;
 mod sctp;
 mod v6;

@@ -88,6 +88,19 @@ impl Setup {
     }
 }
 
+/// The node under test, as the planner sees it.
+fn node_a(maglev: bool) -> NodeContext {
+    NodeContext {
+        node_name: Some("node-a".into()),
+        node_ips: vec![NODE4.into(), NODE6.into()],
+        external_ip_cidrs: None,
+        maglev,
+        zone: None,
+        nodeport_bind_protection: true,
+        ..Default::default()
+    }
+}
+
 /// A bpffs directory that is removed (with every pin in it) when the test ends, even by panic.
 struct PinDir(PathBuf);
 
@@ -133,20 +146,12 @@ impl Fixture {
         let mut warnings = Vec::new();
         manifest::parse("cluster", CLUSTER, &mut objects, &mut warnings);
         assert!(warnings.is_empty(), "{warnings:?}");
-        let node = NodeContext {
-            node_name: Some("node-a".into()),
-            node_ips: vec![NODE4.into(), NODE6.into()],
-            external_ip_cidrs: None,
-            maglev,
-            zone: None,
-            nodeport_bind_protection: true,
-            ..Default::default()
-        };
-        let p = plan(&objects.services, &objects.slices, &node, &Ids::default(), Capacity::default());
+        let p = plan(&objects.services, &objects.slices, &node_a(maglev), &Ids::default(), Capacity::default());
         // The SCTP Services' one warning (no socket hook for SCTP) is expected.
         assert!(p.warnings.iter().all(|w| w.message.contains("no socket hook for SCTP")), "{:?}", p.warnings);
         let mut maps = BpfMaps::open(&pins.0).expect("opening the pinned maps");
         let mut rec = Reconciler::from_maps(&maps).unwrap();
+        maps.complete_port_filter(rec.current(), &pins.0).expect("filling the port filter");
         rec.sync(&mut maps, &p.desired).expect("writing the plan");
 
         Fixture { nodeport, xdp, pins }
@@ -218,7 +223,7 @@ impl Fixture {
         &mut self.xdp
     }
 
-    fn xdp_program(&self) -> BorrowedFd<'_> {
+    pub fn xdp_program(&self) -> BorrowedFd<'_> {
         let prog: &Xdp = self.xdp.program(loader::XDP_PROGRAM).unwrap().try_into().unwrap();
         prog.fd().unwrap().as_fd()
     }
@@ -236,9 +241,14 @@ impl Fixture {
         sys::prog_xlated(prog.fd().unwrap().as_fd()).unwrap_or_else(|e| panic!("BPF_OBJ_GET_INFO_BY_FD: {e}"))
     }
 
-    fn tc(&self, name: &str, pkt: &[u8]) -> Outcome<'_> {
+    /// tc program `name` (`loader::TC_INGRESS` or `loader::TC_EGRESS`).
+    pub fn tc_program(&self, name: &str) -> BorrowedFd<'_> {
         let prog: &SchedClassifier = self.nodeport.program(name).unwrap().try_into().unwrap();
-        self.run(prog.fd().unwrap().as_fd(), pkt, TestContext::None)
+        prog.fd().unwrap().as_fd()
+    }
+
+    fn tc(&self, name: &str, pkt: &[u8]) -> Outcome<'_> {
+        self.run(self.tc_program(name), pkt, TestContext::None)
     }
 
     fn run(&self, prog: BorrowedFd<'_>, pkt: &[u8], ctx: TestContext<'_>) -> Outcome<'_> {
@@ -391,6 +401,33 @@ impl Fixture {
             *slot = abi::BlockPort { port_be: port.to_be(), proto: *proto, pad: 0 };
         }
         trie.insert(&LpmKey::new(128, source.into()), value, 0).unwrap();
+    }
+
+    fn port_filter_array(&self) -> aya::maps::Array<MapData, abi::PortFilter> {
+        let data = MapData::from_pin(self.pins.0.join(abi::MAP_PORT_FILTER)).unwrap();
+        aya::maps::Array::try_from(aya::maps::Map::Array(data)).unwrap()
+    }
+
+    /// The ports north-south flows can use here, as the programs read them.
+    pub fn port_filter(&self) -> abi::PortFilter {
+        self.port_filter_array().get(&0, 0).unwrap()
+    }
+
+    pub fn set_port_filter(&self, filter: &abi::PortFilter) {
+        self.port_filter_array().set(0, filter, 0).unwrap();
+    }
+
+    /// Plans `yaml` instead of cluster.yaml and syncs the maps to it, as the agent does when the
+    /// cluster changes.
+    pub fn replan(&self, yaml: &str) {
+        let mut objects = manifest::Objects::default();
+        let mut warnings = Vec::new();
+        manifest::parse("replan", yaml, &mut objects, &mut warnings);
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let p = plan(&objects.services, &objects.slices, &node_a(false), &Ids::default(), Capacity::default());
+        let mut maps = BpfMaps::open(&self.pins.0).expect("opening the pinned maps");
+        let mut rec = Reconciler::from_maps(&maps).unwrap();
+        rec.sync(&mut maps, &p.desired).expect("writing the plan");
     }
 
     /// Holds (or, with a time past, drops) the lease a `sluice monitor` takes on the event ring.
