@@ -9,14 +9,29 @@
 /* Headers we read must be in the linear part of the skb. Pulled only when they are not: a pull
  * also makes the head private, a copy of it for a cloned skb (every TCP segment on egress: the
  * original waits for its ACK), which would cost every packet, ours or not. */
-static __always_inline void pull_headers(struct __sk_buff *skb)
+static __always_inline void pull(struct __sk_buff *skb, __u32 want)
 {
-	__u32 want = L4_OFF_V6 + 48;
-
 	if (skb->len < want)
 		want = skb->len;
 	if (ctx_data(skb) + want > ctx_data_end(skb))
 		bpf_skb_pull_data(skb, want);
+}
+
+/* What every packet needs: the IP header and the first 20 bytes of the L4 header (ports, TCP's
+ * flags and sequence numbers, its checksum; SCTP's common header and chunk type). No more: a
+ * TCP segment's linear part holds its headers, its payload sits in page fragments, and asking
+ * for bytes of payload would pull them in, copying the head of every cloned segment. */
+static __always_inline void pull_headers(struct __sk_buff *skb)
+{
+	pull(skb, (skb->protocol == bpf_htons(ETH_P_IPV6) ? L4_OFF_V6 : L4_OFF_V4) + 20);
+}
+
+/* An ICMP error's quote: the quoted IP header and ports behind the ICMP header. Parsed again,
+ * as a pull moves the packet. */
+static __always_inline int pull_icmp_quote(struct __sk_buff *skb, struct pkt *p)
+{
+	pull(skb, p->v6 ? ICMP6_QUOTE_PORTS + 4 : ICMP4_QUOTE_PORTS + 4);
+	return parse_frag(ctx_data(skb), ctx_data_end(skb), p) == PARSE_OK ? 0 : -1;
 }
 
 static __always_inline int tc_verdict(struct __sk_buff *skb, enum ns_action act, const struct pkt *p)
@@ -40,6 +55,7 @@ static __always_inline int tc_verdict(struct __sk_buff *skb, enum ns_action act,
 /* Clients reach frontends on ingress only; egress sees the replies of local backends. */
 static __always_inline int tc_nodeport(struct __sk_buff *skb, int egress)
 {
+	const struct sluice_port_filter *filter;
 	struct pkt p = {};
 	enum ns_action act;
 
@@ -60,17 +76,21 @@ static __always_inline int tc_nodeport(struct __sk_buff *skb, int egress)
 	default:
 		return TC_ACT_UNSPEC;
 	}
-	if (p.proto == (p.v6 ? IPPROTO_ICMPV6 : IPPROTO_ICMP))
+	if (p.proto == (p.v6 ? IPPROTO_ICMPV6 : IPPROTO_ICMP)) {
+		if (pull_icmp_quote(skb, &p))
+			return TC_ACT_UNSPEC;
 		return tc_verdict(skb, tc_icmp_error(skb, &p, egress), &p);
+	}
 	if (!has_ports(p.proto))
 		return TC_ACT_UNSPEC;
 	/* On ingress the replies of SNATed flows, addressed to the node, are judged before the
 	 * filter: their port is a SNAT port, not a frontend's. */
-	if (egress && !ns_port_possible(&p, 1))
+	filter = port_filter();
+	if (egress && !ns_port_possible(filter, &p, 1))
 		return TC_ACT_UNSPEC;
 	act = ns_reverse(skb, &p, egress, 0);
 	if (act == NS_PASS && !egress) {
-		if (!ns_port_possible(&p, 0))
+		if (!ns_port_possible(filter, &p, 0))
 			return TC_ACT_UNSPEC;
 		act = ns_forward(skb, &p, 0);
 	}

@@ -104,12 +104,13 @@ static __always_inline int device_accelerated(ctx_t *ctx)
 SEC("xdp")
 int sluice_xdp(ctx_t *ctx)
 {
+	const struct sluice_port_filter *filter;
 	struct sluice_svc_key key = {};
 	struct sluice_svc_value *svc;
 	struct sluice_config *cfg;
 	struct bpf_fib_lookup fib;
 	struct pkt p = {};
-	int accel;
+	int may_accel;
 
 	if (blocklisted(ctx_data(ctx), ctx_data_end(ctx)))
 		return XDP_DROP;
@@ -120,14 +121,16 @@ int sluice_xdp(ctx_t *ctx)
 		return XDP_PASS;
 	cfg = node_config();
 	/* FIN and RST go on to tc, which records that the flow closed (rare packets; XDP's stack
-	 * has no room for that bookkeeping). */
-	accel = cfg && (cfg->flags & SLUICE_CFG_F_XDP_ACCEL) && device_accelerated(ctx) &&
-		!(p.proto == IPPROTO_TCP && (p.tcp_flags & (SLUICE_TCP_FIN | SLUICE_TCP_RST)));
+	 * has no room for that bookkeeping). Whether the device is proven is looked up only for a
+	 * packet XDP would translate. */
+	may_accel = cfg && (cfg->flags & SLUICE_CFG_F_XDP_ACCEL) &&
+		    !(p.proto == IPPROTO_TCP && (p.tcp_flags & (SLUICE_TCP_FIN | SLUICE_TCP_RST)));
 
 	/* Replies first, as tc does: the SNAT port keeps the client's port when it is free, so a
 	 * reply can be addressed to node-IP:port that is also a NodePort, and must not be taken for
-	 * a new flow to that frontend. */
-	if (accel) {
+	 * a new flow to that frontend. (They are addressed to the node: anything else is no reply
+	 * XDP translates.) */
+	if (may_accel && addr_eq(&p.daddr, p.v6 ? &cfg->node_ip6 : &cfg->node_ip4) && device_accelerated(ctx)) {
 		switch (ns_reverse(ctx, &p, 0, &fib)) {
 		case NS_REDIRECT:
 			frag_translated(&p);
@@ -140,10 +143,11 @@ int sluice_xdp(ctx_t *ctx)
 			break;
 		}
 	}
+	filter = port_filter();
 	frontend_key(&key, &p);
-	svc = ns_port_possible(&p, 0) ? lb_header(&key, 0) : 0;
+	svc = ns_port_possible(filter, &p, 0) ? lb_header(&key, 0) : 0;
 	if (!svc) {
-		if (bpf_map_lookup_elem(&SLUICE_MAP_LB_ADDRS, &p.daddr)) {
+		if (lb_addr_possible(filter, &p.daddr) && bpf_map_lookup_elem(&SLUICE_MAP_LB_ADDRS, &p.daddr)) {
 			sluice_count(SLUICE_CNT_XDP_DROP_UNKNOWN_PORT);
 			pkt_event(SLUICE_CNT_XDP_DROP_UNKNOWN_PORT, &p, 0, 0, 0);
 			return XDP_DROP;
@@ -162,7 +166,7 @@ int sluice_xdp(ctx_t *ctx)
 			return XDP_DROP;
 		}
 	}
-	if (!accel)
+	if (!may_accel || !device_accelerated(ctx))
 		return XDP_PASS;
 	switch (ns_forward(ctx, &p, &fib)) {
 	case NS_REDIRECT:

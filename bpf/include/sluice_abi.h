@@ -224,9 +224,16 @@ struct sluice_netns_addrs {
  * together. Bits are never cleared, so the flows of a frontend that is gone go on being
  * translated for as long as conntrack keeps them, as before the filter.
  *
+ * `lb_addr` does the same for XDP's drop of unknown ports on LoadBalancer and ExternalIP
+ * addresses: bit addr_hash16(a) (bpf/lib/nodeport.h; sluice-abi's `Addr::hash16`) is set once
+ * an address `a` of SLUICE_MAP_LB_ADDRS hashed there, so a packet to an address whose bit is
+ * clear is known not to be one of them without a lookup (a set bit may be another address's:
+ * then the map says).
+ *
  * The programs filter only once SLUICE_PORT_FILTER_F_COMPLETE is set: the agent sets it after
- * adding the ports of every entry and flow the maps held when it started (a new map, after an
- * upgrade, starts empty), and adds a port before writing the entry that makes it reachable.
+ * adding the ports (and addresses) of every entry and flow the maps held when it started (a new
+ * map, after an upgrade, starts empty), and adds one before writing the entry that makes it
+ * reachable.
  */
 #define SLUICE_PORT_FILTER_WORDS 1024 /* 65,536 ports, 64 to a word */
 #define SLUICE_PORT_FILTER_F_COMPLETE (1 << 0)
@@ -234,6 +241,7 @@ struct sluice_netns_addrs {
 struct sluice_port_filter {
 	__u64 frontend[SLUICE_PORT_FILTER_WORDS];
 	__u64 local_backend[SLUICE_PORT_FILTER_WORDS];
+	__u64 lb_addr[SLUICE_PORT_FILTER_WORDS];
 	__u32 flags; /* SLUICE_PORT_FILTER_F_* */
 	__u32 pad;
 };
@@ -601,7 +609,7 @@ _Static_assert(sizeof(struct sluice_src_range_key) == 24, "sluice_src_range_key"
 _Static_assert(sizeof(struct sluice_frontend_addr_value) == 4, "sluice_frontend_addr_value");
 _Static_assert(sizeof(struct sluice_nodeport_key) == 4, "sluice_nodeport_key");
 _Static_assert(sizeof(struct sluice_netns_addrs) == 32, "sluice_netns_addrs");
-_Static_assert(sizeof(struct sluice_port_filter) == 16392, "sluice_port_filter");
+_Static_assert(sizeof(struct sluice_port_filter) == 24584, "sluice_port_filter");
 _Static_assert(sizeof(struct sluice_ct_key) == 40, "sluice_ct_key");
 _Static_assert(sizeof(struct sluice_ct_value) == 40, "sluice_ct_value");
 _Static_assert(sizeof(struct sluice_ct_handshake) == 48, "sluice_ct_handshake");

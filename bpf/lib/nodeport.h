@@ -43,26 +43,44 @@ static __always_inline __u32 flow_hash(const struct pkt *p)
 	return h ? h : 1;
 }
 
-static __always_inline int port_in(const __u64 *bits, __be16 port)
+static __always_inline int bit_in(const __u64 *bits, __u16 n)
 {
-	__u16 p = bpf_ntohs(port);
-
-	return (bits[(p >> 6) & (SLUICE_PORT_FILTER_WORDS - 1)] >> (p & 63)) & 1;
+	return (bits[(n >> 6) & (SLUICE_PORT_FILTER_WORDS - 1)] >> (n & 63)) & 1;
 }
 
-/*
- * Whether `p` may be a packet of a north-south flow, from its port alone (see struct
- * sluice_port_filter): on ingress, to a frontend's port; on egress, from a local backend's.
- * Before the agent has filled the filter, every packet may be.
- */
-static __always_inline int ns_port_possible(const struct pkt *p, int egress)
+/* An address's bit in the filter's `lb_addr`: its words folded, times 2^32 / the golden ratio,
+ * the top 16 bits. sluice-abi's Addr::hash16 is the agent's copy; the packet tests of XDP's
+ * drops fail if the two differ. */
+static __always_inline __u16 addr_hash16(const struct sluice_addr *a)
+{
+	__u32 h = a->words[0] ^ a->words[1] ^ a->words[2] ^ a->words[3];
+
+	return (h * 0x9e3779b1u) >> 16;
+}
+
+/* The port filter (struct sluice_port_filter), or 0 while it is not complete: then every
+ * packet may be a north-south flow's. */
+static __always_inline const struct sluice_port_filter *port_filter(void)
 {
 	__u32 zero = 0;
 	const struct sluice_port_filter *f = bpf_map_lookup_elem(&SLUICE_MAP_PORT_FILTER, &zero);
 
-	if (!f || !(f->flags & SLUICE_PORT_FILTER_F_COMPLETE))
+	return f && (f->flags & SLUICE_PORT_FILTER_F_COMPLETE) ? f : 0;
+}
+
+/* Whether `p` may be a packet of a north-south flow, from its port alone: on ingress, to a
+ * frontend's port; on egress, from a local backend's. */
+static __always_inline int ns_port_possible(const struct sluice_port_filter *f, const struct pkt *p, int egress)
+{
+	if (!f)
 		return 1;
-	return egress ? port_in(f->local_backend, p->sport) : port_in(f->frontend, p->dport);
+	return egress ? bit_in(f->local_backend, bpf_ntohs(p->sport)) : bit_in(f->frontend, bpf_ntohs(p->dport));
+}
+
+/* Whether `a` may be a LoadBalancer or ExternalIP address (sluice_lb_addrs_v1). */
+static __always_inline int lb_addr_possible(const struct sluice_port_filter *f, const struct sluice_addr *a)
+{
+	return !f || bit_in(f->lb_addr, addr_hash16(a));
 }
 
 /*

@@ -372,6 +372,13 @@ impl Counter {
 pub struct Addr(pub [u8; 16]);
 
 impl Addr {
+    /// The address's bit in the port filter's `lb_addr` (`addr_hash16` in bpf/lib/nodeport.h,
+    /// which reads the four words as the datapath stores them: in the host's byte order).
+    pub fn hash16(&self) -> u16 {
+        let h = self.0.chunks_exact(4).map(|w| u32::from_ne_bytes(w.try_into().expect("4 bytes"))).fold(0, |h, w| h ^ w);
+        (h.wrapping_mul(0x9e37_79b1) >> 16) as u16
+    }
+
     pub fn ip(&self) -> IpAddr {
         let v6 = Ipv6Addr::from(self.0);
         match v6.to_ipv4_mapped() {
@@ -553,18 +560,19 @@ pub const PORT_FILTER_WORDS: usize = 1024;
 /// `SLUICE_PORT_FILTER_F_COMPLETE`: the programs may filter by the ports below.
 pub const PORT_FILTER_F_COMPLETE: u32 = 1 << 0;
 
-/// A set of ports, one bit each (host byte order), as `struct sluice_port_filter` keeps them.
+/// A set of 16-bit numbers, one bit each, as `struct sluice_port_filter` keeps ports (host byte
+/// order) and address hashes ([`Addr::hash16`]).
 #[repr(C)]
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub struct PortBits(pub [u64; PORT_FILTER_WORDS]);
+pub struct U16Set(pub [u64; PORT_FILTER_WORDS]);
 
-impl Default for PortBits {
+impl Default for U16Set {
     fn default() -> Self {
-        PortBits([0; PORT_FILTER_WORDS])
+        U16Set([0; PORT_FILTER_WORDS])
     }
 }
 
-impl PortBits {
+impl U16Set {
     /// Adds `port`; whether it was new.
     pub fn insert(&mut self, port: u16) -> bool {
         let (word, bit) = (usize::from(port >> 6), 1u64 << (port & 63));
@@ -586,7 +594,7 @@ impl PortBits {
     }
 }
 
-impl std::fmt::Debug for PortBits {
+impl std::fmt::Debug for U16Set {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_set().entries(self.iter()).finish()
     }
@@ -596,8 +604,9 @@ impl std::fmt::Debug for PortBits {
 #[repr(C)]
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
 pub struct PortFilter {
-    pub frontend: PortBits,
-    pub local_backend: PortBits,
+    pub frontend: U16Set,
+    pub local_backend: U16Set,
+    pub lb_addr: U16Set,
     pub flags: u32,
     pub pad: u32,
 }
@@ -1158,6 +1167,7 @@ pub fn layouts() -> Vec<(&'static str, usize, Vec<(&'static str, usize)>)> {
             vec![
                 ("frontend", offset_of!(PortFilter, frontend)),
                 ("local_backend", offset_of!(PortFilter, local_backend)),
+                ("lb_addr", offset_of!(PortFilter, lb_addr)),
                 ("flags", offset_of!(PortFilter, flags)),
                 ("pad", offset_of!(PortFilter, pad)),
             ],
@@ -1388,7 +1398,7 @@ mod tests {
 
     #[test]
     fn port_bits_hold_each_port_in_its_own_bit() {
-        let mut bits = PortBits::default();
+        let mut bits = U16Set::default();
         assert!(bits.is_empty());
         for port in [0, 63, 64, 8080, 30081, u16::MAX] {
             assert!(bits.insert(port), "{port} is new");
@@ -1415,7 +1425,7 @@ mod tests {
                 ("sluice_sock_revnat_key", 32),
                 ("sluice_sock_revnat_value", 20),
                 ("sluice_netns_addrs", 32),
-                ("sluice_port_filter", 16392),
+                ("sluice_port_filter", 24584),
                 ("sluice_src_range_key", 24),
                 ("sluice_frontend_addr_value", 4),
                 ("sluice_nodeport_key", 4),

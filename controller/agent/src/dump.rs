@@ -111,6 +111,8 @@ pub fn run(args: &DumpArgs) -> anyhow::Result<()> {
                 "complete": f.flags & abi::PORT_FILTER_F_COMPLETE != 0,
                 "frontend_ports": port_ranges(&f.frontend),
                 "local_backend_ports": port_ranges(&f.local_backend),
+                // Hashes (Addr::hash16) of the addresses whose unknown ports XDP drops.
+                "lb_addr_hashes": f.lb_addr.len(),
             })]
         }
         abi::MAP_BLOCK_HITS => anyhow::bail!("{} is indexed by blocklist entry id: see sluice_blocklist_v1 and `kubectl get sourceblocklists`", args.map),
@@ -145,7 +147,7 @@ pub fn run(args: &DumpArgs) -> anyhow::Result<()> {
 }
 
 /// "80,443,30000-30002": the ports of a set, runs joined.
-fn port_ranges(bits: &abi::PortBits) -> String {
+fn port_ranges(bits: &abi::U16Set) -> String {
     let mut runs: Vec<(u16, u16)> = Vec::new();
     for port in bits.iter() {
         match runs.last_mut() {
@@ -181,11 +183,11 @@ fn ct_entry(k: CtKey, v: CtValue) -> Value {
 mod tests {
     #[test]
     fn port_ranges_join_runs_of_ports() {
-        let mut bits = sluice_abi::PortBits::default();
+        let mut bits = sluice_abi::U16Set::default();
         for p in [80, 443, 30000, 30001, 30002, 65535] {
             bits.insert(p);
         }
         assert_eq!(super::port_ranges(&bits), "80,443,30000-30002,65535");
-        assert_eq!(super::port_ranges(&sluice_abi::PortBits::default()), "");
+        assert_eq!(super::port_ranges(&sluice_abi::U16Set::default()), "");
     }
 }

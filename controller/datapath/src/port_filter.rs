@@ -1,5 +1,6 @@
 //! The port filter (`struct sluice_port_filter`): the ports north-south flows can use on this
-//! node, which lets the tc and XDP programs pass every other packet after reading one bit.
+//! node, and the hashes of the addresses XDP drops unknown ports of, which let the tc and XDP
+//! programs pass every other packet after reading a bit.
 //!
 //! Only ever grows: a port stays once added, so the flows of a frontend or backend that is gone
 //! stay translated for as long as conntrack keeps them. A port is added before the map write
@@ -64,6 +65,7 @@ impl PortFilterMap {
         let new = match op {
             Op::Put(MapEntry::Services(k, _)) => add_frontend(k, &mut self.value),
             Op::Put(MapEntry::Backends(_, be)) => add_backend(be, &mut self.value),
+            Op::Put(MapEntry::LbAddrs(addr, _)) => self.value.lb_addr.insert(addr.hash16()),
             _ => false,
         };
         if new {
@@ -83,6 +85,9 @@ impl PortFilterMap {
         }
         for be in current.backends.values() {
             add_backend(be, &mut self.value);
+        }
+        for addr in current.lb_addrs.keys() {
+            self.value.lb_addr.insert(addr.hash16());
         }
         for table in [abi::MAP_CT, abi::MAP_CT_OTHER] {
             let ct: HashMap<MapData, CtKey, CtValue> = open_hash(root, table)?;

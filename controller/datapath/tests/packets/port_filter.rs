@@ -1,5 +1,5 @@
 //! The port filter: packets of ports no north-south flow can use leave tc and XDP after one
-//! lookup, and nothing a flow needs is filtered: not before the agent has filled the filter, not
+//! lookup, XDP looks up only addresses whose hash bit is set, and nothing a flow needs is filtered: not before the agent has filled the filter, not
 //! after the frontend is gone, not after an upgrade brings an empty filter to live flows.
 
 use crate::harness::*;
@@ -79,12 +79,23 @@ fn completing_a_new_filter_adds_the_ports_of_the_flows_conntrack_holds() {
 }
 
 #[test]
-fn xdp_drops_unknown_ports_of_a_loadbalancer_address_the_filter_lets_go() {
+fn xdp_drops_unknown_ports_of_a_loadbalancer_address_by_its_hash_bit() {
     let Some(fx) = node("port-filter-xdp").start() else { return };
-    assert!(!fx.port_filter().frontend.contains(9999));
+    let filter = fx.port_filter();
+    assert!(!filter.frontend.contains(9999));
+    // The agent's hash is the programs' (the drop below needs the bit the programs read).
+    assert!(filter.lb_addr.contains(Addr::from(IpAddr::from(LB_REMOTE)).hash16()));
     let stray = tcp(CLIENT, 40203).to(LB_REMOTE, 9999).syn();
     assert_eq!(fx.xdp(&stray).verdict, XDP_DROP);
     assert_eq!(fx.counter(Counter::XdpDropUnknownPort), 1);
     let between_pods = tcp(Ipv4Addr::new(10, 244, 2, 9), 40203).to(LOCAL_BE, 9999).syn();
     assert_eq!(fx.xdp(&between_pods), (XDP_PASS, between_pods.clone()));
+
+    // An address whose bit is clear is not looked up: as if it were no LoadBalancer's.
+    let mut cleared = filter;
+    let bit = Addr::from(IpAddr::from(LB_REMOTE)).hash16();
+    cleared.lb_addr.0[usize::from(bit >> 6)] &= !(1u64 << (bit & 63));
+    fx.set_port_filter(&cleared);
+    assert_eq!(fx.xdp(&stray), (XDP_PASS, stray.clone()));
+    assert_eq!(fx.counter(Counter::XdpDropUnknownPort), 1);
 }
