@@ -123,7 +123,7 @@ fn main() {
         NodeContext { node_name: Some("n1".into()), node_ips: vec![], external_ip_cidrs: None, maglev: false, zone: None, nodeport_bind_protection: true, ..NodeContext::default() };
     let capacity = Capacity { services: 4 << 20, backends: 1 << 20, revnat: 1 << 20, ..Capacity::default() };
     println!("Services × {endpoints} endpoints from {pool} pod addresses; live heap (MiB) after each stage, bytes per Service in ()\n");
-    println!("| Services | index | list peak | planner | reconciler mirror | one change | total | peak |");
+    println!("| Services | index | list peak | planner | reconciler (after the first sync) | one change | total | peak |");
     println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
     for n in scales {
         let base = live();

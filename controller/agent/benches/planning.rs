@@ -86,20 +86,17 @@ fn main() {
             // The agent's way.
             let t = Instant::now();
             let changed = index.take_changed();
-            let report = planner.plan(changed, &index, &node, Capacity::default());
+            let mut report = planner.plan(changed, &index, &node, Capacity::default());
             // Over a map's capacity the planner lays everything out, so every node refuses the
             // same Services (the last ones by name) whatever order changes came in.
-            let stats = match report.touched.as_ref() {
-                Some(touched) => rec.sync_touched(&mut maps, planner.desired(), touched),
-                None => {
-                    laid_out_in_full += 1;
-                    rec.sync(&mut maps, planner.desired())
-                }
+            if report.touched.is_none() {
+                laid_out_in_full += 1;
             }
-            .unwrap();
+            let before = rec.before(&maps, report.touched.as_ref(), report.replaced.take()).unwrap();
+            let stats = rec.write(&mut maps, planner.desired(), before, report.touched.as_ref()).unwrap();
             inc.push(t.elapsed());
             assert_eq!(planner.desired(), &p_full.desired, "incremental and full plans agree");
-            assert_eq!(rec.current(), &p_full.desired, "the maps hold the plan");
+            assert_eq!(&maps.state, &p_full.desired, "the maps hold the plan");
             writes = writes.max(stats.writes + stats.deletes);
         }
         let (f50, f99, i50, i99) = (percentile(&mut full, 0.5), percentile(&mut full, 0.99), percentile(&mut inc, 0.5), percentile(&mut inc, 0.99));

@@ -365,13 +365,14 @@ async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let mut ebpf = loader::load_sock_lb(&root).context("loading the socket-LB programs")?;
     let mut maps = BpfMaps::open(&root)?;
     let reconciler = Reconciler::from_maps(&maps)?;
+    let found = reconciler.found().expect("read at start");
     tracing::info!(
         bpf_root = %root.display(),
-        services = reconciler.current().revnat.len(),
-        backends = reconciler.current().backends.len(),
+        services = found.revnat.len(),
+        backends = found.backends.len(),
         "maps ready (entries found in pinned maps are kept until the first full plan)"
     );
-    if maps.complete_port_filter(reconciler.current(), &root).context("filling the port filter")? {
+    if maps.complete_port_filter(found, &root).context("filling the port filter")? {
         let filter = maps.port_filter().expect("completed above");
         tracing::info!(
             frontend_ports = filter.frontend.len(),
@@ -463,7 +464,7 @@ async fn run(args: AgentArgs) -> anyhow::Result<()> {
     }
 
     let usage = crate::usage::MapUsage::new(root.clone()).context("starting the map usage counter")?;
-    usage.set_planned(sluice_datapath::report::with_pinned_capacities(&root, reconciler.current().map_usage().to_vec()));
+    usage.set_planned(sluice_datapath::report::with_pinned_capacities(&root, reconciler.found().expect("read at start").map_usage().to_vec()));
     let probes = Arc::new(crate::probes::Probes::default());
     let mut recorder: Option<Arc<kube::runtime::events::Recorder>> = None;
     if let Some(client) = &client {
@@ -568,7 +569,8 @@ async fn run(args: AgentArgs) -> anyhow::Result<()> {
                     f.last_sync =
                         Some(sluice_crds::SyncStatus { time: k8s_openapi::jiff::Timestamp::now().to_string(), duration_seconds: report.took.as_secs_f64() });
                 }
-                usage.set_planned(sluice_datapath::report::with_pinned_capacities(&root, syncer.current().map_usage().to_vec()));
+                // What the maps hold, now that the sync landed.
+                usage.set_planned(sluice_datapath::report::with_pinned_capacities(&root, syncer.desired().map_usage().to_vec()));
                 // The proof's targets: walked only when acceleration is asked for and the plan
                 // may have changed the backends.
                 if let Some(w) = &accel_wanted {

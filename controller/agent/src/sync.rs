@@ -16,6 +16,7 @@ use sluice_core::{Capacity, Cidr, HealthCheck, LbState, NodeContext, Planner, To
 use sluice_crds::{DeviceStatus, LoadBalancingAlgorithm, ProxyConfig, XdpAcceleration};
 use sluice_datapath::housekeeping::Cleanup;
 use sluice_datapath::sockets::StaleUdp;
+use sluice_datapath::reconcile::SyncError;
 use sluice_datapath::{LbMaps, NodeMaps, Reconciler, SyncStats, loader};
 use sluice_k8s::Index;
 
@@ -123,7 +124,8 @@ pub struct Syncer {
 impl Syncer {
     /// Starts from what the maps hold, so a restarted agent rewrites nothing that did not change.
     pub fn new(settings: Settings, reconciler: Reconciler, node: NodeContext, pid: u32) -> Syncer {
-        let current = reconciler.current();
+        let empty = sluice_core::LbState::default();
+        let current = reconciler.found().unwrap_or(&empty);
         Syncer {
             settings,
             planner: Planner::new(ids_from_state(current)),
@@ -136,10 +138,6 @@ impl Syncer {
         }
     }
 
-    pub fn current(&self) -> &sluice_core::LbState {
-        self.reconciler.current()
-    }
-
     pub fn desired(&self) -> &sluice_core::LbState {
         self.planner.desired()
     }
@@ -147,7 +145,7 @@ impl Syncer {
     /// One sync. The index is locked while planning only, never while maps are written.
     pub fn step(&mut self, index: &Mutex<Index>, maps: &mut dyn LbMaps, node_maps: &mut dyn NodeMaps) -> Report {
         let started = Instant::now();
-        let (plan, blocks, mut report) = {
+        let (mut plan, blocks, mut report) = {
             let mut index = index.lock().expect("index lock");
             let events = (index.service_events, index.slice_events);
             let node_eligible = index.node.as_ref().map(|n| n.eligible);
@@ -191,13 +189,13 @@ impl Syncer {
 
         // What the plan leaves to clean once it is written: computed now (it reads the plan),
         // done later by the housekeeping thread (it walks LRU maps and namespaces).
-        let cleanup = cleanup_after(self.reconciler.current(), self.planner.desired(), plan.touched.as_ref());
-        let synced = match &plan.touched {
-            Some(touched) => self.reconciler.sync_touched(maps, self.planner.desired(), touched),
-            None => self.reconciler.sync(maps, self.planner.desired()),
-        };
+        let touched = plan.touched.as_ref();
+        let synced = self.reconciler.before(maps, touched, plan.replaced.take()).map_err(SyncError::reading).and_then(|before| {
+            let cleanup = cleanup_after(&before, self.planner.desired(), touched);
+            self.reconciler.write(maps, self.planner.desired(), before, touched).map(|stats| (stats, cleanup))
+        });
         match synced {
-            Ok(stats) => {
+            Ok((stats, cleanup)) => {
                 node_maps.clean_up(cleanup);
                 self.block_ids = blocks.ids;
                 report.block_owners = Some(blocks.owners);
@@ -210,9 +208,17 @@ impl Syncer {
                 report.outcome = Outcome::Synced(stats);
             }
             Err(e) => {
-                // Only what landed is in the mirror; the maps' own ids are the truth now.
-                self.planner.reset(ids_from_state(self.reconciler.current()));
-                self.block_ids = sluice_core::blocklist::ids_from_state(self.reconciler.current());
+                // The maps hold what landed: the planner starts over from their ids.
+                match self.reconciler.recover(maps) {
+                    Ok(held) => {
+                        self.planner.reset(ids_from_state(held));
+                        self.block_ids = sluice_core::blocklist::ids_from_state(held);
+                    }
+                    Err(read) => {
+                        tracing::warn!("reading the maps after a failed sync: {read}; the next sync reads them again");
+                        self.planner.reset(self.planner.ids());
+                    }
+                }
                 let error = format!("sync failed: {e}");
                 self.status.failed_syncs += 1;
                 sluice_abi::put_str(&mut self.status.last_error, &error);
@@ -389,8 +395,8 @@ fn node_port_addresses(node_ips: &[IpAddr], wanted: &[NodePortAddresses]) -> Vec
 #[path = "sync_tests.rs"]
 mod tests;
 
-/// What a plan from `current` to `desired` leaves to clean (`touched`: the keys it changed; None:
-/// a full plan, everything).
+/// What a plan from `current` to `desired` leaves to clean (`touched`: the keys it changed, and
+/// `current` what the maps held under them; None: a full plan, everything).
 pub fn cleanup_after(current: &LbState, desired: &LbState, touched: Option<&Touched>) -> Cleanup {
     // UDP flows to backends that are gone must not stick to them (conntrack forgets them).
     let candidates: Vec<(&u32, &sluice_abi::Backend)> = match touched {
@@ -420,7 +426,7 @@ pub fn stale_udp_sockets(current: &LbState, desired: &LbState, touched: Option<&
     };
     let mut stale = StaleUdp::default();
     for (addr, port_be) in frontends {
-        let (before, after) = (udp_backends_of(current, addr, port_be), udp_backends_of(desired, addr, port_be));
+        let (before, after) = (udp_backends_of(current, desired, addr, port_be), udp_backends_of(desired, desired, addr, port_be));
         let frontend = (addr, u16::from_be(port_be));
         if before.is_empty() && !after.is_empty() {
             stale.woken_frontends.insert(frontend);
@@ -430,11 +436,18 @@ pub fn stale_udp_sockets(current: &LbState, desired: &LbState, touched: Option<&
     stale
 }
 
-/// The backends (address, port) of a UDP frontend, in either scope.
-fn udp_backends_of(state: &LbState, addr: Addr, port_be: u16) -> BTreeSet<(Addr, u16)> {
+/// The backends (address, port) of a UDP frontend, in either scope. A state read back for the
+/// keys a change touched lacks the backends it did not touch: those are `untouched`'s.
+fn udp_backends_of(state: &LbState, untouched: &LbState, addr: Addr, port_be: u16) -> BTreeSet<(Addr, u16)> {
     let first = SvcKey { addr, port_be, proto: sluice_abi::IPPROTO_UDP, scope: 0, slot: 0, pad: 0 };
     let last = SvcKey { scope: u8::MAX, slot: u16::MAX, pad: u16::MAX, ..first };
-    state.services.range(first..=last).filter(|(k, _)| k.slot > 0).filter_map(|(_, v)| state.backends.get(&v.backend_id)).map(|b| (b.addr, b.port())).collect()
+    state
+        .services
+        .range(first..=last)
+        .filter(|(k, _)| k.slot > 0)
+        .filter_map(|(_, v)| state.backends.get(&v.backend_id).or_else(|| untouched.backends.get(&v.backend_id)))
+        .map(|b| (b.addr, b.port()))
+        .collect()
 }
 
 /// The capacities a ProxyConfig's `mapSizes` ask for, by map (backends no more than backend ids

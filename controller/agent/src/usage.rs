@@ -1,5 +1,5 @@
 //! How full each datapath map is, for metrics and the SluiceNode status, without reading the
-//! maps on every scrape: the planned maps' sizes come from the reconciler's mirror after each
+//! maps on every scrape: the planned maps' sizes come from the planned state after each successful
 //! sync, and the LRU maps (which only a key walk can count) are counted once a minute, by a
 //! thread of their own. A periodic full dump of tens of thousands of entries would steal CPU
 //! from the very traffic the node serves, and the walk of conntrack tables of millions of

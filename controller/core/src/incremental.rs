@@ -65,6 +65,9 @@ pub struct PlanReport {
     /// The keys this plan may have changed; None when it laid out everything anew (the
     /// reconciler then compares every entry).
     pub touched: Option<Touched>,
+    /// What a plan that laid out everything anew replaced: the maps' contents, when the sync of
+    /// the plan before landed (the reconciler compares against it instead of a copy of its own).
+    pub replaced: Option<LbState>,
 }
 
 /// What the planner keeps of a Service's translation once it is laid out: the addresses it
@@ -138,12 +141,9 @@ impl Planner {
             Changed::Groups(groups) if !full => self.plan_groups(groups, inputs, node, capacity),
             _ => None,
         };
-        let touched = match touched {
-            Some(touched) => Some(touched),
-            None => {
-                self.plan_all(inputs, node, capacity);
-                None
-            }
+        let (touched, replaced) = match touched {
+            Some(touched) => (Some(touched), None),
+            None => (None, self.plan_all(inputs, node, capacity)),
         };
         self.node = Some(node.clone());
 
@@ -156,14 +156,15 @@ impl Planner {
             health_checks: self.parts.values().flat_map(|t| t.health_checks.iter().cloned()).collect(),
             warnings,
             touched,
+            replaced,
         }
     }
 
     /// Lays out every group anew. Who owns each address is settled over all of them first
     /// (frontend addresses depend on endpoints only in that too many refuse the Service, so that
     /// pass counts them and builds no backend lists); then each group is translated in full,
-    /// laid out and let go, one at a time.
-    fn plan_all(&mut self, inputs: &impl PlanInputs, node: &NodeContext, capacity: Capacity) {
+    /// laid out and let go, one at a time. Returns the state it replaced, if any.
+    fn plan_all(&mut self, inputs: &impl PlanInputs, node: &NodeContext, capacity: Capacity) -> Option<LbState> {
         let groups = inputs.groups();
         self.parts.clear();
         self.claims.clear();
@@ -174,9 +175,9 @@ impl Planner {
             }
         }
         let previous = self.layout.as_ref().map_or_else(|| self.previous.clone(), Layout::ids);
-        let blocklist = self.layout.take().map(|l| l.state.blocklist).unwrap_or_default();
+        let replaced = self.layout.take().map(|l| l.state);
         let mut layout = Layout::new(&previous);
-        layout.state.blocklist = blocklist;
+        layout.state.blocklist = replaced.as_ref().map(|r| r.blocklist.clone()).unwrap_or_default();
         for group in &groups {
             if let Some(t) = translate_group(inputs, group, node) {
                 layout.add(group, &t.frontends, node, capacity, &self.claims);
@@ -185,6 +186,7 @@ impl Planner {
         }
         layout.finish();
         self.layout = Some(layout);
+        replaced
     }
 
     /// Translates and lays out again the changed groups only (and those an address changed

@@ -3,12 +3,12 @@
 
 use std::path::{Path, PathBuf};
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use aya::maps::lpm_trie::{Key as LpmKey, LpmTrie};
 use aya::maps::{HashMap, Map, MapData};
 use sluice_abi::{Addr, BlockKey, SrcRangeData, SrcRangeKey};
-use sluice_core::{LbState, MapEntry, MapKey, Op};
+use sluice_core::{LbState, MapEntry, MapKey, Op, Touched};
 
 use crate::port_filter::PortFilterMap;
 
@@ -37,6 +37,8 @@ pub trait LbMaps {
     fn apply(&mut self, op: &Op) -> Result<(), MapError>;
     /// Everything the maps hold now.
     fn dump(&self) -> Result<LbState, MapError>;
+    /// What the maps hold now under these keys (of a map compared whole: all of it).
+    fn read(&self, keys: &Touched) -> Result<LbState, MapError>;
 }
 
 pub(crate) fn open_pinned(root: &Path, name: &str) -> Result<Map, MapError> {
@@ -66,6 +68,8 @@ trait KernelMap<K, V> {
     fn put(&mut self, key: &K, value: &V) -> Result<(), aya::maps::MapError>;
     fn del(&mut self, key: &K) -> Result<(), aya::maps::MapError>;
     fn entries(&self) -> Result<BTreeMap<K, V>, aya::maps::MapError>;
+    /// The entries under `keys`.
+    fn entries_of(&self, keys: &BTreeSet<K>) -> Result<BTreeMap<K, V>, aya::maps::MapError>;
 }
 
 impl<K: aya::Pod + Ord, V: aya::Pod> KernelMap<K, V> for HashMap<MapData, K, V> {
@@ -77,6 +81,19 @@ impl<K: aya::Pod + Ord, V: aya::Pod> KernelMap<K, V> for HashMap<MapData, K, V> 
     }
     fn entries(&self) -> Result<BTreeMap<K, V>, aya::maps::MapError> {
         self.iter().collect()
+    }
+    fn entries_of(&self, keys: &BTreeSet<K>) -> Result<BTreeMap<K, V>, aya::maps::MapError> {
+        let mut found = BTreeMap::new();
+        for k in keys {
+            match self.get(k, 0) {
+                Ok(v) => {
+                    found.insert(*k, v);
+                }
+                Err(aya::maps::MapError::KeyNotFound) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(found)
     }
 }
 
@@ -128,6 +145,15 @@ impl<K: LpmKeyed + Ord, V: aya::Pod> KernelMap<K, V> for Lpm<K, V> {
     fn entries(&self) -> Result<BTreeMap<K, V>, aya::maps::MapError> {
         self.0.iter().map(|item| item.map(|(k, v)| (K::join(k.prefix_len(), k.data()), v))).collect()
     }
+    /// A trie's lookup matches the longest prefix, not the key: so the whole trie, filtered.
+    fn entries_of(&self, keys: &BTreeSet<K>) -> Result<BTreeMap<K, V>, aya::maps::MapError> {
+        if keys.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let mut all = self.entries()?;
+        all.retain(|k, _| keys.contains(k));
+        Ok(all)
+    }
 }
 
 macro_rules! kernel_map_type {
@@ -141,6 +167,15 @@ macro_rules! open_kernel_map {
     };
     (lpm, $root:expr, $name:expr) => {
         Lpm::open($root, $name)?
+    };
+}
+
+macro_rules! read_kernel_map {
+    (touched, $map:expr, $keys:expr) => {
+        $map.entries_of(&$keys)
+    };
+    (whole, $map:expr, $keys:expr) => {
+        $map.entries()
     };
 }
 
@@ -173,6 +208,12 @@ macro_rules! define_bpf_maps {
             fn dump(&self) -> Result<LbState, MapError> {
                 Ok(LbState {
                     $($field: self.$field.entries().map_err(|source| MapError::Kernel { map: $name, op: "iterate".into(), source })?,)*
+                })
+            }
+
+            fn read(&self, keys: &Touched) -> Result<LbState, MapError> {
+                Ok(LbState {
+                    $($field: read_kernel_map!($touched, self.$field, keys.$field).map_err(|source| MapError::Kernel { map: $name, op: "read".into(), source })?,)*
                 })
             }
         }
@@ -224,6 +265,9 @@ impl LbMaps for FakeMaps {
     fn dump(&self) -> Result<LbState, MapError> {
         Ok(self.state.clone())
     }
+    fn read(&self, keys: &Touched) -> Result<LbState, MapError> {
+        Ok(self.state.restrict(keys))
+    }
 }
 
 /// Fake maps that fail the `fail_at`-th op (0-based) once, like a transient kernel error would;
@@ -261,5 +305,8 @@ impl LbMaps for FaultyMaps {
     }
     fn dump(&self) -> Result<LbState, MapError> {
         self.inner.dump()
+    }
+    fn read(&self, keys: &Touched) -> Result<LbState, MapError> {
+        self.inner.read(keys)
     }
 }

@@ -108,24 +108,6 @@ impl Extend<Op> for Writer<'_> {
     }
 }
 
-/// Keeps the first `left` ops it is given.
-struct First {
-    left: usize,
-    ops: Vec<Op>,
-}
-
-impl Extend<Op> for First {
-    fn extend<I: IntoIterator<Item = Op>>(&mut self, ops: I) {
-        for op in ops {
-            if self.left == 0 {
-                return;
-            }
-            self.left -= 1;
-            self.ops.push(op);
-        }
-    }
-}
-
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct SyncStats {
     pub writes: usize,
@@ -141,77 +123,123 @@ pub struct SyncError {
     pub source: MapError,
 }
 
-/// Keeps a mirror of what the maps hold so each sync only diffs, never re-reads the kernel.
+impl SyncError {
+    /// Reading what the maps hold failed: nothing was written.
+    pub fn reading(source: MapError) -> SyncError {
+        SyncError { applied: 0, total: 0, source }
+    }
+}
+
+/// Knows what the maps hold without keeping a copy of them: the planner's state is what they
+/// hold once a sync landed, the keys a change touches are read back from the maps themselves,
+/// and only what an agent finds at start (or after a failed sync) is held whole, until the full
+/// sync compared against it. At 100,000 Services a copy was a quarter of the agent's memory.
 pub struct Reconciler {
-    current: LbState,
+    /// What the maps held when they were last read whole (at start, after a failed sync), until
+    /// a full sync has been compared against it.
+    found: Option<LbState>,
+    /// Whether every sync since `found` landed: then the maps hold the last desired state.
+    in_step: bool,
 }
 
 impl Reconciler {
     /// Starts from what the (possibly pinned, pre-existing) maps hold.
     pub fn from_maps(maps: &dyn LbMaps) -> Result<Self, MapError> {
-        Ok(Reconciler { current: maps.dump()? })
+        Ok(Reconciler { found: Some(maps.dump()?), in_step: false })
     }
 
-    pub fn current(&self) -> &LbState {
-        &self.current
+    /// What the maps held when last read whole, until a full sync was compared against it.
+    pub fn found(&self) -> Option<&LbState> {
+        self.found.as_ref()
     }
 
-    /// Applies the ops in order; on the first failure it stops, so the maps stay consistent and
-    /// the mirror records exactly what landed. The next sync retries the rest.
+    /// After a failed sync: what the maps hold now, read whole, for the planner to start over
+    /// from (its ids) and the next full sync to be compared against.
+    pub fn recover(&mut self, maps: &dyn LbMaps) -> Result<&LbState, MapError> {
+        self.in_step = false;
+        self.found = None;
+        Ok(self.found.insert(maps.dump()?))
+    }
+
+    /// What the maps hold under the keys a sync compares: for a change (`touched`), those keys,
+    /// read back from the maps; for a full sync, everything: what was found, or `replaced` (the
+    /// state the planner's full plan replaced) when every sync since landed, or else the maps
+    /// read whole.
+    pub fn before(&mut self, maps: &dyn LbMaps, touched: Option<&Touched>, replaced: Option<LbState>) -> Result<LbState, MapError> {
+        match (touched, self.found.take(), replaced) {
+            (Some(t), found, _) => {
+                self.found = found;
+                maps.read(t)
+            }
+            (None, Some(found), _) => Ok(found),
+            (None, None, Some(replaced)) if self.in_step => Ok(replaced),
+            (None, None, _) => maps.dump(),
+        }
+    }
+
+    /// Applies the ops that turn `before` (from [`Reconciler::before`]) into `desired`, in
+    /// order; on the first failure it stops, so the maps stay consistent, and the next sync
+    /// starts over from what they hold ([`Reconciler::recover`]).
     ///
-    /// The deletions that make room go first, mirrored as they land; then every other op is
-    /// written as it is made, never listed (at 100,000 Services the list of a cold start's ops
-    /// would be one more copy of the world), and the mirror becomes a copy of `desired` once
-    /// they all landed.
+    /// A full sync's ops are written as they are made, never listed (at 100,000 Services the
+    /// list of a cold start's ops would be one more copy of the world): the deletions that make
+    /// room first, then the puts and other deletions against what is left.
+    pub fn write(&mut self, maps: &mut dyn LbMaps, desired: &LbState, before: LbState, touched: Option<&Touched>) -> Result<SyncStats, SyncError> {
+        let result = match touched {
+            Some(t) => apply(maps, diff(&desired.restrict(t), &before)),
+            None => write_all(maps, desired, before),
+        };
+        self.in_step = result.is_ok();
+        result
+    }
+
+    /// [`Reconciler::before`] and [`Reconciler::write`] of a full sync.
     pub fn sync(&mut self, maps: &mut dyn LbMaps, desired: &LbState) -> Result<SyncStats, SyncError> {
-        let room = room_first(desired, &self.current);
-        let room_ops = room.len();
-        let first = self.apply(maps, room)?;
-        let mut writer = Writer { maps, stats: SyncStats::default(), failed: None, total: 0 };
-        ordered(desired, &self.current, &mut writer);
-        let Writer { stats, failed, total, .. } = writer;
-        match failed {
-            None => {
-                self.current = LbState::default();
-                self.current = desired.clone();
-                Ok(SyncStats { writes: first.writes + stats.writes, deletes: first.deletes + stats.deletes })
-            }
-            Some(source) => {
-                // The same ops again, as far as they landed, into the mirror.
-                let applied = stats.writes + stats.deletes;
-                let mut landed = First { left: applied, ops: Vec::new() };
-                ordered(desired, &self.current, &mut landed);
-                for op in &landed.ops {
-                    op.apply_to(&mut self.current);
-                }
-                Err(SyncError { applied: room_ops + applied, total: room_ops + total, source })
-            }
-        }
+        let before = self.before(maps, None, None).map_err(SyncError::reading)?;
+        self.write(maps, desired, before, None)
     }
 
-    /// Like [`Reconciler::sync`], comparing only the keys a plan says it touched (and every
-    /// SourceBlocklist entry): the cost of a change no longer grows with the number of Services.
-    /// Correct when the mirror held the previous plan's state, i.e. the last sync succeeded.
+    /// [`Reconciler::before`] and [`Reconciler::write`] of a change: only the keys a plan says it
+    /// touched (and every SourceBlocklist entry) are compared, so its cost does not grow with the
+    /// number of Services.
     pub fn sync_touched(&mut self, maps: &mut dyn LbMaps, desired: &LbState, touched: &Touched) -> Result<SyncStats, SyncError> {
-        let ops = diff(&desired.restrict(touched), &self.current.restrict(touched));
-        self.apply(maps, ops)
+        let before = self.before(maps, Some(touched), None).map_err(SyncError::reading)?;
+        self.write(maps, desired, before, Some(touched))
     }
+}
 
-    fn apply(&mut self, maps: &mut dyn LbMaps, ops: Vec<Op>) -> Result<SyncStats, SyncError> {
-        let mut stats = SyncStats::default();
-        for (i, op) in ops.iter().enumerate() {
-            if let Err(source) = maps.apply(op) {
-                return Err(SyncError { applied: i, total: ops.len(), source });
-            }
-            op.apply_to(&mut self.current);
-            if op.is_delete() {
-                stats.deletes += 1;
-            } else {
-                stats.writes += 1;
-            }
-        }
-        Ok(stats)
+/// A full sync's writes: the deletions that make room, then the rest against what is left.
+fn write_all(maps: &mut dyn LbMaps, desired: &LbState, mut before: LbState) -> Result<SyncStats, SyncError> {
+    let room = room_first(desired, &before);
+    let room_ops = room.len();
+    let first = apply(maps, room.iter().cloned())?;
+    for op in &room {
+        op.apply_to(&mut before);
     }
+    let mut writer = Writer { maps, stats: SyncStats::default(), failed: None, total: 0 };
+    ordered(desired, &before, &mut writer);
+    let Writer { stats, failed, total, .. } = writer;
+    match failed {
+        None => Ok(SyncStats { writes: first.writes + stats.writes, deletes: first.deletes + stats.deletes }),
+        Some(source) => Err(SyncError { applied: room_ops + stats.writes + stats.deletes, total: room_ops + total, source }),
+    }
+}
+
+/// Applies ops in order until one fails.
+fn apply(maps: &mut dyn LbMaps, ops: impl IntoIterator<Item = Op>) -> Result<SyncStats, SyncError> {
+    let ops: Vec<Op> = ops.into_iter().collect();
+    let mut stats = SyncStats::default();
+    for (i, op) in ops.iter().enumerate() {
+        if let Err(source) = maps.apply(op) {
+            return Err(SyncError { applied: i, total: ops.len(), source });
+        }
+        if op.is_delete() {
+            stats.deletes += 1;
+        } else {
+            stats.writes += 1;
+        }
+    }
+    Ok(stats)
 }
 
 /// Checks the invariant the datapath relies on: every reachable slot and backend exists.
@@ -342,7 +370,7 @@ mod tests {
         let (svcs, slices) = objects(&yaml);
         let p2 = plan(&svcs, &slices, &node, &p1.ids, Capacity::default());
         let before = maps.state.clone();
-        let ops = diff(&p2.desired, rec.current());
+        let ops = diff(&p2.desired, &before);
         assert_every_step_consistent(&before, &ops);
         maps.writes = 0;
         let stats = rec.sync(&mut maps, &p2.desired).unwrap();
@@ -370,6 +398,9 @@ mod tests {
         }
         fn dump(&self) -> Result<LbState, MapError> {
             self.inner.dump()
+        }
+        fn read(&self, keys: &Touched) -> Result<LbState, MapError> {
+            self.inner.read(keys)
         }
     }
 
@@ -452,6 +483,50 @@ mod tests {
     }
 
     #[test]
+    fn a_change_is_compared_with_what_the_maps_hold_not_with_a_copy_of_them() {
+        use sluice_core::{Changed, Listed, Planner};
+        let node = NodeContext { node_name: Some("n1".into()), ..NodeContext::default() };
+        let (first, second) = (objects(&service_yaml(1, &eps(1))), objects(&service_yaml(1, &eps(2))));
+        let mut planner = Planner::new(Ids::default());
+        let mut maps = FakeMaps::default();
+        let mut rec = Reconciler::from_maps(&maps).unwrap();
+        planner.plan(Changed::All, &Listed::new(&first.0, &first.1), &node, Capacity::default());
+        rec.sync(&mut maps, planner.desired()).unwrap();
+        // Something else changed the header the next change rewrites anyway, and one it leaves.
+        let header = *maps.state.services.keys().find(|k| k.slot == 0).unwrap();
+        maps.state.services.get_mut(&header).unwrap().affinity_timeout = 7;
+        let group = sluice_core::incremental::service_group(&second.0[0]);
+        let report = planner.plan(Changed::Groups([group].into()), &Listed::new(&second.0, &second.1), &node, Capacity::default());
+        let touched = report.touched.expect("a change");
+        assert!(touched.services.contains(&header));
+        rec.sync_touched(&mut maps, planner.desired(), &touched).unwrap();
+        assert_eq!(&maps.state, planner.desired(), "the header read back differed from the plan, so it was written");
+    }
+
+    #[test]
+    fn a_full_sync_after_one_that_landed_compares_with_the_state_the_plan_replaced() {
+        let (p1, p2) = (plan_of(TWO, &Ids::default()), plan_of(&service_yaml(3, &eps(3)), &Ids::default()));
+        let mut maps = FakeMaps::default();
+        let mut rec = Reconciler::from_maps(&maps).unwrap();
+        rec.sync(&mut maps, &p1.desired).unwrap();
+        // The maps are not read: what they are said to hold is what is compared.
+        maps.state = LbState::default();
+        let before = rec.before(&maps, None, Some(p1.desired.clone())).unwrap();
+        assert_eq!(before, p1.desired);
+        rec.write(&mut maps, &p2.desired, before, None).unwrap();
+        assert!(maps.log.iter().any(|op| op.is_delete()), "p1's entries were deleted");
+        // After a failed sync, the maps are read whatever the plan replaced.
+        let mut faulty = FaultyMaps::failing_at(0);
+        let mut rec = Reconciler::from_maps(&faulty).unwrap();
+        rec.sync(&mut faulty, &p1.desired).unwrap_err();
+        rec.recover(&faulty).unwrap();
+        assert_eq!(rec.before(&faulty, None, Some(p2.desired.clone())).unwrap(), faulty.inner.state);
+        let held = faulty.inner.state.clone();
+        rec.write(&mut faulty, &p1.desired, held, None).unwrap();
+        assert_eq!(rec.before(&faulty, None, None).unwrap(), p1.desired, "read whole when nothing is handed over");
+    }
+
+    #[test]
     fn an_unchanged_plan_writes_nothing() {
         let p = plan_of(TWO, &Ids::default());
         let mut maps = FakeMaps::default();
@@ -473,7 +548,7 @@ mod tests {
             let err = rec.sync(&mut maps, &p.desired).unwrap_err();
             assert_eq!(err.applied, fail_at);
             check_consistent(&maps.inner.state).unwrap();
-            assert_eq!(rec.current(), &maps.inner.state, "mirror must match what landed");
+            assert_eq!(rec.recover(&maps).unwrap(), &maps.inner.state, "recovering reads what landed");
             rec.sync(&mut maps, &p.desired).unwrap();
             assert_eq!(maps.inner.state, p.desired);
         }

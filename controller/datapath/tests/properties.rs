@@ -1,7 +1,7 @@
 //! Property tests of plan → diff → write against the in-memory maps, with writes failing
 //! persistently from an arbitrary op on: after every op the maps the datapath reads stay
 //! whole (`reconcile::check_consistent`: a header never counts a slot that is not there, a slot
-//! never names a missing backend, ...), the mirror always matches what landed, and once the
+//! never names a missing backend, ...), a failed sync starts over from what the maps hold, and once the
 //! failures stop the next sync converges to the plan, which equals a full plan of the final
 //! inputs and keeps the planner's invariants. The inputs are sluice-core's generators.
 
@@ -18,6 +18,7 @@ use sluice_core::ids::IdSpace;
 use sluice_core::incremental::Changed;
 use sluice_core::{Capacity, Ids, LbState, Planner, ids_from_state, plan};
 use sluice_datapath::reconcile::check_consistent;
+use sluice_datapath::reconcile::SyncError;
 use sluice_datapath::{FaultyMaps, LbMaps, Reconciler};
 
 /// The agent's sync loop (sluice's `Syncer::step`) without its side effects: plan the marked
@@ -33,28 +34,28 @@ struct Agent {
 impl Agent {
     fn new(maps: FaultyMaps) -> Agent {
         let reconciler = Reconciler::from_maps(&maps).unwrap();
-        Agent { planner: Planner::new(ids_from_state(reconciler.current())), block_ids: blocklist::ids_from_state(reconciler.current()), reconciler, maps }
+        let found = reconciler.found().unwrap();
+        Agent { planner: Planner::new(ids_from_state(found)), block_ids: blocklist::ids_from_state(found), reconciler, maps }
     }
 
     /// One sync; Err(why) when an invariant broke, Ok(whether the writes all landed).
     fn step(&mut self, w: &World, changed: Changed, cap: Capacity) -> Result<bool, String> {
-        let report = self.planner.plan(changed, w, &w.node, cap);
+        let mut report = self.planner.plan(changed, w, &w.node, cap);
         let blocks = blocklist::lay_out(&w.blocklists(), &self.block_ids);
         self.planner.set_blocklist(blocks.entries);
         let before = self.maps.inner.state.clone();
         let logged = self.maps.inner.log.len();
-        let synced = match &report.touched {
-            Some(t) => self.reconciler.sync_touched(&mut self.maps, self.planner.desired(), t),
-            None => self.reconciler.sync(&mut self.maps, self.planner.desired()),
-        };
+        let touched = report.touched.as_ref();
+        let synced = self
+            .reconciler
+            .before(&self.maps, touched, report.replaced.take())
+            .map_err(SyncError::reading)
+            .and_then(|b| self.reconciler.write(&mut self.maps, self.planner.desired(), b, touched));
         // Every state a lookup racing the writer could see.
         let mut seen = before;
         for (i, op) in self.maps.inner.log[logged..].iter().enumerate() {
             op.apply_to(&mut seen);
             check_consistent(&seen).map_err(|e| format!("after op {i} of the sync, {op:?}: {e}"))?;
-        }
-        if self.reconciler.current() != &self.maps.inner.state {
-            return Err("the mirror differs from what landed".into());
         }
         match synced {
             Ok(_) => {
@@ -65,8 +66,9 @@ impl Agent {
                 Ok(true)
             }
             Err(_) => {
-                self.planner.reset(ids_from_state(self.reconciler.current()));
-                self.block_ids = blocklist::ids_from_state(self.reconciler.current());
+                let held = self.reconciler.recover(&self.maps).map_err(|e| e.to_string())?;
+                self.planner.reset(ids_from_state(held));
+                self.block_ids = blocklist::ids_from_state(held);
                 Ok(false)
             }
         }

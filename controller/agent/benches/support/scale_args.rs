@@ -1,7 +1,7 @@
 //! The command line the scale benches share: `[SCALE ...] [--endpoints E] [--pool P]`, and
 //! maps that keep nothing (the reconciler's own cost, without a kernel).
 
-use sluice_core::{LbState, Op};
+use sluice_core::{LbState, Op, Touched};
 use sluice_datapath::{LbMaps, MapError};
 
 pub struct ScaleArgs {
@@ -42,6 +42,9 @@ impl LbMaps for NullMaps {
         Ok(())
     }
     fn dump(&self) -> Result<LbState, MapError> {
+        Ok(LbState::default())
+    }
+    fn read(&self, _: &Touched) -> Result<LbState, MapError> {
         Ok(LbState::default())
     }
 }

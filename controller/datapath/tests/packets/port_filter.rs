@@ -65,9 +65,9 @@ fn completing_a_new_filter_adds_the_ports_of_the_flows_conntrack_holds() {
     fx.set_port_filter(&abi::PortFilter::default());
     let mut maps = sluice_datapath::BpfMaps::open(fx.pins()).unwrap();
     let rec = sluice_datapath::Reconciler::from_maps(&maps).unwrap();
-    assert!(rec.current().services.is_empty());
-    assert!(maps.complete_port_filter(rec.current(), fx.pins()).unwrap(), "a new filter is completed");
-    assert!(!maps.complete_port_filter(rec.current(), fx.pins()).unwrap(), "once");
+    assert!(rec.found().unwrap().services.is_empty());
+    assert!(maps.complete_port_filter(rec.found().unwrap(), fx.pins()).unwrap(), "a new filter is completed");
+    assert!(!maps.complete_port_filter(rec.found().unwrap(), fx.pins()).unwrap(), "once");
 
     let filter = fx.port_filter();
     assert_ne!(filter.flags & abi::PORT_FILTER_F_COMPLETE, 0);

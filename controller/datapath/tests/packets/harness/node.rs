@@ -151,7 +151,7 @@ impl Fixture {
         assert!(p.warnings.iter().all(|w| w.message.contains("no socket hook for SCTP")), "{:?}", p.warnings);
         let mut maps = BpfMaps::open(&pins.0).expect("opening the pinned maps");
         let mut rec = Reconciler::from_maps(&maps).unwrap();
-        maps.complete_port_filter(rec.current(), &pins.0).expect("filling the port filter");
+        maps.complete_port_filter(rec.found().unwrap(), &pins.0).expect("filling the port filter");
         rec.sync(&mut maps, &p.desired).expect("writing the plan");
 
         Fixture { nodeport, xdp, pins }
