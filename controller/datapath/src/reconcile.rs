@@ -42,7 +42,12 @@ fn room_first(desired: &LbState, current: &LbState) -> Vec<Op> {
     // phase 3), or XDP would drop the frontend's traffic in between. That includes an address
     // that stays but whose every frontend leaves here (one port's protocol changed, say): it
     // comes back once its new frontends are in.
-    let addrs_kept: BTreeSet<_> = current.services.keys().filter(|k| k.slot == 0 && staying(k)).map(|k| k.addr).collect();
+    // (Built only when there are such addresses: it walks every header.)
+    let addrs_kept: BTreeSet<_> = if current.lb_addrs.is_empty() {
+        BTreeSet::new()
+    } else {
+        current.services.keys().filter(|k| k.slot == 0 && staying(k)).map(|k| k.addr).collect()
+    };
     ops.extend(
         current.lb_addrs.keys().filter(|a| !desired.lb_addrs.contains_key(a) || !addrs_kept.contains(a)).map(|a| del(MapKey::LbAddrs(*a))),
     );
