@@ -16,21 +16,22 @@ use sluice_k8s::index::Index;
 fn service(i: usize) -> Service {
     serde_json::from_value::<ServiceObject>(serde_json::json!({
         "metadata": {"name": format!("s{i}"), "namespace": "bench"},
-        "spec": {"clusterIP": format!("10.96.{}.{}", i / 250, i % 250 + 1), "ports": [{"port": 80, "targetPort": 8080}]},
+        "spec": {"clusterIP": format!("10.{}.{}.{}", 96 + i / 62_500, i / 250 % 250, i % 250 + 1), "ports": [{"port": 80, "targetPort": 8080}]},
     }))
     .unwrap()
     .into_model()
 }
 
 fn slice(i: usize, gen_: usize) -> Slice {
-    let base = format!("10.{}.{}", 100 + i / 250, i % 250);
+    // Valid addresses at every scale (an octet past 255 is a warning and no endpoint).
+    let (a, b, c) = (100 + i / 62_500, i / 250 % 250, i % 250 + 1);
     serde_json::from_value::<SliceObject>(serde_json::json!({
         "metadata": {"name": format!("s{i}-x"), "namespace": "bench", "labels": {"kubernetes.io/service-name": format!("s{i}")}},
         "addressType": "IPv4",
         "ports": [{"port": 8080}],
         "endpoints": [
-            {"addresses": [format!("{base}.1")], "conditions": {"ready": true}},
-            {"addresses": [format!("{base}.{}", 2 + gen_ % 200)], "conditions": {"ready": true}},
+            {"addresses": [format!("10.{a}.{b}.{c}")], "conditions": {"ready": true}},
+            {"addresses": [format!("11.{}.{b}.{c}", gen_ % 200)], "conditions": {"ready": true}},
         ],
     }))
     .unwrap()
@@ -50,6 +51,9 @@ fn main() {
     let scales: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.replace(['_', ','], "").parse().ok()).collect::<Vec<_>>().into_iter().collect();
     let scales = if scales.is_empty() { vec![1_000, 10_000, 50_000] } else { scales };
     const CHANGES: usize = 40;
+    // Maps sized for the largest scale, as mapSizes would be: at the built-in sizes every change
+    // past about 20,000 Services is planned in full (a map is over its capacity).
+    let capacity = Capacity { services: 4 << 20, backends: 1 << 20, revnat: 1 << 20, ..Capacity::default() };
     let node = NodeContext { node_name: Some("n1".into()), node_ips: vec![], external_ip_cidrs: None, maglev: false, zone: None, nodeport_bind_protection: true, ..NodeContext::default() };
     println!(
         "| services | cold plan+sync (ms) | one change, full re-plan p50 / p99 (ms) | one change, incremental p50 / p99 (ms) | speed-up at p50 | writes per change |"
@@ -65,7 +69,7 @@ fn main() {
         let mut rec = Reconciler::from_maps(&maps).unwrap();
         let t = Instant::now();
         let changed = index.take_changed();
-        planner.plan(changed, &index, &node, Capacity::default());
+        planner.plan(changed, &index, &node, capacity);
         rec.sync(&mut maps, planner.desired()).unwrap();
         let cold = t.elapsed();
 
@@ -76,7 +80,7 @@ fn main() {
             index.apply_slice(slice(target, c));
             // The old way: translate and lay out every Service.
             let t = Instant::now();
-            let p_full = plan(index.services.values(), index.slices.values(), &node, &planner.ids(), Capacity::default());
+            let p_full = plan(index.services.values(), index.slices.values(), &node, &planner.ids(), capacity);
             let planned = t.elapsed();
             let mut shadow_maps = maps.clone();
             let mut shadow = Reconciler::from_maps(&shadow_maps).unwrap();
@@ -86,7 +90,7 @@ fn main() {
             // The agent's way.
             let t = Instant::now();
             let changed = index.take_changed();
-            let mut report = planner.plan(changed, &index, &node, Capacity::default());
+            let mut report = planner.plan(changed, &index, &node, capacity);
             // Over a map's capacity the planner lays everything out, so every node refuses the
             // same Services (the last ones by name) whatever order changes came in.
             if report.touched.is_none() {

@@ -91,6 +91,8 @@ pub(crate) struct Layout {
     backend_ids: IdTable<BackendIdent>,
     frontend_ids: IdTable<FrontendIdent>,
     groups: BTreeMap<GroupKey, Contribution>,
+    /// The groups with warnings: what a plan reports without walking every group.
+    warned: BTreeSet<GroupKey>,
     /// Frontend kinds using each LoadBalancer/ExternalIP address, per Service.
     lb_addr_users: BTreeMap<Addr, BTreeMap<GroupKey, u32>>,
     src_range_refs: BTreeMap<SrcRangeKey, u32>,
@@ -162,6 +164,7 @@ impl Layout {
             backend_ids: IdTable::from_previous(&previous.backends),
             frontend_ids: IdTable::from_previous(&previous.frontends),
             groups: BTreeMap::new(),
+            warned: BTreeSet::new(),
             lb_addr_users: BTreeMap::new(),
             src_range_refs: BTreeMap::new(),
             nodeport_refs: BTreeMap::new(),
@@ -175,7 +178,7 @@ impl Layout {
     }
 
     pub(crate) fn warnings(&self) -> impl Iterator<Item = &Warning> {
-        self.groups.values().flat_map(|c| c.warnings.iter())
+        self.warned.iter().filter_map(|g| self.groups.get(g)).flat_map(|c| c.warnings.iter())
     }
 
     /// Whether a map (or an id space) refused a frontend.
@@ -227,6 +230,7 @@ impl Layout {
     /// a Service replaced in place keeps them.
     pub(crate) fn remove(&mut self, group: &GroupKey) {
         let Some(c) = self.groups.remove(group) else { return };
+        self.warned.remove(group);
         let mut backends = Vec::new();
         for k in c.placed.iter().flat_map(Placed::keys) {
             if let Some(v) = self.state.services.remove(&k) {
@@ -496,6 +500,9 @@ impl Layout {
         c.placed.shrink_to_fit();
         if !(extra.src_ranges.is_empty() && extra.nodeports.is_empty() && extra.lb_addrs.is_empty() && extra.maglev.is_empty()) {
             c.extra = Some(Box::new(extra));
+        }
+        if !c.warnings.is_empty() {
+            self.warned.insert(group.clone());
         }
         self.groups.insert(group.clone(), c);
     }
