@@ -171,14 +171,13 @@ impl Reconciler {
     /// state the planner's full plan replaced) when every sync since landed, or else the maps
     /// read whole.
     pub fn before(&mut self, maps: &dyn LbMaps, touched: Option<&Touched>, replaced: Option<LbState>) -> Result<LbState, MapError> {
-        match (touched, self.found.take(), replaced) {
-            (Some(t), found, _) => {
-                self.found = found;
-                maps.read(t)
-            }
-            (None, Some(found), _) => Ok(found),
-            (None, None, Some(replaced)) if self.in_step => Ok(replaced),
-            (None, None, _) => maps.dump(),
+        if let Some(t) = touched {
+            return maps.read(t);
+        }
+        match (self.found.take(), replaced) {
+            (Some(found), _) => Ok(found),
+            (None, Some(replaced)) if self.in_step => Ok(replaced),
+            (None, _) => maps.dump(),
         }
     }
 
@@ -191,7 +190,7 @@ impl Reconciler {
     /// room first, then the puts and other deletions against what is left.
     pub fn write(&mut self, maps: &mut dyn LbMaps, desired: &LbState, before: LbState, touched: Option<&Touched>) -> Result<SyncStats, SyncError> {
         let result = match touched {
-            Some(t) => apply(maps, diff(&desired.restrict(t), &before)),
+            Some(t) => apply(maps, &diff(&desired.restrict(t), &before)),
             None => write_all(maps, desired, before),
         };
         self.in_step = result.is_ok();
@@ -217,7 +216,7 @@ impl Reconciler {
 fn write_all(maps: &mut dyn LbMaps, desired: &LbState, mut before: LbState) -> Result<SyncStats, SyncError> {
     let room = room_first(desired, &before);
     let room_ops = room.len();
-    let first = apply(maps, room.iter().cloned())?;
+    let first = apply(maps, &room)?;
     for op in &room {
         op.apply_to(&mut before);
     }
@@ -231,8 +230,7 @@ fn write_all(maps: &mut dyn LbMaps, desired: &LbState, mut before: LbState) -> R
 }
 
 /// Applies ops in order until one fails.
-fn apply(maps: &mut dyn LbMaps, ops: impl IntoIterator<Item = Op>) -> Result<SyncStats, SyncError> {
-    let ops: Vec<Op> = ops.into_iter().collect();
+fn apply(maps: &mut dyn LbMaps, ops: &[Op]) -> Result<SyncStats, SyncError> {
     let mut stats = SyncStats::default();
     for (i, op) in ops.iter().enumerate() {
         if let Err(source) = maps.apply(op) {
